@@ -1,0 +1,3 @@
+//! Benchmarks (`dfm bench ...`): each prints a table and can write `--json`.
+
+pub mod loader;

@@ -1,0 +1,435 @@
+//! Experiment configs: TOML files with `run`, `data`, `model`, `train` and `eval` sections.
+//! Every key has a default; `--set section.key=value` overrides any of them; an unknown key or a
+//! bad value is an error that names the key and what is allowed.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// A GPU adapter if one exists (CUDA when built with it, else wgpu), otherwise flex.
+    Auto,
+    /// burn's pure-Rust CPU backend.
+    Flex,
+    Wgpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "flex" | "cpu" => Ok(DeviceChoice::Flex),
+            "wgpu" => Ok(DeviceChoice::Wgpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            o => Err(format!(
+                "unknown device `{o}`; allowed: auto, flex, wgpu, cuda"
+            )),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Name of the run; the run folder defaults to `checkpoints/<name>`.
+    pub name: String,
+    /// Where the run is written (empty: `checkpoints/<name>`).
+    pub dir: String,
+    pub seed: u64,
+    pub device: DeviceChoice,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "run".into(),
+            dir: String::new(),
+            seed: 42,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset folder (holding `manifest.json`).
+    pub path: String,
+    /// When `path` holds no dataset, simulate one with this many routes (0: fail instead).
+    pub synth_routes: usize,
+    pub synth_seed: u64,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub shuffle_buffer: usize,
+    /// Side of the image fed to the model (rasters are resized to it).
+    pub image_size: usize,
+    pub skip_bad: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: "datasets/quickstart".into(),
+            synth_routes: 0,
+            synth_seed: 1,
+            workers: 2,
+            prefetch: 4,
+            shuffle_buffer: 2048,
+            image_size: 32,
+            skip_bad: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Feed-forward width as a multiple of d_model.
+    pub ff_mult: usize,
+    pub dropout: f64,
+    /// Trajectory modes K.
+    pub modes: usize,
+    /// Image patch side in pixels.
+    pub image_patch: usize,
+    /// GPS fixes per history token.
+    pub history_patch: usize,
+    /// IMU rows per IMU token.
+    pub imu_patch: usize,
+    /// Probability of dropping each modality of a training sample.
+    pub modality_dropout: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            d_model: 64,
+            layers: 2,
+            heads: 4,
+            ff_mult: 4,
+            dropout: 0.1,
+            modes: 6,
+            image_patch: 8,
+            history_patch: 5,
+            imu_patch: 25,
+            modality_dropout: 0.1,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    Supervised,
+    Pretrain,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    Stop,
+    Skip,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub objective: Objective,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0: run all epochs).
+    pub max_steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub grad_clip: f64,
+    pub grad_accum: usize,
+    pub checkpoint_every: usize,
+    pub keep_last: usize,
+    pub log_every: usize,
+    /// A run folder to initialize the encoders from (pretrain -> finetune).
+    pub init_from: String,
+    pub freeze_encoders: bool,
+    pub on_nan: OnNan,
+    /// Devices for data-parallel training (empty: `run.device`).
+    pub devices: Vec<String>,
+    pub loss_weights: BTreeMap<String, f64>,
+}
+
+pub const LOSS_HEADS: [&str; 7] = [
+    "traj",
+    "mode",
+    "eta",
+    "on_time",
+    "delivered",
+    "next_stop",
+    "recon",
+];
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            objective: Objective::Supervised,
+            epochs: 4,
+            max_steps: 0,
+            batch_size: 32,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            warmup_steps: 100,
+            grad_clip: 1.0,
+            grad_accum: 1,
+            checkpoint_every: 200,
+            keep_last: 3,
+            log_every: 50,
+            init_from: String::new(),
+            freeze_encoders: false,
+            on_nan: OnNan::Stop,
+            devices: Vec::new(),
+            loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub split: String,
+    pub batch_size: usize,
+    /// Final-displacement threshold of the miss rate, meters.
+    pub miss_threshold_m: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            split: "test".into(),
+            batch_size: 64,
+            miss_threshold_m: 2.0,
+        }
+    }
+}
+
+/// Parses `a.b=value`: the value as a TOML value when it is one (`3e-4`, `true`, `[1, 2]`,
+/// `"x"`), else as a plain string.
+fn parse_override(s: &str) -> anyhow::Result<(Vec<String>, toml::Value)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("--set `{s}`: expected section.key=value"))?;
+    let path: Vec<String> = k.trim().split('.').map(str::to_string).collect();
+    if path.iter().any(String::is_empty) {
+        bail!("--set `{s}`: bad key `{k}`");
+    }
+    let v = v.trim();
+    let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(v.to_string()),
+    };
+    Ok((path, value))
+}
+
+fn apply(root: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let mut t = root;
+    for (i, k) in path[..path.len() - 1].iter().enumerate() {
+        let e = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        t = e.as_table_mut().with_context(|| {
+            format!(
+                "--set {}: `{}` is not a section",
+                path.join("."),
+                path[..=i].join(".")
+            )
+        })?;
+    }
+    t.insert(path[path.len() - 1].clone(), value);
+    Ok(())
+}
+
+impl Config {
+    /// Loads a config file (or the defaults when `path` is None), applies `--set` overrides and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Config> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config {}", p.display()))?;
+                let t: toml::Table =
+                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                (t, p.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        for o in overrides {
+            let (k, v) = parse_override(o)?;
+            apply(&mut table, &k, v)?;
+        }
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                anyhow::anyhow!("{origin}: key `{key}`: {}", e.into_inner())
+            })?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let pos = |key: &str, v: usize| -> anyhow::Result<()> {
+            if v == 0 {
+                bail!("key `{key}`: must be at least 1");
+            }
+            Ok(())
+        };
+        pos("model.d_model", m.d_model)?;
+        pos("model.layers", m.layers)?;
+        pos("model.heads", m.heads)?;
+        pos("model.ff_mult", m.ff_mult)?;
+        pos("model.modes", m.modes)?;
+        pos("model.image_patch", m.image_patch)?;
+        pos("model.history_patch", m.history_patch)?;
+        pos("model.imu_patch", m.imu_patch)?;
+        pos("train.batch_size", t.batch_size)?;
+        pos("train.grad_accum", t.grad_accum)?;
+        pos("train.keep_last", t.keep_last)?;
+        pos("eval.batch_size", self.eval.batch_size)?;
+        pos("data.image_size", self.data.image_size)?;
+        if m.d_model % m.heads != 0 {
+            bail!(
+                "key `model.d_model`: {} is not divisible by model.heads = {}",
+                m.d_model,
+                m.heads
+            );
+        }
+        if self.data.image_size % m.image_patch != 0 {
+            bail!(
+                "key `model.image_patch`: {} does not divide data.image_size = {}",
+                m.image_patch,
+                self.data.image_size
+            );
+        }
+        for (key, v) in [
+            ("model.dropout", m.dropout),
+            ("model.modality_dropout", m.modality_dropout),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("key `{key}`: {v} is outside [0, 1)");
+            }
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            bail!("key `train.lr`: {} must be a positive number", t.lr);
+        }
+        if t.weight_decay < 0.0 || t.grad_clip < 0.0 {
+            bail!("keys `train.weight_decay` and `train.grad_clip` must not be negative");
+        }
+        for (k, v) in &t.loss_weights {
+            if !LOSS_HEADS.contains(&k.as_str()) {
+                bail!(
+                    "key `train.loss_weights.{k}`: unknown head; allowed: {}",
+                    LOSS_HEADS.join(", ")
+                );
+            }
+            if !(v.is_finite() && *v >= 0.0) {
+                bail!("key `train.loss_weights.{k}`: {v} must be a non-negative number");
+            }
+        }
+        for d in &t.devices {
+            d.split(':')
+                .next()
+                .unwrap_or("")
+                .parse::<DeviceChoice>()
+                .map_err(|e| anyhow::anyhow!("key `train.devices`: {e}"))?;
+        }
+        const SPLITS: [&str; 5] = ["train", "val", "test", "test_days", "all"];
+        if !SPLITS.contains(&self.eval.split.as_str()) {
+            bail!(
+                "key `eval.split`: `{}`; allowed: {}",
+                self.eval.split,
+                SPLITS.join(", ")
+            );
+        }
+        if !(self.eval.miss_threshold_m > 0.0) {
+            bail!("key `eval.miss_threshold_m`: must be positive");
+        }
+        Ok(())
+    }
+
+    /// The run folder: `run.dir`, or `checkpoints/<run.name>`.
+    pub fn run_dir(&self) -> PathBuf {
+        if self.run.dir.is_empty() {
+            Path::new("checkpoints").join(&self.run.name)
+        } else {
+            PathBuf::from(&self.run.dir)
+        }
+    }
+
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_types_parse() {
+        let c = Config::load(
+            None,
+            &[
+                "train.lr=3e-4".into(),
+                "data.path=/tmp/x".into(),
+                "run.device=flex".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.lr, 3e-4);
+        assert_eq!(c.data.path, "/tmp/x");
+        assert_eq!(c.run.device, DeviceChoice::Flex);
+        assert_eq!(c.run_dir(), PathBuf::from("checkpoints/run"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_allowed() {
+        let e = Config::load(None, &["train.lrr=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train") && e.contains("lrr") && e.contains("`lr`"),
+            "{e}"
+        );
+        let e = Config::load(None, &["run.device=tpu".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run.device") && e.contains("wgpu"), "{e}");
+        let e = Config::load(None, &["model.heads=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.d_model"), "{e}");
+        let e = Config::load(None, &["train.loss_weights.foo=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train.loss_weights.foo") && e.contains("next_stop"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! `manifest.json`: what a dataset folder holds. Shards per split with their sample counts and
+//! SHA-256, the schema version and spec, the route ids of each split (splits are by held-out
+//! route, plus held-out days), coverage counts, and the normalization statistics computed on the
+//! training split with the same feature code that runs at training and serving time.
+
+use super::sample::{SCHEMA_VERSION, Spec};
+use super::shards::ShardInfo;
+use crate::error::DataError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const FORMAT: &str = "dfm-shards";
+pub const SPLITS: [&str; 4] = ["train", "val", "test", "test_days"];
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub schema_version: u32,
+    /// Where the data came from: `synth`, `geolife`, `gps-csv`, `lmrc`.
+    pub source: String,
+    pub spec: Spec,
+    /// `train`, `val`, `test` (held-out routes) and `test_days` (held-out days), when present.
+    pub splits: BTreeMap<String, SplitInfo>,
+    pub norm: NormStats,
+    pub coverage: Coverage,
+    /// How the data was made (simulator settings, importer options).
+    pub generator: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SplitInfo {
+    pub samples: usize,
+    pub routes: Vec<String>,
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Sample counts per region and per modality (how many samples carry each input / label).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Coverage {
+    pub samples: usize,
+    pub regions: BTreeMap<String, usize>,
+    pub modalities: BTreeMap<String, usize>,
+}
+
+impl Coverage {
+    pub fn add(&mut self, s: &super::sample::Sample) {
+        self.samples += 1;
+        *self.regions.entry(s.region.name().to_string()).or_default() += 1;
+        let mut m = |k: &str, present: bool| {
+            if present {
+                *self.modalities.entry(k.to_string()).or_default() += 1;
+            }
+        };
+        m("history", !s.history.is_empty());
+        m("imu", s.imu.is_some());
+        m("image", !s.images.is_empty());
+        m("stops", !s.stops.is_empty());
+        m("context.weather", s.context.weather.is_some());
+        let t = s.target.as_ref();
+        m("target.future", t.is_some_and(|t| !t.future.is_empty()));
+        m(
+            "target.arrival",
+            t.is_some_and(|t| t.arrival_s.iter().any(Option::is_some)),
+        );
+        m(
+            "target.on_time",
+            t.is_some_and(|t| t.on_time.iter().any(Option::is_some)),
+        );
+        m("target.delivered", t.is_some_and(|t| t.delivered.is_some()));
+        m("target.next_stop", t.is_some_and(|t| t.next_stop.is_some()));
+    }
+    pub fn merge(&mut self, o: &Coverage) {
+        self.samples += o.samples;
+        for (k, v) in &o.regions {
+            *self.regions.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.modalities {
+            *self.modalities.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Mean and standard deviation of a feature channel over the training split.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Moments {
+    pub count: u64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NormStats {
+    pub channels: BTreeMap<String, Moments>,
+}
+
+impl NormStats {
+    /// (mean, std) of a channel; (0, 1) when the channel was never seen. The std has a floor so
+    /// a constant channel does not blow up.
+    pub fn get(&self, name: &str) -> (f32, f32) {
+        match self.channels.get(name) {
+            Some(m) if m.count > 1 => (m.mean as f32, (m.std as f32).max(1e-3)),
+            _ => (0.0, 1.0),
+        }
+    }
+    /// Root mean square of a channel (used as an isotropic scale for positions).
+    pub fn rms(&self, names: &[&str]) -> f32 {
+        let (mut s, mut n) = (0.0f64, 0u64);
+        for name in names {
+            if let Some(m) = self.channels.get(*name) {
+                s += m.count as f64 * (m.std * m.std + m.mean * m.mean);
+                n += m.count;
+            }
+        }
+        if n == 0 {
+            1.0
+        } else {
+            ((s / n as f64).sqrt() as f32).max(1e-3)
+        }
+    }
+}
+
+/// Running moments (Welford), merged in a fixed order so results are reproducible.
+#[derive(Clone, Debug, Default)]
+pub struct StatsAcc {
+    acc: BTreeMap<&'static str, (u64, f64, f64)>,
+}
+
+impl StatsAcc {
+    pub fn push(&mut self, name: &'static str, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        let e = self.acc.entry(name).or_insert((0, 0.0, 0.0));
+        e.0 += 1;
+        let d = x - e.1;
+        e.1 += d / e.0 as f64;
+        e.2 += d * (x - e.1);
+    }
+    pub fn merge(&mut self, o: &StatsAcc) {
+        for (k, &(nb, mb, m2b)) in &o.acc {
+            let e = self.acc.entry(k).or_insert((0, 0.0, 0.0));
+            let (na, ma, m2a) = *e;
+            let n = na + nb;
+            if n == 0 {
+                continue;
+            }
+            let d = mb - ma;
+            let mean = ma + d * nb as f64 / n as f64;
+            let m2 = m2a + m2b + d * d * na as f64 * nb as f64 / n as f64;
+            *e = (n, mean, m2);
+        }
+    }
+    pub fn finish(&self) -> NormStats {
+        let round = |x: f64| {
+            if x == 0.0 {
+                0.0
+            } else {
+                format!("{x:.6e}").parse().unwrap_or(x)
+            }
+        };
+        NormStats {
+            channels: self
+                .acc
+                .iter()
+                .map(|(k, &(n, mean, m2))| {
+                    let std = if n > 1 {
+                        (m2 / (n - 1) as f64).sqrt()
+                    } else {
+                        0.0
+                    };
+                    (
+                        k.to_string(),
+                        Moments {
+                            count: n,
+                            mean: round(mean),
+                            std: round(std),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Manifest {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(MANIFEST)
+    }
+
+    /// Loads and checks a dataset folder's manifest: format, schema version, and that every
+    /// listed shard exists. (A truncated shard is reported by the reader, which can name the
+    /// record where the data stops.)
+    pub fn load(dir: &Path) -> Result<Manifest, DataError> {
+        let path = Self::path(dir);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            DataError::file(&path, format!("cannot read the dataset manifest ({e}); is this a dataset folder made by `dfm data`?"))
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            DataError {
+                field: Some(field),
+                ..DataError::file(&path, e.into_inner().to_string())
+            }
+        })?;
+        if m.format != FORMAT {
+            return Err(DataError {
+                field: Some("format".into()),
+                ..DataError::file(&path, format!("`{}` is not `{FORMAT}`", m.format))
+            });
+        }
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(DataError {
+                field: Some("schema_version".into()),
+                ..DataError::file(
+                    &path,
+                    format!(
+                        "schema version {} is not the version this dfm reads ({SCHEMA_VERSION})",
+                        m.schema_version
+                    ),
+                )
+            });
+        }
+        for (split, info) in &m.splits {
+            for (i, sh) in info.shards.iter().enumerate() {
+                let p = dir.join(&sh.file);
+                if !p.is_file() {
+                    return Err(DataError {
+                        field: Some(format!("splits.{split}.shards[{i}].file")),
+                        ..DataError::file(
+                            &path,
+                            format!(
+                                "lists shard `{}`, which is missing ({})",
+                                sh.file,
+                                p.display()
+                            ),
+                        )
+                    });
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        crate::util::write_atomic(&Self::path(dir), &bytes)
+    }
+
+    /// SHA-256 of the manifest file (identifies the training data of a model).
+    pub fn hash(dir: &Path) -> std::io::Result<String> {
+        super::shards::sha256_file(&Self::path(dir))
+    }
+
+    pub fn split(&self, name: &str) -> Option<&SplitInfo> {
+        self.splits.get(name)
+    }
+
+    /// Shard paths of one split, or of every split for `all`.
+    pub fn shards(&self, dir: &Path, split: &str) -> Result<Vec<(PathBuf, usize)>, DataError> {
+        let pick: Vec<&SplitInfo> = if split == "all" {
+            self.splits.values().collect()
+        } else {
+            vec![self.splits.get(split).ok_or_else(|| {
+                let have: Vec<&str> = self.splits.keys().map(String::as_str).collect();
+                DataError::file(
+                    Self::path(dir),
+                    format!(
+                        "has no split `{split}` (it has: {}, or `all`)",
+                        have.join(", ")
+                    ),
+                )
+            })?]
+        };
+        Ok(pick
+            .into_iter()
+            .flat_map(|s| s.shards.iter().map(|sh| (dir.join(&sh.file), sh.samples)))
+            .collect())
+    }
+}

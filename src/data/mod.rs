@@ -1,0 +1,9 @@
+//! Data: the sample schema, the simulator, shards, manifest, loader and inspection.
+
+pub mod inspect;
+pub mod loader;
+pub mod manifest;
+pub mod npy;
+pub mod sample;
+pub mod shards;
+pub mod synth;

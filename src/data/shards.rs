@@ -1,0 +1,403 @@
+//! WebDataset-style tar shards. A sample is a group of consecutive tar members sharing a key:
+//! `KEY.json` (the [`Sample`] with `file` references), `KEY.map.png` (images), `KEY.imu.npy`
+//! (float32 [n, 4]). Python's `webdataset` reads them as they are.
+//!
+//! Writing is deterministic (fixed mtime, owner and mode; members in a fixed order) so the same
+//! samples give byte-identical shards, and atomic (a shard is written to `NAME.tmp`, then renamed).
+
+use super::npy;
+use super::sample::{Image, Rgb8, Sample};
+use crate::error::DataError;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A sample encoded as tar members: (extension, bytes), e.g. ("json", ...), ("map.png", ...).
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub key: String,
+    pub members: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    fn member(&self, ext: &str) -> Option<&[u8]> {
+        self.members
+            .iter()
+            .find(|(e, _)| e == ext)
+            .map(|(_, b)| b.as_slice())
+    }
+}
+
+/// Encodes a sample: pixels to PNG members, IMU rows to an `.npy` member, the rest to JSON.
+pub fn encode(sample: &Sample) -> anyhow::Result<Record> {
+    let mut s = sample.clone();
+    let mut members = Vec::new();
+    let mut used = Vec::new();
+    for (i, im) in s.images.iter_mut().enumerate() {
+        let px = im
+            .pixels
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("sample {}: images[{i}] has no pixels", sample.key))?;
+        let mut name = format!("{}.png", im.kind.name());
+        if used.contains(&name) {
+            name = format!("{}{i}.png", im.kind.name());
+        }
+        used.push(name.clone());
+        members.push((name.clone(), png_bytes(&px)?));
+        im.file = Some(name);
+        im.png_base64 = None;
+    }
+    if let Some(imu) = s.imu.as_mut() {
+        let flat: Vec<f32> = imu.data.iter().flatten().copied().collect();
+        members.push((
+            "imu.npy".to_string(),
+            npy::write_f32(&flat, &[imu.data.len(), 4]),
+        ));
+        imu.data.clear();
+        imu.file = Some("imu.npy".to_string());
+    }
+    let json = serde_json::to_vec(&s)?;
+    members.insert(0, ("json".to_string(), json));
+    Ok(Record {
+        key: sample.key.clone(),
+        members,
+    })
+}
+
+pub fn png_bytes(px: &Rgb8) -> anyhow::Result<Vec<u8>> {
+    let img = image::RgbImage::from_raw(px.width, px.height, px.data.clone())
+        .ok_or_else(|| anyhow::anyhow!("pixel buffer does not match {}x{}", px.width, px.height))?;
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+    Ok(out)
+}
+
+pub fn decode_png(bytes: &[u8]) -> Result<Rgb8, String> {
+    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+        .map_err(|e| format!("PNG does not decode: {e}"))?;
+    let rgb = img.into_rgb8();
+    Ok(Rgb8 {
+        width: rgb.width(),
+        height: rgb.height(),
+        data: rgb.into_raw(),
+    })
+}
+
+/// Parses a sample's JSON, naming the field that fails (`history[3].lat`).
+pub fn parse_json(bytes: &[u8]) -> Result<Sample, (String, String)> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let path = if path == "." {
+            "(json)".to_string()
+        } else {
+            path
+        };
+        (path, inner.to_string())
+    })
+}
+
+/// Resolves images (members or inline base64) and the IMU array, then validates the sample.
+pub fn resolve(
+    mut s: Sample,
+    member: &dyn Fn(&str) -> Option<Vec<u8>>,
+    spec: Option<&super::sample::Spec>,
+) -> Result<Sample, (String, String)> {
+    for (i, im) in s.images.iter_mut().enumerate() {
+        let bytes = load_image_bytes(im, member).map_err(|m| (format!("images[{i}]"), m))?;
+        im.pixels = Some(decode_png(&bytes).map_err(|m| (format!("images[{i}]"), m))?);
+    }
+    if let Some(imu) = s.imu.as_mut()
+        && let Some(name) = &imu.file
+        && imu.data.is_empty()
+    {
+        let bytes = member(name).ok_or_else(|| {
+            (
+                "imu.file".to_string(),
+                format!("member `{name}` is missing"),
+            )
+        })?;
+        let (v, shape) = npy::read_f32(&bytes).map_err(|m| ("imu.file".to_string(), m))?;
+        if shape.len() != 2 || shape[1] != 4 {
+            return Err((
+                "imu.file".to_string(),
+                format!("shape {shape:?}, expected [n, 4]"),
+            ));
+        }
+        imu.data = v
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+    }
+    s.validate(spec).map_err(|e| (e.field, e.message))?;
+    Ok(s)
+}
+
+fn load_image_bytes(
+    im: &Image,
+    member: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    if let Some(b64) = &im.png_base64 {
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("png_base64 does not decode: {e}"));
+    }
+    match &im.file {
+        Some(name) => member(name).ok_or_else(|| format!("member `{name}` is missing")),
+        None => Err("neither `file` nor `png_base64` given".into()),
+    }
+}
+
+/// Decodes a record read from `file` into a validated sample.
+pub fn decode(
+    rec: &Record,
+    file: &Path,
+    spec: Option<&super::sample::Spec>,
+) -> Result<Sample, DataError> {
+    let json = rec
+        .member("json")
+        .ok_or_else(|| DataError::field(file, &rec.key, "json", "member KEY.json is missing"))?;
+    let s = parse_json(json).map_err(|(f, m)| DataError::field(file, &rec.key, f, m))?;
+    if s.key != rec.key {
+        return Err(DataError::field(
+            file,
+            &rec.key,
+            "key",
+            format!("`{}` differs from the tar key", s.key),
+        ));
+    }
+    let member = |name: &str| rec.member(name).map(<[u8]>::to_vec);
+    resolve(s, &member, spec).map_err(|(f, m)| DataError::field(file, &rec.key, f, m))
+}
+
+/// One finished shard, as listed in the manifest.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardInfo {
+    pub file: String,
+    pub samples: usize,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+struct HashWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct OpenShard {
+    name: String,
+    tmp: PathBuf,
+    builder: tar::Builder<HashWriter<BufWriter<File>>>,
+    count: usize,
+}
+
+/// Writes records into `PREFIX-000000.tar`, `PREFIX-000001.tar`, ... of at most `shard_size`.
+pub struct ShardWriter {
+    dir: PathBuf,
+    prefix: String,
+    shard_size: usize,
+    open: Option<OpenShard>,
+    pub done: Vec<ShardInfo>,
+}
+
+impl ShardWriter {
+    pub fn new(dir: &Path, prefix: &str, shard_size: usize) -> Self {
+        ShardWriter {
+            dir: dir.to_path_buf(),
+            prefix: prefix.to_string(),
+            shard_size: shard_size.max(1),
+            open: None,
+            done: Vec::new(),
+        }
+    }
+
+    pub fn append(&mut self, rec: &Record) -> anyhow::Result<()> {
+        if self.open.is_none() {
+            let name = format!("{}-{:06}.tar", self.prefix, self.done.len());
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            let f = File::create(&tmp).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+            let w = HashWriter {
+                inner: BufWriter::new(f),
+                hash: Sha256::new(),
+                bytes: 0,
+            };
+            let mut builder = tar::Builder::new(w);
+            builder.mode(tar::HeaderMode::Deterministic);
+            self.open = Some(OpenShard {
+                name,
+                tmp,
+                builder,
+                count: 0,
+            });
+        }
+        let sh = self.open.as_mut().unwrap();
+        for (ext, bytes) in &rec.members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            sh.builder
+                .append_data(&mut h, format!("{}.{ext}", rec.key), bytes.as_slice())?;
+        }
+        sh.count += 1;
+        if sh.count >= self.shard_size {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        if let Some(sh) = self.open.take() {
+            let mut w = sh.builder.into_inner()?;
+            w.flush()?;
+            let HashWriter { inner, hash, bytes } = w;
+            let f = inner
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", sh.tmp.display()))?;
+            f.sync_all()?;
+            drop(f);
+            let dst = self.dir.join(&sh.name);
+            std::fs::rename(&sh.tmp, &dst)?;
+            self.done.push(ShardInfo {
+                file: sh.name,
+                samples: sh.count,
+                bytes,
+                sha256: hex(&hash.finalize()),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> anyhow::Result<Vec<ShardInfo>> {
+        self.close()?;
+        Ok(self.done)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = BufReader::new(File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Reads the records of a shard in order, calling `f` for each; `f` returns `false` to stop.
+/// A truncated or malformed archive is an error naming the shard and the record being read.
+/// With `expected`, a shard holding another number of records is an error too.
+pub fn for_each_record(
+    path: &Path,
+    expected: Option<usize>,
+    mut f: impl FnMut(Record) -> bool,
+) -> Result<usize, DataError> {
+    let file =
+        File::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e}")))?;
+    let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 16, file));
+    let entries = ar
+        .entries()
+        .map_err(|e| DataError::file(path, format!("not a tar archive: {e}")))?;
+    let mut cur: Option<Record> = None;
+    let mut count = 0usize;
+    let after = |cur: &Option<Record>| match cur {
+        Some(r) => format!("in or after record `{}`", r.key),
+        None => "before the first record".to_string(),
+    };
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            DataError::file(
+                path,
+                format!("corrupt or truncated tar {}: {e}", after(&cur)),
+            )
+        })?;
+        let name = entry
+            .path()
+            .map_err(|e| DataError::file(path, format!("bad member name {}: {e}", after(&cur))))?
+            .to_string_lossy()
+            .to_string();
+        let base = name.rsplit('/').next().unwrap_or(&name).to_string();
+        let Some((key, ext)) = base.split_once('.') else {
+            return Err(DataError::file(
+                path,
+                format!("member `{name}` has no extension"),
+            ));
+        };
+        let size = entry.size();
+        let mut buf = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut buf).map_err(|e| {
+            DataError::record(path, key, format!("cannot read member `{name}`: {e}"))
+        })?;
+        if buf.len() as u64 != size {
+            return Err(DataError::record(
+                path,
+                key,
+                format!(
+                    "member `{name}` is truncated: {} of {size} bytes (truncated shard?)",
+                    buf.len()
+                ),
+            ));
+        }
+        if cur.as_ref().is_some_and(|r| r.key != key) {
+            count += 1;
+            if !f(cur.take().unwrap()) {
+                return Ok(count);
+            }
+        }
+        let rec = cur.get_or_insert_with(|| Record {
+            key: key.to_string(),
+            members: Vec::new(),
+        });
+        if rec.members.iter().any(|(e, _)| e == ext) {
+            return Err(DataError::record(
+                path,
+                key,
+                format!("member `{name}` appears twice"),
+            ));
+        }
+        rec.members.push((ext.to_string(), buf));
+    }
+    if let Some(r) = cur.take() {
+        count += 1;
+        if !f(r) {
+            return Ok(count);
+        }
+    }
+    if let Some(n) = expected
+        && n != count
+    {
+        return Err(DataError::file(
+            path,
+            format!("holds {count} records, the manifest lists {n} (truncated or replaced shard?)"),
+        ));
+    }
+    Ok(count)
+}

@@ -1,0 +1,271 @@
+//! The embedded delivery-world simulator: `dfm data synth`. Deterministic for a seed: routes are
+//! simulated in parallel, each from its own random stream, and written in route order.
+
+pub mod motion;
+pub mod render;
+pub mod rng;
+pub mod route;
+pub mod samples;
+pub mod sensors;
+pub mod world;
+
+use crate::data::manifest::{Coverage, FORMAT, Manifest, SplitInfo, StatsAcc};
+use crate::data::sample::{SCHEMA_VERSION, Spec};
+use crate::data::shards::{Record, ShardWriter, encode};
+use crate::features::accumulate_stats;
+use anyhow::Context as _;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthConfig {
+    pub routes: usize,
+    pub seed: u64,
+    /// Delivery areas in the world (urban, suburban, rural in turn).
+    pub areas: usize,
+    /// Days in the simulated calendar.
+    pub days: u32,
+    /// The last `held_out_days` days form the `test_days` split.
+    pub held_out_days: u32,
+    pub val_frac: f64,
+    pub test_frac: f64,
+    /// Mean spacing of decision points along a route, seconds.
+    pub sample_every_s: f64,
+    pub imu_p: f64,
+    pub image_p: f64,
+    pub stationary_keep_p: f64,
+    pub shard_size: usize,
+    pub raster_size: u32,
+    pub raster_m_per_px: f64,
+    pub spec: Spec,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            routes: 300,
+            seed: 1,
+            areas: 6,
+            days: 30,
+            held_out_days: 5,
+            val_frac: 0.1,
+            test_frac: 0.1,
+            sample_every_s: 75.0,
+            imu_p: 0.85,
+            image_p: 0.9,
+            stationary_keep_p: 0.08,
+            shard_size: 1000,
+            raster_size: 64,
+            raster_m_per_px: 4.0,
+            spec: Spec::default(),
+        }
+    }
+}
+
+impl SynthConfig {
+    pub fn split_of(&self, index: usize, day: u32) -> &'static str {
+        if day + self.held_out_days >= self.days {
+            return "test_days";
+        }
+        let u = rng::unit(rng::hash(self.seed, "split", &[index as u64]));
+        if u < self.test_frac {
+            "test"
+        } else if u < self.test_frac + self.val_frac {
+            "val"
+        } else {
+            "train"
+        }
+    }
+
+    pub fn day_of(&self, index: usize) -> u32 {
+        (rng::hash(self.seed, "day", &[index as u64]) % self.days.max(1) as u64) as u32
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.routes > 0, "--routes must be at least 1");
+        anyhow::ensure!(self.areas > 0, "areas must be at least 1");
+        anyhow::ensure!(
+            self.days > self.held_out_days,
+            "days ({}) must exceed held_out_days ({})",
+            self.days,
+            self.held_out_days
+        );
+        anyhow::ensure!(self.sample_every_s > 0.0, "sample_every_s must be positive");
+        anyhow::ensure!(self.shard_size > 0, "shard_size must be positive");
+        anyhow::ensure!(
+            self.val_frac + self.test_frac < 1.0,
+            "val_frac + test_frac must be below 1"
+        );
+        Ok(())
+    }
+}
+
+struct RouteOut {
+    split: &'static str,
+    route_id: String,
+    records: Vec<Record>,
+    stats: StatsAcc,
+    coverage: Coverage,
+}
+
+fn simulate_route(
+    cfg: &SynthConfig,
+    areas: &[world::Area],
+    index: usize,
+) -> anyhow::Result<RouteOut> {
+    let area = &areas[index % areas.len()];
+    let day = cfg.day_of(index);
+    let split = cfg.split_of(index, day);
+    let route = route::simulate(cfg.seed, area, index, day);
+    let opts = samples::CutOptions {
+        spec: cfg.spec.clone(),
+        raster: render::RasterSpec {
+            size: cfg.raster_size,
+            m_per_px: cfg.raster_m_per_px,
+            anchor: [
+                cfg.raster_size as f64 / 2.0,
+                cfg.raster_size as f64 * 0.6875,
+            ],
+        },
+        sample_every_s: cfg.sample_every_s,
+        imu_p: cfg.imu_p,
+        image_p: cfg.image_p,
+        stationary_keep_p: cfg.stationary_keep_p,
+    };
+    let samples = samples::cut(cfg.seed, index, area, &route, &opts);
+    let mut stats = StatsAcc::default();
+    let mut coverage = Coverage::default();
+    let mut records = Vec::with_capacity(samples.len());
+    for s in &samples {
+        s.validate(Some(&cfg.spec))
+            .map_err(|e| anyhow::anyhow!("simulator produced a bad sample {}: {e}", s.key))?;
+        if split == "train" {
+            accumulate_stats(s, &mut stats);
+        }
+        coverage.add(s);
+        records.push(encode(s)?);
+    }
+    Ok(RouteOut {
+        split,
+        route_id: route.id,
+        records,
+        stats,
+        coverage,
+    })
+}
+
+/// Refuses to overwrite a dataset unless `force`; with `force`, removes the old shards and
+/// manifest (only files dfm writes).
+pub fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ours: Vec<_> = std::fs::read_dir(out)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n == crate::data::manifest::MANIFEST
+                || n.ends_with(".tar")
+                || n.ends_with(".tar.tmp")
+                || n == "bad_records.jsonl"
+        })
+        .collect();
+    if !ours.is_empty() && !force {
+        anyhow::bail!(
+            "{} already holds a dataset; pass --force to replace it",
+            out.display()
+        );
+    }
+    for p in ours {
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Simulates the world and writes the sharded dataset into `out`.
+pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Manifest> {
+    cfg.validate()?;
+    prepare_out_dir(out, force)?;
+    let areas: Vec<world::Area> = (0..cfg.areas)
+        .map(|i| world::Area::generate(cfg.seed, i))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let chunk = (threads * 4).max(8);
+    let mut writers: BTreeMap<&'static str, ShardWriter> = BTreeMap::new();
+    let mut splits: BTreeMap<String, SplitInfo> = BTreeMap::new();
+    let mut stats = StatsAcc::default();
+    let mut coverage = Coverage::default();
+    let bar = crate::progress::bar(cfg.routes as u64, "simulating routes");
+    for (ci, start) in (0..cfg.routes).step_by(chunk).enumerate() {
+        let end = (start + chunk).min(cfg.routes);
+        let outs: Vec<anyhow::Result<RouteOut>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let areas = &areas;
+                    let bar = &bar;
+                    sc.spawn(move || {
+                        (start + t..end)
+                            .step_by(threads)
+                            .map(|i| {
+                                let r = simulate_route(cfg, areas, i);
+                                bar.inc(1);
+                                (i, r)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, anyhow::Result<RouteOut>)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("simulation thread panicked"))
+                .collect();
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect()
+        });
+        // Mix the samples of the routes of this chunk inside each split, deterministically.
+        let mut per_split: BTreeMap<&'static str, Vec<Record>> = BTreeMap::new();
+        for o in outs {
+            let o = o?;
+            stats.merge(&o.stats);
+            coverage.merge(&o.coverage);
+            let info = splits.entry(o.split.to_string()).or_default();
+            info.samples += o.records.len();
+            info.routes.push(o.route_id);
+            per_split.entry(o.split).or_default().extend(o.records);
+        }
+        for (split, mut recs) in per_split {
+            let mut r = rng::stream(
+                cfg.seed,
+                "shuffle",
+                &[ci as u64, split.len() as u64, split.as_bytes()[0] as u64],
+            );
+            recs.shuffle(&mut r);
+            let w = writers
+                .entry(split)
+                .or_insert_with(|| ShardWriter::new(out, split, cfg.shard_size));
+            for rec in &recs {
+                w.append(rec)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for (split, w) in writers {
+        splits.entry(split.to_string()).or_default().shards = w.finish()?;
+    }
+    let manifest = Manifest {
+        format: FORMAT.to_string(),
+        schema_version: SCHEMA_VERSION,
+        source: "synth".to_string(),
+        spec: cfg.spec.clone(),
+        splits,
+        norm: stats.finish(),
+        coverage,
+        generator: serde_json::to_value(cfg)?,
+    };
+    manifest.write(out)?;
+    Ok(manifest)
+}

@@ -1,0 +1,184 @@
+//! Cuts decision-point samples out of a simulated route: what the sensors saw before `t0`, the
+//! stops still ahead, and the labels from the truth after `t0`.
+
+use super::render::{RasterSpec, render};
+use super::rng::{self, chance, uniform};
+use super::route::{Route, local_hour};
+use super::sensors::{GpsNoise, ImuModel, round7};
+use super::world::{Area, dist};
+use crate::data::sample::{Context, Image, ImageKind, Imu, LatLon, Sample, Spec, Stop, Target};
+use crate::frame::frame_heading;
+
+#[derive(Clone, Debug)]
+pub struct CutOptions {
+    pub spec: Spec,
+    pub raster: RasterSpec,
+    pub sample_every_s: f64,
+    pub imu_p: f64,
+    pub image_p: f64,
+    /// Share of samples kept where the vehicle stands still over the whole window.
+    pub stationary_keep_p: f64,
+}
+
+/// Rounds to a multiple of `step` (a power-of-ten fraction), printing without float noise.
+fn round(x: f64, step: f64) -> f64 {
+    let inv = (1.0 / step).round();
+    (x * inv).round() / inv
+}
+
+pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) -> Vec<Sample> {
+    let spec = &o.spec;
+    let mut rng = rng::stream(seed, "samples", &[index as u64]);
+    let gps = GpsNoise::new(seed, index, area, &route.track);
+    let imu_model = ImuModel::new(&mut rng, area);
+    let hist_span = (spec.history_len - 1) as f64 * spec.history_step_s as f64;
+    let imu_span = (spec.imu_len as f64 - 1.0) / spec.imu_rate_hz as f64;
+    let last_arrival = route
+        .visits
+        .iter()
+        .map(|v| v.arrival)
+        .fold(f64::MIN, f64::max);
+    let (dlat, dlon) = area.lat_lon(route.depot);
+    let depot = LatLon {
+        lat: round7(dlat),
+        lon: round7(dlon),
+    };
+    // Stops are listed in an order that says nothing about the visit order.
+    let order_key = |s: usize| rng::hash(seed, "stop-order", &[index as u64, s as u64]);
+    let mut out = Vec::new();
+    let mut t0 = round(
+        route.departure + hist_span.max(imu_span) + uniform(&mut rng, 1.0, o.sample_every_s),
+        0.1,
+    );
+    while t0 < last_arrival {
+        let this_t0 = t0;
+        t0 = round(t0 + o.sample_every_s * uniform(&mut rng, 0.6, 1.4), 0.1);
+        let track = &route.track;
+        let here = track.state_at(this_t0).p;
+        let fut_end = this_t0 + spec.future_len as f64 * spec.future_step_s as f64;
+        let moved = (0..=20)
+            .map(|k| this_t0 - hist_span + k as f64 * (hist_span + fut_end - this_t0) / 20.0)
+            .any(|t| dist(track.state_at(t).p, here) > 5.0);
+        if !moved && !chance(&mut rng, o.stationary_keep_p) {
+            continue;
+        }
+        let ahead: Vec<&super::route::Visit> = route
+            .visits
+            .iter()
+            .filter(|v| v.arrival > this_t0)
+            .collect();
+        if ahead.is_empty() {
+            break;
+        }
+        let mut history = Vec::with_capacity(spec.history_len);
+        let mut last_pos = here;
+        for k in 0..spec.history_len {
+            let t = round(
+                this_t0 - (spec.history_len - 1 - k) as f64 * spec.history_step_s as f64,
+                0.1,
+            );
+            let (fix, p) = gps.fix(area, track, t, &mut rng);
+            history.push(fix);
+            last_pos = p;
+        }
+        let imu = chance(&mut rng, o.imu_p).then(|| Imu {
+            rate_hz: spec.imu_rate_hz,
+            file: None,
+            data: imu_model.read(
+                track,
+                this_t0,
+                spec.imu_rate_hz as f64,
+                spec.imu_len,
+                &mut rng,
+            ),
+        });
+        let images = if chance(&mut rng, o.image_p) {
+            let heading = frame_heading(&history);
+            let stops_left: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
+            let pixels = render(area, last_pos, heading, &stops_left, &o.raster);
+            vec![Image {
+                kind: ImageKind::Map,
+                m_per_px: Some(o.raster.m_per_px as f32),
+                heading_deg: Some(((heading * 100.0).round() / 100.0 % 360.0) as f32),
+                anchor_px: Some([o.raster.anchor[0] as f32, o.raster.anchor[1] as f32]),
+                file: None,
+                png_base64: None,
+                pixels: Some(pixels),
+            }]
+        } else {
+            Vec::new()
+        };
+        let mut listed: Vec<&super::route::Visit> =
+            ahead.iter().take(spec.max_stops).copied().collect();
+        let next_stop_id = listed[0].stop;
+        listed.sort_by_key(|v| order_key(v.stop));
+        let stops: Vec<Stop> = listed
+            .iter()
+            .map(|v| {
+                let st = &route.stops[v.stop];
+                let (lat, lon) = area.lat_lon(st.pos);
+                Stop {
+                    id: st.id.clone(),
+                    lat: round7(lat),
+                    lon: round7(lon),
+                    tw_start: st.tw.map(|w| w.0),
+                    tw_end: st.tw.map(|w| w.1),
+                    service_s: Some(st.service_s as f32),
+                    packages: Some(st.packages),
+                    volume_l: Some(st.volume_l as f32),
+                    zone: Some(area.zone_name(st.zone)),
+                }
+            })
+            .collect();
+        let future = (1..=spec.future_len)
+            .map(|k| {
+                let p = track
+                    .state_at(this_t0 + k as f64 * spec.future_step_s as f64)
+                    .p;
+                let (lat, lon) = area.lat_lon(p);
+                [round7(lat), round7(lon)]
+            })
+            .collect();
+        let target = Target {
+            future_step_s: Some(spec.future_step_s),
+            future,
+            arrival_s: listed
+                .iter()
+                .map(|v| Some(round(v.arrival - this_t0, 0.1)))
+                .collect(),
+            on_time: listed
+                .iter()
+                .map(|v| {
+                    route.stops[v.stop]
+                        .tw
+                        .map(|(a, b)| v.service_start >= a && v.service_start <= b)
+                })
+                .collect(),
+            delivered: Some(ahead[0].delivered),
+            next_stop: listed.iter().position(|v| v.stop == next_stop_id),
+        };
+        let day =
+            ((this_t0 + area.utc_offset_s - super::route::DAY0_UTC) / 86_400.0).floor() as i64;
+        out.push(Sample {
+            key: format!("{}-{:04}", route.id, out.len()),
+            route_id: route.id.clone(),
+            region: area.region,
+            t0: this_t0,
+            context: Context {
+                hour: (round(local_hour(area, this_t0), 0.01) as f32).min(23.99),
+                weekday: day.rem_euclid(7) as u8,
+                weather: Some(route.cond.weather),
+                peak_day: Some(route.cond.peak),
+                road_class: Some(track.class_at(this_t0)),
+                zone_density: Some((area.zone_density[area.zone_of(here)] * 100.0).round() / 100.0),
+                depot: Some(depot),
+            },
+            history,
+            imu,
+            images,
+            stops,
+            target: Some(target),
+        });
+    }
+    out
+}

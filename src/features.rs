@@ -1,0 +1,422 @@
+//! Sample -> normalized arrays, in the agent-centric frame (x forward, y left, meters, origin at
+//! the last fix). The one place this happens: training, evaluation, serving and the dataset's
+//! normalization statistics all call it, so there is no train/serve skew.
+//!
+//! Layouts (per sample):
+//! - `hist`  [H, HIST_CH]: x, y (scaled), speed, speed present, cos/sin of heading relative to
+//!   the frame, heading present, log accuracy.
+//! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
+//! - `image` [3, S, S] in [-1, 1], the first map/aerial raster, resized to S; absent -> mask 0.
+//! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
+//!   has window, service, packages, volume (normalized), attributes present; mask per stop.
+//! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
+//! - targets: future [F, 2] (scaled by `traj_scale`), ETA per stop (scaled by `eta_scale`),
+//!   on-time per stop, delivered, next-stop index; each with a mask.
+
+use crate::data::manifest::{NormStats, StatsAcc};
+use crate::data::sample::{ImageKind, Region, RoadClass, Sample, Spec, Weather};
+use crate::frame::LocalFrame;
+use std::ops::Range;
+
+pub const HIST_CH: usize = 8;
+pub const IMU_CH: usize = 4;
+pub const STOP_CH: usize = 10;
+pub const CTX_CH: usize = 21;
+/// Named slices of the context vector; the model turns each into one token.
+pub const CTX_GROUPS: [(&str, Range<usize>); 6] = [
+    ("time", 0..4),
+    ("weather", 4..9),
+    ("peak", 9..11),
+    ("road", 11..15),
+    ("zone", 15..17),
+    ("depot", 17..21),
+];
+
+/// Everything the feature code needs besides the sample: shapes and statistics.
+#[derive(Clone, Debug)]
+pub struct Normalizer {
+    pub spec: Spec,
+    pub image_size: usize,
+    pub pos_scale: f32,
+    pub stop_scale: f32,
+    pub traj_scale: f32,
+    pub eta_scale: f32,
+    speed: (f32, f32),
+    accuracy: (f32, f32),
+    imu: [(f32, f32); 4],
+    service: (f32, f32),
+    packages: (f32, f32),
+    volume: (f32, f32),
+    zone: (f32, f32),
+}
+
+impl Normalizer {
+    pub fn new(spec: &Spec, norm: &NormStats, image_size: usize) -> Self {
+        Normalizer {
+            spec: spec.clone(),
+            image_size,
+            pos_scale: norm.rms(&["hist_x", "hist_y"]),
+            stop_scale: norm.rms(&["stop_x", "stop_y"]),
+            traj_scale: norm.rms(&["future_x", "future_y"]),
+            eta_scale: norm.rms(&["arrival_s"]),
+            speed: norm.get("speed"),
+            accuracy: norm.get("log_accuracy"),
+            imu: [
+                norm.get("imu_ax"),
+                norm.get("imu_ay"),
+                norm.get("imu_az"),
+                norm.get("imu_gz"),
+            ],
+            service: norm.get("service_s"),
+            packages: norm.get("packages"),
+            volume: norm.get("volume_l"),
+            zone: norm.get("zone_density"),
+        }
+    }
+}
+
+/// Facts about a sample kept beside its tensors: for slices, and to turn predictions back into
+/// meters, seconds and lat/lon.
+#[derive(Clone, Debug)]
+pub struct SampleMeta {
+    pub key: String,
+    pub route_id: String,
+    pub region: Region,
+    pub weather: Option<Weather>,
+    pub peak_day: Option<bool>,
+    pub t0: f64,
+    pub frame: LocalFrame,
+    pub n_stops: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Features {
+    pub hist: Vec<f32>,
+    pub hist_mask: Vec<f32>,
+    pub imu: Vec<f32>,
+    pub imu_mask: f32,
+    pub image: Vec<f32>,
+    pub image_mask: f32,
+    pub stops: Vec<f32>,
+    pub stops_mask: Vec<f32>,
+    pub ctx: Vec<f32>,
+    pub future: Vec<f32>,
+    pub future_mask: f32,
+    pub eta: Vec<f32>,
+    pub eta_mask: Vec<f32>,
+    pub on_time: Vec<f32>,
+    pub on_time_mask: Vec<f32>,
+    pub delivered: f32,
+    pub delivered_mask: f32,
+    /// Index of the next stop, or -1.
+    pub next_stop: i64,
+    pub meta: SampleMeta,
+}
+
+fn z(x: f32, (m, s): (f32, f32)) -> f32 {
+    (x - m) / s
+}
+
+/// Local (forward, left) coordinates of the history fixes, oldest first.
+fn history_local(frame: &LocalFrame, s: &Sample) -> Vec<(f64, f64)> {
+    s.history
+        .iter()
+        .map(|f| frame.to_local(f.lat, f.lon))
+        .collect()
+}
+
+/// Feeds the raw (pre-normalization) feature values of a sample into the statistics.
+pub fn accumulate_stats(s: &Sample, acc: &mut StatsAcc) {
+    let frame = LocalFrame::from_history(&s.history);
+    let n = s.history.len();
+    for (i, (x, y)) in history_local(&frame, s).into_iter().enumerate() {
+        if i + 1 < n {
+            acc.push("hist_x", x);
+            acc.push("hist_y", y);
+        }
+    }
+    for f in &s.history {
+        if let Some(v) = f.speed {
+            acc.push("speed", v as f64);
+        }
+        if let Some(a) = f.accuracy {
+            acc.push("log_accuracy", (1.0 + a as f64).ln());
+        }
+    }
+    if let Some(imu) = &s.imu {
+        for r in &imu.data {
+            acc.push("imu_ax", r[0] as f64);
+            acc.push("imu_ay", r[1] as f64);
+            acc.push("imu_az", r[2] as f64);
+            acc.push("imu_gz", r[3] as f64);
+        }
+    }
+    for st in &s.stops {
+        let (x, y) = frame.to_local(st.lat, st.lon);
+        acc.push("stop_x", x);
+        acc.push("stop_y", y);
+        if let Some(v) = st.service_s {
+            acc.push("service_s", v as f64);
+        }
+        if let Some(v) = st.packages {
+            acc.push("packages", v as f64);
+        }
+        if let Some(v) = st.volume_l {
+            acc.push("volume_l", v as f64);
+        }
+    }
+    if let Some(d) = s.context.zone_density {
+        acc.push("zone_density", d as f64);
+    }
+    if let Some(t) = &s.target {
+        for p in &t.future {
+            let (x, y) = frame.to_local(p[0], p[1]);
+            acc.push("future_x", x);
+            acc.push("future_y", y);
+        }
+        for a in t.arrival_s.iter().flatten() {
+            acc.push("arrival_s", *a);
+        }
+    }
+}
+
+/// Bilinear resize of an RGB image to `size` x `size`, into CHW floats in [-1, 1].
+fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * size * size];
+    let (w, h) = (px.width as usize, px.height as usize);
+    let sx = w as f32 / size as f32;
+    let sy = h as f32 / size as f32;
+    for oy in 0..size {
+        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+        let (y0, ty) = (fy.floor() as usize, fy.fract());
+        let y1 = (y0 + 1).min(h - 1);
+        for ox in 0..size {
+            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let (x0, tx) = (fx.floor() as usize, fx.fract());
+            let x1 = (x0 + 1).min(w - 1);
+            for c in 0..3 {
+                let p = |x: usize, y: usize| px.data[(y * w + x) * 3 + c] as f32;
+                let v = (p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx) * (1.0 - ty)
+                    + (p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx) * ty;
+                out[c * size * size + oy * size + ox] = v / 127.5 - 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// Linear resampling of IMU rows to `n` rows over the same span.
+fn resample_rows(rows: &[[f32; 4]], n: usize) -> Vec<[f32; 4]> {
+    if rows.len() == n {
+        return rows.to_vec();
+    }
+    (0..n)
+        .map(|k| {
+            let f = if n > 1 {
+                k as f32 * (rows.len() - 1) as f32 / (n - 1) as f32
+            } else {
+                (rows.len() - 1) as f32
+            };
+            let (i, t) = (f.floor() as usize, f.fract());
+            let j = (i + 1).min(rows.len() - 1);
+            std::array::from_fn(|c| rows[i][c] * (1.0 - t) + rows[j][c] * t)
+        })
+        .collect()
+}
+
+impl Normalizer {
+    /// The feature arrays of a validated sample. Labels are read when present; serving calls
+    /// this on samples without them.
+    pub fn features(&self, s: &Sample) -> Features {
+        let sp = &self.spec;
+        let frame = LocalFrame::from_history(&s.history);
+        let h = sp.history_len;
+        // History: right-aligned (the last fix is t0); a shorter history leaves early rows masked.
+        let mut hist = vec![0f32; h * HIST_CH];
+        let mut hist_mask = vec![0f32; h];
+        let local = history_local(&frame, s);
+        let n = s.history.len().min(h);
+        let off = h - n;
+        for k in 0..n {
+            let src = s.history.len() - n + k;
+            let f = &s.history[src];
+            let (x, y) = local[src];
+            let r = &mut hist[(off + k) * HIST_CH..(off + k + 1) * HIST_CH];
+            r[0] = x as f32 / self.pos_scale;
+            r[1] = y as f32 / self.pos_scale;
+            if let Some(v) = f.speed {
+                r[2] = z(v, self.speed);
+                r[3] = 1.0;
+            }
+            if let Some(hd) = f.heading {
+                let rel = (hd as f64 - frame.heading_deg).to_radians();
+                r[4] = rel.cos() as f32;
+                r[5] = -rel.sin() as f32; // left-positive, like y
+                r[6] = 1.0;
+            }
+            if let Some(a) = f.accuracy {
+                r[7] = z((1.0 + a).ln(), self.accuracy);
+            }
+            hist_mask[off + k] = 1.0;
+        }
+        // IMU.
+        let mut imu = vec![0f32; sp.imu_len * IMU_CH];
+        let mut imu_mask = 0.0;
+        if let Some(m) = s.imu.as_ref().filter(|m| !m.data.is_empty()) {
+            for (k, row) in resample_rows(&m.data, sp.imu_len).iter().enumerate() {
+                for c in 0..IMU_CH {
+                    imu[k * IMU_CH + c] = z(row[c], self.imu[c]);
+                }
+            }
+            imu_mask = 1.0;
+        }
+        // Image: the first map or aerial raster.
+        let sz = self.image_size;
+        let mut image = vec![0f32; 3 * sz * sz];
+        let mut image_mask = 0.0;
+        if let Some(px) = s
+            .images
+            .iter()
+            .find(|im| matches!(im.kind, ImageKind::Map | ImageKind::Aerial))
+            .and_then(|im| im.pixels.as_ref())
+        {
+            image = image_chw(px, sz);
+            image_mask = 1.0;
+        }
+        // Stops.
+        let ns = sp.max_stops;
+        let mut stops = vec![0f32; ns * STOP_CH];
+        let mut stops_mask = vec![0f32; ns];
+        for (i, st) in s.stops.iter().take(ns).enumerate() {
+            let (x, y) = frame.to_local(st.lat, st.lon);
+            let r = &mut stops[i * STOP_CH..(i + 1) * STOP_CH];
+            r[0] = x as f32 / self.stop_scale;
+            r[1] = y as f32 / self.stop_scale;
+            r[2] = (x * x + y * y).sqrt() as f32 / self.stop_scale;
+            if let (Some(a), Some(b)) = (st.tw_start, st.tw_end) {
+                r[3] = (((a - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
+                r[4] = (((b - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
+                r[5] = 1.0;
+            }
+            let mut any = false;
+            if let Some(v) = st.service_s {
+                r[6] = z(v, self.service);
+                any = true;
+            }
+            if let Some(v) = st.packages {
+                r[7] = z(v as f32, self.packages);
+                any = true;
+            }
+            if let Some(v) = st.volume_l {
+                r[8] = z(v, self.volume);
+                any = true;
+            }
+            r[9] = any as u8 as f32;
+            stops_mask[i] = 1.0;
+        }
+        let ctx = self.context(s, &frame);
+        // Targets.
+        let f = sp.future_len;
+        let mut future = vec![0f32; f * 2];
+        let mut future_mask = 0.0;
+        let mut eta = vec![0f32; ns];
+        let mut eta_mask = vec![0f32; ns];
+        let mut on_time = vec![0f32; ns];
+        let mut on_time_mask = vec![0f32; ns];
+        let (mut delivered, mut delivered_mask, mut next_stop) = (0.0, 0.0, -1i64);
+        if let Some(t) = &s.target {
+            if t.future.len() == f {
+                for (k, p) in t.future.iter().enumerate() {
+                    let (x, y) = frame.to_local(p[0], p[1]);
+                    future[2 * k] = x as f32 / self.traj_scale;
+                    future[2 * k + 1] = y as f32 / self.traj_scale;
+                }
+                future_mask = 1.0;
+            }
+            for (i, a) in t.arrival_s.iter().take(ns).enumerate() {
+                if let Some(a) = a {
+                    eta[i] = *a as f32 / self.eta_scale;
+                    eta_mask[i] = 1.0;
+                }
+            }
+            for (i, o) in t.on_time.iter().take(ns).enumerate() {
+                if let Some(o) = o {
+                    on_time[i] = *o as u8 as f32;
+                    on_time_mask[i] = 1.0;
+                }
+            }
+            if let Some(d) = t.delivered {
+                delivered = d as u8 as f32;
+                delivered_mask = 1.0;
+            }
+            if let Some(k) = t.next_stop.filter(|&k| k < ns) {
+                next_stop = k as i64;
+            }
+        }
+        Features {
+            hist,
+            hist_mask,
+            imu,
+            imu_mask,
+            image,
+            image_mask,
+            stops,
+            stops_mask,
+            ctx,
+            future,
+            future_mask,
+            eta,
+            eta_mask,
+            on_time,
+            on_time_mask,
+            delivered,
+            delivered_mask,
+            next_stop,
+            meta: SampleMeta {
+                key: s.key.clone(),
+                route_id: s.route_id.clone(),
+                region: s.region,
+                weather: s.context.weather,
+                peak_day: s.context.peak_day,
+                t0: s.t0,
+                frame,
+                n_stops: s.stops.len().min(ns),
+            },
+        }
+    }
+
+    fn context(&self, s: &Sample, frame: &LocalFrame) -> Vec<f32> {
+        let c = &s.context;
+        let mut v = vec![0f32; CTX_CH];
+        let tau = std::f32::consts::TAU;
+        v[0] = (tau * c.hour / 24.0).sin();
+        v[1] = (tau * c.hour / 24.0).cos();
+        v[2] = (tau * c.weekday as f32 / 7.0).sin();
+        v[3] = (tau * c.weekday as f32 / 7.0).cos();
+        if let Some(w) = c.weather {
+            v[4 + w.index()] = 1.0;
+            v[8] = 1.0;
+        }
+        if let Some(p) = c.peak_day {
+            v[9] = p as u8 as f32;
+            v[10] = 1.0;
+        }
+        if let Some(r) = c.road_class {
+            v[11 + r.index()] = 1.0;
+            v[11 + RoadClass::ALL.len()] = 1.0;
+        }
+        if let Some(d) = c.zone_density {
+            v[15] = z(d, self.zone);
+            v[16] = 1.0;
+        }
+        if let Some(d) = c.depot {
+            let (x, y) = frame.to_local(d.lat, d.lon);
+            let scale = 10.0 * self.stop_scale as f64;
+            v[17] = (x / scale) as f32;
+            v[18] = (y / scale) as f32;
+            v[19] = ((x * x + y * y).sqrt() / scale) as f32;
+            v[20] = 1.0;
+        }
+        v
+    }
+}

@@ -1,0 +1,14 @@
+//! dfm: a delivery foundation-model trainer. See README.md and DESIGN notes.
+
+pub mod batch;
+pub mod bench;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod features;
+pub mod frame;
+pub mod progress;
+pub mod util;
+
+pub use data::sample::{SCHEMA_VERSION, Sample};
