@@ -96,7 +96,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Sample, (String, String)> {
         } else {
             path
         };
-        (path, inner.to_string())
+        let mut msg = inner.to_string();
+        if msg.starts_with("expected value") {
+            msg.push_str(" (not a JSON value: NaN and Infinity are not numbers in JSON)");
+        }
+        (path, msg)
     })
 }
 

@@ -1,0 +1,185 @@
+//! Bad input gets a clear error naming the file, the record key and the field, a non-zero exit
+//! and no panic; `--skip-bad` skips and reports instead.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Members of a tar, in order.
+fn read_tar(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(p).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().to_string();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            (name, b)
+        })
+        .collect()
+}
+
+fn write_tar(p: &Path, members: &[(String, Vec<u8>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(p).unwrap());
+    for (name, bytes) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// A copy of the dataset, and the first train shard of the copy.
+fn copy(src: &Path, tmp: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dst = tmp.join(name);
+    copy_dir(src, &dst);
+    let shard = dst.join("train-000000.tar");
+    (dst, shard)
+}
+
+/// Edits the `n`-th member whose name ends with `suffix`; returns the record key.
+fn edit_member(shard: &Path, suffix: &str, n: usize, f: impl Fn(&mut Vec<u8>)) -> String {
+    let mut m = read_tar(shard);
+    let (name, bytes) = m
+        .iter_mut()
+        .filter(|(name, _)| name.ends_with(suffix))
+        .nth(n)
+        .expect("member");
+    f(bytes);
+    let key = name.split('.').next().unwrap().to_string();
+    write_tar(shard, &m);
+    key
+}
+
+/// Replaces the first number after `after` + `"field":` in a JSON text.
+fn set_json_number(bytes: &mut Vec<u8>, after: &str, field: &str, value: &str) {
+    let s = String::from_utf8(bytes.clone()).unwrap();
+    let start = s.find(after).expect("anchor") + after.len();
+    let pat = format!("\"{field}\":");
+    let at = start + s[start..].find(&pat).expect("field") + pat.len();
+    let end = at + s[at..].find([',', '}']).unwrap();
+    *bytes = format!("{}{}{}", &s[..at], value, &s[end..]).into_bytes();
+}
+
+fn inspect_err(dir: &Path) -> String {
+    let e = dfm::data::inspect::inspect(dir, false, 2).expect_err("bad data must fail");
+    let lib = e.to_string();
+    let (ok, _out, err) = dfm(&["data", "inspect", dir.to_str().unwrap()]);
+    assert!(!ok, "non-zero exit");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    assert!(err.contains(&lib), "CLI shows the error: {err} / {lib}");
+    lib
+}
+
+#[test]
+fn each_corruption_is_named_by_file_key_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tiny_dataset(tmp.path(), 11);
+
+    // A truncated shard.
+    let (dir, shard) = copy(&src, tmp.path(), "truncated");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() * 3 / 5 + 100]).unwrap();
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains("train-000000.tar") && e.contains("record `syn"),
+        "{e}"
+    );
+
+    // A PNG that does not decode.
+    let (dir, shard) = copy(&src, tmp.path(), "png");
+    let key = edit_member(&shard, ".map.png", 3, |b| b.truncate(40));
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains("train-000000.tar")
+            && e.contains(&format!("record `{key}`"))
+            && e.contains("field `images[0]`")
+            && e.contains("PNG"),
+        "{e}"
+    );
+
+    // NaN coordinates (a bare NaN token, as Python writes it).
+    let (dir, shard) = copy(&src, tmp.path(), "nan");
+    let key = edit_member(&shard, ".json", 2, |b| {
+        set_json_number(b, "\"history\":", "lat", "NaN")
+    });
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains(&format!("record `{key}`")) && e.contains("field `history[0].lat`"),
+        "{e}"
+    );
+
+    // Out-of-range latitude.
+    let (dir, shard) = copy(&src, tmp.path(), "range");
+    let key = edit_member(&shard, ".json", 5, |b| {
+        set_json_number(b, "\"history\":", "lat", "123.4")
+    });
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains(&format!("record `{key}`"))
+            && e.contains("history[0].lat")
+            && e.contains("[-90, 90]"),
+        "{e}"
+    );
+
+    // A missing required field.
+    let (dir, shard) = copy(&src, tmp.path(), "missing");
+    let key = edit_member(&shard, ".json", 0, |b| {
+        let s = String::from_utf8(b.clone()).unwrap();
+        let at = s.find("\"route_id\":").unwrap();
+        let end = at + s[at..].find(',').unwrap() + 1;
+        *b = format!("{}{}", &s[..at], &s[end..]).into_bytes();
+    });
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains("train-000000.tar")
+            && e.contains(&format!("record `{key}`"))
+            && e.contains("route_id"),
+        "{e}"
+    );
+
+    // A manifest naming a missing shard.
+    let (dir, shard) = copy(&src, tmp.path(), "gone");
+    std::fs::remove_file(&shard).unwrap();
+    let e = inspect_err(&dir);
+    assert!(
+        e.contains("manifest.json") && e.contains("train-000000.tar") && e.contains("missing"),
+        "{e}"
+    );
+}
+
+#[test]
+fn skip_bad_skips_counts_and_reports_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tiny_dataset(tmp.path(), 12);
+    let (dir, shard) = copy(&src, tmp.path(), "skip");
+    let k1 = edit_member(&shard, ".map.png", 1, |b| b.truncate(10));
+    let k2 = edit_member(&shard, ".json", 4, |b| {
+        set_json_number(b, "\"history\":", "lon", "NaN")
+    });
+    let total = dfm::data::manifest::Manifest::load(&dir)
+        .unwrap()
+        .coverage
+        .samples;
+    let rep = dfm::data::inspect::inspect(&dir, true, 2).unwrap();
+    let seen: usize = rep.splits.values().map(|s| s.samples).sum();
+    assert_eq!(seen, total - 2, "two records skipped");
+    let keys: Vec<_> = rep.bad.iter().filter_map(|b| b.key.clone()).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&k1) && keys.contains(&k2), "{keys:?}");
+    let report = tmp.path().join("bad.jsonl");
+    let (ok, out, err) = dfm(&[
+        "data",
+        "inspect",
+        dir.to_str().unwrap(),
+        "--skip-bad",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("bad records skipped"), "{out}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains(&k1) && text.contains(&k2), "{text}");
+}
