@@ -14,7 +14,7 @@ pub struct Targets {
     pub future: Tensor<3>,
     /// [B]
     pub future_mask: Tensor<1>,
-    /// [B, N] arrival time at each stop, divided by `eta_scale`.
+    /// [B, N] arrival time at each stop, `Normalizer::eta_encode`d.
     pub eta: Tensor<2>,
     pub eta_mask: Tensor<2>,
     /// [B, N]

@@ -8,10 +8,13 @@
 //! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
 //! - `image` [3, S, S] in [-1, 1], the first map/aerial raster, resized to S; absent -> mask 0.
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
-//!   has window, service, packages, volume (normalized), attributes present; mask per stop.
+//!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m);
+//!   mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
-//! - targets: future [F, 2] (scaled by `traj_scale`), ETA per stop (scaled by `eta_scale`),
-//!   on-time per stop, delivered, next-stop index; each with a mask.
+//! - targets: future [F, 2] (scaled by `traj_scale`), ETA per stop as `ln(1 + t / 60 s)`
+//!   (scaled by `eta_scale`; quantiles survive the monotone transform, and the log scale weighs
+//!   a minute's error at a 2-minute stop more than at a 2-hour one), on-time per stop,
+//!   delivered, next-stop index; each with a mask.
 
 use crate::data::manifest::{NormStats, StatsAcc};
 use crate::data::sample::{ImageKind, Region, RoadClass, Sample, Spec, Weather};
@@ -20,8 +23,10 @@ use std::ops::Range;
 
 pub const HIST_CH: usize = 8;
 pub const IMU_CH: usize = 4;
-pub const STOP_CH: usize = 10;
+pub const STOP_CH: usize = 11;
 pub const CTX_CH: usize = 21;
+/// Time constant of the ETA transform `ln(1 + t / ETA_TAU_S)`.
+pub const ETA_TAU_S: f64 = 60.0;
 /// Named slices of the context vector; the model turns each into one token.
 pub const CTX_GROUPS: [(&str, Range<usize>); 6] = [
     ("time", 0..4),
@@ -58,7 +63,7 @@ impl Normalizer {
             pos_scale: norm.rms(&["hist_x", "hist_y"]),
             stop_scale: norm.rms(&["stop_x", "stop_y"]),
             traj_scale: norm.rms(&["future_x", "future_y"]),
-            eta_scale: norm.rms(&["arrival_s"]),
+            eta_scale: norm.rms(&["log_arrival"]),
             speed: norm.get("speed"),
             accuracy: norm.get("log_accuracy"),
             imu: [
@@ -176,6 +181,7 @@ pub fn accumulate_stats(s: &Sample, acc: &mut StatsAcc) {
         }
         for a in t.arrival_s.iter().flatten() {
             acc.push("arrival_s", *a);
+            acc.push("log_arrival", (1.0 + a.max(0.0) / ETA_TAU_S).ln());
         }
     }
 }
@@ -225,6 +231,16 @@ fn resample_rows(rows: &[[f32; 4]], n: usize) -> Vec<[f32; 4]> {
 }
 
 impl Normalizer {
+    /// Seconds -> the model's ETA units.
+    pub fn eta_encode(&self, seconds: f64) -> f32 {
+        ((1.0 + seconds.max(0.0) / ETA_TAU_S).ln() as f32) / self.eta_scale
+    }
+
+    /// The model's ETA units -> seconds.
+    pub fn eta_decode(&self, v: f32) -> f64 {
+        ETA_TAU_S * (((v * self.eta_scale) as f64).exp() - 1.0)
+    }
+
     /// The feature arrays of a validated sample. Labels are read when present; serving calls
     /// this on samples without them.
     pub fn features(&self, s: &Sample) -> Features {
@@ -312,6 +328,7 @@ impl Normalizer {
                 any = true;
             }
             r[9] = any as u8 as f32;
+            r[10] = ((x * x + y * y).sqrt() / 100.0).ln_1p() as f32 / 3.0;
             stops_mask[i] = 1.0;
         }
         let ctx = self.context(s, &frame);
@@ -335,7 +352,7 @@ impl Normalizer {
             }
             for (i, a) in t.arrival_s.iter().take(ns).enumerate() {
                 if let Some(a) = a {
-                    eta[i] = *a as f32 / self.eta_scale;
+                    eta[i] = self.eta_encode(*a);
                     eta_mask[i] = 1.0;
                 }
             }

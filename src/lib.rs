@@ -12,3 +12,7 @@ pub mod progress;
 pub mod util;
 
 pub use data::sample::{SCHEMA_VERSION, Sample};
+pub mod eval;
+pub mod export;
+pub mod model;
+pub mod train;

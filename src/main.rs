@@ -23,12 +23,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DataCmd,
     },
-    /// Train a model from a config file.
-    Train(NotYet),
+    /// Train a model from a config file (or continue a run with --resume).
+    Train(TrainArgs),
     /// Evaluate a model on held-out routes.
     Eval(NotYet),
     /// Export a trained model as a self-contained bundle.
-    Export(NotYet),
+    Export(ExportArgs),
+    /// The main job: simulate a delivery world, train the quickstart model, evaluate it on
+    /// held-out routes and export it.
+    Quickstart(QuickstartArgs),
     /// Predict for samples in a JSON-lines file.
     Predict(NotYet),
     /// Serve a model over HTTP.
@@ -38,6 +41,50 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Experiment config (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key: --set train.lr=3e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// auto | flex | wgpu | cuda[:N] (default: the config's run.device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Continue the run in this folder from its last complete checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Export the best model by validation loss (the default).
+    #[arg(long, conflicts_with_all = ["step", "last"])]
+    best: bool,
+    /// Export the last checkpoint.
+    #[arg(long)]
+    last: bool,
+    /// Export the checkpoint of this step.
+    #[arg(long)]
+    step: Option<usize>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct QuickstartArgs {
+    #[arg(long, default_value = "configs/quickstart.toml")]
+    config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -205,9 +252,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Train(_) => not_yet("train", 3),
+        Cmd::Export(a) => {
+            let which = match (a.step, a.last) {
+                (Some(n), _) => dfm::export::Which::Step(n),
+                (None, true) => dfm::export::Which::Last,
+                _ => dfm::export::Which::Best,
+            };
+            let m = dfm::export::export(&a.run, which, &a.out)?;
+            println!(
+                "exported step {} of {} to {} ({} files, hashes in bundle.json)",
+                m.step,
+                a.run.display(),
+                a.out.display(),
+                m.files.len() + 1
+            );
+            Ok(())
+        }
+        Cmd::Quickstart(a) => quickstart(a),
+        Cmd::Train(a) => {
+            let (cfg, resume) = match &a.resume {
+                Some(run) => {
+                    let p = run.join("config.toml");
+                    let mut c = dfm::config::Config::load(Some(&p), &a.set)?;
+                    c.run.dir = run.display().to_string();
+                    (c, true)
+                }
+                None => (
+                    dfm::config::Config::load(a.config.as_deref(), &a.set)?,
+                    false,
+                ),
+            };
+            let (choice, index) = match &a.device {
+                Some(d) => dfm::device::parse(d)?,
+                None => (cfg.run.device, 0),
+            };
+            let sel = dfm::device::select(choice, index)?;
+            println!("device: {}", sel.description);
+            let out = dfm::train::train(cfg, resume, &sel.device, false)?;
+            println!(
+                "run written to {} ({} steps, {:.0} train samples/s)",
+                out.run_dir.display(),
+                out.steps,
+                out.samples_per_s
+            );
+            if let Some(r) = out.report {
+                print!("{}", r.render());
+            }
+            Ok(())
+        }
         Cmd::Eval(_) => not_yet("eval", 4),
-        Cmd::Export(_) => not_yet("export", 6),
         Cmd::Predict(_) => not_yet("predict", 6),
         Cmd::Serve(_) => not_yet("serve", 6),
         Cmd::Bench {
@@ -220,6 +313,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: BenchCmd::Serve(_),
         } => not_yet("bench serve", 6),
     }
+}
+
+/// Simulate (if needed), train (or continue an unfinished run), evaluate, export.
+fn quickstart(a: QuickstartArgs) -> anyhow::Result<()> {
+    let cfg = dfm::config::Config::load(Some(&a.config), &a.set)?;
+    let (choice, index) = match &a.device {
+        Some(d) => dfm::device::parse(d)?,
+        None => (cfg.run.device, 0),
+    };
+    let sel = dfm::device::select(choice, index)?;
+    println!("device: {}", sel.description);
+    let run = cfg.run_dir();
+    let resume = !dfm::train::checkpoint::list(&run)?.is_empty();
+    if resume {
+        println!(
+            "{} holds a run already: continuing it (delete the folder to start over)",
+            run.display()
+        );
+    }
+    let t = std::time::Instant::now();
+    let out = dfm::train::train(cfg, resume, &sel.device, false)?;
+    println!(
+        "trained {} steps in {:.1} min ({:.0} samples/s)",
+        out.steps,
+        t.elapsed().as_secs_f64() / 60.0,
+        out.samples_per_s
+    );
+    if let Some(r) = &out.report {
+        print!("{}", r.render());
+    }
+    let bundle = out.run_dir.join("export");
+    let m = dfm::export::export(&out.run_dir, dfm::export::Which::Best, &bundle)?;
+    println!(
+        "exported the best model (step {}) to {}",
+        m.step,
+        bundle.display()
+    );
+    println!(
+        "run folder: {} (config.toml, metrics.jsonl, loss.png, eval_test.json, checkpoints)",
+        out.run_dir.display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {

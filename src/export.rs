@@ -1,0 +1,213 @@
+//! Export bundles: a self-contained folder a downstream system (or another stack) can load.
+//!
+//! ```text
+//! bundle/
+//!   model.bpk           weights, burnpack (burn)
+//!   model.safetensors   the same weights; tensor names are the module paths
+//!                       (e.g. `enc.fusion.layers.0.mha.query.weight`; Linear weights are
+//!                       [in, out], as burn stores them)
+//!   config.toml         the run's resolved config (model shape, image size...)
+//!   normalization.json  the dataset spec and feature statistics the model was trained with
+//!   bundle.json         format, schema version, training-data manifest hash, source run and
+//!                       step, and the SHA-256 of every other file
+//! ```
+//! Loading checks every hash and the schema version and refuses a tampered or mismatched bundle.
+
+use crate::config::Config;
+use crate::data::manifest::NormStats;
+use crate::data::sample::{SCHEMA_VERSION, Spec};
+use crate::data::shards::sha256_file;
+use crate::features::Normalizer;
+use crate::model::DfmModel;
+use crate::train::checkpoint;
+use anyhow::{Context, bail};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "dfm-bundle";
+pub const NORMALIZATION: &str = "normalization.json";
+
+/// The spec and statistics a model was trained with (also kept in the run folder).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    pub schema_version: u32,
+    pub manifest_sha256: String,
+    pub spec: Spec,
+    pub norm: NormStats,
+}
+
+impl Normalization {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleMeta {
+    pub format: String,
+    pub schema_version: u32,
+    pub dfm_version: String,
+    pub source_run: String,
+    pub step: usize,
+    pub val_loss: Option<f64>,
+    pub manifest_sha256: String,
+    /// SHA-256 of each file of the bundle (all but bundle.json).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Which checkpoint of a run to export.
+#[derive(Clone, Copy, Debug)]
+pub enum Which {
+    Best,
+    Last,
+    Step(usize),
+}
+
+pub fn checkpoint_dir(run: &Path, which: Which) -> anyhow::Result<PathBuf> {
+    match which {
+        Which::Best => checkpoint::best_or_last(run),
+        Which::Last => checkpoint::list(run)?
+            .pop()
+            .map(|x| x.1)
+            .with_context(|| format!("{}: no checkpoint", run.display())),
+        Which::Step(n) => {
+            let all = checkpoint::list(run)?;
+            all.iter()
+                .find(|(s, _)| *s == n)
+                .map(|x| x.1.clone())
+                .with_context(|| {
+                    let have: Vec<String> = all.iter().map(|(s, _)| s.to_string()).collect();
+                    format!(
+                        "{}: no checkpoint at step {n} (steps kept: {})",
+                        run.display(),
+                        have.join(", ")
+                    )
+                })
+        }
+    }
+}
+
+/// Writes a bundle of a run's checkpoint into `out` (atomically, replacing an older bundle).
+pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta> {
+    let cfg = Config::load(Some(&run.join("config.toml")), &[])
+        .with_context(|| format!("{} is not a run folder", run.display()))?;
+    let normalization = Normalization::load(&run.join(NORMALIZATION))?;
+    let dir = checkpoint_dir(run, which)?;
+    let state = checkpoint::read_state(&dir)?;
+    let device = Device::flex();
+    let model = DfmModel::new(
+        &cfg.model,
+        &normalization.spec,
+        cfg.data.image_size,
+        &device,
+    );
+    let model = checkpoint::load_model(model, &dir)?;
+    let mut meta = BundleMeta {
+        format: FORMAT.into(),
+        schema_version: normalization.schema_version,
+        dfm_version: env!("CARGO_PKG_VERSION").into(),
+        source_run: run.display().to_string(),
+        step: state.step,
+        val_loss: state.val_loss,
+        manifest_sha256: normalization.manifest_sha256.clone(),
+        files: BTreeMap::new(),
+    };
+    crate::util::write_dir_atomic(out, |tmp| {
+        std::fs::copy(dir.join("model.bpk"), tmp.join("model.bpk"))?;
+        let mut store = SafetensorsStore::from_file(tmp.join("model.safetensors"))
+            .metadata("format", "dfm-model")
+            .metadata("schema_version", SCHEMA_VERSION.to_string());
+        model
+            .save_into(&mut store)
+            .map_err(|e| anyhow::anyhow!("writing safetensors: {e:?}"))?;
+        std::fs::write(tmp.join("config.toml"), cfg.to_toml()?)?;
+        std::fs::write(
+            tmp.join(NORMALIZATION),
+            serde_json::to_vec_pretty(&normalization)?,
+        )?;
+        for f in [
+            "model.bpk",
+            "model.safetensors",
+            "config.toml",
+            NORMALIZATION,
+        ] {
+            meta.files.insert(f.to_string(), sha256_file(&tmp.join(f))?);
+        }
+        std::fs::write(tmp.join("bundle.json"), serde_json::to_vec_pretty(&meta)?)?;
+        Ok(())
+    })?;
+    Ok(meta)
+}
+
+/// A loaded, verified model ready for inference.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub meta: BundleMeta,
+    pub cfg: Config,
+    pub normalization: Normalization,
+    pub normalizer: Normalizer,
+    pub model: DfmModel,
+}
+
+/// Loads a bundle, verifying every file's SHA-256 and the schema version.
+pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
+    let meta_path = dir.join("bundle.json");
+    let bytes = std::fs::read(&meta_path)
+        .with_context(|| format!("{}: not an export bundle (no bundle.json)", dir.display()))?;
+    let meta: BundleMeta = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    if meta.format != FORMAT {
+        bail!(
+            "{}: format `{}` is not `{FORMAT}`",
+            meta_path.display(),
+            meta.format
+        );
+    }
+    if meta.schema_version != SCHEMA_VERSION {
+        bail!(
+            "{}: the model was trained on schema version {}, this dfm reads version {SCHEMA_VERSION}",
+            meta_path.display(),
+            meta.schema_version
+        );
+    }
+    for f in ["model.bpk", "config.toml", NORMALIZATION] {
+        if !meta.files.contains_key(f) {
+            bail!("{}: lists no hash for {f}", meta_path.display());
+        }
+    }
+    for (f, want) in &meta.files {
+        let p = dir.join(f);
+        let got =
+            sha256_file(&p).with_context(|| format!("{}: missing or unreadable", p.display()))?;
+        if &got != want {
+            bail!(
+                "{}: SHA-256 {got} differs from bundle.json's {want}: the file was modified or corrupted",
+                p.display()
+            );
+        }
+    }
+    let cfg = Config::load(Some(&dir.join("config.toml")), &[])?;
+    let normalization = Normalization::load(&dir.join(NORMALIZATION))?;
+    let model = DfmModel::new(&cfg.model, &normalization.spec, cfg.data.image_size, device);
+    let model = checkpoint::load_model(model, dir)?;
+    let normalizer = Normalizer::new(
+        &normalization.spec,
+        &normalization.norm,
+        cfg.data.image_size,
+    );
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        meta,
+        cfg,
+        normalization,
+        normalizer,
+        model,
+    })
+}

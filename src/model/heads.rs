@@ -1,0 +1,93 @@
+//! Prediction heads on the fused tokens.
+
+use super::Output;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softplus};
+
+#[derive(Module, Debug)]
+pub struct Heads {
+    /// Per mode token: future offsets [F * 2] through a two-layer MLP.
+    pub traj1: Linear,
+    pub traj2: Linear,
+    pub mode: Linear,
+    pub delivered: Linear,
+    /// Per stop token: ETA (3 raw values made monotone), on-time, next-stop pointer.
+    pub stop1: Linear,
+    pub eta: Linear,
+    pub on_time: Linear,
+    pub next: Linear,
+    pub future_len: usize,
+}
+
+impl Heads {
+    pub fn new(d: usize, _modes: usize, future_len: usize, device: &Device) -> Self {
+        Heads {
+            traj1: LinearConfig::new(d, 2 * d).init(device),
+            traj2: LinearConfig::new(2 * d, future_len * 2).init(device),
+            mode: LinearConfig::new(d, 1).init(device),
+            delivered: LinearConfig::new(d, 1).init(device),
+            stop1: LinearConfig::new(d, d).init(device),
+            eta: LinearConfig::new(d, 3).init(device),
+            on_time: LinearConfig::new(d, 1).init(device),
+            next: LinearConfig::new(d, 1).init(device),
+            future_len,
+        }
+    }
+
+    /// mode_h [B, K, d], out_h [B, d], stop_h [B, N, d], stop_valid [B, N].
+    pub fn forward(
+        &self,
+        mode_h: Tensor<3>,
+        out_h: Tensor<2>,
+        stop_h: Tensor<3>,
+        stop_valid: Tensor<2>,
+    ) -> Output {
+        let [b, k, _] = mode_h.dims();
+        let [_, n, _] = stop_h.dims();
+        let traj = self
+            .traj2
+            .forward(gelu(self.traj1.forward(mode_h.clone())))
+            .reshape([b, k, self.future_len, 2]);
+        let mode_logits = self.mode.forward(mode_h).reshape([b, k]);
+        let delivered_logits = self.delivered.forward(out_h).reshape([b]);
+        let s = gelu(self.stop1.forward(stop_h));
+        let raw = self.eta.forward(s.clone()); // [B, N, 3]
+        let mid = raw.clone().narrow(2, 1, 1);
+        let lo = mid.clone() - softplus(raw.clone().narrow(2, 0, 1), 1.0);
+        let hi = mid.clone() + softplus(raw.narrow(2, 2, 1), 1.0);
+        let eta = Tensor::cat(vec![lo, mid, hi], 2);
+        let on_time_logits = self.on_time.forward(s.clone()).reshape([b, n]);
+        let next = self.next.forward(s).reshape([b, n]);
+        let next_logits = next.mask_fill(stop_valid.lower_elem(0.5), -1e4);
+        Output {
+            traj,
+            mode_logits,
+            eta,
+            on_time_logits,
+            next_logits,
+            delivered_logits,
+            recon_hist: None,
+            recon_imu: None,
+            recon_stops: None,
+        }
+    }
+}
+
+/// Linear decoders from fused tokens back to raw inputs (self-supervised pretraining).
+#[derive(Module, Debug)]
+pub struct Recon {
+    pub hist: Linear,
+    pub imu: Linear,
+    pub stops: Linear,
+}
+
+impl Recon {
+    pub fn new(d: usize, hist: usize, imu: usize, stops: usize, device: &Device) -> Self {
+        Recon {
+            hist: LinearConfig::new(d, hist).init(device),
+            imu: LinearConfig::new(d, imu).init(device),
+            stops: LinearConfig::new(d, stops).init(device),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The multimodal fusion transformer.
+//!
+//! Each modality becomes tokens (history and IMU patches, image patches, one token per stop,
+//! one per context group), each token gets its modality's learned embedding, and learned query
+//! tokens (one per trajectory mode, one for the delivery outcome) join them. A pre-norm
+//! transformer encoder fuses everything; masked tokens (missing modalities, absent stops) are
+//! padding the attention never looks at. Heads read the query tokens (trajectory modes and
+//! their logits, delivery outcome) and the stop tokens (ETA quantiles, on-time, next-stop
+//! pointer). For pretraining, masked history/IMU patches and stops are reconstructed.
+
+pub mod geo;
+pub mod heads;
+pub mod image;
+pub mod sensor;
+
+use crate::batch::Batch;
+use crate::config::ModelConfig;
+use crate::data::sample::Spec;
+use crate::features::{HIST_CH, IMU_CH, STOP_CH};
+use burn::module::Param;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use geo::{ContextEncoder, StopEncoder};
+use heads::{Heads, Recon};
+use image::ImageEncoder;
+use sensor::PatchEncoder;
+
+/// Modalities, in token order.
+pub const MODALITIES: [&str; 5] = ["history", "imu", "image", "stops", "context"];
+const QUERY: usize = MODALITIES.len();
+
+#[derive(Module, Debug)]
+pub struct Encoders {
+    pub hist: PatchEncoder,
+    pub imu: PatchEncoder,
+    pub image: ImageEncoder,
+    pub stops: StopEncoder,
+    pub ctx: ContextEncoder,
+    /// Learned embedding per modality (+ one for the queries): [6, d].
+    pub modality: Param<Tensor<2>>,
+    /// Stands in for a masked token in pretraining: [d].
+    pub mask_token: Param<Tensor<1>>,
+    pub fusion: TransformerEncoder,
+    pub norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct DfmModel {
+    pub enc: Encoders,
+    /// Query tokens: K trajectory modes, then the outcome query: [K + 1, d].
+    pub queries: Param<Tensor<2>>,
+    pub heads: Heads,
+    pub recon: Recon,
+    pub modes: usize,
+    pub future_len: usize,
+}
+
+/// Per-sample keep flags (1 keep, 0 drop) for modalities, and per-token pretraining masks
+/// (1 = masked, to reconstruct). Built on the host so they are reproducible per step.
+#[derive(Clone, Debug)]
+pub struct TokenMasks {
+    /// [B, 4]: history, imu, image, stops kept.
+    pub keep: Tensor<2>,
+    /// [B, n_hist], [B, n_imu], [B, N] masked for reconstruction (None outside pretraining).
+    pub hide_hist: Option<Tensor<2>>,
+    pub hide_imu: Option<Tensor<2>>,
+    pub hide_stops: Option<Tensor<2>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// [B, K, F, 2] in units of `traj_scale`.
+    pub traj: Tensor<4>,
+    /// [B, K]
+    pub mode_logits: Tensor<2>,
+    /// [B, N, 3]: P10, P50, P90 of the arrival time, in `Normalizer::eta_encode` units (monotone).
+    pub eta: Tensor<3>,
+    /// [B, N]
+    pub on_time_logits: Tensor<2>,
+    /// [B, N]; absent stops carry a large negative logit.
+    pub next_logits: Tensor<2>,
+    /// [B]
+    pub delivered_logits: Tensor<1>,
+    /// Pretraining reconstructions: history patches [B, n_hist, p*C], IMU patches, stops.
+    pub recon_hist: Option<Tensor<3>>,
+    pub recon_imu: Option<Tensor<3>>,
+    pub recon_stops: Option<Tensor<3>>,
+}
+
+impl DfmModel {
+    pub fn new(cfg: &ModelConfig, spec: &Spec, image_size: usize, device: &Device) -> Self {
+        let d = cfg.d_model;
+        let fusion = TransformerEncoderConfig::new(d, d * cfg.ff_mult, cfg.heads, cfg.layers)
+            .with_norm_first(true)
+            .with_dropout(cfg.dropout)
+            .init(device);
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let hist = PatchEncoder::new(spec.history_len, HIST_CH, cfg.history_patch, d, device);
+        let imu = PatchEncoder::new(spec.imu_len, IMU_CH, cfg.imu_patch, d, device);
+        DfmModel {
+            recon: Recon::new(
+                d,
+                cfg.history_patch * HIST_CH,
+                cfg.imu_patch * IMU_CH,
+                STOP_CH,
+                device,
+            ),
+            enc: Encoders {
+                hist,
+                imu,
+                image: ImageEncoder::new(image_size, cfg.image_patch, d, device),
+                stops: StopEncoder::new(d, device),
+                ctx: ContextEncoder::new(d, device),
+                modality: init.init([QUERY + 1, d], device),
+                mask_token: init.init([d], device),
+                fusion,
+                norm: LayerNormConfig::new(d).init(device),
+            },
+            queries: init.init([cfg.modes + 1, d], device),
+            heads: Heads::new(d, cfg.modes, spec.future_len, device),
+            modes: cfg.modes,
+            future_len: spec.future_len,
+        }
+    }
+
+    /// Checks that a model config fits a dataset's shapes, with the key to change.
+    pub fn check_shapes(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> anyhow::Result<()> {
+        if spec.history_len % cfg.history_patch != 0 {
+            anyhow::bail!(
+                "key `model.history_patch`: {} does not divide the dataset's history_len {}",
+                cfg.history_patch,
+                spec.history_len
+            );
+        }
+        if spec.imu_len % cfg.imu_patch != 0 {
+            anyhow::bail!(
+                "key `model.imu_patch`: {} does not divide the dataset's imu_len {}",
+                cfg.imu_patch,
+                spec.imu_len
+            );
+        }
+        if image_size % cfg.image_patch != 0 {
+            anyhow::bail!(
+                "key `model.image_patch`: {} does not divide data.image_size {image_size}",
+                cfg.image_patch
+            );
+        }
+        Ok(())
+    }
+
+    /// Total tokens the fusion transformer sees for a dataset spec.
+    pub fn token_count(&self, max_stops: usize) -> usize {
+        self.enc.hist.tokens()
+            + self.enc.imu.tokens()
+            + self.enc.image.tokens()
+            + max_stops
+            + self.enc.ctx.tokens()
+            + self.modes
+            + 1
+    }
+
+    fn with_modality(&self, x: Tensor<3>, m: usize) -> Tensor<3> {
+        let [_, d] = self.enc.modality.dims();
+        x + self.enc.modality.val().narrow(0, m, 1).reshape([1, 1, d])
+    }
+
+    /// Replaces hidden tokens by the mask token: x * (1 - h) + mask * h.
+    fn hide(&self, x: Tensor<3>, hide: &Option<Tensor<2>>) -> Tensor<3> {
+        match hide {
+            None => x,
+            Some(h) => {
+                let [_, _, d] = x.dims();
+                let h = h.clone().unsqueeze_dim::<3>(2);
+                let m = self.enc.mask_token.val().reshape([1, 1, d]);
+                x * (h.clone().neg() + 1.0) + m * h
+            }
+        }
+    }
+
+    pub fn forward(&self, b: &Batch, masks: &TokenMasks) -> Output {
+        let e = &self.enc;
+        let [bs, n_stops, _] = b.stops.dims();
+        let device = b.hist.device();
+        let keep = |i: usize| masks.keep.clone().narrow(1, i, 1); // [B, 1]
+
+        // Tokens per modality, and validity [B, n] (1 = attend).
+        let hist_t = self.with_modality(
+            self.hide(e.hist.forward(b.hist.clone()), &masks.hide_hist),
+            0,
+        );
+        let nh = e.hist.tokens();
+        let p = e.hist.patch;
+        let hist_valid = b
+            .hist_mask
+            .clone()
+            .reshape([bs, nh, p])
+            .max_dim(2)
+            .reshape([bs, nh])
+            * keep(0);
+
+        let imu_t = self.with_modality(self.hide(e.imu.forward(b.imu.clone()), &masks.hide_imu), 1);
+        let ni = e.imu.tokens();
+        let imu_valid = (b.imu_mask.clone().unsqueeze_dim::<2>(1) * keep(1)).repeat_dim(1, ni);
+
+        let img_t = self.with_modality(e.image.forward(b.image.clone()), 2);
+        let ng = e.image.tokens();
+        let img_valid = (b.image_mask.clone().unsqueeze_dim::<2>(1) * keep(2)).repeat_dim(1, ng);
+
+        let stop_t = self.with_modality(
+            self.hide(e.stops.forward(b.stops.clone()), &masks.hide_stops),
+            3,
+        );
+        let stop_valid = b.stops_mask.clone() * keep(3);
+
+        let ctx_t = self.with_modality(e.ctx.forward(b.ctx.clone()), 4);
+        let nc = e.ctx.tokens();
+
+        let nq = self.modes + 1;
+        let [_, d] = self.queries.dims();
+        let q = self.queries.val().unsqueeze_dim::<3>(0).repeat_dim(0, bs);
+        let q_t = self.with_modality(q, QUERY);
+
+        let tokens = Tensor::cat(vec![hist_t, imu_t, img_t, stop_t, ctx_t, q_t], 1);
+        let always = Tensor::<2>::ones([bs, nc + nq], &device);
+        let valid = Tensor::cat(
+            vec![hist_valid, imu_valid, img_valid, stop_valid.clone(), always],
+            1,
+        );
+        let pad = valid.lower_elem(0.5);
+        let h = e
+            .fusion
+            .forward(TransformerEncoderInput::new(tokens).mask_pad(pad));
+        let h = e.norm.forward(h);
+
+        let stop0 = nh + ni + ng;
+        let q0 = stop0 + n_stops + nc;
+        let stop_h = h.clone().narrow(1, stop0, n_stops);
+        let mode_h = h.clone().narrow(1, q0, self.modes);
+        let out_h = h.clone().narrow(1, q0 + self.modes, 1).reshape([bs, d]);
+        let mut out = self.heads.forward(mode_h, out_h, stop_h, stop_valid);
+        if masks.hide_hist.is_some() || masks.hide_imu.is_some() || masks.hide_stops.is_some() {
+            out.recon_hist = Some(self.recon.hist.forward(h.clone().narrow(1, 0, nh)));
+            out.recon_imu = Some(self.recon.imu.forward(h.clone().narrow(1, nh, ni)));
+            out.recon_stops = Some(self.recon.stops.forward(h.narrow(1, stop0, n_stops)));
+        }
+        out
+    }
+}

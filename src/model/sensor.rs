@@ -1,0 +1,48 @@
+//! Sensor tokens: a time series [B, T, C] cut into temporal patches of `patch` rows, each patch
+//! projected to one token, plus a learned position per patch.
+
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+
+#[derive(Module, Debug)]
+pub struct PatchEncoder {
+    pub proj: Linear,
+    pub pos: Param<Tensor<2>>,
+    pub patch: usize,
+    pub channels: usize,
+}
+
+impl PatchEncoder {
+    pub fn new(len: usize, channels: usize, patch: usize, d: usize, device: &Device) -> Self {
+        assert!(
+            len % patch == 0,
+            "sequence length {len} is not a multiple of the patch {patch}"
+        );
+        PatchEncoder {
+            proj: LinearConfig::new(patch * channels, d).init(device),
+            pos: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([len / patch, d], device),
+            patch,
+            channels,
+        }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.pos.dims()[0]
+    }
+
+    /// Raw patches [B, n, patch * C] (also the reconstruction target of pretraining).
+    pub fn patches(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, _, _] = x.dims();
+        x.reshape([b, self.tokens(), self.patch * self.channels])
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let p = self.patches(x);
+        self.proj.forward(p) + self.pos.val().unsqueeze_dim(0)
+    }
+}

@@ -1,0 +1,631 @@
+//! Config-driven training runs (`dfm train`).
+//!
+//! A hand-written loop rather than burn-train's `SupervisedTraining`: the run must checkpoint by
+//! step (not by epoch), resume exactly in the middle of an epoch after a `kill -9` with the same
+//! data order and the same dropout draws, use a step-based warmup + cosine schedule, and stop or
+//! skip on a non-finite loss naming the step. The learner checkpoints per epoch and restarts
+//! epochs, so it fits none of these; the loop is short and uses burn's pieces (modules, AdamW,
+//! gradient clipping, gradient accumulation, burnpack records).
+
+pub mod checkpoint;
+pub mod losses;
+pub mod plot;
+pub mod schedule;
+
+use crate::batch::{Batch, FeatureBatcher};
+use crate::config::{Config, Objective, OnNan};
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::manifest::Manifest;
+use crate::data::synth::rng::hash;
+use crate::eval::{EvalOptions, EvalReport};
+use crate::features::Normalizer;
+use crate::model::{DfmModel, TokenMasks};
+use anyhow::{Context, bail};
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use checkpoint::TrainState;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Outcome {
+    pub run_dir: PathBuf,
+    pub steps: usize,
+    pub report: Option<EvalReport>,
+    pub samples_per_s: f64,
+}
+
+/// The dataset folder of a config; simulates it first when missing and `data.synth_routes > 0`.
+pub fn ensure_dataset(cfg: &Config) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(&cfg.data.path);
+    if Manifest::path(&dir).is_file() {
+        return Ok(dir);
+    }
+    if cfg.data.synth_routes == 0 {
+        bail!(
+            "{}: no dataset (no manifest.json); make one with `dfm data synth --out {}` or set data.synth_routes",
+            dir.display(),
+            dir.display()
+        );
+    }
+    println!(
+        "no dataset at {}: simulating {} routes (seed {})",
+        dir.display(),
+        cfg.data.synth_routes,
+        cfg.data.synth_seed
+    );
+    let sc = crate::data::synth::SynthConfig {
+        routes: cfg.data.synth_routes,
+        seed: cfg.data.synth_seed,
+        ..Default::default()
+    };
+    let m = crate::data::synth::generate(&dir, &sc, false)?;
+    println!("  {} samples written", m.coverage.samples);
+    Ok(dir)
+}
+
+/// Everything a run needs from its data and config.
+pub struct Setup {
+    pub cfg: Config,
+    pub data_dir: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub norm: Arc<Normalizer>,
+}
+
+impl Setup {
+    pub fn new(cfg: Config) -> anyhow::Result<Setup> {
+        let data_dir = ensure_dataset(&cfg)?;
+        let manifest = Manifest::load(&data_dir)?;
+        DfmModel::check_shapes(&cfg.model, &manifest.spec, cfg.data.image_size)?;
+        let manifest_sha256 = Manifest::hash(&data_dir)?;
+        let norm = Arc::new(Normalizer::new(
+            &manifest.spec,
+            &manifest.norm,
+            cfg.data.image_size,
+        ));
+        Ok(Setup {
+            cfg,
+            data_dir,
+            manifest,
+            manifest_sha256,
+            norm,
+        })
+    }
+
+    pub fn new_model(&self, device: &Device) -> DfmModel {
+        device.seed(self.cfg.run.seed);
+        DfmModel::new(
+            &self.cfg.model,
+            &self.manifest.spec,
+            self.cfg.data.image_size,
+            device,
+        )
+    }
+}
+
+/// Per-step host-side randomness: modality dropout and pretraining masks.
+pub fn token_masks(
+    b: &Batch,
+    model: &DfmModel,
+    cfg: &Config,
+    rng: &mut ChaCha8Rng,
+    train: bool,
+    device: &Device,
+) -> TokenMasks {
+    let bs = b.len();
+    let p = if train {
+        cfg.model.modality_dropout
+    } else {
+        0.0
+    };
+    let keep: Vec<f32> = (0..bs * 4)
+        .map(|_| if rng.r#gen::<f64>() < p { 0.0 } else { 1.0 })
+        .collect();
+    let keep = Tensor::from_data(TensorData::new(keep, [bs, 4]), device);
+    if cfg.train.objective != Objective::Pretrain {
+        return TokenMasks {
+            keep,
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+        };
+    }
+    let mut hide = |n: usize| {
+        let v: Vec<f32> = (0..bs * n)
+            .map(|_| if rng.r#gen::<f64>() < 0.3 { 1.0 } else { 0.0 })
+            .collect();
+        Some(Tensor::<2>::from_data(TensorData::new(v, [bs, n]), device))
+    };
+    let hide_hist = hide(model.enc.hist.tokens());
+    let hide_imu = hide(model.enc.imu.tokens());
+    let hide_stops = hide(b.stops.dims()[1]);
+    // Pretraining keeps every modality: hiding does the masking.
+    let keep = keep.ones_like();
+    TokenMasks {
+        keep,
+        hide_hist,
+        hide_imu,
+        hide_stops,
+    }
+}
+
+/// The loss of a batch under the run's objective.
+pub fn batch_loss(
+    model: &DfmModel,
+    b: &Batch,
+    masks: &TokenMasks,
+    cfg: &Config,
+) -> losses::LossParts {
+    let out = model.forward(b, masks);
+    match cfg.train.objective {
+        Objective::Supervised => losses::supervised(&out, &b.targets, &cfg.train.loss_weights),
+        Objective::Pretrain => {
+            let targets = (
+                model.enc.hist.patches(b.hist.clone()),
+                model.enc.imu.patches(b.imu.clone()),
+            );
+            losses::pretrain(targets, &out, b, masks, &cfg.train.loss_weights)
+        }
+    }
+}
+
+fn step_rng(seed: u64, micro: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(hash(seed, "step", &[micro as u64]))
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+/// Mean validation loss over the `val` split (deterministic masks).
+pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<Option<f64>> {
+    if !setup.manifest.splits.contains_key("val") {
+        return Ok(None);
+    }
+    let cfg = &setup.cfg;
+    let opts = LoaderOptions {
+        batch_size: cfg.eval.batch_size,
+        workers: cfg.data.workers,
+        shuffle_buffer: 0,
+        skip_bad: cfg.data.skip_bad,
+        ..Default::default()
+    };
+    let loader = Loader::new(&setup.data_dir, &setup.manifest, "val", opts)?;
+    let model = model.valid();
+    let (mut sum, mut n) = (0.0, 0usize);
+    let norm = setup.norm.clone();
+    let dev = device.clone();
+    for (i, b) in loader
+        .epoch(
+            0,
+            0,
+            Arc::new(move |s| norm.features(&s)),
+            Arc::new(move |items| FeatureBatcher.batch(items, &dev)),
+        )
+        .enumerate()
+    {
+        let b = b?;
+        let mut rng = step_rng(cfg.run.seed ^ 0x5A17, i);
+        let masks = token_masks(&b, &model, cfg, &mut rng, false, device);
+        let l = batch_loss(&model, &b, &masks, cfg);
+        sum += scalar(&l.total) * b.len() as f64;
+        n += b.len();
+    }
+    Ok((n > 0).then(|| sum / n as f64))
+}
+
+fn append_metrics(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{v}")?;
+    Ok(())
+}
+
+/// Drops metric lines past `step` (after resuming from a checkpoint at `step`).
+fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::util::write_atomic(path, kept.as_bytes())
+}
+
+fn optimizer(cfg: &Config) -> ModuleOptimizer {
+    let clip = (cfg.train.grad_clip > 0.0)
+        .then(|| GradientClippingConfig::Norm(cfg.train.grad_clip as f32));
+    AdamWConfig::new()
+        .with_weight_decay(cfg.train.weight_decay as f32)
+        .with_grad_clipping(clip)
+        .init()
+}
+
+/// Loads the encoders of a pretrained run into `model`.
+pub fn init_from(
+    model: DfmModel,
+    run: &Path,
+    setup: &Setup,
+    device: &Device,
+) -> anyhow::Result<DfmModel> {
+    let pcfg = Config::load(Some(&run.join("config.toml")), &[])
+        .with_context(|| format!("init_from {}: cannot read its config", run.display()))?;
+    let pm = DfmModel::new(
+        &pcfg.model,
+        &setup.manifest.spec,
+        pcfg.data.image_size,
+        device,
+    );
+    let dir = checkpoint::best_or_last(run)?;
+    let pm = checkpoint::load_model(pm, &dir).with_context(|| {
+        format!("init_from {}: its model does not fit this config (model.* keys must match the pretrained run's)", run.display())
+    })?;
+    let mut model = model;
+    model.enc = pm.enc;
+    Ok(model)
+}
+
+/// Trains a run. With `resume`, continues the run in `cfg.run_dir()` from its last complete
+/// checkpoint.
+pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Outcome> {
+    let run_dir = cfg.run_dir();
+    let existing = checkpoint::list(&run_dir)?;
+    let cfg = if resume {
+        let p = run_dir.join("config.toml");
+        let mut saved = Config::load(Some(&p), &[])
+            .with_context(|| format!("--resume: {} is not a run folder", run_dir.display()))?;
+        saved.run.dir = run_dir.display().to_string();
+        saved
+    } else {
+        if !existing.is_empty() {
+            bail!(
+                "{} already holds a run; continue it with --resume {} or choose another run.dir",
+                run_dir.display(),
+                run_dir.display()
+            );
+        }
+        cfg
+    };
+    let setup = Setup::new(cfg)?;
+    let cfg = &setup.cfg;
+    std::fs::create_dir_all(&run_dir)?;
+    if !resume {
+        crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let n = crate::export::Normalization {
+            schema_version: setup.manifest.schema_version,
+            manifest_sha256: setup.manifest_sha256.clone(),
+            spec: setup.manifest.spec.clone(),
+            norm: setup.manifest.norm.clone(),
+        };
+        crate::util::write_atomic(
+            &run_dir.join(crate::export::NORMALIZATION),
+            &serde_json::to_vec_pretty(&n)?,
+        )?;
+    }
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let ad = device.clone().autodiff();
+    let mut model = setup.new_model(&ad);
+    if !cfg.train.init_from.is_empty() && !resume {
+        model = init_from(model, Path::new(&cfg.train.init_from), &setup, &ad)?;
+        println!("initialized the encoders from {}", cfg.train.init_from);
+    }
+    if cfg.train.freeze_encoders {
+        model.enc = model.enc.no_grad();
+    }
+    let mut optim = optimizer(cfg);
+    let mut state = TrainState {
+        step: 0,
+        epoch: 0,
+        batches_in_epoch: 0,
+        best_val: None,
+        best_step: None,
+        skipped_steps: 0,
+        val_loss: None,
+        manifest_sha256: setup.manifest_sha256.clone(),
+    };
+    if resume {
+        checkpoint::clean_partial(&run_dir)?;
+        let (_, dir) = checkpoint::list(&run_dir)?.pop().with_context(|| {
+            format!("--resume: {} has no complete checkpoint", run_dir.display())
+        })?;
+        state = checkpoint::read_state(&dir)?;
+        if state.manifest_sha256 != setup.manifest_sha256 {
+            bail!(
+                "--resume: the dataset at {} changed since the run started (manifest hash differs)",
+                setup.data_dir.display()
+            );
+        }
+        model = checkpoint::load_model(model, &dir)?;
+        optim = optim
+            .load(dir.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
+        truncate_metrics(&metrics_path, state.step)?;
+        println!(
+            "resuming {} from step {} (epoch {}, batch {})",
+            run_dir.display(),
+            state.step,
+            state.epoch,
+            state.batches_in_epoch
+        );
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)?;
+    }
+
+    let accum = cfg.train.grad_accum;
+    let lopts = LoaderOptions {
+        batch_size: cfg.train.batch_size,
+        workers: cfg.data.workers,
+        prefetch: cfg.data.prefetch,
+        shuffle_buffer: cfg.data.shuffle_buffer,
+        seed: cfg.run.seed,
+        skip_bad: cfg.data.skip_bad,
+        drop_last: true,
+    };
+    let loader = Loader::new(&setup.data_dir, &setup.manifest, "train", lopts)?;
+    let per_epoch = loader.num_batches() / accum;
+    if per_epoch == 0 {
+        bail!(
+            "the train split has {} samples: less than one batch of {}",
+            loader.num_samples(),
+            cfg.train.batch_size * accum
+        );
+    }
+    let mut total = per_epoch * cfg.train.epochs;
+    if cfg.train.max_steps > 0 {
+        total = total.min(cfg.train.max_steps);
+    }
+    if !quiet {
+        println!(
+            "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
+            run_dir.display(),
+            model.num_params(),
+            model.token_count(setup.manifest.spec.max_stops),
+            loader.num_samples(),
+            total,
+            cfg.train.batch_size * accum
+        );
+    }
+    let bar = crate::progress::bar(total as u64, "training");
+    bar.set_position(state.step as u64);
+    let tty = crate::progress::is_tty();
+    let mut window: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let (mut window_n, mut window_samples, mut window_t) = (0usize, 0usize, Instant::now());
+    let (mut all_samples, all_t) = (0usize, Instant::now());
+    let mut last_ckpt: Option<PathBuf> = checkpoint::list(&run_dir)?.pop().map(|x| x.1);
+    let mut accumulator = GradientsAccumulator::<DfmModel>::new();
+
+    while state.step < total {
+        let epoch = state.epoch;
+        let norm = setup.norm.clone();
+        let dev = ad.clone();
+        let batches = loader.epoch(
+            epoch as u64,
+            state.batches_in_epoch,
+            Arc::new(move |s| norm.features(&s)),
+            Arc::new(move |items| FeatureBatcher.batch(items, &dev)),
+        );
+        let mut micro_in_step = 0usize;
+        let mut step_losses: Vec<(f64, BTreeMap<&'static str, f64>)> = Vec::new();
+        let mut finite = true;
+        for b in batches {
+            let b = b?;
+            let micro = state.step * accum + micro_in_step;
+            ad.seed(hash(cfg.run.seed, "dropout", &[micro as u64]));
+            let mut rng = step_rng(cfg.run.seed, micro);
+            let masks = token_masks(&b, &model, cfg, &mut rng, true, &ad);
+            let l = batch_loss(&model, &b, &masks, cfg);
+            let lv = scalar(&l.total);
+            finite &= lv.is_finite();
+            step_losses.push((lv, l.parts.iter().map(|(k, v)| (*k, scalar(v))).collect()));
+            if finite {
+                let loss = if accum > 1 {
+                    l.total / accum as f32
+                } else {
+                    l.total
+                };
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                accumulator.accumulate(&model, grads);
+            }
+            micro_in_step += 1;
+            state.batches_in_epoch += 1;
+            all_samples += b.len();
+            window_samples += b.len();
+            if micro_in_step < accum {
+                continue;
+            }
+            micro_in_step = 0;
+            let grads = accumulator.grads();
+            if !finite {
+                let where_ = last_ckpt
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none yet".into());
+                match cfg.train.on_nan {
+                    OnNan::Stop => bail!(
+                        "non-finite loss at step {} (epoch {}): stopping; the last good checkpoint is {} (set train.on_nan = \"skip\" to skip such steps)",
+                        state.step,
+                        epoch,
+                        where_
+                    ),
+                    OnNan::Skip => {
+                        state.skipped_steps += 1;
+                        eprintln!(
+                            "warning: non-finite loss at step {}: step skipped ({} so far)",
+                            state.step, state.skipped_steps
+                        );
+                    }
+                }
+            } else {
+                let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
+                model = optim.step(lr, model, grads);
+            }
+            finite = true;
+            let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
+            state.step += 1;
+            for (lv, parts) in step_losses.drain(..) {
+                *window.entry("loss").or_default() += lv / accum as f64;
+                for (k, v) in parts {
+                    *window.entry(k).or_default() += v / accum as f64;
+                }
+            }
+            window_n += 1;
+            bar.set_position(state.step as u64);
+            if tty {
+                bar.set_message(format!(
+                    "loss {:.4} lr {lr:.1e}",
+                    window["loss"] / window_n as f64
+                ));
+            }
+            if state.step % cfg.train.log_every == 0 || state.step == total {
+                let sps = window_samples as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
+                let mut v =
+                    json!({"step": state.step, "epoch": epoch, "lr": lr, "samples_per_s": sps});
+                for (k, s) in &window {
+                    v[*k] = json!(s / window_n as f64);
+                }
+                append_metrics(&metrics_path, &v)?;
+                if !tty && !quiet {
+                    println!(
+                        "step {}/{} epoch {} loss {:.4} lr {:.2e} {:.0} samples/s",
+                        state.step,
+                        total,
+                        epoch,
+                        window["loss"] / window_n as f64,
+                        lr,
+                        sps
+                    );
+                }
+                window.clear();
+                window_n = 0;
+                window_samples = 0;
+                window_t = Instant::now();
+            }
+            if state.step % cfg.train.checkpoint_every == 0 && state.step < total {
+                last_ckpt = Some(checkpoint::save(
+                    &run_dir,
+                    &model,
+                    &optim,
+                    &state,
+                    cfg.train.keep_last,
+                )?);
+            }
+            if state.step >= total {
+                break;
+            }
+        }
+        // End of an epoch, or of the run: validate, keep the best, checkpoint.
+        if state.batches_in_epoch >= per_epoch * accum {
+            state.epoch += 1;
+            state.batches_in_epoch = 0;
+        }
+        end_of_epoch(
+            &model,
+            &setup,
+            device,
+            &mut state,
+            epoch,
+            &run_dir,
+            &metrics_path,
+            quiet,
+        )?;
+        last_ckpt = Some(checkpoint::save(
+            &run_dir,
+            &model,
+            &optim,
+            &state,
+            cfg.train.keep_last,
+        )?);
+    }
+    bar.finish_and_clear();
+    let sps = all_samples as f64 / all_t.elapsed().as_secs_f64().max(1e-9);
+    if let Err(e) = plot::loss_curves(&metrics_path, &run_dir.join("loss.png")) {
+        eprintln!("warning: no loss plot: {e:#}");
+    }
+    let report = if cfg.train.objective == Objective::Supervised
+        && setup.manifest.splits.contains_key(&cfg.eval.split)
+    {
+        let best = checkpoint::load_model(
+            setup.new_model(device),
+            &checkpoint::best_or_last(&run_dir)?,
+        )?;
+        let speeds =
+            crate::eval::region_speeds(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
+        let o = EvalOptions {
+            split: cfg.eval.split.clone(),
+            batch_size: cfg.eval.batch_size,
+            miss_threshold_m: cfg.eval.miss_threshold_m,
+            workers: cfg.data.workers,
+            drop: vec![],
+        };
+        let r = crate::eval::evaluate(
+            &best,
+            &setup.norm,
+            &setup.data_dir,
+            &setup.manifest,
+            &speeds,
+            &o,
+            device,
+        )?;
+        crate::util::write_atomic(
+            &run_dir.join(format!("eval_{}.json", o.split)),
+            serde_json::to_string_pretty(&r)?.as_bytes(),
+        )?;
+        Some(r)
+    } else {
+        None
+    };
+    Ok(Outcome {
+        run_dir,
+        steps: state.step,
+        report,
+        samples_per_s: sps,
+    })
+}
+
+fn end_of_epoch(
+    model: &DfmModel,
+    setup: &Setup,
+    device: &Device,
+    state: &mut TrainState,
+    epoch: usize,
+    run_dir: &Path,
+    metrics_path: &Path,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let val = validate(model, setup, device)?;
+    state.val_loss = val;
+    if let Some(v) = val {
+        append_metrics(
+            metrics_path,
+            &json!({"step": state.step, "epoch": epoch, "val_loss": v}),
+        )?;
+        if !quiet {
+            println!("step {} epoch {epoch}: validation loss {v:.4}", state.step);
+        }
+        if state.best_val.is_none_or(|b| v < b) {
+            state.best_val = Some(v);
+            state.best_step = Some(state.step);
+            checkpoint::save_best(run_dir, model, state)?;
+        }
+    }
+    Ok(())
+}

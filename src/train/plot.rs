@@ -1,0 +1,128 @@
+//! Loss curves of a run (`loss.png`), drawn with plotters into a pixel buffer and encoded as PNG.
+//! Text uses a system TrueType font when one is found (DejaVu, Liberation, Arial, Helvetica);
+//! without one the curves are drawn without labels.
+
+use anyhow::Context;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_PATHS: [&str; 6] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers a system font once; true when text can be drawn.
+pub fn font_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// Writes an RGB buffer as PNG, atomically.
+pub fn save_png(path: &Path, w: u32, h: u32, rgb: Vec<u8>) -> anyhow::Result<()> {
+    let px = crate::data::sample::Rgb8 {
+        width: w,
+        height: h,
+        data: rgb,
+    };
+    crate::util::write_atomic(path, &crate::data::shards::png_bytes(&px)?)
+}
+
+/// Training loss (and each head's term) by step, and validation loss, from `metrics.jsonl`.
+pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(metrics)
+        .with_context(|| format!("cannot read {}", metrics.display()))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
+            .filter(|p| p.1.is_finite())
+            .collect()
+    };
+    let mut curves: Vec<(String, Vec<(f64, f64)>)> = vec![
+        ("train loss".into(), series("loss")),
+        ("validation loss".into(), series("val_loss")),
+    ];
+    for k in crate::config::LOSS_HEADS {
+        let s = series(k);
+        if s.iter().any(|p| p.1 != 0.0) {
+            curves.push((k.to_string(), s));
+        }
+    }
+    curves.retain(|c| !c.1.is_empty());
+    anyhow::ensure!(!curves.is_empty(), "no losses logged yet");
+    let (w, h) = (900u32, 560u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let text = font_available();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let xmax = curves
+            .iter()
+            .flat_map(|c| c.1.iter().map(|p| p.0))
+            .fold(1.0, f64::max);
+        let ymax = curves
+            .iter()
+            .flat_map(|c| c.1.iter().map(|p| p.1))
+            .fold(1e-3, f64::max);
+        let ymin = curves
+            .iter()
+            .flat_map(|c| c.1.iter().map(|p| p.1))
+            .fold(f64::MAX, f64::min)
+            .max(1e-4);
+        let mut b = ChartBuilder::on(&root);
+        b.margin(20);
+        if text {
+            b.caption("training losses (log scale)", ("sans-serif", 22))
+                .x_label_area_size(40)
+                .y_label_area_size(60);
+        }
+        let mut chart = b.build_cartesian_2d(0.0..xmax, (ymin * 0.8..ymax * 1.2).log_scale())?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("step").y_desc("loss");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw()?;
+        for (i, (name, pts)) in curves.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let width = if i < 2 { 3 } else { 1 };
+            let s = chart.draw_series(LineSeries::new(
+                pts.iter().copied(),
+                color.stroke_width(width),
+            ))?;
+            if text {
+                s.label(name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+    }
+    save_png(out, w, h, buf)
+}

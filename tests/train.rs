@@ -1,0 +1,345 @@
+//! Training runs: the loss falls and the model beats the baselines on held-out routes; a run
+//! killed with `kill -9` resumes to the same weights as an uninterrupted run; pretraining feeds
+//! fine-tuning; a non-finite loss stops the run with a clear message.
+
+mod common;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use common::*;
+use dfm::config::Config;
+use dfm::model::DfmModel;
+use dfm::train::{Setup, checkpoint};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A tiny model and schedule for a tiny world.
+fn tiny_overrides(data: &Path, run: &Path) -> Vec<String> {
+    [
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "run.device=flex".into(),
+        "data.image_size=16".into(),
+        "data.workers=2".into(),
+        "data.shuffle_buffer=256".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "model.ff_mult=2".into(),
+        "model.dropout=0.1".into(),
+        "train.batch_size=16".into(),
+        "train.lr=3e-3".into(),
+        "train.warmup_steps=20".into(),
+        "train.log_every=10".into(),
+        "eval.batch_size=64".into(),
+    ]
+    .to_vec()
+}
+
+fn cfg(data: &Path, run: &Path, extra: &[&str]) -> Config {
+    let mut o = tiny_overrides(data, run);
+    o.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(None, &o).unwrap()
+}
+
+struct Collect(Vec<Vec<f32>>);
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.push(
+            p.val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+    }
+}
+
+fn weights<M: Module>(m: &M) -> Vec<Vec<f32>> {
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+fn load(run: &Path, dir: &Path) -> DfmModel {
+    let c = Config::load(Some(&run.join("config.toml")), &[]).unwrap();
+    let setup = Setup::new(c).unwrap();
+    checkpoint::load_model(setup.new_model(&Device::flex()), dir).unwrap()
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn loss_falls_and_model_beats_baselines_on_held_out_routes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 31);
+    let run = tmp.path().join("run");
+    let c = cfg(
+        &data,
+        &run,
+        &[
+            "train.max_steps=400",
+            "train.epochs=100",
+            "train.checkpoint_every=100",
+        ],
+    );
+    let out = dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    assert_eq!(out.steps, 400);
+    let m = metrics(&run);
+    let losses: Vec<f64> = m.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    assert!(losses.len() >= 30);
+    let first = losses[..3].iter().sum::<f64>() / 3.0;
+    let last = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(
+        last < 0.75 * first,
+        "training loss falls: {first:.3} -> {last:.3}"
+    );
+    assert!(
+        m.iter().any(|v| v["val_loss"].as_f64().is_some()),
+        "validation loss logged"
+    );
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "loss.png",
+        "best/model.bpk",
+        "best/state.json",
+        "eval_test.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} written");
+    }
+    let r = out.report.expect("held-out evaluation");
+    let model = r.trajectory.at_k.unwrap();
+    let cv = r.baselines.constant_velocity.unwrap();
+    assert!(
+        model.min_ade_m < cv.min_ade_m && model.min_fde_m < cv.min_fde_m,
+        "minADE/minFDE {model:?} vs CV {cv:?}"
+    );
+    let eta = r.eta.unwrap();
+    let base = r.baselines.eta_distance_over_speed.unwrap();
+    assert!(
+        eta.mae_s < base.mae_s,
+        "ETA MAE {} vs distance/speed {}",
+        eta.mae_s,
+        base.mae_s
+    );
+    let cov = eta.p10_p90_coverage.unwrap();
+    assert!(
+        cov > 0.3 && cov < 0.99,
+        "quantiles are an interval, not a point: coverage {cov}"
+    );
+}
+
+fn spawn_train(args: &[String]) -> std::process::Child {
+    std::process::Command::new(dfm_bin())
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn train_args(data: &Path, run: &Path) -> Vec<String> {
+    let mut a = vec!["train".to_string()];
+    for o in tiny_overrides(data, run) {
+        a.push("--set".into());
+        a.push(o);
+    }
+    for o in [
+        "train.max_steps=60",
+        "train.epochs=100",
+        "train.checkpoint_every=10",
+        "train.keep_last=10",
+        "data.shuffle_buffer=300",
+    ] {
+        a.push("--set".into());
+        a.push(o.into());
+    }
+    a
+}
+
+fn final_ckpt(run: &Path) -> PathBuf {
+    let (step, p) = checkpoint::list(run).unwrap().pop().unwrap();
+    assert_eq!(step, 60, "the run reached its last step");
+    p
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 32);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let st = spawn_train(&train_args(&data, &a)).wait().unwrap();
+    assert!(st.success(), "uninterrupted run");
+
+    let mut child = spawn_train(&train_args(&data, &b));
+    let t = Instant::now();
+    while checkpoint::list(&b).map(|v| v.len()).unwrap_or(0) < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL, wherever the process is (possibly in the middle of writing a checkpoint).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = checkpoint::list(&b).unwrap();
+    assert!(done.last().unwrap().0 < 60, "killed before the end");
+    // A torn write as a crash would leave it: ignored on resume.
+    std::fs::create_dir_all(b.join("ckpt-00000059.tmp")).unwrap();
+    std::fs::write(b.join("ckpt-00000059.tmp/model.bpk"), b"torn").unwrap();
+
+    let (ok, out, err) = dfm(&["train", "--resume", b.to_str().unwrap()]);
+    assert!(ok, "resume: {out}\n{err}");
+    assert!(out.contains("resuming"), "{out}");
+    assert!(
+        !b.join("ckpt-00000059.tmp").exists(),
+        "leftover .tmp cleaned up"
+    );
+
+    let (wa, wb) = (
+        weights(&load(&a, &final_ckpt(&a))),
+        weights(&load(&b, &final_ckpt(&b))),
+    );
+    let d = max_abs_diff(&wa, &wb);
+    assert!(
+        d <= 1e-6,
+        "resumed weights differ from the uninterrupted run by {d}"
+    );
+    // And training did move the weights (the comparison is not between two untouched models).
+    let first = weights(&load(&a, &checkpoint::list(&a).unwrap()[0].1));
+    assert!(max_abs_diff(&first, &wa) > 1e-3);
+    // The metrics log has one line per logged step, none duplicated by the resume.
+    let steps: Vec<u64> = metrics(&b)
+        .iter()
+        .filter(|v| v["loss"].is_number())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    let mut dedup = steps.clone();
+    dedup.dedup();
+    assert_eq!(steps, dedup);
+    assert_eq!(steps, (1..=6).map(|i| i * 10).collect::<Vec<u64>>());
+}
+
+#[test]
+fn finetune_loads_pretrained_encoders_and_can_freeze_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 33);
+    let pre = tmp.path().join("pre");
+    let c = cfg(
+        &data,
+        &pre,
+        &[
+            "train.objective=pretrain",
+            "train.max_steps=30",
+            "train.checkpoint_every=100",
+        ],
+    );
+    dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    let m = metrics(&pre);
+    let recon: Vec<f64> = m.iter().filter_map(|v| v["recon"].as_f64()).collect();
+    assert!(
+        !recon.is_empty() && recon.iter().all(|r| r.is_finite() && *r > 0.0),
+        "reconstruction loss logged"
+    );
+    assert!(
+        m.iter().all(|v| v["traj"].is_null()),
+        "pretraining uses no labels"
+    );
+    let pre_model = load(&pre, &checkpoint::best_or_last(&pre).unwrap());
+
+    // init_from puts the pretrained encoder weights into a fresh model...
+    let ft = tmp.path().join("ft");
+    let c = cfg(
+        &data,
+        &ft,
+        &[
+            &format!("train.init_from={}", pre.display()),
+            "train.freeze_encoders=true",
+            "train.max_steps=20",
+        ],
+    );
+    let setup = Setup::new(c.clone()).unwrap();
+    let fresh = setup.new_model(&Device::flex());
+    assert!(
+        max_abs_diff(&weights(&fresh.enc), &weights(&pre_model.enc)) > 1e-3,
+        "a fresh model differs"
+    );
+    let loaded = dfm::train::init_from(fresh, &pre, &setup, &Device::flex()).unwrap();
+    assert_eq!(
+        max_abs_diff(&weights(&loaded.enc), &weights(&pre_model.enc)),
+        0.0
+    );
+    // ... and a frozen fine-tuning run trains the heads and leaves the encoders as they were.
+    dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    let tuned = load(&ft, &final_ckpt_any(&ft));
+    assert_eq!(
+        max_abs_diff(&weights(&tuned.enc), &weights(&pre_model.enc)),
+        0.0,
+        "frozen encoders"
+    );
+    assert!(
+        max_abs_diff(&weights(&tuned.heads), &weights(&loaded.heads)) > 1e-4,
+        "heads trained"
+    );
+}
+
+fn final_ckpt_any(run: &Path) -> PathBuf {
+    checkpoint::list(run).unwrap().pop().unwrap().1
+}
+
+#[test]
+fn non_finite_loss_stops_with_step_and_checkpoint_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 34);
+    let run = tmp.path().join("nan");
+    // An absurd learning rate blows the weights up within a few steps.
+    let c = cfg(
+        &data,
+        &run,
+        &[
+            "train.lr=1e30",
+            "train.warmup_steps=0",
+            "train.grad_clip=0",
+            "train.max_steps=200",
+            "train.checkpoint_every=1",
+        ],
+    );
+    let e = dfm::train::train(c, false, &Device::flex(), true)
+        .err()
+        .expect("a non-finite loss stops the run")
+        .to_string();
+    assert!(
+        e.contains("non-finite loss at step") && e.contains("ckpt-"),
+        "{e}"
+    );
+    let skip = tmp.path().join("skip");
+    let c = cfg(
+        &data,
+        &skip,
+        &[
+            "train.lr=1e30",
+            "train.warmup_steps=0",
+            "train.grad_clip=0",
+            "train.max_steps=30",
+            "train.on_nan=skip",
+        ],
+    );
+    let out = dfm::train::train(c, false, &Device::flex(), true);
+    assert!(out.is_ok(), "skip mode finishes: {:?}", out.err());
+}
