@@ -334,12 +334,16 @@ fn quickstart(a: QuickstartArgs) -> anyhow::Result<()> {
     }
     let t = std::time::Instant::now();
     let out = dfm::train::train(cfg, resume, &sel.device, false)?;
-    println!(
-        "trained {} steps in {:.1} min ({:.0} samples/s)",
-        out.steps,
-        t.elapsed().as_secs_f64() / 60.0,
-        out.samples_per_s
-    );
+    if out.samples_per_s > 0.0 {
+        println!(
+            "trained {} steps in {:.1} min ({:.0} samples/s)",
+            out.steps,
+            t.elapsed().as_secs_f64() / 60.0,
+            out.samples_per_s
+        );
+    } else {
+        println!("the run was already complete ({} steps)", out.steps);
+    }
     if let Some(r) = &out.report {
         print!("{}", r.render());
     }

@@ -1,0 +1,144 @@
+//! Export bundles: a bundle loads back to the same predictions as the trained model, and a
+//! tampered or mismatched bundle is refused with a message naming the file.
+
+mod common;
+use burn::prelude::*;
+use common::*;
+use dfm::config::Config;
+use dfm::train::{Setup, checkpoint};
+use std::path::Path;
+
+fn tiny_run(tmp: &Path) -> std::path::PathBuf {
+    let data = tiny_dataset(tmp, 51);
+    let run = tmp.join("run");
+    let o: Vec<String> = [
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "data.image_size=16".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "train.batch_size=16".into(),
+        "train.max_steps=30".into(),
+        "eval.split=val".into(),
+    ]
+    .to_vec();
+    dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    run
+}
+
+fn eval_json(
+    bundle_or_run_model: &dfm::model::DfmModel,
+    norm: &dfm::features::Normalizer,
+    data: &Path,
+) -> String {
+    let m = dfm::data::manifest::Manifest::load(data).unwrap();
+    let o = dfm::eval::EvalOptions {
+        split: "val".into(),
+        batch_size: 64,
+        miss_threshold_m: 2.0,
+        workers: 2,
+        drop: vec![],
+    };
+    let speeds = dfm::eval::region_speeds(data, &m, 2).unwrap();
+    let r = dfm::eval::evaluate(
+        bundle_or_run_model,
+        &std::sync::Arc::new(norm.clone()),
+        data,
+        &m,
+        &speeds,
+        &o,
+        &Device::flex(),
+    )
+    .unwrap();
+    serde_json::to_string(&r).unwrap()
+}
+
+#[test]
+fn bundle_round_trips_and_tampering_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let out = tmp.path().join("bundle");
+    let (ok, stdout, err) = dfm(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{err}");
+    for f in [
+        "model.bpk",
+        "model.safetensors",
+        "config.toml",
+        "normalization.json",
+        "bundle.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} in the bundle");
+    }
+    let b = dfm::export::load(&out, &Device::flex()).unwrap();
+    assert_eq!(b.meta.schema_version, dfm::SCHEMA_VERSION);
+    // The bundle predicts exactly as the run's best checkpoint.
+    let setup = Setup::new(Config::load(Some(&run.join("config.toml")), &[]).unwrap()).unwrap();
+    let ckpt = checkpoint::load_model(
+        setup.new_model(&Device::flex()),
+        &checkpoint::best_or_last(&run).unwrap(),
+    )
+    .unwrap();
+    let data = std::path::PathBuf::from(&setup.cfg.data.path);
+    assert_eq!(
+        eval_json(&b.model, &b.normalizer, &data),
+        eval_json(&ckpt, &setup.norm, &data)
+    );
+
+    // One flipped byte in the weights: refused, naming the file.
+    let bad = tmp.path().join("tampered");
+    copy_dir(&out, &bad);
+    let p = bad.join("model.bpk");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x40;
+    std::fs::write(&p, bytes).unwrap();
+    let e = dfm::export::load(&bad, &Device::flex())
+        .err()
+        .expect("tampered bundle refused")
+        .to_string();
+    assert!(e.contains("model.bpk") && e.contains("SHA-256"), "{e}");
+
+    // A bundle made for another schema version: refused.
+    let old = tmp.path().join("old");
+    copy_dir(&out, &old);
+    let meta = std::fs::read_to_string(old.join("bundle.json")).unwrap();
+    let v = dfm::SCHEMA_VERSION;
+    std::fs::write(
+        old.join("bundle.json"),
+        meta.replace(
+            &format!("\"schema_version\": {v}"),
+            &format!("\"schema_version\": {}", v + 1),
+        ),
+    )
+    .unwrap();
+    let e = dfm::export::load(&old, &Device::flex())
+        .err()
+        .expect("schema mismatch refused")
+        .to_string();
+    assert!(e.contains("schema version"), "{e}");
+
+    // --step of a checkpoint that does not exist names the steps kept.
+    let (ok, _, err) = dfm(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--step",
+        "7",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no checkpoint at step 7"), "{err}");
+}
