@@ -8,8 +8,8 @@
 //! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
 //! - `image` [3, S, S] in [-1, 1], the first map/aerial raster, resized to S; absent -> mask 0.
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
-//!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m);
-//!   mask per stop.
+//!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
+//!   rank by distance among the listed stops (0 nearest .. 1 farthest); mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
 //! - targets: future [F, 2] (scaled by `traj_scale`), ETA per stop as `ln(1 + t / 60 s)`
 //!   (scaled by `eta_scale`; quantiles survive the monotone transform, and the log scale weighs
@@ -23,7 +23,7 @@ use std::ops::Range;
 
 pub const HIST_CH: usize = 8;
 pub const IMU_CH: usize = 4;
-pub const STOP_CH: usize = 11;
+pub const STOP_CH: usize = 12;
 pub const CTX_CH: usize = 21;
 /// Time constant of the ETA transform `ln(1 + t / ETA_TAU_S)`.
 pub const ETA_TAU_S: f64 = 60.0;
@@ -303,8 +303,15 @@ impl Normalizer {
         let ns = sp.max_stops;
         let mut stops = vec![0f32; ns * STOP_CH];
         let mut stops_mask = vec![0f32; ns];
+        let local: Vec<(f64, f64)> = s
+            .stops
+            .iter()
+            .take(ns)
+            .map(|st| frame.to_local(st.lat, st.lon))
+            .collect();
+        let dist: Vec<f64> = local.iter().map(|(x, y)| (x * x + y * y).sqrt()).collect();
         for (i, st) in s.stops.iter().take(ns).enumerate() {
-            let (x, y) = frame.to_local(st.lat, st.lon);
+            let (x, y) = local[i];
             let r = &mut stops[i * STOP_CH..(i + 1) * STOP_CH];
             r[0] = x as f32 / self.stop_scale;
             r[1] = y as f32 / self.stop_scale;
@@ -328,7 +335,13 @@ impl Normalizer {
                 any = true;
             }
             r[9] = any as u8 as f32;
-            r[10] = ((x * x + y * y).sqrt() / 100.0).ln_1p() as f32 / 3.0;
+            r[10] = (dist[i] / 100.0).ln_1p() as f32 / 3.0;
+            let rank = dist
+                .iter()
+                .enumerate()
+                .filter(|&(j, &d)| d < dist[i] || (d == dist[i] && j < i))
+                .count();
+            r[11] = rank as f32 / (dist.len().max(2) - 1) as f32;
             stops_mask[i] = 1.0;
         }
         let ctx = self.context(s, &frame);

@@ -91,13 +91,13 @@ fn loss_falls_and_model_beats_baselines_on_held_out_routes() {
         &data,
         &run,
         &[
-            "train.max_steps=400",
+            "train.max_steps=600",
             "train.epochs=100",
             "train.checkpoint_every=100",
         ],
     );
     let out = dfm::train::train(c, false, &Device::flex(), true).unwrap();
-    assert_eq!(out.steps, 400);
+    assert_eq!(out.steps, 600);
     let m = metrics(&run);
     let losses: Vec<f64> = m.iter().filter_map(|v| v["loss"].as_f64()).collect();
     assert!(losses.len() >= 30);

@@ -102,3 +102,54 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         "the forward pass produced something"
     );
 }
+
+#[test]
+fn data_parallel_run_across_flex_and_wgpu() {
+    if let Err(e) = dfm::device::open_wgpu() {
+        eprintln!("SKIPPED: no wgpu adapter ({e})");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 42);
+    let run = tmp.path().join("dp");
+    let o: Vec<String> = [
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "data.image_size=16".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "train.batch_size=8".into(),
+        "train.max_steps=4".into(),
+        "train.log_every=1".into(),
+        "train.devices=[\"flex\", \"wgpu\"]".into(),
+        "eval.split=val".into(),
+    ]
+    .to_vec();
+    let out = dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(out.steps, 4);
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logged: Vec<f64> = rows.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert_eq!(logged.len(), 4);
+    assert!(logged.iter().all(|l| l.is_finite()));
+    // Two devices, one batch each per step: 16 samples per step.
+    let seen: f64 = rows
+        .iter()
+        .filter_map(|r| r["samples_per_s"].as_f64())
+        .sum();
+    assert!(seen > 0.0);
+    assert!(
+        out.report.is_some(),
+        "the gathered model evaluates on one device"
+    );
+}

@@ -175,7 +175,7 @@ pub fn evaluate(
         ..Default::default()
     };
     let loader = Loader::new(dir, manifest, &o.split, opts)?;
-    let model = model.valid();
+    let model = model.valid().to_device(device);
     let (mut traj_k, mut traj_1, mut cv) =
         (TrajAcc::default(), TrajAcc::default(), TrajAcc::default());
     let (mut eta, mut eta_base) = (EtaAcc::default(), EtaAcc::default());

@@ -24,7 +24,9 @@ use anyhow::{Context, bail};
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{
+    AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams,
+};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use checkpoint::TrainState;
@@ -179,6 +181,100 @@ pub fn batch_loss(
     }
 }
 
+/// A loader batch: tensors ready on the (single) training device, or host features for the
+/// device threads of a data-parallel run.
+pub enum StepInput {
+    Ready(Batch),
+    Host(Vec<crate::features::Features>),
+}
+
+/// What one device computed on one batch.
+struct Micro {
+    loss: f64,
+    parts: BTreeMap<&'static str, f64>,
+    grads: Option<GradientsParams>,
+    samples: usize,
+}
+
+/// Forward and backward of one batch. Dropout and masks are seeded by (run seed, micro-batch,
+/// device), so a resumed run draws exactly what an uninterrupted one draws.
+fn micro_step(
+    model: &DfmModel,
+    b: &Batch,
+    cfg: &Config,
+    micro: usize,
+    dev_idx: usize,
+    device: &Device,
+    scale: f32,
+) -> Micro {
+    device.seed(hash(
+        cfg.run.seed,
+        "dropout",
+        &[micro as u64, dev_idx as u64],
+    ));
+    let mut rng = step_rng(cfg.run.seed, micro * 64 + dev_idx);
+    let masks = token_masks(b, model, cfg, &mut rng, true, device);
+    let l = batch_loss(model, b, &masks, cfg);
+    let loss = scalar(&l.total);
+    let parts = l.parts.iter().map(|(k, v)| (*k, scalar(v))).collect();
+    let grads = loss
+        .is_finite()
+        .then(|| GradientsParams::from_grads((l.total * scale).backward(), model));
+    Micro {
+        loss,
+        parts,
+        grads,
+        samples: b.len(),
+    }
+}
+
+/// Data parallelism as burn's multi-device strategy does it: the model is forked to each device,
+/// each device computes the gradients of its own batch on its own thread, and the optimizer sums
+/// them (`ModuleOptimizer::step_multi`).
+fn parallel_micro_step(
+    model: &DfmModel,
+    work: Vec<Vec<crate::features::Features>>,
+    cfg: &Config,
+    micro: usize,
+    devices: &[Device],
+    scale: f32,
+) -> Vec<Micro> {
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = work
+            .into_iter()
+            .zip(devices)
+            .enumerate()
+            .map(|(i, (feats, d))| {
+                let replica = model.clone().fork(d);
+                sc.spawn(move || {
+                    let b = FeatureBatcher.batch(feats, d);
+                    micro_step(&replica, &b, cfg, micro, i, d, scale)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("device thread panicked"))
+            .collect()
+    })
+}
+
+/// The autodiff devices of a run: `train.devices` when it names more than one, else `device`.
+fn training_devices(cfg: &Config, device: &Device) -> anyhow::Result<Vec<Device>> {
+    if cfg.train.devices.len() <= 1 {
+        return Ok(vec![device.clone().autodiff()]);
+    }
+    let mut out = Vec::new();
+    for d in &cfg.train.devices {
+        let (choice, index) = crate::device::parse(d)?;
+        let sel = crate::device::select(choice, index)
+            .with_context(|| format!("train.devices: `{d}`"))?;
+        println!("data-parallel device {}: {}", out.len(), sel.description);
+        out.push(sel.device.autodiff());
+    }
+    Ok(out)
+}
+
 fn step_rng(seed: u64, micro: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(hash(seed, "step", &[micro as u64]))
 }
@@ -201,7 +297,8 @@ pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Res
         ..Default::default()
     };
     let loader = Loader::new(&setup.data_dir, &setup.manifest, "val", opts)?;
-    let model = model.valid();
+    // After a data-parallel step parameters may sit on several devices: gather them.
+    let model = model.valid().to_device(device);
     let (mut sum, mut n) = (0.0, 0usize);
     let norm = setup.norm.clone();
     let dev = device.clone();
@@ -322,7 +419,8 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
         )?;
     }
     let metrics_path = run_dir.join("metrics.jsonl");
-    let ad = device.clone().autodiff();
+    let ad_devices = training_devices(cfg, device)?;
+    let ad = ad_devices[0].clone();
     let mut model = setup.new_model(&ad);
     if !cfg.train.init_from.is_empty() && !resume {
         model = init_from(model, Path::new(&cfg.train.init_from), &setup, &ad)?;
@@ -411,49 +509,67 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
     let (mut window_n, mut window_samples, mut window_t) = (0usize, 0usize, Instant::now());
     let (mut all_samples, all_t) = (0usize, Instant::now());
     let mut last_ckpt: Option<PathBuf> = checkpoint::list(&run_dir)?.pop().map(|x| x.1);
-    let mut accumulator = GradientsAccumulator::<DfmModel>::new();
+    let mut accumulators: Vec<GradientsAccumulator<DfmModel>> = ad_devices
+        .iter()
+        .map(|_| GradientsAccumulator::new())
+        .collect();
 
     while state.step < total {
         let epoch = state.epoch;
         let norm = setup.norm.clone();
         let dev = ad.clone();
+        let multi = ad_devices.len() > 1;
         let batches = loader.epoch(
             epoch as u64,
             state.batches_in_epoch,
             Arc::new(move |s| norm.features(&s)),
-            Arc::new(move |items| FeatureBatcher.batch(items, &dev)),
+            // One device: tensors are built ahead on the prefetch thread. Several: each device
+            // thread builds its own.
+            Arc::new(move |items| {
+                if multi {
+                    StepInput::Host(items)
+                } else {
+                    StepInput::Ready(FeatureBatcher.batch(items, &dev))
+                }
+            }),
         );
         let mut micro_in_step = 0usize;
         let mut step_losses: Vec<(f64, BTreeMap<&'static str, f64>)> = Vec::new();
         let mut finite = true;
-        for b in batches {
-            let b = b?;
+        let mut pending: Vec<Vec<crate::features::Features>> = Vec::new();
+        let scale = 1.0 / (accum * ad_devices.len()) as f32;
+        for item in batches {
             let micro = state.step * accum + micro_in_step;
-            ad.seed(hash(cfg.run.seed, "dropout", &[micro as u64]));
-            let mut rng = step_rng(cfg.run.seed, micro);
-            let masks = token_masks(&b, &model, cfg, &mut rng, true, &ad);
-            let l = batch_loss(&model, &b, &masks, cfg);
-            let lv = scalar(&l.total);
-            finite &= lv.is_finite();
-            step_losses.push((lv, l.parts.iter().map(|(k, v)| (*k, scalar(v))).collect()));
-            if finite {
-                let loss = if accum > 1 {
-                    l.total / accum as f32
-                } else {
-                    l.total
-                };
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                accumulator.accumulate(&model, grads);
+            let results = match item? {
+                StepInput::Ready(b) => vec![micro_step(&model, &b, cfg, micro, 0, &ad, scale)],
+                StepInput::Host(f) => {
+                    pending.push(f);
+                    if pending.len() < ad_devices.len() {
+                        continue;
+                    }
+                    let work: Vec<_> = pending.drain(..).collect();
+                    parallel_micro_step(&model, work, cfg, micro, &ad_devices, scale)
+                }
+            };
+            for (i, r) in results.into_iter().enumerate() {
+                finite &= r.loss.is_finite();
+                step_losses.push((r.loss, r.parts));
+                state.batches_in_epoch += 1;
+                all_samples += r.samples;
+                window_samples += r.samples;
+                if finite && let Some(g) = r.grads {
+                    accumulators[i].accumulate(&model, g);
+                }
             }
             micro_in_step += 1;
-            state.batches_in_epoch += 1;
-            all_samples += b.len();
-            window_samples += b.len();
             if micro_in_step < accum {
                 continue;
             }
             micro_in_step = 0;
-            let grads = accumulator.grads();
+            let mut grads = MultiGradientsParams::default();
+            for (a, d) in accumulators.iter_mut().zip(&ad_devices) {
+                grads.grads.push((a.grads(), d.clone()));
+            }
             if !finite {
                 let where_ = last_ckpt
                     .as_ref()
@@ -476,23 +592,29 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
                 }
             } else {
                 let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
-                model = optim.step(lr, model, grads);
+                model = if grads.grads.len() == 1 {
+                    optim.step(lr, model, grads.grads.pop().unwrap().0)
+                } else {
+                    optim.step_multi(lr, model, grads)
+                };
             }
             finite = true;
             let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
             state.step += 1;
+            let per = step_losses.len().max(1) as f64;
             for (lv, parts) in step_losses.drain(..) {
-                *window.entry("loss").or_default() += lv / accum as f64;
+                *window.entry("loss").or_default() += lv / per;
                 for (k, v) in parts {
-                    *window.entry(k).or_default() += v / accum as f64;
+                    *window.entry(k).or_default() += v / per;
                 }
             }
             window_n += 1;
             bar.set_position(state.step as u64);
             if tty {
                 bar.set_message(format!(
-                    "loss {:.4} lr {lr:.1e}",
-                    window["loss"] / window_n as f64
+                    "loss {:.4} lr {lr:.1e} {:.0} samples/s",
+                    window["loss"] / window_n as f64,
+                    window_samples as f64 / window_t.elapsed().as_secs_f64().max(1e-9)
                 ));
             }
             if state.step % cfg.train.log_every == 0 || state.step == total {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 /// A small but complete world: every region, every split, a few shards per split.
 pub fn tiny_config(seed: u64) -> SynthConfig {
     SynthConfig {
-        routes: 30,
+        routes: 60,
         seed,
         sample_every_s: 240.0,
-        shard_size: 60,
+        shard_size: 100,
         ..Default::default()
     }
 }
