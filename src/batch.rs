@@ -44,6 +44,8 @@ pub struct Batch {
     pub stops_mask: Tensor<2>,
     /// [B, CTX_CH]
     pub ctx: Tensor<2>,
+    /// [B, F, 2] constant-velocity prior of the trajectory, scaled like the targets.
+    pub prior: Tensor<3>,
     pub targets: Targets,
     pub meta: Vec<SampleMeta>,
 }
@@ -102,6 +104,7 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             stops: stack(&items, [b, n, STOP_CH], |f| &f.stops, device),
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),
+            prior: stack(&items, [b, fl, 2], |f| &f.prior, device),
             targets: Targets {
                 future: stack(&items, [b, fl, 2], |f| &f.future, device),
                 future_mask: scalar(&|f| f.future_mask),

@@ -11,6 +11,8 @@
 //!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
 //!   rank by distance among the listed stops (0 nearest .. 1 farthest); mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
+//! - `prior` [F, 2]: the constant-velocity extrapolation (scaled like the future); the model
+//!   predicts its modes as offsets from it.
 //! - targets: future [F, 2] (scaled by `traj_scale`), ETA per stop as `ln(1 + t / 60 s)`
 //!   (scaled by `eta_scale`; quantiles survive the monotone transform, and the log scale weighs
 //!   a minute's error at a 2-minute stop more than at a 2-hour one), on-time per stop,
@@ -105,6 +107,7 @@ pub struct Features {
     pub stops: Vec<f32>,
     pub stops_mask: Vec<f32>,
     pub ctx: Vec<f32>,
+    pub prior: Vec<f32>,
     pub future: Vec<f32>,
     pub future_mask: f32,
     pub eta: Vec<f32>,
@@ -345,6 +348,11 @@ impl Normalizer {
             stops_mask[i] = 1.0;
         }
         let ctx = self.context(s, &frame);
+        let prior: Vec<f32> =
+            crate::kinematics::constant_velocity(s, &frame, sp.future_len, sp.future_step_s as f64)
+                .iter()
+                .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
+                .collect();
         // Targets.
         let f = sp.future_len;
         let mut future = vec![0f32; f * 2];
@@ -393,6 +401,7 @@ impl Normalizer {
             stops,
             stops_mask,
             ctx,
+            prior,
             future,
             future_mask,
             eta,

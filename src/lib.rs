@@ -5,9 +5,11 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod draw;
 pub mod error;
 pub mod features;
 pub mod frame;
+pub mod kinematics;
 pub mod progress;
 pub mod util;
 
@@ -15,4 +17,5 @@ pub use data::sample::{SCHEMA_VERSION, Sample};
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod plot;
 pub mod train;

@@ -25,8 +25,8 @@ enum Cmd {
     },
     /// Train a model from a config file (or continue a run with --resume).
     Train(TrainArgs),
-    /// Evaluate a model on held-out routes.
-    Eval(NotYet),
+    /// Evaluate a model on held-out routes, next to the baselines.
+    Eval(EvalArgs),
     /// Export a trained model as a self-contained bundle.
     Export(ExportArgs),
     /// The main job: simulate a delivery world, train the quickstart model, evaluate it on
@@ -57,6 +57,43 @@ struct TrainArgs {
     /// Continue the run in this folder from its last complete checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder (its best checkpoint) or an export bundle.
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset folder (default: the one the model was trained on).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// train | val | test | test_days | all
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Write the report as JSON (schema in README).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write PNG plots into this folder.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Mask a modality out: history | imu | image | stops | context (repeatable).
+    #[arg(long)]
+    drop: Vec<String>,
+    /// Evaluate with each single modality masked out, next to the full model.
+    #[arg(long)]
+    ablation: bool,
+    /// Final-displacement threshold of the miss rate, meters (default: the model's eval config).
+    #[arg(long)]
+    miss_threshold: Option<f64>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Evaluate even when the data's feature statistics differ from the model's (out of domain).
+    #[arg(long)]
+    allow_shift: bool,
 }
 
 #[derive(Args)]
@@ -269,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Quickstart(a) => quickstart(a),
+        Cmd::Eval(a) => eval(a),
         Cmd::Train(a) => {
             let (cfg, resume) = match &a.resume {
                 Some(run) => {
@@ -300,7 +338,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Eval(_) => not_yet("eval", 4),
         Cmd::Predict(_) => not_yet("predict", 6),
         Cmd::Serve(_) => not_yet("serve", 6),
         Cmd::Bench {
@@ -313,6 +350,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: BenchCmd::Serve(_),
         } => not_yet("bench serve", 6),
     }
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    use dfm::eval::{EvalOptions, report::ModelInfo};
+    let (choice, index) = dfm::device::parse(&a.device)?;
+    let sel = dfm::device::select(choice, index)?;
+    eprintln!("device: {}", sel.description);
+    let m = dfm::eval::source::load(&a.model, &sel.device)?;
+    let data = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&m.cfg.data.path));
+    let manifest = dfm::data::manifest::Manifest::load(&data)?;
+    m.check(&manifest, &data, a.allow_shift)?;
+    let stats = dfm::eval::train_stats(&data, &manifest, a.workers)?;
+    let norm = std::sync::Arc::new(m.normalizer.clone());
+    let o = EvalOptions {
+        split: a.split.clone(),
+        batch_size: a.batch_size,
+        miss_threshold_m: a.miss_threshold.unwrap_or(m.cfg.eval.miss_threshold_m),
+        workers: a.workers,
+        drop: a.drop.clone(),
+        plots: a.plots.clone(),
+    };
+    o.check()?;
+    let info = |dropped: Vec<String>| ModelInfo {
+        source: m.description.clone(),
+        step: m.step,
+        dropped,
+    };
+    let (full, _) = dfm::eval::evaluate(
+        &m.model,
+        &norm,
+        info(a.drop.clone()),
+        &data,
+        &manifest,
+        &stats,
+        &o,
+        &sel.device,
+    )?;
+    print!("{}", full.render());
+    if a.plots.is_some() {
+        println!("\nplots written to {}", a.plots.as_ref().unwrap().display());
+    }
+    let mut json = serde_json::to_value(&full)?;
+    if a.ablation {
+        let mut rows = Vec::new();
+        for d in dfm::model::MODALITIES {
+            let mut od = o.clone();
+            od.drop = vec![d.to_string()];
+            od.plots = None;
+            let (r, _) = dfm::eval::evaluate(
+                &m.model,
+                &norm,
+                info(od.drop.clone()),
+                &data,
+                &manifest,
+                &stats,
+                &od,
+                &sel.device,
+            )?;
+            rows.push(r);
+        }
+        println!();
+        print!("{}", dfm::eval::ablation::render(&full, &rows));
+        json["ablation"] = serde_json::to_value(&rows)?;
+    }
+    if let Some(p) = &a.json {
+        dfm::util::write_atomic(p, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        println!("report written to {}", p.display());
+    }
+    Ok(())
 }
 
 /// Simulate (if needed), train (or continue an unfinished run), evaluate, export.

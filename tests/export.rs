@@ -34,7 +34,7 @@ fn tiny_run(tmp: &Path) -> std::path::PathBuf {
 }
 
 fn eval_json(
-    bundle_or_run_model: &dfm::model::DfmModel,
+    model: &dfm::model::DfmModel,
     norm: &dfm::features::Normalizer,
     data: &Path,
 ) -> String {
@@ -45,14 +45,21 @@ fn eval_json(
         miss_threshold_m: 2.0,
         workers: 2,
         drop: vec![],
+        plots: None,
     };
-    let speeds = dfm::eval::region_speeds(data, &m, 2).unwrap();
-    let r = dfm::eval::evaluate(
-        bundle_or_run_model,
+    let stats = dfm::eval::train_stats(data, &m, 2).unwrap();
+    let info = dfm::eval::report::ModelInfo {
+        source: "x".into(),
+        step: None,
+        dropped: vec![],
+    };
+    let (r, _) = dfm::eval::evaluate(
+        model,
         &std::sync::Arc::new(norm.clone()),
+        info,
         data,
         &m,
-        &speeds,
+        &stats,
         &o,
         &Device::flex(),
     )

@@ -177,3 +177,245 @@ mod tests {
         assert!(EtaAcc::default().finish(true).is_none(), "absent, not zero");
     }
 }
+
+/// Binary outcome metrics from probabilities, in constant memory: AUROC from a fine histogram
+/// of scores per class (exact up to ties within a bin, which count one half), Brier score,
+/// expected calibration error over 15 equal-width bins, accuracy at 0.5.
+#[derive(Clone, Debug)]
+pub struct BinaryAcc {
+    pos: Vec<u64>,
+    neg: Vec<u64>,
+    brier: f64,
+    correct: u64,
+    cal: [(u64, f64, f64); ECE_BINS],
+}
+
+const AUC_BINS: usize = 4096;
+pub const ECE_BINS: usize = 15;
+
+impl Default for BinaryAcc {
+    fn default() -> Self {
+        BinaryAcc {
+            pos: vec![0; AUC_BINS],
+            neg: vec![0; AUC_BINS],
+            brier: 0.0,
+            correct: 0,
+            cal: [(0, 0.0, 0.0); ECE_BINS],
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct BinaryMetrics {
+    pub count: u64,
+    pub positive_rate: f64,
+    /// Absent when only one class occurs.
+    pub auroc: Option<f64>,
+    pub brier: f64,
+    pub ece: f64,
+    pub accuracy: f64,
+}
+
+impl BinaryAcc {
+    pub fn add(&mut self, p: f64, y: bool) {
+        let p = p.clamp(0.0, 1.0);
+        let bin = ((p * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
+        if y {
+            self.pos[bin] += 1;
+        } else {
+            self.neg[bin] += 1;
+        }
+        let t = y as u8 as f64;
+        self.brier += (p - t).powi(2);
+        self.correct += ((p >= 0.5) == y) as u64;
+        let c = &mut self.cal[((p * ECE_BINS as f64) as usize).min(ECE_BINS - 1)];
+        c.0 += 1;
+        c.1 += p;
+        c.2 += t;
+    }
+
+    /// Reliability diagram: per bin (mean predicted, observed frequency, count).
+    pub fn reliability(&self) -> Vec<(f64, f64, u64)> {
+        self.cal
+            .iter()
+            .filter(|c| c.0 > 0)
+            .map(|c| (c.1 / c.0 as f64, c.2 / c.0 as f64, c.0))
+            .collect()
+    }
+
+    pub fn finish(&self) -> Option<BinaryMetrics> {
+        let np: u64 = self.pos.iter().sum();
+        let nn: u64 = self.neg.iter().sum();
+        let n = np + nn;
+        if n == 0 {
+            return None;
+        }
+        // P(score_pos > score_neg) + 0.5 P(tie), bins from low to high.
+        let auroc = (np > 0 && nn > 0).then(|| {
+            let (mut below, mut s) = (0u64, 0f64);
+            for b in 0..AUC_BINS {
+                s += self.pos[b] as f64 * (below as f64 + 0.5 * self.neg[b] as f64);
+                below += self.neg[b];
+            }
+            s / (np as f64 * nn as f64)
+        });
+        let ece = self
+            .cal
+            .iter()
+            .filter(|c| c.0 > 0)
+            .map(|c| (c.1 - c.2).abs())
+            .sum::<f64>()
+            / n as f64;
+        Some(BinaryMetrics {
+            count: n,
+            positive_rate: np as f64 / n as f64,
+            auroc,
+            brier: self.brier / n as f64,
+            ece,
+            accuracy: self.correct as f64 / n as f64,
+        })
+    }
+}
+
+/// Next-stop metrics: HR@3 (the true next stop among the three highest scores), accuracy
+/// (top-1), and Kendall's rank correlation between the predicted order of the listed stops
+/// (by score) and their true visiting order, averaged over samples with two or more stops.
+#[derive(Clone, Debug, Default)]
+pub struct NextStopAcc {
+    n: u64,
+    hit3: u64,
+    top1: u64,
+    krc_sum: f64,
+    krc_n: u64,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct NextStopMetrics {
+    pub samples: u64,
+    pub hr_at_3: f64,
+    pub accuracy: f64,
+    /// Absent when no sample has the true order of two or more stops.
+    pub krc: Option<f64>,
+}
+
+/// Kendall's tau-b between two score lists (higher = earlier), ties counted per tau-b.
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len();
+    let (mut conc, mut disc, mut ta, mut tb) = (0f64, 0f64, 0f64, 0f64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let da = (a[i] - a[j]).signum() * ((a[i] - a[j]).abs() > 0.0) as u8 as f64;
+            let db = (b[i] - b[j]).signum() * ((b[i] - b[j]).abs() > 0.0) as u8 as f64;
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ta += 1.0;
+            } else if db == 0.0 {
+                tb += 1.0;
+            } else if da == db {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
+    (denom > 0.0).then(|| (conc - disc) / denom)
+}
+
+impl NextStopAcc {
+    /// `scores` per listed stop (higher = sooner), the true next index, and the true order
+    /// keys when known (e.g. arrival times: lower = sooner).
+    pub fn add(&mut self, scores: &[f64], next: Option<usize>, order: Option<&[f64]>) {
+        if let Some(k) = next {
+            self.n += 1;
+            let better = scores.iter().filter(|&&s| s > scores[k]).count();
+            let ties_before = scores[..k].iter().filter(|&&s| s == scores[k]).count();
+            let rank = better + ties_before; // ties resolved by list order
+            self.hit3 += (rank < 3) as u64;
+            self.top1 += (rank == 0) as u64;
+        }
+        if let Some(o) = order
+            && o.len() >= 2
+        {
+            let neg: Vec<f64> = o.iter().map(|v| -v).collect();
+            if let Some(t) = kendall_tau(scores, &neg) {
+                self.krc_sum += t;
+                self.krc_n += 1;
+            }
+        }
+    }
+
+    pub fn finish(&self) -> Option<NextStopMetrics> {
+        (self.n > 0 || self.krc_n > 0).then(|| NextStopMetrics {
+            samples: self.n,
+            hr_at_3: self.hit3 as f64 / self.n.max(1) as f64,
+            accuracy: self.top1 as f64 / self.n.max(1) as f64,
+            krc: (self.krc_n > 0).then(|| self.krc_sum / self.krc_n as f64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    #[test]
+    fn binary_metrics_by_hand() {
+        let mut a = BinaryAcc::default();
+        // scores 0.9 (pos), 0.8 (neg), 0.3 (pos), 0.1 (neg): pairs pos>neg: (0.9,0.8) (0.9,0.1) (0.3,0.1) = 3 of 4.
+        for (p, y) in [(0.9, true), (0.8, false), (0.3, true), (0.1, false)] {
+            a.add(p, y);
+        }
+        let m = a.finish().unwrap();
+        assert!((m.auroc.unwrap() - 0.75).abs() < 1e-12);
+        assert!((m.brier - (0.01 + 0.64 + 0.49 + 0.01) / 4.0).abs() < 1e-12);
+        assert_eq!(m.accuracy, 0.5);
+        assert_eq!(m.positive_rate, 0.5);
+        // ECE: bins 13 (0.9: 1 pos), 12 (0.8: 0), 4 (0.3: 1), 1 (0.1: 0): |0.9-1|+|0.8-0|+|0.3-1|+|0.1-0| over 4.
+        assert!((m.ece - (0.1 + 0.8 + 0.7 + 0.1) / 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auroc_ties_count_half_and_one_class_is_absent() {
+        let mut a = BinaryAcc::default();
+        a.add(0.5, true);
+        a.add(0.5, false);
+        assert!((a.finish().unwrap().auroc.unwrap() - 0.5).abs() < 1e-12);
+        let mut b = BinaryAcc::default();
+        b.add(0.7, true);
+        assert_eq!(b.finish().unwrap().auroc, None);
+        assert!(BinaryAcc::default().finish().is_none());
+    }
+
+    #[test]
+    fn kendall_by_hand() {
+        assert_eq!(kendall_tau(&[3.0, 2.0, 1.0], &[3.0, 2.0, 1.0]), Some(1.0));
+        assert_eq!(kendall_tau(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]), Some(-1.0));
+        // One discordant pair of three: (2 - 1) / 3.
+        assert!(
+            (kendall_tau(&[3.0, 2.0, 1.0], &[3.0, 1.0, 2.0]).unwrap() - 1.0 / 3.0).abs() < 1e-12
+        );
+        // tau-b with a tie in one list: conc 2, disc 0, one tie in a -> 2 / sqrt(3 * 2).
+        assert!(
+            (kendall_tau(&[2.0, 2.0, 1.0], &[3.0, 2.0, 1.0]).unwrap() - 2.0 / 6f64.sqrt()).abs()
+                < 1e-12
+        );
+        assert_eq!(kendall_tau(&[1.0, 1.0], &[1.0, 1.0]), None);
+    }
+
+    #[test]
+    fn next_stop_by_hand() {
+        let mut a = NextStopAcc::default();
+        a.add(
+            &[0.1, 0.5, 0.3, 0.2],
+            Some(2),
+            Some(&[40.0, 10.0, 20.0, 30.0]),
+        );
+        a.add(&[0.9, 0.1, 0.1, 0.1], Some(3), None); // rank 1 (tie with idx 1, 2 before it) -> 3: miss
+        let m = a.finish().unwrap();
+        assert_eq!((m.samples, m.hr_at_3, m.accuracy), (2, 0.5, 0.0));
+        // Scores order 1,2,3,0 and true order 1,2,3,0: tau 1.
+        assert_eq!(m.krc, Some(1.0));
+    }
+}

@@ -1,22 +1,29 @@
-//! Evaluation on held-out data: streams a split, runs the model and the baselines on the same
-//! samples, and accumulates metrics.
+//! Evaluation on held-out data (`dfm eval`): streams a split, runs the model and every baseline
+//! on the same samples, and accumulates metrics overall, per slice (region, weather, peak day)
+//! and per horizon step. Memory does not grow with the split: metrics are streaming accumulators
+//! (binned where a metric needs a distribution), and only a few samples are kept for plots.
 
+pub mod ablation;
 pub mod baselines;
 pub mod metrics;
+pub mod plots;
+pub mod report;
+pub mod source;
 
 use crate::batch::{Batch, FeatureBatcher};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
-use crate::features::Normalizer;
-use crate::frame::LocalFrame;
-use crate::model::{DfmModel, TokenMasks};
-use baselines::RegionSpeed;
+use crate::data::sample::{ImageKind, Rgb8};
+use crate::features::{Features, Normalizer};
+use crate::model::{DfmModel, MODALITIES, TokenMasks};
+use baselines::TrainStats;
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
-use metrics::{EtaAcc, EtaMetrics, TrajAcc, TrajMetrics};
-use serde::Serialize;
-use std::path::Path;
+use burn::tensor::activation::{sigmoid, softmax};
+use metrics::{BinaryAcc, EtaAcc, NextStopAcc, TrajAcc};
+use report::{EvalReport, HorizonRow, Metrics, ModelInfo, Slice, Slices, TrajBlock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -25,49 +32,49 @@ pub struct EvalOptions {
     pub batch_size: usize,
     pub miss_threshold_m: f64,
     pub workers: usize,
-    /// Modalities masked out: any of history, imu, image, stops.
+    /// Modalities masked out: any of history, imu, image, stops, context.
     pub drop: Vec<String>,
+    /// Write PNG plots here.
+    pub plots: Option<PathBuf>,
 }
 
-#[derive(Serialize, Clone, Debug)]
-pub struct TrajReport {
-    pub k: usize,
-    #[serde(rename = "at_k")]
-    pub at_k: Option<TrajMetrics>,
-    pub at_1: Option<TrajMetrics>,
+impl EvalOptions {
+    pub fn check(&self) -> anyhow::Result<()> {
+        for d in &self.drop {
+            if !MODALITIES.contains(&d.as_str()) {
+                anyhow::bail!(
+                    "--drop {d}: unknown modality; allowed: {}",
+                    MODALITIES.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
-#[derive(Serialize, Clone, Debug)]
-pub struct Baselines {
-    pub constant_velocity: Option<TrajMetrics>,
-    pub eta_distance_over_speed: Option<EtaMetrics>,
+/// Keep flags [B, 5] (history, imu, image, stops, context): 0 for the dropped modalities.
+pub fn keep_mask(drop: &[String], b: usize, device: &Device) -> Tensor<2> {
+    let row: Vec<f32> = MODALITIES
+        .iter()
+        .map(|n| {
+            if drop.iter().any(|d| d == n) {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(row, [MODALITIES.len()]),
+        device,
+    )
+    .unsqueeze_dim::<2>(0)
+    .repeat_dim(0, b)
 }
 
-#[derive(Serialize, Clone, Debug)]
-pub struct EvalReport {
-    pub split: String,
-    pub samples: usize,
-    pub trajectory: TrajReport,
-    pub eta: Option<EtaMetrics>,
-    pub baselines: Baselines,
-}
-
-/// What the baselines need of a raw sample, computed next to its features.
-struct Truth {
-    frame: LocalFrame,
-    future: Option<Vec<[f64; 2]>>,
-    cv: Vec<[f64; 2]>,
-    arrival: Vec<Option<f64>>,
-    eta_base: Vec<f64>,
-}
-
-/// Mean speed per region on the training split (for the ETA baseline).
-pub fn region_speeds(
-    dir: &Path,
-    manifest: &Manifest,
-    workers: usize,
-) -> anyhow::Result<RegionSpeed> {
-    let mut rs = RegionSpeed::default();
+/// What the baselines learn from the training split (region speeds, base rates).
+pub fn train_stats(dir: &Path, manifest: &Manifest, workers: usize) -> anyhow::Result<TrainStats> {
+    let mut st = TrainStats::default();
     let split = if manifest.splits.contains_key("train") {
         "train"
     } else {
@@ -80,39 +87,207 @@ pub fn region_speeds(
         ..Default::default()
     };
     let loader = Loader::new(dir, manifest, split, opts)?;
-    for part in loader.epoch(
-        0,
-        0,
-        Arc::new(|s| {
-            let mut r = RegionSpeed::default();
-            r.add(&s);
-            r
-        }),
-        Arc::new(|v: Vec<RegionSpeed>| v),
-    ) {
-        for r in part? {
-            rs.merge(&r);
+    let per_sample = Arc::new(|s: crate::Sample| {
+        let mut t = TrainStats::default();
+        t.add(&s);
+        t
+    });
+    for part in loader.epoch(0, 0, per_sample, Arc::new(|v: Vec<TrainStats>| v)) {
+        for t in part? {
+            st.merge(&t);
         }
     }
-    Ok(rs)
+    Ok(st)
 }
 
-pub fn keep_mask(drop: &[String], b: usize, device: &Device) -> Tensor<2> {
-    let names = ["history", "imu", "image", "stops"];
-    let row: Vec<f32> = names
-        .iter()
-        .map(|n| {
-            if drop.iter().any(|d| d == n) {
-                0.0
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    Tensor::<1>::from_data(burn::tensor::TensorData::new(row, [4]), device)
-        .unsqueeze_dim::<2>(0)
-        .repeat_dim(0, b)
+/// Host-side facts of a sample beside its features: truth and baseline predictions (meters,
+/// seconds, local frame) and what the plots need.
+pub struct Truth {
+    future: Option<Vec<[f64; 2]>>,
+    cv: Vec<[f64; 2]>,
+    ctrv: Vec<[f64; 2]>,
+    arrival: Vec<Option<f64>>,
+    eta_base: Vec<f64>,
+    on_time: Vec<Option<bool>>,
+    delivered: Option<bool>,
+    next: Option<usize>,
+    nearest: Vec<f64>,
+    slices: [String; 3],
+    history: Vec<[f64; 2]>,
+    raster: Option<(Rgb8, f32, [f32; 2])>,
 }
+
+/// The model's and the baselines' predictions for one sample.
+struct Pred<'a> {
+    t: &'a Truth,
+    modes: Vec<Vec<[f64; 2]>>,
+    probs: Vec<f64>,
+    eta: Vec<[f64; 3]>,
+    on_time: Vec<f64>,
+    delivered: f64,
+    next: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Acc {
+    samples: usize,
+    traj_k: TrajAcc,
+    traj_1: TrajAcc,
+    cv: TrajAcc,
+    ctrv: TrajAcc,
+    eta: EtaAcc,
+    eta_base: EtaAcc,
+    on_time: BinaryAcc,
+    on_time_base: BinaryAcc,
+    delivered: BinaryAcc,
+    delivered_base: BinaryAcc,
+    next: NextStopAcc,
+    next_base: NextStopAcc,
+}
+
+fn top_mode(p: &[f64]) -> usize {
+    (0..p.len()).fold(0, |a, m| if p[m] > p[a] { m } else { a })
+}
+
+impl Acc {
+    fn add(&mut self, p: &Pred, stats: &TrainStats, miss: f64) {
+        let t = p.t;
+        self.samples += 1;
+        if let Some(truth) = &t.future {
+            self.traj_k.add(&p.modes, &p.probs, truth, miss);
+            self.traj_1
+                .add(&[p.modes[top_mode(&p.probs)].clone()], &[1.0], truth, miss);
+            self.cv.add(&[t.cv.clone()], &[1.0], truth, miss);
+            self.ctrv.add(&[t.ctrv.clone()], &[1.0], truth, miss);
+        }
+        for (j, a) in t.arrival.iter().enumerate().take(p.eta.len()) {
+            if let Some(a) = a {
+                let q = p.eta[j];
+                self.eta.add(q[1], Some((q[0], q[2])), *a);
+                self.eta_base.add(t.eta_base[j], None, *a);
+            }
+        }
+        for (j, y) in t.on_time.iter().enumerate().take(p.on_time.len()) {
+            if let Some(y) = y {
+                self.on_time.add(p.on_time[j], *y);
+                self.on_time_base.add(stats.on_time_rate(), *y);
+            }
+        }
+        if let Some(y) = t.delivered {
+            self.delivered.add(p.delivered, y);
+            self.delivered_base.add(stats.delivered_rate(), y);
+        }
+        let n = p.next.len().min(t.nearest.len());
+        let order: Option<Vec<f64>> =
+            (t.arrival.len() >= n && n >= 2 && t.arrival[..n].iter().all(Option::is_some))
+                .then(|| t.arrival[..n].iter().map(|a| a.unwrap()).collect());
+        if t.next.is_some() || order.is_some() {
+            self.next.add(&p.next[..n], t.next, order.as_deref());
+            self.next_base
+                .add(&t.nearest[..n], t.next, order.as_deref());
+        }
+    }
+
+    fn finish(&self, k: usize, miss: f64) -> (Metrics, BTreeMap<String, Metrics>) {
+        let traj = |at_k: &TrajAcc, at_1: Option<&TrajAcc>, k: usize| {
+            let at_k = at_k.finish();
+            at_k.is_some().then(|| TrajBlock {
+                k,
+                miss_threshold_m: miss,
+                at_1: at_1.and_then(|a| a.finish()).or_else(|| at_k.clone()),
+                at_k,
+            })
+        };
+        let model = Metrics {
+            trajectory: traj(&self.traj_k, Some(&self.traj_1), k),
+            eta: self.eta.finish(true),
+            on_time: self.on_time.finish(),
+            delivered: self.delivered.finish(),
+            next_stop: self.next.finish(),
+        };
+        let mut b = BTreeMap::new();
+        b.insert(
+            "constant_velocity".into(),
+            Metrics {
+                trajectory: traj(&self.cv, None, 1),
+                ..Default::default()
+            },
+        );
+        b.insert(
+            "constant_turn_rate".into(),
+            Metrics {
+                trajectory: traj(&self.ctrv, None, 1),
+                ..Default::default()
+            },
+        );
+        b.insert(
+            "distance_over_speed".into(),
+            Metrics {
+                eta: self.eta_base.finish(false),
+                ..Default::default()
+            },
+        );
+        b.insert(
+            "base_rate".into(),
+            Metrics {
+                on_time: self.on_time_base.finish(),
+                delivered: self.delivered_base.finish(),
+                ..Default::default()
+            },
+        );
+        b.insert(
+            "nearest_stop_first".into(),
+            Metrics {
+                next_stop: self.next_base.finish(),
+                ..Default::default()
+            },
+        );
+        (model, b)
+    }
+}
+
+/// ETA calibration: for each quantile, how often the truth falls below it; and the mean truth
+/// per bin of predicted P50.
+#[derive(Clone, Debug, Default)]
+pub struct Calibration {
+    pub below: [u64; 3],
+    pub n: u64,
+    /// (sum predicted P50, sum truth, count) per log-spaced bin of predicted P50.
+    pub p50_bins: Vec<(f64, f64, u64)>,
+}
+
+pub const P50_EDGES_S: [f64; 8] = [
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    2400.0,
+    4800.0,
+    f64::INFINITY,
+];
+
+/// Data the plots need, gathered while streaming (bounded).
+#[derive(Default)]
+pub struct PlotData {
+    pub samples: Vec<PlotSample>,
+    pub calibration: Calibration,
+    pub on_time_reliability: Vec<(f64, f64, u64)>,
+    pub delivered_reliability: Vec<(f64, f64, u64)>,
+    pub horizon: Vec<HorizonRow>,
+}
+
+pub struct PlotSample {
+    pub key: String,
+    pub raster: Option<(Rgb8, f32, [f32; 2])>,
+    pub history: Vec<[f64; 2]>,
+    pub truth: Vec<[f64; 2]>,
+    pub modes: Vec<Vec<[f64; 2]>>,
+    pub probs: Vec<f64>,
+    pub cv: Vec<[f64; 2]>,
+}
+
+const PLOT_SAMPLES: usize = 6;
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -121,50 +296,65 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 data")
 }
 
+/// Runs the evaluation of `model` (with the normalization it was trained with) on a split.
 pub fn evaluate(
     model: &DfmModel,
     norm: &Arc<Normalizer>,
+    info: ModelInfo,
     dir: &Path,
     manifest: &Manifest,
-    speeds: &RegionSpeed,
+    stats: &TrainStats,
     o: &EvalOptions,
     device: &Device,
-) -> anyhow::Result<EvalReport> {
-    let spec = manifest.spec.clone();
+) -> anyhow::Result<(EvalReport, PlotData)> {
+    o.check()?;
+    let spec = norm.spec.clone();
     let step = spec.future_step_s as f64;
-    let speeds = speeds.clone();
+    let stats2 = stats.clone();
     let n2 = norm.clone();
     let per_sample = Arc::new(move |s: crate::Sample| {
         let f = n2.features(&s);
         let frame = f.meta.frame;
-        let future = s
-            .target
-            .as_ref()
-            .filter(|t| t.future.len() == spec.future_len)
-            .map(|t| {
-                t.future
-                    .iter()
-                    .map(|p| {
-                        let (x, y) = frame.to_local(p[0], p[1]);
-                        [x, y]
-                    })
-                    .collect()
-            });
+        let local = |lat: f64, lon: f64| {
+            let (x, y) = frame.to_local(lat, lon);
+            [x, y]
+        };
+        let t = s.target.as_ref();
+        let raster = s
+            .images
+            .iter()
+            .find(|im| im.kind == ImageKind::Map && im.m_per_px.is_some() && im.anchor_px.is_some())
+            .and_then(|im| Some((im.pixels.clone()?, im.m_per_px?, im.anchor_px?)));
         let truth = Truth {
-            frame,
+            future: t
+                .filter(|t| t.future.len() == spec.future_len)
+                .map(|t| t.future.iter().map(|p| local(p[0], p[1])).collect()),
             cv: baselines::constant_velocity(&s, &frame, spec.future_len, step),
-            future,
-            arrival: s
-                .target
-                .as_ref()
-                .map(|t| t.arrival_s.clone())
-                .unwrap_or_default(),
-            eta_base: baselines::eta_distance_over_speed(&s, &frame, speeds.speed(s.region)),
+            ctrv: baselines::constant_turn_rate(&s, &frame, spec.future_len, step),
+            arrival: t.map(|t| t.arrival_s.clone()).unwrap_or_default(),
+            eta_base: baselines::eta_distance_over_speed(&s, &frame, stats2.speeds.speed(s.region)),
+            on_time: t.map(|t| t.on_time.clone()).unwrap_or_default(),
+            delivered: t.and_then(|t| t.delivered),
+            next: t.and_then(|t| t.next_stop),
+            nearest: baselines::nearest_first_scores(&s, &frame),
+            slices: [
+                s.region.name().to_string(),
+                s.context
+                    .weather
+                    .map(|w| w.name().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                s.context
+                    .peak_day
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            ],
+            history: s.history.iter().map(|h| local(h.lat, h.lon)).collect(),
+            raster,
         };
         (f, truth)
     });
     let dev = device.clone();
-    let per_batch = Arc::new(move |items: Vec<(crate::features::Features, Truth)>| {
+    let per_batch = Arc::new(move |items: Vec<(Features, Truth)>| {
         let (f, t): (Vec<_>, Vec<_>) = items.into_iter().unzip();
         (FeatureBatcher.batch(f, &dev), t)
     });
@@ -176,15 +366,24 @@ pub fn evaluate(
     };
     let loader = Loader::new(dir, manifest, &o.split, opts)?;
     let model = model.valid().to_device(device);
-    let (mut traj_k, mut traj_1, mut cv) =
-        (TrajAcc::default(), TrajAcc::default(), TrajAcc::default());
-    let (mut eta, mut eta_base) = (EtaAcc::default(), EtaAcc::default());
-    let mut samples = 0;
     let k = model.modes;
+    let fl = model.future_len;
+    let n = spec.max_stops;
+    let miss = o.miss_threshold_m;
+    let mut all = Acc::default();
+    let mut groups: [BTreeMap<String, Acc>; 3] = Default::default();
+    let mut horizon = vec![[0f64; 4]; fl];
+    let mut horizon_n = 0u64;
+    let mut plot = PlotData {
+        calibration: Calibration {
+            p50_bins: vec![(0.0, 0.0, 0); P50_EDGES_S.len()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     for item in loader.epoch(0, 0, per_sample, per_batch) {
         let (batch, truths): (Batch, Vec<Truth>) = item?;
         let b = batch.len();
-        samples += b;
         let masks = TokenMasks {
             keep: keep_mask(&o.drop, b, device),
             hide_hist: None,
@@ -195,12 +394,13 @@ pub fn evaluate(
         let traj = to_vec(out.traj);
         let probs = to_vec(softmax(out.mode_logits, 1));
         let eta_q = to_vec(out.eta);
-        let fl = model.future_len;
-        let n = spec.max_stops;
+        let on_time = to_vec(sigmoid(out.on_time_logits));
+        let delivered = to_vec(sigmoid(out.delivered_logits));
+        let next = to_vec(out.next_logits);
         for (i, t) in truths.iter().enumerate() {
-            let _ = t.frame;
-            if let Some(truth) = &t.future {
-                let modes: Vec<Vec<[f64; 2]>> = (0..k)
+            let pred = Pred {
+                t,
+                modes: (0..k)
                     .map(|m| {
                         (0..fl)
                             .map(|s| {
@@ -212,90 +412,128 @@ pub fn evaluate(
                             })
                             .collect()
                     })
-                    .collect();
-                let p: Vec<f64> = probs[i * k..(i + 1) * k]
+                    .collect(),
+                probs: probs[i * k..(i + 1) * k]
                     .iter()
                     .map(|&x| x as f64)
-                    .collect();
-                traj_k.add(&modes, &p, truth, o.miss_threshold_m);
-                let top = (0..k).fold(0, |a, m| if p[m] > p[a] { m } else { a });
-                traj_1.add(&[modes[top].clone()], &[1.0], truth, o.miss_threshold_m);
-                cv.add(&[t.cv.clone()], &[1.0], truth, o.miss_threshold_m);
+                    .collect(),
+                eta: (0..n)
+                    .map(|j| std::array::from_fn(|c| norm.eta_decode(eta_q[(i * n + j) * 3 + c])))
+                    .collect(),
+                on_time: on_time[i * n..(i + 1) * n]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect(),
+                delivered: delivered[i] as f64,
+                next: next[i * n..(i + 1) * n].iter().map(|&x| x as f64).collect(),
+            };
+            all.add(&pred, stats, miss);
+            for (g, key) in groups.iter_mut().zip(&t.slices) {
+                g.entry(key.clone()).or_default().add(&pred, stats, miss);
+            }
+            if let Some(truth) = &t.future {
+                let err = |p: &[f64; 2], q: &[f64; 2]| {
+                    ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt()
+                };
+                let last = fl - 1;
+                let best = (0..k).fold(0, |a, m| {
+                    if err(&pred.modes[m][last], &truth[last])
+                        < err(&pred.modes[a][last], &truth[last])
+                    {
+                        m
+                    } else {
+                        a
+                    }
+                });
+                let top = top_mode(&pred.probs);
+                for s in 0..fl {
+                    horizon[s][0] += err(&pred.modes[best][s], &truth[s]);
+                    horizon[s][1] += err(&pred.modes[top][s], &truth[s]);
+                    horizon[s][2] += err(&t.cv[s], &truth[s]);
+                    horizon[s][3] += err(&t.ctrv[s], &truth[s]);
+                }
+                horizon_n += 1;
+                if o.plots.is_some() && plot.samples.len() < PLOT_SAMPLES && t.raster.is_some() {
+                    plot.samples.push(PlotSample {
+                        key: batch.meta[i].key.clone(),
+                        raster: t.raster.clone(),
+                        history: t.history.clone(),
+                        truth: truth.clone(),
+                        modes: pred.modes.clone(),
+                        probs: pred.probs.clone(),
+                        cv: t.cv.clone(),
+                    });
+                }
             }
             for (j, a) in t.arrival.iter().enumerate().take(n) {
                 if let Some(a) = a {
-                    let q = |c: usize| norm.eta_decode(eta_q[(i * n + j) * 3 + c]);
-                    eta.add(q(1), Some((q(0), q(2))), *a);
-                    eta_base.add(t.eta_base[j], None, *a);
+                    let c = &mut plot.calibration;
+                    c.n += 1;
+                    for (q, below) in c.below.iter_mut().enumerate() {
+                        *below += (*a <= pred.eta[j][q]) as u64;
+                    }
+                    let p50 = pred.eta[j][1];
+                    let bin = P50_EDGES_S
+                        .iter()
+                        .position(|&e| p50 < e)
+                        .unwrap_or(P50_EDGES_S.len() - 1);
+                    let e = &mut c.p50_bins[bin];
+                    e.0 += p50;
+                    e.1 += a;
+                    e.2 += 1;
                 }
             }
         }
     }
-    Ok(EvalReport {
+    let (model_m, baselines) = all.finish(k, miss);
+    let slice_map = |g: &BTreeMap<String, Acc>| -> BTreeMap<String, Slice> {
+        g.iter()
+            .map(|(name, acc)| {
+                let (m, b) = acc.finish(k, miss);
+                (
+                    name.clone(),
+                    Slice {
+                        samples: acc.samples,
+                        model: m,
+                        baselines: b,
+                    },
+                )
+            })
+            .collect()
+    };
+    let hz = horizon_n.max(1) as f64;
+    let horizon: Vec<HorizonRow> = (0..if horizon_n > 0 { fl } else { 0 })
+        .map(|s| HorizonRow {
+            step: s + 1,
+            t_s: (s + 1) as f64 * step,
+            model_best_of_k_m: horizon[s][0] / hz,
+            model_top1_m: horizon[s][1] / hz,
+            constant_velocity_m: horizon[s][2] / hz,
+            constant_turn_rate_m: horizon[s][3] / hz,
+        })
+        .collect();
+    plot.on_time_reliability = all.on_time.reliability();
+    plot.delivered_reliability = all.delivered.reliability();
+    plot.horizon = horizon.clone();
+    let report = EvalReport {
         split: o.split.clone(),
-        samples,
-        trajectory: TrajReport {
-            k,
-            at_k: traj_k.finish(),
-            at_1: traj_1.finish(),
+        samples: all.samples,
+        model: info,
+        trajectory: model_m.trajectory,
+        eta: model_m.eta,
+        on_time: model_m.on_time,
+        delivered: model_m.delivered,
+        next_stop: model_m.next_stop,
+        baselines,
+        slices: Slices {
+            region: slice_map(&groups[0]),
+            weather: slice_map(&groups[1]),
+            peak_day: slice_map(&groups[2]),
+            horizon,
         },
-        eta: eta.finish(true),
-        baselines: Baselines {
-            constant_velocity: cv.finish(),
-            eta_distance_over_speed: eta_base.finish(false),
-        },
-    })
-}
-
-impl EvalReport {
-    pub fn render(&self) -> String {
-        let mut s = format!(
-            "evaluation on `{}` ({} samples)\n",
-            self.split, self.samples
-        );
-        let f = |x: Option<f64>| {
-            x.map(|v| format!("{v:>9.2}"))
-                .unwrap_or_else(|| format!("{:>9}", "absent"))
-        };
-        s.push_str(&format!(
-            "{:<28} {:>9} {:>9} {:>9} {:>9}\n",
-            "trajectory", "minADE m", "minFDE m", "miss", "brierFDE"
-        ));
-        let row = |name: &str, m: &Option<TrajMetrics>| {
-            format!(
-                "{:<28} {} {} {} {}\n",
-                name,
-                f(m.as_ref().map(|m| m.min_ade_m)),
-                f(m.as_ref().map(|m| m.min_fde_m)),
-                f(m.as_ref().map(|m| m.miss_rate)),
-                f(m.as_ref().map(|m| m.brier_min_fde_m))
-            )
-        };
-        s.push_str(&row(
-            &format!("model K={}", self.trajectory.k),
-            &self.trajectory.at_k,
-        ));
-        s.push_str(&row("model K=1", &self.trajectory.at_1));
-        s.push_str(&row("constant velocity", &self.baselines.constant_velocity));
-        s.push_str(&format!(
-            "{:<28} {:>9} {:>9} {:>9} {:>9}\n",
-            "ETA", "MAE s", "RMSE s", "P10-P90", "<=5 min"
-        ));
-        let erow = |name: &str, m: &Option<EtaMetrics>| {
-            format!(
-                "{:<28} {} {} {} {}\n",
-                name,
-                f(m.as_ref().map(|m| m.mae_s)),
-                f(m.as_ref().map(|m| m.rmse_s)),
-                f(m.as_ref().and_then(|m| m.p10_p90_coverage)),
-                f(m.as_ref().map(|m| m.within_5_min))
-            )
-        };
-        s.push_str(&erow("model P50", &self.eta));
-        s.push_str(&erow(
-            "distance / region speed",
-            &self.baselines.eta_distance_over_speed,
-        ));
-        s
+    };
+    if let Some(dir) = &o.plots {
+        plots::write_all(dir, &plot)?;
     }
+    Ok((report, plot))
 }

@@ -53,6 +53,9 @@ pub struct DfmModel {
     /// Query tokens: K trajectory modes, then the outcome query: [K + 1, d].
     pub queries: Param<Tensor<2>>,
     pub heads: Heads,
+    /// How much of the constant-velocity prior each mode starts from (learned; mode 0 starts
+    /// on it, the others free, so the modes do not collapse onto one another).
+    pub prior_gate: Param<Tensor<1>>,
     pub recon: Recon,
     pub modes: usize,
     pub future_len: usize,
@@ -62,7 +65,7 @@ pub struct DfmModel {
 /// (1 = masked, to reconstruct). Built on the host so they are reproducible per step.
 #[derive(Clone, Debug)]
 pub struct TokenMasks {
-    /// [B, 4]: history, imu, image, stops kept.
+    /// [B, 5]: history, imu, image, stops, context kept (the order of `MODALITIES`).
     pub keep: Tensor<2>,
     /// [B, n_hist], [B, n_imu], [B, N] masked for reconstruction (None outside pretraining).
     pub hide_hist: Option<Tensor<2>>,
@@ -72,7 +75,8 @@ pub struct TokenMasks {
 
 #[derive(Clone, Debug)]
 pub struct Output {
-    /// [B, K, F, 2] in units of `traj_scale`.
+    /// [B, K, F, 2] in units of `traj_scale`: the constant-velocity prior plus each mode's
+    /// learned offset.
     pub traj: Tensor<4>,
     /// [B, K]
     pub mode_logits: Tensor<2>,
@@ -124,6 +128,15 @@ impl DfmModel {
             },
             queries: init.init([cfg.modes + 1, d], device),
             heads: Heads::new(d, cfg.modes, spec.future_len, device),
+            prior_gate: Param::from_tensor(Tensor::from_data(
+                burn::tensor::TensorData::new(
+                    (0..cfg.modes)
+                        .map(|m| if m == 0 { 1.0f32 } else { 0.0 })
+                        .collect::<Vec<_>>(),
+                    [cfg.modes],
+                ),
+                device,
+            )),
             modes: cfg.modes,
             future_len: spec.future_len,
         }
@@ -220,6 +233,7 @@ impl DfmModel {
 
         let ctx_t = self.with_modality(e.ctx.forward(b.ctx.clone()), 4);
         let nc = e.ctx.tokens();
+        let ctx_valid = keep(4).repeat_dim(1, nc);
 
         let nq = self.modes + 1;
         let [_, d] = self.queries.dims();
@@ -227,9 +241,16 @@ impl DfmModel {
         let q_t = self.with_modality(q, QUERY);
 
         let tokens = Tensor::cat(vec![hist_t, imu_t, img_t, stop_t, ctx_t, q_t], 1);
-        let always = Tensor::<2>::ones([bs, nc + nq], &device);
+        let queries = Tensor::<2>::ones([bs, nq], &device);
         let valid = Tensor::cat(
-            vec![hist_valid, imu_valid, img_valid, stop_valid.clone(), always],
+            vec![
+                hist_valid,
+                imu_valid,
+                img_valid,
+                stop_valid.clone(),
+                ctx_valid,
+                queries,
+            ],
             1,
         );
         let pad = valid.lower_elem(0.5);
@@ -244,6 +265,12 @@ impl DfmModel {
         let mode_h = h.clone().narrow(1, q0, self.modes);
         let out_h = h.clone().narrow(1, q0 + self.modes, 1).reshape([bs, d]);
         let mut out = self.heads.forward(mode_h, out_h, stop_h, stop_valid);
+        // Modes are offsets from the constant-velocity prior (which comes from the history, so
+        // it goes when the history is dropped).
+        let [_, f, _] = b.prior.dims();
+        let prior = (b.prior.clone() * keep(0).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
+        let gate = self.prior_gate.val().reshape([1, self.modes, 1, 1]);
+        out.traj = out.traj + prior * gate;
         if masks.hide_hist.is_some() || masks.hide_imu.is_some() || masks.hide_stops.is_some() {
             out.recon_hist = Some(self.recon.hist.forward(h.clone().narrow(1, 0, nh)));
             out.recon_imu = Some(self.recon.imu.forward(h.clone().narrow(1, nh, ni)));

@@ -9,7 +9,6 @@
 
 pub mod checkpoint;
 pub mod losses;
-pub mod plot;
 pub mod schedule;
 
 use crate::batch::{Batch, FeatureBatcher};
@@ -17,7 +16,8 @@ use crate::config::{Config, Objective, OnNan};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
 use crate::data::synth::rng::hash;
-use crate::eval::{EvalOptions, EvalReport};
+use crate::eval::EvalOptions;
+use crate::eval::report::EvalReport;
 use crate::features::Normalizer;
 use crate::model::{DfmModel, TokenMasks};
 use anyhow::{Context, bail};
@@ -130,10 +130,11 @@ pub fn token_masks(
     } else {
         0.0
     };
-    let keep: Vec<f32> = (0..bs * 4)
+    let nm = crate::model::MODALITIES.len();
+    let keep: Vec<f32> = (0..bs * nm)
         .map(|_| if rng.r#gen::<f64>() < p { 0.0 } else { 1.0 })
         .collect();
-    let keep = Tensor::from_data(TensorData::new(keep, [bs, 4]), device);
+    let keep = Tensor::from_data(TensorData::new(keep, [bs, nm]), device);
     if cfg.train.objective != Objective::Pretrain {
         return TokenMasks {
             keep,
@@ -679,31 +680,39 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
     }
     bar.finish_and_clear();
     let sps = all_samples as f64 / all_t.elapsed().as_secs_f64().max(1e-9);
-    if let Err(e) = plot::loss_curves(&metrics_path, &run_dir.join("loss.png")) {
+    if let Err(e) = crate::plot::loss_curves(&metrics_path, &run_dir.join("loss.png")) {
         eprintln!("warning: no loss plot: {e:#}");
     }
     let report = if cfg.train.objective == Objective::Supervised
         && setup.manifest.splits.contains_key(&cfg.eval.split)
     {
-        let best = checkpoint::load_model(
-            setup.new_model(device),
-            &checkpoint::best_or_last(&run_dir)?,
-        )?;
-        let speeds =
-            crate::eval::region_speeds(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
+        let best_dir = checkpoint::best_or_last(&run_dir)?;
+        let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
+        let stats = crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
         let o = EvalOptions {
             split: cfg.eval.split.clone(),
             batch_size: cfg.eval.batch_size,
             miss_threshold_m: cfg.eval.miss_threshold_m,
             workers: cfg.data.workers,
             drop: vec![],
+            plots: None,
         };
-        let r = crate::eval::evaluate(
+        let info = crate::eval::report::ModelInfo {
+            source: format!(
+                "run {} ({})",
+                run_dir.display(),
+                best_dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ),
+            step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
+            dropped: vec![],
+        };
+        let (r, _) = crate::eval::evaluate(
             &best,
             &setup.norm,
+            info,
             &setup.data_dir,
             &setup.manifest,
-            &speeds,
+            &stats,
             &o,
             device,
         )?;

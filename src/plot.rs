@@ -1,4 +1,5 @@
-//! Loss curves of a run (`loss.png`), drawn with plotters into a pixel buffer and encoded as PNG.
+//! Plots drawn with plotters into a pixel buffer and encoded as PNG: a run's loss curves
+//! (`loss.png`) here, evaluation plots in `eval::plots`.
 //! Text uses a system TrueType font when one is found (DejaVu, Liberation, Arial, Helvetica);
 //! without one the curves are drawn without labels.
 

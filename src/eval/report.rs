@@ -1,0 +1,303 @@
+//! The evaluation report: its JSON schema (stable; documented in README) and the printed tables.
+//!
+//! Top-level keys: `split`, `samples`, `model`, `trajectory`, `eta`, `on_time`, `delivered`,
+//! `next_stop`, `baselines` (each baseline with the same keys as the model, null where it makes
+//! no such prediction), `slices` (`region`, `weather`, `peak_day`: per value the sample count,
+//! the model's and the baselines' metrics; `horizon`: errors per future step). A metric whose
+//! labels are absent is null, not zero.
+
+use super::metrics::{BinaryMetrics, EtaMetrics, NextStopMetrics, TrajMetrics};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct TrajBlock {
+    /// Modes of the model (1 for a single-trajectory baseline).
+    pub k: usize,
+    pub miss_threshold_m: f64,
+    /// Best of the K modes (Argoverse minADE_K, minFDE_K, miss rate, brier-minFDE).
+    pub at_k: Option<TrajMetrics>,
+    /// The most probable mode only.
+    pub at_1: Option<TrajMetrics>,
+}
+
+/// What one predictor scored; null where it makes no such prediction or labels are absent.
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
+pub struct Metrics {
+    pub trajectory: Option<TrajBlock>,
+    pub eta: Option<EtaMetrics>,
+    pub on_time: Option<BinaryMetrics>,
+    pub delivered: Option<BinaryMetrics>,
+    pub next_stop: Option<NextStopMetrics>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub samples: usize,
+    pub model: Metrics,
+    pub baselines: BTreeMap<String, Metrics>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct HorizonRow {
+    pub step: usize,
+    pub t_s: f64,
+    /// Mean displacement error at this step: the model's minFDE-selected mode, its most probable
+    /// mode, constant velocity, constant turn rate.
+    pub model_best_of_k_m: f64,
+    pub model_top1_m: f64,
+    pub constant_velocity_m: f64,
+    pub constant_turn_rate_m: f64,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
+pub struct Slices {
+    pub region: BTreeMap<String, Slice>,
+    pub weather: BTreeMap<String, Slice>,
+    pub peak_day: BTreeMap<String, Slice>,
+    pub horizon: Vec<HorizonRow>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub source: String,
+    pub step: Option<usize>,
+    /// Modalities masked out for this evaluation.
+    pub dropped: Vec<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub split: String,
+    pub samples: usize,
+    pub model: ModelInfo,
+    pub trajectory: Option<TrajBlock>,
+    pub eta: Option<EtaMetrics>,
+    pub on_time: Option<BinaryMetrics>,
+    pub delivered: Option<BinaryMetrics>,
+    pub next_stop: Option<NextStopMetrics>,
+    pub baselines: BTreeMap<String, Metrics>,
+    pub slices: Slices,
+}
+
+fn f(x: Option<f64>, w: usize, p: usize) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:>w$.p$}"),
+        Some(_) => format!("{:>w$}", "nan"),
+        None => format!("{:>w$}", "absent"),
+    }
+}
+
+fn traj_row(s: &mut String, name: &str, m: Option<&TrajMetrics>) {
+    let _ = writeln!(
+        s,
+        "  {name:<26}{}{}{}{}",
+        f(m.map(|m| m.min_ade_m), 10, 2),
+        f(m.map(|m| m.min_fde_m), 10, 2),
+        f(m.map(|m| m.miss_rate), 10, 3),
+        f(m.map(|m| m.brier_min_fde_m), 10, 2)
+    );
+}
+
+fn eta_row(s: &mut String, name: &str, m: Option<&EtaMetrics>) {
+    let _ = writeln!(
+        s,
+        "  {name:<26}{}{}{}{}{}{}{}",
+        f(m.map(|m| m.mae_s), 9, 1),
+        f(m.map(|m| m.rmse_s), 9, 1),
+        f(m.map(|m| m.mape), 8, 3),
+        f(m.and_then(|m| m.p10_p90_coverage), 8, 3),
+        f(m.map(|m| m.within_5_min), 8, 3),
+        f(m.map(|m| m.within_10_min), 8, 3),
+        f(m.map(|m| m.within_20_min), 8, 3)
+    );
+}
+
+fn bin_row(s: &mut String, name: &str, m: Option<&BinaryMetrics>) {
+    let _ = writeln!(
+        s,
+        "  {name:<26}{}{}{}{}{}",
+        f(m.and_then(|m| m.auroc), 9, 3),
+        f(m.map(|m| m.brier), 9, 4),
+        f(m.map(|m| m.ece), 9, 4),
+        f(m.map(|m| m.accuracy), 9, 3),
+        f(m.map(|m| m.positive_rate), 9, 3)
+    );
+}
+
+fn next_row(s: &mut String, name: &str, m: Option<&NextStopMetrics>) {
+    let _ = writeln!(
+        s,
+        "  {name:<26}{}{}{}",
+        f(m.map(|m| m.hr_at_3), 9, 3),
+        f(m.map(|m| m.accuracy), 9, 3),
+        f(m.and_then(|m| m.krc), 9, 3)
+    );
+}
+
+impl EvalReport {
+    pub fn baseline(&self, name: &str) -> Option<&Metrics> {
+        self.baselines.get(name)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let dropped = if self.model.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(", without {}", self.model.dropped.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "evaluation of {} on `{}`: {} samples{dropped}",
+            self.model.source, self.split, self.samples
+        );
+        let b = |n: &str| self.baselines.get(n);
+        let k = self.trajectory.as_ref().map(|t| t.k).unwrap_or(0);
+        let miss = self
+            .trajectory
+            .as_ref()
+            .map(|t| t.miss_threshold_m)
+            .unwrap_or(2.0);
+        let _ = writeln!(
+            s,
+            "\ntrajectory{:<18}{:>10}{:>10}{:>10}{:>10}",
+            "",
+            "minADE m",
+            "minFDE m",
+            format!("miss@{miss}m"),
+            "brierFDE"
+        );
+        traj_row(
+            &mut s,
+            &format!("model K={k}"),
+            self.trajectory.as_ref().and_then(|t| t.at_k.as_ref()),
+        );
+        traj_row(
+            &mut s,
+            "model K=1",
+            self.trajectory.as_ref().and_then(|t| t.at_1.as_ref()),
+        );
+        for (n, label) in [
+            ("constant_velocity", "constant velocity"),
+            ("constant_turn_rate", "constant turn rate"),
+        ] {
+            traj_row(
+                &mut s,
+                label,
+                b(n).and_then(|m| m.trajectory.as_ref())
+                    .and_then(|t| t.at_k.as_ref()),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nETA{:<25}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}{:>8}",
+            "", "MAE s", "RMSE s", "MAPE", "P10-P90", "<=5min", "<=10min", "<=20min"
+        );
+        eta_row(&mut s, "model P50", self.eta.as_ref());
+        eta_row(
+            &mut s,
+            "distance / region speed",
+            b("distance_over_speed").and_then(|m| m.eta.as_ref()),
+        );
+        let _ = writeln!(
+            s,
+            "\noutcomes{:<20}{:>9}{:>9}{:>9}{:>9}{:>9}",
+            "", "AUROC", "Brier", "ECE", "accuracy", "rate"
+        );
+        bin_row(&mut s, "on-time: model", self.on_time.as_ref());
+        bin_row(
+            &mut s,
+            "on-time: base rate",
+            b("base_rate").and_then(|m| m.on_time.as_ref()),
+        );
+        bin_row(&mut s, "delivered: model", self.delivered.as_ref());
+        bin_row(
+            &mut s,
+            "delivered: base rate",
+            b("base_rate").and_then(|m| m.delivered.as_ref()),
+        );
+        let _ = writeln!(
+            s,
+            "\nnext stop{:<19}{:>9}{:>9}{:>9}",
+            "", "HR@3", "accuracy", "KRC"
+        );
+        next_row(&mut s, "model", self.next_stop.as_ref());
+        next_row(
+            &mut s,
+            "nearest stop first",
+            b("nearest_stop_first").and_then(|m| m.next_stop.as_ref()),
+        );
+        let _ = writeln!(
+            s,
+            "\nslices{:<22}{:>8}{:>10}{:>10}{:>9}{:>9}{:>9}{:>9}{:>8}",
+            "",
+            "samples",
+            "minADE_K",
+            "CV minADE",
+            "ETA MAE",
+            "base MAE",
+            "on-time",
+            "deliv.",
+            "HR@3"
+        );
+        for (group, map) in [
+            ("region", &self.slices.region),
+            ("weather", &self.slices.weather),
+            ("peak_day", &self.slices.peak_day),
+        ] {
+            for (name, sl) in map {
+                let cv = sl
+                    .baselines
+                    .get("constant_velocity")
+                    .and_then(|m| m.trajectory.as_ref())
+                    .and_then(|t| t.at_k.as_ref());
+                let be = sl
+                    .baselines
+                    .get("distance_over_speed")
+                    .and_then(|m| m.eta.as_ref());
+                let _ = writeln!(
+                    s,
+                    "  {:<26}{:>8}{}{}{}{}{}{}{}",
+                    format!("{group}={name}"),
+                    sl.samples,
+                    f(
+                        sl.model
+                            .trajectory
+                            .as_ref()
+                            .and_then(|t| t.at_k.as_ref())
+                            .map(|m| m.min_ade_m),
+                        10,
+                        2
+                    ),
+                    f(cv.map(|m| m.min_ade_m), 10, 2),
+                    f(sl.model.eta.as_ref().map(|m| m.mae_s), 9, 1),
+                    f(be.map(|m| m.mae_s), 9, 1),
+                    f(sl.model.on_time.as_ref().and_then(|m| m.auroc), 9, 3),
+                    f(sl.model.delivered.as_ref().and_then(|m| m.auroc), 9, 3),
+                    f(sl.model.next_stop.as_ref().map(|m| m.hr_at_3), 8, 3)
+                );
+            }
+        }
+        if !self.slices.horizon.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nerror by horizon (m){:<8}{:>10}{:>10}{:>10}{:>10}",
+                "", "best of K", "top mode", "CV", "CTRV"
+            );
+            for h in &self.slices.horizon {
+                let _ = writeln!(
+                    s,
+                    "  {:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                    format!("step {} ({:.0} s)", h.step, h.t_s),
+                    h.model_best_of_k_m,
+                    h.model_top1_m,
+                    h.constant_velocity_m,
+                    h.constant_turn_rate_m
+                );
+            }
+        }
+        s
+    }
+}

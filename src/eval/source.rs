@@ -1,0 +1,147 @@
+//! Where a model to evaluate (or serve) comes from: a run folder (its best checkpoint) or an
+//! export bundle; and the checks that the data fits what the model was trained with.
+
+use crate::config::Config;
+use crate::data::manifest::Manifest;
+use crate::export::{self, NORMALIZATION, Normalization};
+use crate::features::Normalizer;
+use crate::model::DfmModel;
+use crate::train::checkpoint;
+use anyhow::{Context, bail};
+use burn::prelude::*;
+use std::path::Path;
+
+pub struct LoadedModel {
+    pub model: DfmModel,
+    pub cfg: Config,
+    pub normalization: Normalization,
+    pub normalizer: Normalizer,
+    /// What was loaded, for reports ("run checkpoints/x, step 3129" / "bundle ...").
+    pub description: String,
+    pub step: Option<usize>,
+}
+
+/// Loads a run folder's best checkpoint, or an export bundle (verified).
+pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
+    if path.join("bundle.json").is_file() {
+        let b = export::load(path, device)?;
+        return Ok(LoadedModel {
+            description: format!("bundle {} (step {})", path.display(), b.meta.step),
+            step: Some(b.meta.step),
+            model: b.model,
+            cfg: b.cfg,
+            normalization: b.normalization,
+            normalizer: b.normalizer,
+        });
+    }
+    if !path.join("config.toml").is_file() {
+        bail!(
+            "{}: neither a run folder (config.toml) nor an export bundle (bundle.json)",
+            path.display()
+        );
+    }
+    let cfg = Config::load(Some(&path.join("config.toml")), &[])?;
+    let normalization = Normalization::load(&path.join(NORMALIZATION))?;
+    let dir = checkpoint::best_or_last(path)?;
+    let state = checkpoint::read_state(&dir)?;
+    let model = DfmModel::new(&cfg.model, &normalization.spec, cfg.data.image_size, device);
+    let model = checkpoint::load_model(model, &dir)?;
+    let normalizer = Normalizer::new(
+        &normalization.spec,
+        &normalization.norm,
+        cfg.data.image_size,
+    );
+    Ok(LoadedModel {
+        description: format!(
+            "run {} ({}, step {})",
+            path.display(),
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+            state.step
+        ),
+        step: Some(state.step),
+        model,
+        cfg,
+        normalization,
+        normalizer,
+    })
+}
+
+/// Checks that a dataset can be fed to a model: same schema version, same shapes and steps,
+/// and feature statistics of the same scale (a 3x difference in a position, speed or time
+/// scale means other units, another sampling or another kind of movement). `allow_shift`
+/// accepts different statistics (evaluating out of domain on purpose).
+pub fn check_data(
+    manifest: &Manifest,
+    data: &Path,
+    n: &Normalization,
+    allow_shift: bool,
+) -> anyhow::Result<()> {
+    let mpath = Manifest::path(data);
+    if manifest.schema_version != n.schema_version {
+        bail!(
+            "{}: schema version {} differs from the model's {}: re-create the dataset or the model with the same dfm",
+            mpath.display(),
+            manifest.schema_version,
+            n.schema_version
+        );
+    }
+    let (a, b) = (&manifest.spec, &n.spec);
+    let diffs: Vec<String> = [
+        ("history_len", a.history_len as f64, b.history_len as f64),
+        (
+            "history_step_s",
+            a.history_step_s as f64,
+            b.history_step_s as f64,
+        ),
+        ("future_len", a.future_len as f64, b.future_len as f64),
+        (
+            "future_step_s",
+            a.future_step_s as f64,
+            b.future_step_s as f64,
+        ),
+        ("imu_len", a.imu_len as f64, b.imu_len as f64),
+        ("imu_rate_hz", a.imu_rate_hz as f64, b.imu_rate_hz as f64),
+        ("max_stops", a.max_stops as f64, b.max_stops as f64),
+    ]
+    .iter()
+    .filter(|(_, x, y)| (x - y).abs() > 1e-6)
+    .map(|(k, x, y)| format!("spec.{k} is {x} in the data, {y} for the model"))
+    .collect();
+    if !diffs.is_empty() {
+        bail!(
+            "{}: the data does not have the shapes the model was trained with: {}",
+            mpath.display(),
+            diffs.join("; ")
+        );
+    }
+    if allow_shift || manifest.norm.channels.is_empty() {
+        return Ok(());
+    }
+    for ch in ["hist_x", "speed", "future_x", "stop_x", "log_arrival"] {
+        let (Some(x), Some(y)) = (manifest.norm.channels.get(ch), n.norm.channels.get(ch)) else {
+            continue;
+        };
+        if x.count < 10 || y.count < 10 {
+            continue;
+        }
+        let scale =
+            |m: &crate::data::manifest::Moments| (m.std * m.std + m.mean * m.mean).sqrt().max(1e-9);
+        let r = scale(x) / scale(y);
+        if !(1.0 / 3.0..=3.0).contains(&r) {
+            bail!(
+                "{}: the data's normalization differs from the model's: channel `{ch}` has scale {:.3} in the data and {:.3} in the model's training data; pass --allow-shift to evaluate out of domain anyway",
+                mpath.display(),
+                scale(x),
+                scale(y)
+            );
+        }
+    }
+    Ok(())
+}
+
+impl LoadedModel {
+    pub fn check(&self, manifest: &Manifest, data: &Path, allow_shift: bool) -> anyhow::Result<()> {
+        check_data(manifest, data, &self.normalization, allow_shift)
+            .context("the data does not fit the model")
+    }
+}

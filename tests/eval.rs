@@ -1,0 +1,307 @@
+//! `dfm eval`: the report has every key of its schema, the model beats the baselines on
+//! held-out routes, plots and ablations are written, absent labels are reported as absent,
+//! evaluation is deterministic, and data the model was not trained for is refused.
+
+mod common;
+use burn::prelude::*;
+use common::*;
+use dfm::config::Config;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn tiny_run(tmp: &Path) -> (PathBuf, PathBuf) {
+    let data = tiny_dataset(tmp, 31);
+    let run = tmp.join("run");
+    let o: Vec<String> = [
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "data.image_size=16".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "model.ff_mult=2".into(),
+        "train.batch_size=16".into(),
+        "train.lr=3e-3".into(),
+        "train.warmup_steps=20".into(),
+        "train.max_steps=600".into(),
+        "train.epochs=100".into(),
+        "data.shuffle_buffer=256".into(),
+    ]
+    .to_vec();
+    dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    (data, run)
+}
+
+fn eval_cli(args: &[&str]) -> (bool, String, String) {
+    let mut a = vec!["eval", "--device", "flex"];
+    a.extend_from_slice(args);
+    dfm(&a)
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut x = v;
+    for k in path.split('.') {
+        x = &x[k];
+    }
+    x.as_f64()
+        .unwrap_or_else(|| panic!("{path} is a number: {x}"))
+}
+
+#[test]
+fn report_schema_baselines_plots_and_ablation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, run) = tiny_run(tmp.path());
+    let (json, plots) = (tmp.path().join("r.json"), tmp.path().join("plots"));
+    let (ok, out, err) = eval_cli(&[
+        "--model",
+        run.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+        "--ablation",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    for line in [
+        "constant velocity",
+        "constant turn rate",
+        "distance / region speed",
+        "base rate",
+        "nearest stop first",
+        "region=urban",
+        "error by horizon",
+        "ablation",
+    ] {
+        assert!(out.contains(line), "table shows {line}:\n{out}");
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for k in [
+        "split",
+        "samples",
+        "trajectory",
+        "eta",
+        "on_time",
+        "delivered",
+        "next_stop",
+        "baselines",
+        "slices",
+    ] {
+        assert!(!r[k].is_null(), "top-level key {k}");
+    }
+    assert_eq!(r["split"], "test");
+    for b in [
+        "constant_velocity",
+        "constant_turn_rate",
+        "distance_over_speed",
+        "base_rate",
+        "nearest_stop_first",
+    ] {
+        let m = r["baselines"][b]
+            .as_object()
+            .unwrap_or_else(|| panic!("baseline {b}"));
+        for k in ["trajectory", "eta", "on_time", "delivered", "next_stop"] {
+            assert!(m.contains_key(k), "baseline {b} has key {k}");
+        }
+    }
+    for k in ["min_ade_m", "min_fde_m", "miss_rate", "brier_min_fde_m"] {
+        num(&r, &format!("trajectory.at_k.{k}"));
+        num(&r, &format!("trajectory.at_1.{k}"));
+    }
+    for k in ["mae_s", "rmse_s", "mape", "p10_p90_coverage"] {
+        num(&r, &format!("eta.{k}"));
+    }
+    for k in ["auroc", "brier", "ece", "accuracy"] {
+        num(&r, &format!("on_time.{k}"));
+        num(&r, &format!("delivered.{k}"));
+    }
+    for k in ["hr_at_3", "accuracy", "krc"] {
+        num(&r, &format!("next_stop.{k}"));
+    }
+    for g in ["region", "weather", "peak_day"] {
+        let sl = r["slices"][g].as_object().unwrap();
+        assert!(!sl.is_empty());
+        let total: f64 = sl.values().map(|v| v["samples"].as_f64().unwrap()).sum();
+        assert_eq!(
+            total,
+            num(&r, "samples"),
+            "slices of {g} cover every sample"
+        );
+    }
+    assert_eq!(r["slices"]["horizon"].as_array().unwrap().len(), 15);
+
+    // The model beats every baseline on the held-out routes.
+    let b = |p: &str| num(&r, &format!("baselines.{p}"));
+    assert!(
+        num(&r, "trajectory.at_k.min_ade_m") < b("constant_velocity.trajectory.at_k.min_ade_m")
+    );
+    assert!(
+        num(&r, "trajectory.at_k.min_fde_m") < b("constant_turn_rate.trajectory.at_k.min_fde_m")
+    );
+    assert!(num(&r, "eta.mae_s") < b("distance_over_speed.eta.mae_s"));
+    assert!(num(&r, "on_time.brier") < b("base_rate.on_time.brier"));
+    assert!(num(&r, "on_time.auroc") > 0.7);
+    assert!(num(&r, "next_stop.hr_at_3") > b("nearest_stop_first.next_stop.hr_at_3"));
+
+    for f in [
+        "modes.png",
+        "eta_calibration.png",
+        "reliability.png",
+        "error_by_horizon.png",
+    ] {
+        let p = plots.join(f);
+        let img = image::open(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(img.width() > 100 && img.height() > 100, "{f} is a picture");
+    }
+    let abl = r["ablation"].as_array().unwrap();
+    assert_eq!(abl.len(), 5);
+    assert_eq!(abl[2]["model"]["dropped"][0], "image");
+    // Without its history the model loses most of its trajectory skill.
+    assert!(num(&abl[0], "trajectory.at_k.min_ade_m") > num(&r, "trajectory.at_k.min_ade_m"));
+
+    // Deterministic: the same report twice.
+    let json2 = tmp.path().join("r2.json");
+    let (ok, _, err) = eval_cli(&[
+        "--model",
+        run.to_str().unwrap(),
+        "--json",
+        json2.to_str().unwrap(),
+        "--ablation",
+    ]);
+    assert!(ok, "{err}");
+    let r2: Value = serde_json::from_str(&std::fs::read_to_string(&json2).unwrap()).unwrap();
+    assert_eq!(r, r2);
+}
+
+/// Rewrites every shard of `split` in `dir`, editing each sample's JSON.
+fn edit_records(dir: &Path, split: &str, f: impl Fn(&mut Value)) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with(&format!("{split}-")) {
+            continue;
+        }
+        let mut ar = tar::Archive::new(std::fs::File::open(&p).unwrap());
+        let members: Vec<(String, Vec<u8>)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let n = e.path().unwrap().to_string_lossy().to_string();
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+                if n.ends_with(".json") {
+                    let mut v: Value = serde_json::from_slice(&b).unwrap();
+                    f(&mut v);
+                    b = serde_json::to_vec(&v).unwrap();
+                }
+                (n, b)
+            })
+            .collect();
+        let mut w = tar::Builder::new(std::fs::File::create(&p).unwrap());
+        for (n, b) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(b.len() as u64);
+            h.set_mode(0o644);
+            w.append_data(&mut h, n, b.as_slice()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+}
+
+fn edit_manifest(dir: &Path, f: impl Fn(&mut Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn absent_labels_and_mismatched_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = tiny_run(tmp.path());
+    let model = run.to_str().unwrap();
+
+    // No delivered labels in the split: delivered is absent (null), not zero.
+    let nolab = tmp.path().join("nolab");
+    copy_dir(&data, &nolab);
+    edit_records(&nolab, "val", |v| {
+        v["target"].as_object_mut().unwrap().remove("delivered");
+    });
+    let json = tmp.path().join("nolab.json");
+    let (ok, out, err) = eval_cli(&[
+        "--model",
+        model,
+        "--data",
+        nolab.to_str().unwrap(),
+        "--split",
+        "val",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        r["delivered"].is_null() && r["baselines"]["base_rate"]["delivered"].is_null(),
+        "{}",
+        r["delivered"]
+    );
+    assert!(!r["on_time"].is_null());
+    assert!(out.contains("delivered: model") && out.contains("absent"));
+
+    // Another sampling of the future: refused, naming the field.
+    let other = tmp.path().join("other_spec");
+    copy_dir(&data, &other);
+    edit_manifest(&other, |v| v["spec"]["future_step_s"] = 1.0.into());
+    let (ok, _, err) = eval_cli(&["--model", model, "--data", other.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("spec.future_step_s") && err.contains("manifest.json"),
+        "{err}"
+    );
+
+    // Another schema version: refused.
+    let schema = tmp.path().join("schema");
+    copy_dir(&data, &schema);
+    edit_manifest(&schema, |v| {
+        v["schema_version"] = (dfm::SCHEMA_VERSION + 1).into()
+    });
+    let (ok, _, err) = eval_cli(&["--model", model, "--data", schema.to_str().unwrap()]);
+    assert!(!ok && err.contains("schema version"), "{err}");
+
+    // Statistics of another scale (other units or another kind of movement): refused unless
+    // the user asks for an out-of-domain evaluation.
+    let shifted = tmp.path().join("shifted");
+    copy_dir(&data, &shifted);
+    edit_manifest(&shifted, |v| {
+        let c = &mut v["norm"]["channels"]["speed"];
+        c["mean"] = (c["mean"].as_f64().unwrap() * 10.0).into();
+        c["std"] = (c["std"].as_f64().unwrap() * 10.0).into();
+    });
+    let (ok, _, err) = eval_cli(&["--model", model, "--data", shifted.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("normalization")
+            && err.contains("speed")
+            && err.contains("--allow-shift"),
+        "{err}"
+    );
+    let (ok, _, err) = eval_cli(&[
+        "--model",
+        model,
+        "--data",
+        shifted.to_str().unwrap(),
+        "--allow-shift",
+    ]);
+    assert!(ok, "{err}");
+
+    // A bad --drop names the allowed modalities.
+    let (ok, _, err) = eval_cli(&["--model", model, "--drop", "radar"]);
+    assert!(
+        !ok && err.contains("history, imu, image, stops, context"),
+        "{err}"
+    );
+}
