@@ -122,14 +122,18 @@ fn loss_falls_and_model_beats_baselines_on_held_out_routes() {
         assert!(run.join(f).is_file(), "{f} written");
     }
     let r = out.report.expect("held-out evaluation");
-    let model = r.trajectory.at_k.unwrap();
-    let cv = r.baselines.constant_velocity.unwrap();
+    let model = r.trajectory.as_ref().and_then(|t| t.at_k.clone()).unwrap();
+    let cv = r.baselines["constant_velocity"]
+        .trajectory
+        .as_ref()
+        .and_then(|t| t.at_k.clone())
+        .unwrap();
     assert!(
         model.min_ade_m < cv.min_ade_m && model.min_fde_m < cv.min_fde_m,
         "minADE/minFDE {model:?} vs CV {cv:?}"
     );
     let eta = r.eta.unwrap();
-    let base = r.baselines.eta_distance_over_speed.unwrap();
+    let base = r.baselines["distance_over_speed"].eta.clone().unwrap();
     assert!(
         eta.mae_s < base.mae_s,
         "ETA MAE {} vs distance/speed {}",
