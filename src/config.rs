@@ -170,6 +170,8 @@ pub struct TrainConfig {
     pub on_nan: OnNan,
     /// Devices for data-parallel training (empty: `run.device`).
     pub devices: Vec<String>,
+    /// Modalities always masked out in training (to study what each input can do alone).
+    pub drop_modalities: Vec<String>,
     pub loss_weights: BTreeMap<String, f64>,
 }
 
@@ -202,6 +204,7 @@ impl Default for TrainConfig {
             freeze_encoders: false,
             on_nan: OnNan::Stop,
             devices: Vec::new(),
+            drop_modalities: Vec::new(),
             loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
         }
     }
@@ -357,6 +360,14 @@ impl Config {
                 .unwrap_or("")
                 .parse::<DeviceChoice>()
                 .map_err(|e| anyhow::anyhow!("key `train.devices`: {e}"))?;
+        }
+        for m in &t.drop_modalities {
+            if !crate::model::MODALITIES.contains(&m.as_str()) {
+                bail!(
+                    "key `train.drop_modalities`: `{m}`; allowed: {}",
+                    crate::model::MODALITIES.join(", ")
+                );
+            }
         }
         const SPLITS: [&str; 5] = ["train", "val", "test", "test_days", "all"];
         if !SPLITS.contains(&self.eval.split.as_str()) {

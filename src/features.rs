@@ -6,7 +6,8 @@
 //! - `hist`  [H, HIST_CH]: x, y (scaled), speed, speed present, cos/sin of heading relative to
 //!   the frame, heading present, log accuracy.
 //! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
-//! - `image` [3, S, S] in [-1, 1], the first map/aerial raster, resized to S; absent -> mask 0.
+//! - `image` [3, S, S], the first map/aerial raster, resized to S and standardized per image and
+//!   channel; absent -> mask 0.
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
 //!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
 //!   rank by distance among the listed stops (0 nearest .. 1 farthest); mask per stop.
@@ -189,7 +190,9 @@ pub fn accumulate_stats(s: &Sample, acc: &mut StatsAcc) {
     }
 }
 
-/// Bilinear resize of an RGB image to `size` x `size`, into CHW floats in [-1, 1].
+/// Bilinear resize of an RGB image to `size` x `size`, into CHW floats standardized per image
+/// and channel (zero mean, unit variance): map rasters are mostly one light ground colour, and
+/// raw pixel values would leave roads, jams and buildings a few percent apart.
 fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
     let mut out = vec![0f32; 3 * size * size];
     let (w, h) = (px.width as usize, px.height as usize);
@@ -207,8 +210,18 @@ fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
                 let p = |x: usize, y: usize| px.data[(y * w + x) * 3 + c] as f32;
                 let v = (p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx) * (1.0 - ty)
                     + (p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx) * ty;
-                out[c * size * size + oy * size + ox] = v / 127.5 - 1.0;
+                out[c * size * size + oy * size + ox] = v / 255.0;
             }
+        }
+    }
+    let n = size * size;
+    for c in 0..3 {
+        let ch = &mut out[c * n..(c + 1) * n];
+        let mean = ch.iter().sum::<f32>() / n as f32;
+        let var = ch.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let inv = 1.0 / var.sqrt().max(0.02);
+        for v in ch.iter_mut() {
+            *v = (*v - mean) * inv;
         }
     }
     out

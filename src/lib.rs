@@ -18,4 +18,6 @@ pub mod eval;
 pub mod export;
 pub mod model;
 pub mod plot;
+pub mod predict;
+pub mod serve;
 pub mod train;

@@ -33,9 +33,9 @@ enum Cmd {
     /// held-out routes and export it.
     Quickstart(QuickstartArgs),
     /// Predict for samples in a JSON-lines file.
-    Predict(NotYet),
+    Predict(PredictArgs),
     /// Serve a model over HTTP.
-    Serve(NotYet),
+    Serve(ServeArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -97,6 +97,59 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct PredictArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSON lines, one sample per line (images inline as png_base64, IMU rows inline).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the predictions (JSON lines); standard output by default.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Largest request body, bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// A file holding a bearer token that requests must present.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Dataset folder.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// JSON lines of request-ready samples (images inline); standard output by default.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     /// Run folder.
     #[arg(long)]
@@ -130,6 +183,8 @@ enum DataCmd {
     Synth(SynthArgs),
     /// Validate every record of a dataset and print its counts and coverage.
     Inspect(InspectArgs),
+    /// Write samples of a dataset as request-ready JSON lines (for predict and serve).
+    Sample(SampleArgs),
 }
 
 #[derive(Args)]
@@ -172,10 +227,51 @@ enum BenchCmd {
     Loader(LoaderArgs),
     /// Training step throughput and MFU (not built yet).
     Train(NotYet),
-    /// Inference latency (not built yet).
-    Infer(NotYet),
-    /// Serving latency and throughput (not built yet).
-    Serve(NotYet),
+    /// Forward latency per batch size.
+    Infer(InferArgs),
+    /// Serving throughput and latency at several concurrencies (server and client on loopback).
+    Serve(BenchServeArgs),
+}
+
+#[derive(Args)]
+struct InferArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Samples to use (default: the model's dataset, test split).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    batch_sizes: Vec<usize>,
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    #[arg(long, default_value = "flex")]
+    device: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchServeArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Samples to send (default: the model's dataset, test split).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// Requests per concurrency level.
+    #[arg(long, default_value_t = 400)]
+    requests: usize,
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    #[arg(long, default_value = "flex")]
+    device: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -338,18 +434,214 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Predict(_) => not_yet("predict", 6),
-        Cmd::Serve(_) => not_yet("serve", 6),
+        Cmd::Predict(a) => predict(a),
+        Cmd::Serve(a) => serve(a),
+        Cmd::Data {
+            cmd: DataCmd::Sample(a),
+        } => {
+            let m = dfm::data::manifest::Manifest::load(&a.data)?;
+            let opts = dfm::data::loader::LoaderOptions {
+                batch_size: 64,
+                shuffle_buffer: 0,
+                ..Default::default()
+            };
+            let loader = dfm::data::loader::Loader::new(&a.data, &m, &a.split, opts)?;
+            let mut out = String::new();
+            let mut n = 0;
+            'outer: for b in
+                loader.epoch(0, 0, std::sync::Arc::new(|s| s), std::sync::Arc::new(|b| b))
+            {
+                for s in b? {
+                    out.push_str(&serde_json::to_string(&dfm::predict::to_request_json(&s)?)?);
+                    out.push('\n');
+                    n += 1;
+                    if n >= a.limit {
+                        break 'outer;
+                    }
+                }
+            }
+            match &a.out {
+                Some(p) => dfm::util::write_atomic(p, out.as_bytes())?,
+                None => print!("{out}"),
+            }
+            Ok(())
+        }
         Cmd::Bench {
             cmd: BenchCmd::Train(_),
         } => not_yet("bench train", 7),
         Cmd::Bench {
-            cmd: BenchCmd::Infer(_),
-        } => not_yet("bench infer", 7),
+            cmd: BenchCmd::Infer(a),
+        } => {
+            let (choice, index) = dfm::device::parse(&a.device)?;
+            let sel = dfm::device::select(choice, index)?;
+            let p = dfm::predict::Predictor::new(
+                dfm::eval::source::load(&a.model, &sel.device)?,
+                sel.device.clone(),
+            );
+            let samples = bench_samples(&p, a.data.as_deref(), 64)?;
+            let r = dfm::bench::infer::run(
+                &p,
+                &samples,
+                &a.model.display().to_string(),
+                &sel.description,
+                &a.batch_sizes,
+                a.iterations,
+                &sel.device,
+            )?;
+            print!("{}", r.render());
+            if let Some(j) = a.json {
+                dfm::util::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            }
+            Ok(())
+        }
         Cmd::Bench {
-            cmd: BenchCmd::Serve(_),
-        } => not_yet("bench serve", 6),
+            cmd: BenchCmd::Serve(a),
+        } => {
+            let (choice, index) = dfm::device::parse(&a.device)?;
+            let sel = dfm::device::select(choice, index)?;
+            let p = dfm::predict::Predictor::new(
+                dfm::eval::source::load(&a.model, &sel.device)?,
+                sel.device,
+            );
+            let samples = bench_samples(&p, a.data.as_deref(), 64)?;
+            let o = dfm::serve::ServeOptions {
+                max_batch: a.max_batch,
+                max_wait_ms: a.max_wait_ms,
+                ..Default::default()
+            };
+            let r = dfm::bench::serve::run(
+                p,
+                &samples,
+                &a.model.display().to_string(),
+                &a.concurrency,
+                a.requests,
+                &o,
+            )?;
+            print!("{}", r.render());
+            if let Some(j) = a.json {
+                dfm::util::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Up to `n` samples of a dataset (default: the model's own, test split) for benchmarks.
+fn bench_samples(
+    p: &dfm::predict::Predictor,
+    data: Option<&std::path::Path>,
+    n: usize,
+) -> anyhow::Result<Vec<dfm::Sample>> {
+    let dir = data
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(&p.loaded.cfg.data.path));
+    let m = dfm::data::manifest::Manifest::load(&dir)?;
+    let split = if m.splits.contains_key("test") {
+        "test"
+    } else {
+        "all"
+    };
+    let opts = dfm::data::loader::LoaderOptions {
+        batch_size: n,
+        shuffle_buffer: 0,
+        ..Default::default()
+    };
+    let l = dfm::data::loader::Loader::new(&dir, &m, split, opts)?;
+    let first = l
+        .epoch(0, 0, std::sync::Arc::new(|s| s), std::sync::Arc::new(|b| b))
+        .next();
+    Ok(first.transpose()?.unwrap_or_default())
+}
+
+fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (choice, index) = dfm::device::parse(&a.device)?;
+    let sel = dfm::device::select(choice, index)?;
+    let p =
+        dfm::predict::Predictor::new(dfm::eval::source::load(&a.model, &sel.device)?, sel.device);
+    let text = std::fs::read_to_string(&a.input)
+        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let s = dfm::predict::parse_sample(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", a.input.display(), i + 1))?;
+        samples.push(s);
+    }
+    let mut out = String::new();
+    for chunk in samples.chunks(a.batch_size.max(1)) {
+        for pred in p.predict(chunk) {
+            out.push_str(&serde_json::to_string(&pred)?);
+            out.push('\n');
+        }
+    }
+    match &a.output {
+        Some(path) => {
+            dfm::util::write_atomic(path, out.as_bytes())?;
+            eprintln!(
+                "{} predictions written to {}",
+                samples.len(),
+                path.display()
+            );
+        }
+        None => print!("{out}"),
+    }
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (choice, index) = dfm::device::parse(&a.device)?;
+    let sel = dfm::device::select(choice, index)?;
+    let p =
+        dfm::predict::Predictor::new(dfm::eval::source::load(&a.model, &sel.device)?, sel.device);
+    let token = match &a.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .trim()
+                .to_string();
+            anyhow::ensure!(!t.is_empty(), "{}: the token file is empty", f.display());
+            Some(t)
+        }
+        None => None,
+    };
+    if !a.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {} (not loopback): anyone who can reach it can call the model{}",
+            a.addr,
+            if token.is_none() {
+                "; consider --token-file"
+            } else {
+                ""
+            }
+        );
+    }
+    let o = dfm::serve::ServeOptions {
+        addr: a.addr,
+        max_batch: a.max_batch,
+        max_wait_ms: a.max_wait_ms,
+        max_body_bytes: a.max_body_bytes,
+        token,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(o.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", o.addr))?;
+        eprintln!(
+            "serving {} on http://{} (max_batch {}, max_wait {} ms)",
+            a.model.display(),
+            listener.local_addr()?,
+            o.max_batch,
+            o.max_wait_ms
+        );
+        dfm::serve::run(listener, p, &o, dfm::serve::shutdown_signal()).await?;
+        eprintln!("stopped");
+        anyhow::Ok(())
+    })
 }
 
 fn eval(a: EvalArgs) -> anyhow::Result<()> {

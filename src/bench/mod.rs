@@ -1,3 +1,5 @@
 //! Benchmarks (`dfm bench ...`): each prints a table and can write `--json`.
 
+pub mod infer;
 pub mod loader;
+pub mod serve;

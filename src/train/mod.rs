@@ -131,8 +131,19 @@ pub fn token_masks(
         0.0
     };
     let nm = crate::model::MODALITIES.len();
+    let always_off: Vec<bool> = crate::model::MODALITIES
+        .iter()
+        .map(|m| cfg.train.drop_modalities.iter().any(|d| d == m))
+        .collect();
     let keep: Vec<f32> = (0..bs * nm)
-        .map(|_| if rng.r#gen::<f64>() < p { 0.0 } else { 1.0 })
+        .map(|i| {
+            let dropped = rng.r#gen::<f64>() < p;
+            if dropped || always_off[i % nm] {
+                0.0
+            } else {
+                1.0
+            }
+        })
         .collect();
     let keep = Tensor::from_data(TensorData::new(keep, [bs, nm]), device);
     if cfg.train.objective != Objective::Pretrain {

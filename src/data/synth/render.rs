@@ -31,21 +31,21 @@ const LOCAL: [u8; 3] = [255, 255, 255];
 const ARTERIAL: [u8; 3] = [247, 206, 112];
 const HIGHWAY: [u8; 3] = [232, 140, 84];
 const STOP: [u8; 3] = [214, 38, 38];
+const JAM: [u8; 3] = [120, 30, 150];
 const DEPOT: [u8; 3] = [38, 84, 214];
 
 /// Renders the raster around `origin` (area meters) facing `heading_deg` (clockwise from north).
-pub fn render(area: &Area, origin: P2, heading_deg: f64, stops: &[P2], spec: &RasterSpec) -> Rgb8 {
+/// Jammed segments (`traffic` below 0.5) are drawn in the live-traffic colour over their road.
+pub fn render(
+    area: &Area,
+    origin: P2,
+    heading_deg: f64,
+    stops: &[P2],
+    traffic: &[f64],
+    spec: &RasterSpec,
+) -> Rgb8 {
     let n = spec.size as i32;
-    let mut cv = Canvas {
-        w: n,
-        h: n,
-        data: GROUND
-            .iter()
-            .copied()
-            .cycle()
-            .take((n * n * 3) as usize)
-            .collect(),
-    };
+    let mut cv = Canvas::new(n, n, GROUND);
     let h = heading_deg.to_radians();
     let (sh, ch) = (h.sin(), h.cos());
     let m = spec.m_per_px;
@@ -86,7 +86,12 @@ pub fn render(area: &Area, origin: P2, heading_deg: f64, stops: &[P2], spec: &Ra
             RoadClass::Arterial => (ARTERIAL, 11.0),
             RoadClass::Highway => (HIGHWAY, 15.0),
         };
-        for e in area.edges.iter().filter(|e| e.class == class) {
+        for (ei, e) in area
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.class == class)
+        {
             let lo = [
                 e.pts.iter().map(|p| p[0]).fold(f64::MAX, f64::min),
                 e.pts.iter().map(|p| p[1]).fold(f64::MAX, f64::min),
@@ -98,8 +103,14 @@ pub fn render(area: &Area, origin: P2, heading_deg: f64, stops: &[P2], spec: &Ra
             if !near(lo, hi) {
                 continue;
             }
+            let jammed = traffic.get(ei).is_some_and(|&t| t < 0.5);
             for w in e.pts.windows(2) {
-                cv.segment(to_px(w[0]), to_px(w[1]), (width_m / m).max(1.0), color);
+                cv.segment(
+                    to_px(w[0]),
+                    to_px(w[1]),
+                    (width_m / m).max(1.0),
+                    if jammed { JAM } else { color },
+                );
             }
         }
     }

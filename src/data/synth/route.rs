@@ -96,6 +96,27 @@ pub struct Route {
     pub visits: Vec<Visit>,
     pub track: Track,
     pub depot: P2,
+    /// Traffic of the day per edge: 1 for free-flowing, below 0.5 for a jam.
+    pub traffic: Vec<f64>,
+    /// Whether the vehicle's GPS receiver reports speed and course (a third of phones do not).
+    pub gps_reports_motion: bool,
+}
+
+/// Share of road segments jammed on a given day in an area.
+pub const JAM_SHARE: f64 = 0.07;
+
+/// Traffic jams of a day in an area (the same for every route there that day).
+pub fn day_traffic(seed: u64, area: &Area, day: u32) -> Vec<f64> {
+    (0..area.edges.len())
+        .map(|e| {
+            let h = rng::hash(seed, "jam", &[area.id as u64, day as u64, e as u64]);
+            if rng::unit(h) < JAM_SHARE {
+                0.2 + 0.25 * rng::unit(rng::mix(h))
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// Local hour of day at UTC time `t` in an area.
@@ -130,10 +151,19 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         lateral: uniform(&mut rng, 2.0, 3.2),
     };
     let pace = uniform(&mut rng, 0.9, 1.08);
-    // Per-edge slowness of the day (parked cars, works), fixed for the route.
-    let edge_factor: Vec<f64> = (0..area.edges.len())
+    // Per-edge slowness of the day (parked cars, works). The driver plans with it; the day's
+    // traffic jams are not in the plan (a van keeps its route) but slow the drive, and only
+    // the map raster shows them.
+    let traffic = day_traffic(seed, area, day);
+    let plan_factor: Vec<f64> = (0..area.edges.len())
         .map(|_| uniform(&mut rng, 0.82, 1.05))
         .collect();
+    let drive_factor: Vec<f64> = plan_factor
+        .iter()
+        .zip(&traffic)
+        .map(|(p, t)| p * t)
+        .collect();
+    let edge_factor = (plan_factor.as_slice(), drive_factor.as_slice());
     let depot = area.nodes[area.depot];
     let mut track = Track {
         pts: vec![TrackPt {
@@ -155,13 +185,7 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         let k = choose_next(area, &stops, &remaining, here, now, zone, &mut rng);
         let s = remaining.remove(k);
         let st = &stops[s];
-        let path = plan_path(
-            area,
-            at,
-            Loc::Edge(st.edge, st.frac),
-            &edge_factor,
-            &mut rng,
-        );
+        let path = plan_path(area, at, Loc::Edge(st.edge, st.frac), edge_factor, &mut rng);
         track.drive(&path, &driver, &speed);
         let arrival = track.end_time();
         let mut service_start = arrival;
@@ -204,10 +228,11 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         zone = Some(st.zone);
     }
     // Back to the depot.
-    let path = plan_path(area, at, Loc::Node(area.depot), &edge_factor, &mut rng);
+    let path = plan_path(area, at, Loc::Node(area.depot), edge_factor, &mut rng);
     track.drive(&path, &driver, &speed);
     let end = track.end_time() + 600.0;
     track.dwell_until(end);
+    let gps_reports_motion = rng::unit(rng::hash(seed, "gps-motion", &[index as u64])) >= 0.33;
     Route {
         id: format!("syn{index:06}"),
         day,
@@ -217,6 +242,8 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         visits,
         track,
         depot,
+        traffic,
+        gps_reports_motion,
     }
 }
 
@@ -332,19 +359,20 @@ enum Loc {
     Edge(usize, f64),
 }
 
-/// Fastest path between two locations, as path points with speed limits and halts.
+/// Fastest path between two locations as planned with `(plan, drive)` speed factors per
+/// edge: the path is chosen with `plan`, the speed limits come from `drive`.
 fn plan_path(
     area: &Area,
     from: Loc,
     to: Loc,
-    edge_factor: &[f64],
+    (edge_factor, drive_factor): (&[f64], &[f64]),
     rng: &mut SimRng,
 ) -> Vec<PathPt> {
     let pt = |p: P2, e: usize| {
         let ed = &area.edges[e];
         PathPt {
             p,
-            limit: ed.speed_mps * edge_factor[e],
+            limit: ed.speed_mps * drive_factor[e],
             class: ed.class,
             halt_s: 0.0,
         }
@@ -369,7 +397,7 @@ fn plan_path(
             (area.edges[e].b, time(e, f, 1.0)),
         ],
     };
-    let (cost, prev) = area.dijkstra(&sources);
+    let (cost, prev) = area.dijkstra(&sources, edge_factor);
     let (end_node, _) = match to {
         Loc::Node(n) => (n, 0.0),
         Loc::Edge(e, f) => {

@@ -77,7 +77,11 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
                 this_t0 - (spec.history_len - 1 - k) as f64 * spec.history_step_s as f64,
                 0.1,
             );
-            let (fix, p) = gps.fix(area, track, t, &mut rng);
+            let (mut fix, p) = gps.fix(area, track, t, &mut rng);
+            if !route.gps_reports_motion {
+                fix.speed = None;
+                fix.heading = None;
+            }
             history.push(fix);
             last_pos = p;
         }
@@ -95,7 +99,14 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         let images = if chance(&mut rng, o.image_p) {
             let heading = frame_heading(&history);
             let stops_left: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
-            let pixels = render(area, last_pos, heading, &stops_left, &o.raster);
+            let pixels = render(
+                area,
+                last_pos,
+                heading,
+                &stops_left,
+                &route.traffic,
+                &o.raster,
+            );
             vec![Image {
                 kind: ImageKind::Map,
                 m_per_px: Some(o.raster.m_per_px as f32),

@@ -350,9 +350,14 @@ impl Area {
         out
     }
 
-    /// Travel-time shortest paths from a set of (node, initial cost) sources.
+    /// Travel-time shortest paths from a set of (node, initial cost) sources, with each edge's
+    /// speed scaled by `factor` (the traffic the driver's navigation knows about).
     /// Returns per node (cost, previous edge).
-    pub fn dijkstra(&self, sources: &[(usize, f64)]) -> (Vec<f64>, Vec<Option<usize>>) {
+    pub fn dijkstra(
+        &self,
+        sources: &[(usize, f64)],
+        factor: &[f64],
+    ) -> (Vec<f64>, Vec<Option<usize>>) {
         #[derive(PartialEq)]
         struct Item(f64, usize);
         impl Eq for Item {}
@@ -380,7 +385,7 @@ impl Area {
                 continue;
             }
             for &(e, v) in &self.adj[u] {
-                let nc = c + self.edges[e].len / self.edges[e].speed_mps;
+                let nc = c + self.edges[e].len / (self.edges[e].speed_mps * factor[e]);
                 if nc < cost[v] {
                     cost[v] = nc;
                     prev[v] = Some(e);

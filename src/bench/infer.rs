@@ -1,0 +1,113 @@
+//! `dfm bench infer`: model forward latency per batch size after warm-up (features and batch
+//! built once; the timing covers the forward pass and reading the outputs back).
+
+use super::serve::percentile;
+use crate::batch::FeatureBatcher;
+use crate::model::TokenMasks;
+use crate::predict::Predictor;
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize, Debug)]
+pub struct Row {
+    pub batch_size: usize,
+    pub iterations: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub samples_per_s: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct InferBench {
+    pub bench: &'static str,
+    pub model: String,
+    pub device: String,
+    /// Best over the batch sizes.
+    pub samples_per_s: f64,
+    /// At the smallest batch size.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub rows: Vec<Row>,
+}
+
+pub fn run(
+    p: &Predictor,
+    samples: &[crate::Sample],
+    model: &str,
+    device_name: &str,
+    batch_sizes: &[usize],
+    iterations: usize,
+    device: &Device,
+) -> anyhow::Result<InferBench> {
+    anyhow::ensure!(!samples.is_empty(), "no samples");
+    let norm = &p.loaded.normalizer;
+    let m = p.loaded.model.valid().to_device(device);
+    let mut rows = Vec::new();
+    for &bs in batch_sizes {
+        let feats: Vec<_> = (0..bs)
+            .map(|i| norm.features(&samples[i % samples.len()]))
+            .collect();
+        let b = FeatureBatcher.batch(feats, device);
+        let masks = TokenMasks {
+            keep: crate::eval::keep_mask(&[], bs, device),
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+        };
+        let run = || {
+            let out = m.forward(&b, &masks);
+            let _ = out.traj.into_data();
+            let _ = out.eta.into_data();
+        };
+        for _ in 0..5 {
+            run();
+        }
+        let mut lat = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            run();
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lat.sort_by(f64::total_cmp);
+        let p50 = percentile(&lat, 0.5);
+        rows.push(Row {
+            batch_size: bs,
+            iterations,
+            p50_ms: p50,
+            p99_ms: percentile(&lat, 0.99),
+            samples_per_s: bs as f64 / (p50 / 1e3),
+        });
+    }
+    let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
+    let (p50, p99) = rows
+        .first()
+        .map(|r| (r.p50_ms, r.p99_ms))
+        .unwrap_or((f64::NAN, f64::NAN));
+    Ok(InferBench {
+        bench: "infer",
+        model: model.into(),
+        device: device_name.into(),
+        samples_per_s: best,
+        p50_ms: p50,
+        p99_ms: p99,
+        rows,
+    })
+}
+
+impl InferBench {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "infer: {} on {}\n{:>11} {:>6} {:>9} {:>9} {:>12}\n",
+            self.model, self.device, "batch size", "iters", "p50 ms", "p99 ms", "samples/s"
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "{:>11} {:>6} {:>9.2} {:>9.2} {:>12.0}\n",
+                r.batch_size, r.iterations, r.p50_ms, r.p99_ms, r.samples_per_s
+            ));
+        }
+        s
+    }
+}

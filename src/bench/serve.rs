@@ -1,0 +1,166 @@
+//! `dfm bench serve`: starts the server in this process on loopback, drives it from a client
+//! at several concurrencies (a bounded number of single-sample requests each), and prints
+//! throughput and latency percentiles. Client and server share the machine's cores.
+
+use crate::predict::{Predictor, to_request_json};
+use crate::serve::ServeOptions;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize, Debug)]
+pub struct Row {
+    pub concurrency: usize,
+    pub requests: usize,
+    pub samples_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ServeBench {
+    pub bench: &'static str,
+    pub model: String,
+    pub max_batch: usize,
+    pub max_wait_ms: u64,
+    /// Best throughput over the concurrencies.
+    pub samples_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub rows: Vec<Row>,
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+pub fn run(
+    predictor: Predictor,
+    samples: &[crate::Sample],
+    model: &str,
+    concurrencies: &[usize],
+    requests: usize,
+    o: &ServeOptions,
+) -> anyhow::Result<ServeBench> {
+    anyhow::ensure!(!samples.is_empty(), "no samples to send");
+    let bodies: Vec<Vec<u8>> = samples
+        .iter()
+        .map(|s| Ok(serde_json::to_vec(&to_request_json(s)?)?))
+        .collect::<anyhow::Result<_>>()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/v1/predict", listener.local_addr()?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let o2 = o.clone();
+        let server = tokio::spawn(async move {
+            crate::serve::run(listener, predictor, &o2, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        // Warm-up.
+        for b in bodies.iter().take(8) {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(b.clone())
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        let mut rows = Vec::new();
+        for &c in concurrencies {
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..c.max(1))
+                .map(|_| {
+                    let (client, url, next, bodies) =
+                        (client.clone(), url.clone(), next.clone(), bodies.clone());
+                    tokio::spawn(async move {
+                        let mut lat = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= requests {
+                                break;
+                            }
+                            let t = Instant::now();
+                            let r = client
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .body(bodies[i % bodies.len()].clone())
+                                .send()
+                                .await?;
+                            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+                            let _ = r.bytes().await?;
+                            lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        anyhow::Ok(lat)
+                    })
+                })
+                .collect();
+            let mut lat = Vec::new();
+            for h in tasks {
+                lat.extend(h.await??);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            lat.sort_by(f64::total_cmp);
+            rows.push(Row {
+                concurrency: c,
+                requests: lat.len(),
+                samples_per_s: lat.len() as f64 / secs,
+                p50_ms: percentile(&lat, 0.5),
+                p95_ms: percentile(&lat, 0.95),
+                p99_ms: percentile(&lat, 0.99),
+            });
+        }
+        let _ = stop_tx.send(());
+        server.await??;
+        let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
+        let (p50, p99) = rows
+            .first()
+            .map(|r| (r.p50_ms, r.p99_ms))
+            .unwrap_or((f64::NAN, f64::NAN));
+        Ok(ServeBench {
+            bench: "serve",
+            model: model.to_string(),
+            max_batch: o.max_batch,
+            max_wait_ms: o.max_wait_ms,
+            samples_per_s: best,
+            p50_ms: p50,
+            p99_ms: p99,
+            rows,
+        })
+    })
+}
+
+impl ServeBench {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "serve: {} on loopback, max_batch {}, max_wait {} ms, one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9}\n",
+            self.model,
+            self.max_batch,
+            self.max_wait_ms,
+            "concurrency",
+            "requests",
+            "samples/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms"
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "{:>12} {:>9} {:>12.1} {:>9.2} {:>9.2} {:>9.2}\n",
+                r.concurrency, r.requests, r.samples_per_s, r.p50_ms, r.p95_ms, r.p99_ms
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,214 @@
+//! Inference for downstream systems: samples in (the same JSON as a sample stored in the shards,
+//! with images inline as base64 and IMU rows inline), predictions out. The feature code is the
+//! one training used. `dfm predict` and `dfm serve` both go through [`Predictor`].
+
+use crate::batch::FeatureBatcher;
+use crate::data::sample::Sample;
+use crate::data::shards::{parse_json, png_bytes, resolve};
+use crate::eval::source::LoadedModel;
+use crate::model::{DfmModel, TokenMasks};
+use base64::Engine;
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softmax};
+use serde::Serialize;
+
+/// A bad input: the field (path such as `history[3].lat`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InputError {
+    pub field: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.error)
+    }
+}
+
+/// Parses and validates one request sample (targets, if present, are ignored).
+pub fn parse_sample(json: &[u8]) -> Result<Sample, InputError> {
+    let s = parse_json(json).map_err(|(field, error)| InputError { field, error })?;
+    sample_from_request(s)
+}
+
+/// Resolves inline images/IMU, validates values, drops targets.
+pub fn sample_from_request(mut s: Sample) -> Result<Sample, InputError> {
+    s.target = None;
+    for (i, im) in s.images.iter().enumerate() {
+        if im.png_base64.is_none() && im.pixels.is_none() {
+            return Err(InputError {
+                field: format!("images[{i}].png_base64"),
+                error: "required inline (a request has no tar members)".into(),
+            });
+        }
+    }
+    if let Some(imu) = &s.imu
+        && imu.data.is_empty()
+    {
+        return Err(InputError {
+            field: "imu.data".into(),
+            error: "required inline when imu is given".into(),
+        });
+    }
+    resolve(s, &|_| None, None).map_err(|(field, error)| InputError { field, error })
+}
+
+/// A sample as a request body: pixels as base64 PNG, IMU rows inline, no tar references.
+pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
+    let mut s = s.clone();
+    for im in s.images.iter_mut() {
+        if let Some(px) = im.pixels.take() {
+            im.png_base64 = Some(base64::engine::general_purpose::STANDARD.encode(png_bytes(&px)?));
+        }
+        im.file = None;
+    }
+    if let Some(imu) = s.imu.as_mut() {
+        imu.file = None;
+    }
+    Ok(serde_json::to_value(&s)?)
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Mode {
+    pub probability: f64,
+    /// Future positions `[lat, lon]`, one per step.
+    pub lat_lon: Vec<[f64; 2]>,
+    /// The same in the vehicle frame: meters forward, meters to the left.
+    pub local_m: Vec<[f64; 2]>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct StopPrediction {
+    pub stop_id: String,
+    pub eta_p10_s: f64,
+    pub eta_p50_s: f64,
+    pub eta_p90_s: f64,
+    pub on_time_probability: f64,
+    /// Probability that this stop is visited next.
+    pub next_probability: f64,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub key: String,
+    pub t0: f64,
+    pub step_s: f64,
+    /// Trajectory modes, most probable first.
+    pub modes: Vec<Mode>,
+    /// Per listed stop, in the request's order.
+    pub stops: Vec<StopPrediction>,
+    /// Stop ids, most likely next first.
+    pub next_stop_ranking: Vec<String>,
+    pub delivered_probability: f64,
+}
+
+/// A model ready for inference on one device.
+pub struct Predictor {
+    pub loaded: LoadedModel,
+    model: DfmModel,
+    device: Device,
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}
+
+impl Predictor {
+    pub fn new(loaded: LoadedModel, device: Device) -> Self {
+        let model = loaded.model.valid().to_device(&device);
+        Predictor {
+            loaded,
+            model,
+            device,
+        }
+    }
+
+    /// Predictions for validated samples, in order (one forward pass).
+    pub fn predict(&self, samples: &[Sample]) -> Vec<Prediction> {
+        if samples.is_empty() {
+            return Vec::new();
+        }
+        let norm = &self.loaded.normalizer;
+        let feats: Vec<_> = samples.iter().map(|s| norm.features(s)).collect();
+        let frames: Vec<_> = feats.iter().map(|f| f.meta.frame).collect();
+        let b = FeatureBatcher.batch(feats, &self.device);
+        let n = b.len();
+        let masks = TokenMasks {
+            keep: crate::eval::keep_mask(&[], n, &self.device),
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+        };
+        let out = self.model.forward(&b, &masks);
+        let (k, fl, ns) = (self.model.modes, self.model.future_len, norm.spec.max_stops);
+        let traj = values(out.traj);
+        let probs = values(softmax(out.mode_logits, 1));
+        let eta = values(out.eta);
+        let on_time = values(sigmoid(out.on_time_logits));
+        let next = values(softmax(out.next_logits, 1));
+        let delivered = values(sigmoid(out.delivered_logits));
+        let step = norm.spec.future_step_s as f64;
+        samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let frame = frames[i];
+                let mut modes: Vec<Mode> = (0..k)
+                    .map(|m| {
+                        let local_m: Vec<[f64; 2]> = (0..fl)
+                            .map(|t| {
+                                let o = ((i * k + m) * fl + t) * 2;
+                                [
+                                    (traj[o] * norm.traj_scale) as f64,
+                                    (traj[o + 1] * norm.traj_scale) as f64,
+                                ]
+                            })
+                            .collect();
+                        let lat_lon = local_m
+                            .iter()
+                            .map(|p| {
+                                let (lat, lon) = frame.to_lat_lon(p[0], p[1]);
+                                [lat, lon]
+                            })
+                            .collect();
+                        Mode {
+                            probability: probs[i * k + m] as f64,
+                            lat_lon,
+                            local_m,
+                        }
+                    })
+                    .collect();
+                modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+                let listed = s.stops.len().min(ns);
+                let stops: Vec<StopPrediction> = (0..listed)
+                    .map(|j| {
+                        let q = |c: usize| norm.eta_decode(eta[(i * ns + j) * 3 + c]);
+                        StopPrediction {
+                            stop_id: s.stops[j].id.clone(),
+                            eta_p10_s: q(0),
+                            eta_p50_s: q(1),
+                            eta_p90_s: q(2),
+                            on_time_probability: on_time[i * ns + j] as f64,
+                            next_probability: next[i * ns + j] as f64,
+                        }
+                    })
+                    .collect();
+                let mut ranking: Vec<&StopPrediction> = stops.iter().collect();
+                ranking.sort_by(|a, b| b.next_probability.total_cmp(&a.next_probability));
+                Prediction {
+                    key: s.key.clone(),
+                    t0: s.t0,
+                    step_s: step,
+                    modes,
+                    next_stop_ranking: ranking.iter().map(|p| p.stop_id.clone()).collect(),
+                    stops,
+                    delivered_probability: delivered[i] as f64,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,468 @@
+//! Export, predict and serve: the same samples get the same predictions from `dfm predict`,
+//! from the server and from the in-memory model; bad requests get a 4xx naming the field and the
+//! server keeps serving; auth, metrics, model info and graceful shutdown work.
+
+mod common;
+use burn::prelude::*;
+use common::*;
+use dfm::config::Config;
+use dfm::data::loader::{Loader, LoaderOptions};
+use dfm::data::manifest::Manifest;
+use dfm::predict::{Predictor, to_request_json};
+use dfm::serve::ServeOptions;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A tiny trained model, exported; and some test samples.
+fn setup(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
+    let data = tiny_dataset(tmp, 61);
+    let run = tmp.join("run");
+    let o: Vec<String> = [
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "data.image_size=16".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "train.batch_size=16".into(),
+        "train.max_steps=40".into(),
+        "eval.split=val".into(),
+    ]
+    .to_vec();
+    dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    let bundle = tmp.join("bundle");
+    dfm::export::export(&run, dfm::export::Which::Best, &bundle).unwrap();
+    let m = Manifest::load(&data).unwrap();
+    let l = Loader::new(
+        &data,
+        &m,
+        "test",
+        LoaderOptions {
+            batch_size: 12,
+            shuffle_buffer: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let samples: Vec<dfm::Sample> = l
+        .epoch(0, 0, Arc::new(|s| s), Arc::new(|b| b))
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        samples.iter().any(|s| !s.images.is_empty()) && samples.iter().any(|s| s.imu.is_some())
+    );
+    (bundle, samples)
+}
+
+fn predictor(bundle: &Path) -> Predictor {
+    Predictor::new(
+        dfm::eval::source::load(bundle, &Device::flex()).unwrap(),
+        Device::flex(),
+    )
+}
+
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<Arc<dfm::serve::metrics::Metrics>>>,
+}
+
+async fn start(bundle: &Path, o: ServeOptions) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let p = predictor(bundle);
+    let handle = tokio::spawn(async move {
+        dfm::serve::run(listener, p, &o, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Server {
+        url,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
+    let mut r = c
+        .post(format!("{url}/v1/predict"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-5 * (1.0 + x.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[test]
+fn predict_serve_and_memory_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let memory: Vec<Value> = predictor(&bundle)
+        .predict(&samples)
+        .iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect();
+    let m0 = &memory[0];
+    assert_eq!(m0["modes"].as_array().unwrap().len(), 6);
+    let p: f64 = m0["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["probability"].as_f64().unwrap())
+        .sum();
+    assert!((p - 1.0).abs() < 1e-4, "mode probabilities sum to 1");
+    assert_eq!(
+        m0["stops"].as_array().unwrap().len(),
+        samples[0].stops.len()
+    );
+    let (lat, lon) = (
+        m0["modes"][0]["lat_lon"][0][0].as_f64().unwrap(),
+        m0["modes"][0]["lat_lon"][0][1].as_f64().unwrap(),
+    );
+    let last = samples[0].history.last().unwrap();
+    assert!(
+        (lat - last.lat).abs() < 0.01 && (lon - last.lon).abs() < 0.01,
+        "predictions are near the vehicle"
+    );
+
+    // dfm predict on JSON lines.
+    let input = tmp.path().join("in.jsonl");
+    let lines: Vec<String> = samples
+        .iter()
+        .map(|s| serde_json::to_string(&to_request_json(s).unwrap()).unwrap())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let (ok, _, err) = dfm(&[
+        "predict",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let cli: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cli, memory, "predict CLI = in-memory model, exactly");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut srv = start(
+            &bundle,
+            ServeOptions {
+                max_batch: 64,
+                max_wait_ms: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let c = reqwest::Client::new();
+        // A list in one request: one forward pass, same batch: exactly the same numbers.
+        let list = format!("[{}]", lines.join(","));
+        let (status, v) = post(&c, &srv.url, list.into_bytes(), None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v.as_array().unwrap(), &memory);
+        // One sample per request, concurrently: batched with each other, equal up to float
+        // reassociation.
+        let handles: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                let (c, url, body) = (c.clone(), srv.url.clone(), l.clone().into_bytes());
+                tokio::spawn(async move { post(&c, &url, body, None).await })
+            })
+            .collect();
+        let mut singles = Vec::new();
+        for h in handles {
+            singles.push(h.await.unwrap());
+        }
+        for (i, (status, v)) in singles.iter().enumerate() {
+            assert_eq!(*status, 200);
+            assert!(close(v, &memory[i]), "sample {i}: {v} vs {}", memory[i]);
+        }
+        let metrics = c
+            .get(format!("{}/metrics", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("dfm_requests_total{code=\"200\"} 13"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("dfm_batch_size_bucket")
+                && metrics.contains("dfm_request_duration_seconds_count 13")
+        );
+        let info: Value = c
+            .get(format!("{}/v1/model", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["schema_version"], json!(dfm::SCHEMA_VERSION));
+        srv.stop.take().unwrap().send(()).unwrap();
+        srv.handle.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let good: Value = to_request_json(&samples[0]).unwrap();
+    let token_ok = "s3cret-token";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let o = ServeOptions {
+            max_body_bytes: 256 * 1024,
+            token: Some(token_ok.into()),
+            ..Default::default()
+        };
+        let mut srv = start(&bundle, o).await;
+        let c = reqwest::Client::new();
+        let t = Some(token_ok);
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = good.clone();
+            f(&mut v);
+            serde_json::to_vec(&v).unwrap()
+        };
+        // Auth.
+        let (s, v) = post(&c, &srv.url, serde_json::to_vec(&good).unwrap(), None).await;
+        assert_eq!(
+            (s, v["error"].as_str().unwrap().contains("token")),
+            (401, true)
+        );
+        let (s, _) = post(
+            &c,
+            &srv.url,
+            serde_json::to_vec(&good).unwrap(),
+            Some("wrong-token!"),
+        )
+        .await;
+        assert_eq!(s, 401);
+        // Malformed JSON.
+        let (s, v) = post(&c, &srv.url, b"{\"key\": ".to_vec(), t).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].is_string());
+        // A missing field.
+        let (s, v) = post(
+            &c,
+            &srv.url,
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("route_id");
+            }),
+            t,
+        )
+        .await;
+        assert_eq!(s, 422, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("route_id"), "{v}");
+        // A wrong type.
+        let (s, v) = post(&c, &srv.url, with(&|v| v["t0"] = json!("yesterday")), t).await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("t0")), "{v}");
+        // NaN (bare token): a syntax error, still naming the field.
+        let body = String::from_utf8(with(&|_| {})).unwrap();
+        let at = body.find("\"history\":[{").unwrap();
+        let lat = at + body[at..].find("\"lat\":").unwrap() + 6;
+        let end = lat + body[lat..].find(',').unwrap();
+        let nan = format!("{}NaN{}", &body[..lat], &body[end..]);
+        let (s, v) = post(&c, &srv.url, nan.into_bytes(), t).await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (400, Some("history[0].lat")),
+            "{v}"
+        );
+        // Out-of-range coordinates.
+        let (s, v) = post(
+            &c,
+            &srv.url,
+            with(&|v| v["history"][3]["lon"] = json!(200.0)),
+            t,
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("history[3].lon")),
+            "{v}"
+        );
+        // In a list, the element is named.
+        let list = format!(
+            "[{},{}]",
+            good,
+            String::from_utf8(with(&|v| v["stops"][0]["lat"] = json!(-91.0))).unwrap()
+        );
+        let (s, v) = post(&c, &srv.url, list.into_bytes(), t).await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("[1].stops[0].lat")),
+            "{v}"
+        );
+        // An image given by a shard member name instead of inline.
+        if !samples[0].images.is_empty() {
+            let (s, v) = post(
+                &c,
+                &srv.url,
+                with(&|v| {
+                    v["images"][0].as_object_mut().unwrap().remove("png_base64");
+                    v["images"][0]["file"] = json!("map.png");
+                }),
+                t,
+            )
+            .await;
+            assert_eq!(
+                (s, v["field"].as_str()),
+                (422, Some("images[0].png_base64")),
+                "{v}"
+            );
+        }
+        // An empty list.
+        let (s, _) = post(&c, &srv.url, b"[]".to_vec(), t).await;
+        assert_eq!(s, 422);
+        // Oversize body.
+        let big = vec![b' '; 300 * 1024];
+        let (s, v) = post(&c, &srv.url, big, t).await;
+        assert_eq!(s, 413, "{v}");
+        // Unknown endpoint.
+        let r = c
+            .get(format!("{}/v2/predict", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        // ...and a good request still succeeds, with targets ignored.
+        let (s, v) = post(&c, &srv.url, serde_json::to_vec(&good).unwrap(), t).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["key"], good["key"]);
+        // Health needs no token; metrics do.
+        assert_eq!(
+            c.get(format!("{}/healthz", srv.url))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert_eq!(
+            c.get(format!("{}/metrics", srv.url))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            401
+        );
+        let m = c
+            .get(format!("{}/metrics", srv.url))
+            .bearer_auth(token_ok)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            m.contains("dfm_requests_total{code=\"422\"}")
+                && m.contains("dfm_requests_total{code=\"401\"} 2"),
+            "{m}"
+        );
+
+        // Graceful shutdown: a request in flight when the signal comes still gets its answer.
+        srv.stop.take().unwrap().send(()).unwrap();
+        srv.handle.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn shutdown_finishes_in_flight_requests_and_sigterm_stops_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let body = serde_json::to_vec(&to_request_json(&samples[0]).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The batcher waits 400 ms for company: the request is in flight when shutdown starts.
+        let mut srv = start(
+            &bundle,
+            ServeOptions {
+                max_wait_ms: 400,
+                ..Default::default()
+            },
+        )
+        .await;
+        let c = reqwest::Client::new();
+        let url = srv.url.clone();
+        let req = tokio::spawn(async move { post(&c, &url, body, None).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        srv.stop.take().unwrap().send(()).unwrap();
+        let (status, v) = req.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        srv.handle.await.unwrap().unwrap();
+    });
+    // The real binary: SIGTERM makes it stop cleanly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(dfm_bin())
+        .args([
+            "serve",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 60, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit after SIGTERM: {:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
+}
