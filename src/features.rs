@@ -10,7 +10,8 @@
 //!   channel; absent -> mask 0.
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
 //!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
-//!   rank by distance among the listed stops (0 nearest .. 1 farthest); mask per stop.
+//!   rank by distance among the listed stops (0 nearest .. 1 farthest), same zone as the
+//!   vehicle (+1 / -1, 0 unknown); mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
 //! - `prior` [F, 2]: the constant-velocity extrapolation (scaled like the future); the model
 //!   predicts its modes as offsets from it.
@@ -26,7 +27,7 @@ use std::ops::Range;
 
 pub const HIST_CH: usize = 8;
 pub const IMU_CH: usize = 4;
-pub const STOP_CH: usize = 12;
+pub const STOP_CH: usize = 13;
 pub const CTX_CH: usize = 21;
 /// Time constant of the ETA transform `ln(1 + t / ETA_TAU_S)`.
 pub const ETA_TAU_S: f64 = 60.0;
@@ -358,6 +359,16 @@ impl Normalizer {
                 .filter(|&(j, &d)| d < dist[i] || (d == dist[i] && j < i))
                 .count();
             r[11] = rank as f32 / (dist.len().max(2) - 1) as f32;
+            r[12] = match (&s.context.zone, &st.zone) {
+                (Some(a), Some(b)) => {
+                    if a == b {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                }
+                _ => 0.0,
+            };
             stops_mask[i] = 1.0;
         }
         let ctx = self.context(s, &frame);

@@ -185,6 +185,128 @@ enum DataCmd {
     Inspect(InspectArgs),
     /// Write samples of a dataset as request-ready JSON lines (for predict and serve).
     Sample(SampleArgs),
+    /// Import real data (GeoLife, GPS CSV, Amazon LMRC) into a sharded dataset.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// GeoLife `.plt` trees (USER/Trajectory/*.plt).
+    Geolife(GeolifeArgs),
+    /// A CSV of GPS fixes: trajectory_id,timestamp,lat,lon[,speed,heading].
+    GpsCsv(GpsCsvArgs),
+    /// Amazon Last Mile Routing Research Challenge files.
+    Lmrc(LmrcArgs),
+}
+
+#[derive(Args)]
+struct ImportCommon {
+    /// Output dataset folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Skip bad records (counted, listed in the report) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Replace a dataset already in the output folder.
+    #[arg(long)]
+    force: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct WindowArgs {
+    /// Resampling step, seconds.
+    #[arg(long)]
+    step: Option<f64>,
+    /// Gaps longer than this (seconds) cut a trajectory.
+    #[arg(long)]
+    max_gap: Option<f64>,
+    /// Fixes of history / future per sample.
+    #[arg(long)]
+    history: Option<usize>,
+    #[arg(long)]
+    future: Option<usize>,
+    /// Steps between consecutive windows.
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Local time = UTC + this many hours.
+    #[arg(long)]
+    utc_offset: Option<f64>,
+}
+
+impl WindowArgs {
+    fn apply(&self, w: &mut dfm::data::import::WindowOptions) {
+        if let Some(v) = self.step {
+            w.step_s = v;
+        }
+        if let Some(v) = self.max_gap {
+            w.max_gap_s = v;
+        }
+        if let Some(v) = self.history {
+            w.history_len = v;
+        }
+        if let Some(v) = self.future {
+            w.future_len = v;
+        }
+        if let Some(v) = self.stride {
+            w.stride = v;
+        }
+        if let Some(v) = self.utc_offset {
+            w.utc_offset_h = v;
+        }
+    }
+}
+
+#[derive(Args)]
+struct GeolifeArgs {
+    /// The folder holding the user folders.
+    #[arg(long = "in")]
+    input: PathBuf,
+    #[command(flatten)]
+    common: ImportCommon,
+    #[command(flatten)]
+    window: WindowArgs,
+}
+
+#[derive(Args)]
+struct GpsCsvArgs {
+    #[arg(long = "in")]
+    input: PathBuf,
+    #[command(flatten)]
+    common: ImportCommon,
+    #[command(flatten)]
+    window: WindowArgs,
+    #[arg(long, default_value = "trajectory_id")]
+    id_col: String,
+    #[arg(long, default_value = "timestamp")]
+    time_col: String,
+    #[arg(long, default_value = "lat")]
+    lat_col: String,
+    #[arg(long, default_value = "lon")]
+    lon_col: String,
+    #[arg(long, default_value = "speed")]
+    speed_col: String,
+    #[arg(long, default_value = "heading")]
+    heading_col: String,
+}
+
+#[derive(Args)]
+struct LmrcArgs {
+    /// The folder holding route_data.json, package_data.json, actual_sequences.json.
+    #[arg(long = "in")]
+    input: PathBuf,
+    #[command(flatten)]
+    common: ImportCommon,
+    /// Travel speed assumed without travel_times.json, m/s.
+    #[arg(long, default_value_t = 8.0)]
+    speed: f64,
+    /// Most stop tokens per sample (0: all remaining stops).
+    #[arg(long, default_value_t = 0)]
+    max_stops: usize,
 }
 
 #[derive(Args)]
@@ -341,6 +463,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Data {
+            cmd: DataCmd::Import { cmd },
+        } => import(cmd),
         Cmd::Data {
             cmd: DataCmd::Inspect(a),
         } => {
@@ -524,6 +649,83 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn import(cmd: ImportCmd) -> anyhow::Result<()> {
+    use dfm::data::import::{geolife, gps_csv, lmrc};
+    let (report, out, skipped) = match cmd {
+        ImportCmd::Geolife(a) => {
+            let mut o = geolife::GeolifeOptions {
+                seed: a.common.seed,
+                ..Default::default()
+            };
+            a.window.apply(&mut o.window);
+            (
+                geolife::import(
+                    &a.input,
+                    &a.common.out,
+                    &o,
+                    a.common.skip_bad,
+                    a.common.force,
+                )?,
+                a.common.out,
+                a.common.skip_bad,
+            )
+        }
+        ImportCmd::GpsCsv(a) => {
+            let mut o = gps_csv::CsvOptions {
+                seed: a.common.seed,
+                ..Default::default()
+            };
+            a.window.apply(&mut o.window);
+            o.columns = gps_csv::Columns {
+                id: a.id_col,
+                time: a.time_col,
+                lat: a.lat_col,
+                lon: a.lon_col,
+                speed: a.speed_col,
+                heading: a.heading_col,
+            };
+            (
+                gps_csv::import(
+                    &a.input,
+                    &a.common.out,
+                    &o,
+                    a.common.skip_bad,
+                    a.common.force,
+                )?,
+                a.common.out,
+                a.common.skip_bad,
+            )
+        }
+        ImportCmd::Lmrc(a) => {
+            let o = lmrc::LmrcOptions {
+                seed: a.common.seed,
+                speed_mps: a.speed,
+                max_stops: a.max_stops,
+                ..Default::default()
+            };
+            (
+                lmrc::import(
+                    &a.input,
+                    &a.common.out,
+                    &o,
+                    a.common.skip_bad,
+                    a.common.force,
+                )?,
+                a.common.out,
+                a.common.skip_bad,
+            )
+        }
+    };
+    print!("{}", report.render());
+    if skipped && !report.bad.is_empty() {
+        let p = out.join("bad_records.txt");
+        dfm::util::write_atomic(&p, (report.bad.join("\n") + "\n").as_bytes())?;
+        println!("bad records listed in {}", p.display());
+    }
+    println!("dataset written to {}", out.display());
+    Ok(())
 }
 
 /// Up to `n` samples of a dataset (default: the model's own, test split) for benchmarks.

@@ -122,7 +122,10 @@ fn batches_have_shapes_and_masks_for_missing_modalities() {
             for c in px.chunks(32 * 32) {
                 let mean = c.iter().sum::<f32>() / c.len() as f32;
                 let var = c.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c.len() as f32;
-                assert!(mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-2, "mean {mean} var {var}");
+                assert!(
+                    mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-2,
+                    "mean {mean} var {var}"
+                );
             }
         }
     }

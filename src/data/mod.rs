@@ -1,5 +1,6 @@
 //! Data: the sample schema, the simulator, shards, manifest, loader and inspection.
 
+pub mod import;
 pub mod inspect;
 pub mod loader;
 pub mod manifest;
@@ -7,3 +8,4 @@ pub mod npy;
 pub mod sample;
 pub mod shards;
 pub mod synth;
+pub mod writer;

@@ -16,8 +16,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this schema, written into every manifest and export bundle.
-/// Bump it when a field changes meaning or a required field is added.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bump it when a field changes meaning or is added (v2: `context.zone`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -117,7 +117,7 @@ impl RoadClass {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Context {
     /// Local hour of day at `t0`, in [0, 24).
@@ -133,6 +133,9 @@ pub struct Context {
     /// Class of the road the vehicle is on at `t0` (map-matched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub road_class: Option<RoadClass>,
+    /// Delivery zone the vehicle is in (same naming as `stops[].zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Building density of the delivery zone around the vehicle, in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_density: Option<f32>,

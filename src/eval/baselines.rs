@@ -7,7 +7,8 @@
 //! - ETA: straight-line distance to each stop over the region's mean speed, where the mean speed
 //!   of a region is total distance over total arrival time on the training split.
 //! - Outcomes: the training split's base rates of on-time and delivered.
-//! - Next stop: nearest stop first (straight-line distance).
+//! - Next stop: nearest stop first (straight-line distance); same zone then nearest (stops in
+//!   the vehicle's delivery zone first).
 
 use crate::data::sample::{Region, Sample};
 use crate::frame::LocalFrame;
@@ -69,6 +70,21 @@ pub fn nearest_first_scores(s: &Sample, frame: &LocalFrame) -> Vec<f64> {
         .map(|st| {
             let (x, y) = frame.to_local(st.lat, st.lon);
             -(x * x + y * y).sqrt()
+        })
+        .collect()
+}
+
+/// Scores for same-zone-then-nearest: stops in the vehicle's zone before all others.
+pub fn same_zone_nearest_scores(s: &Sample, frame: &LocalFrame) -> Vec<f64> {
+    nearest_first_scores(s, frame)
+        .into_iter()
+        .zip(&s.stops)
+        .map(|(d, st)| {
+            if s.context.zone.is_some() && st.zone != s.context.zone {
+                d - 1e9
+            } else {
+                d
+            }
         })
         .collect()
 }
@@ -150,6 +166,7 @@ mod tests {
                 weather: None,
                 peak_day: None,
                 road_class: None,
+                zone: None,
                 zone_density: None,
                 depot: None,
             },

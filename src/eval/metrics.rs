@@ -296,6 +296,8 @@ pub struct NextStopMetrics {
     pub accuracy: f64,
     /// Absent when no sample has the true order of two or more stops.
     pub krc: Option<f64>,
+    /// Greedy roll-out of whole routes (route datasets only).
+    pub rollout: Option<super::rollout::RolloutMetrics>,
 }
 
 /// Kendall's tau-b between two score lists (higher = earlier), ties counted per tau-b.
@@ -352,6 +354,7 @@ impl NextStopAcc {
             hr_at_3: self.hit3 as f64 / self.n.max(1) as f64,
             accuracy: self.top1 as f64 / self.n.max(1) as f64,
             krc: (self.krc_n > 0).then(|| self.krc_sum / self.krc_n as f64),
+            rollout: None,
         })
     }
 }

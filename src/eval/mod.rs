@@ -8,6 +8,8 @@ pub mod baselines;
 pub mod metrics;
 pub mod plots;
 pub mod report;
+pub mod rollout;
+pub mod sequence;
 pub mod source;
 
 use crate::batch::{Batch, FeatureBatcher};
@@ -112,6 +114,9 @@ pub struct Truth {
     delivered: Option<bool>,
     next: Option<usize>,
     nearest: Vec<f64>,
+    same_zone: Vec<f64>,
+    /// The raw decision, kept for route roll-outs (route datasets only).
+    decision: Option<crate::Sample>,
     slices: [String; 3],
     history: Vec<[f64; 2]>,
     raster: Option<(Rgb8, f32, [f32; 2])>,
@@ -143,6 +148,7 @@ struct Acc {
     delivered_base: BinaryAcc,
     next: NextStopAcc,
     next_base: NextStopAcc,
+    next_zone: NextStopAcc,
 }
 
 fn top_mode(p: &[f64]) -> usize {
@@ -185,6 +191,8 @@ impl Acc {
             self.next.add(&p.next[..n], t.next, order.as_deref());
             self.next_base
                 .add(&t.nearest[..n], t.next, order.as_deref());
+            self.next_zone
+                .add(&t.same_zone[..n], t.next, order.as_deref());
         }
     }
 
@@ -239,6 +247,13 @@ impl Acc {
             "nearest_stop_first".into(),
             Metrics {
                 next_stop: self.next_base.finish(),
+                ..Default::default()
+            },
+        );
+        b.insert(
+            "same_zone_nearest_first".into(),
+            Metrics {
+                next_stop: self.next_zone.finish(),
                 ..Default::default()
             },
         );
@@ -310,6 +325,7 @@ pub fn evaluate(
     o.check()?;
     let spec = norm.spec.clone();
     let step = spec.future_step_s as f64;
+    let routes_mode = manifest.source == "lmrc";
     let stats2 = stats.clone();
     let n2 = norm.clone();
     let per_sample = Arc::new(move |s: crate::Sample| {
@@ -337,6 +353,8 @@ pub fn evaluate(
             delivered: t.and_then(|t| t.delivered),
             next: t.and_then(|t| t.next_stop),
             nearest: baselines::nearest_first_scores(&s, &frame),
+            same_zone: baselines::same_zone_nearest_scores(&s, &frame),
+            decision: routes_mode.then(|| s.clone()),
             slices: [
                 s.region.name().to_string(),
                 s.context
@@ -374,6 +392,7 @@ pub fn evaluate(
     let mut groups: [BTreeMap<String, Acc>; 3] = Default::default();
     let mut horizon = vec![[0f64; 4]; fl];
     let mut horizon_n = 0u64;
+    let mut route_logs: BTreeMap<String, rollout::RouteLog> = BTreeMap::new();
     let mut plot = PlotData {
         calibration: Calibration {
             p50_bins: vec![(0.0, 0.0, 0); P50_EDGES_S.len()],
@@ -428,6 +447,9 @@ pub fn evaluate(
                 next: next[i * n..(i + 1) * n].iter().map(|&x| x as f64).collect(),
             };
             all.add(&pred, stats, miss);
+            if let Some(d) = &t.decision {
+                route_logs.entry(d.route_id.clone()).or_default().add(d);
+            }
             for (g, key) in groups.iter_mut().zip(&t.slices) {
                 g.entry(key.clone()).or_default().add(&pred, stats, miss);
             }
@@ -485,7 +507,32 @@ pub fn evaluate(
             }
         }
     }
-    let (model_m, baselines) = all.finish(k, miss);
+    let (mut model_m, mut baselines) = all.finish(k, miss);
+    if !route_logs.is_empty() {
+        let bs = o.batch_size;
+        let chooser = rollout::model_chooser(&model, norm, device);
+        let runs: [(&str, Option<rollout::RolloutMetrics>); 3] = [
+            ("model", rollout::run(&route_logs, &chooser, bs)),
+            (
+                "nearest_stop_first",
+                rollout::run(&route_logs, &rollout::nearest_chooser(false), bs),
+            ),
+            (
+                "same_zone_nearest_first",
+                rollout::run(&route_logs, &rollout::nearest_chooser(true), bs),
+            ),
+        ];
+        for (who, r) in runs {
+            let m = if who == "model" {
+                model_m.next_stop.as_mut()
+            } else {
+                baselines.get_mut(who).and_then(|b| b.next_stop.as_mut())
+            };
+            if let Some(m) = m {
+                m.rollout = r;
+            }
+        }
+    }
     let slice_map = |g: &BTreeMap<String, Acc>| -> BTreeMap<String, Slice> {
         g.iter()
             .map(|(name, acc)| {

@@ -229,6 +229,39 @@ impl EvalReport {
             "nearest stop first",
             b("nearest_stop_first").and_then(|m| m.next_stop.as_ref()),
         );
+        next_row(
+            &mut s,
+            "same zone, then nearest",
+            b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
+        );
+        let rollouts: Vec<(&str, &super::rollout::RolloutMetrics)> = [
+            ("model", self.next_stop.as_ref()),
+            (
+                "nearest stop first",
+                b("nearest_stop_first").and_then(|m| m.next_stop.as_ref()),
+            ),
+            (
+                "same zone, then nearest",
+                b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(n, m)| Some((n, m?.rollout.as_ref()?)))
+        .collect();
+        if !rollouts.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nroute roll-out (greedy){:<5}{:>9}{:>9}{:>9}",
+                "", "routes", "KRC", "score"
+            );
+            for (n, r) in rollouts {
+                let _ = writeln!(
+                    s,
+                    "  {n:<26}{:>9}{:>9.3}{:>9.4}",
+                    r.routes, r.krc, r.sequence_score
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "\nslices{:<22}{:>8}{:>10}{:>10}{:>9}{:>9}{:>9}{:>9}{:>8}",

@@ -9,9 +9,9 @@ pub mod samples;
 pub mod sensors;
 pub mod world;
 
-use crate::data::manifest::{Coverage, FORMAT, Manifest, SplitInfo, StatsAcc};
-use crate::data::sample::{SCHEMA_VERSION, Spec};
-use crate::data::shards::{Record, ShardWriter, encode};
+use crate::data::manifest::{Coverage, Manifest, StatsAcc};
+use crate::data::sample::Spec;
+use crate::data::shards::{Record, encode};
 use crate::features::accumulate_stats;
 use anyhow::Context as _;
 use rand::seq::SliceRandom;
@@ -187,7 +187,8 @@ pub fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
 /// Simulates the world and writes the sharded dataset into `out`.
 pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Manifest> {
     cfg.validate()?;
-    prepare_out_dir(out, force)?;
+    let mut writer =
+        crate::data::writer::DatasetWriter::new(out, cfg.spec.clone(), cfg.shard_size, force)?;
     let areas: Vec<world::Area> = (0..cfg.areas)
         .map(|i| world::Area::generate(cfg.seed, i))
         .collect();
@@ -195,10 +196,6 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
         .map(|n| n.get())
         .unwrap_or(2);
     let chunk = (threads * 4).max(8);
-    let mut writers: BTreeMap<&'static str, ShardWriter> = BTreeMap::new();
-    let mut splits: BTreeMap<String, SplitInfo> = BTreeMap::new();
-    let mut stats = StatsAcc::default();
-    let mut coverage = Coverage::default();
     let bar = crate::progress::bar(cfg.routes as u64, "simulating routes");
     for (ci, start) in (0..cfg.routes).step_by(chunk).enumerate() {
         let end = (start + chunk).min(cfg.routes);
@@ -227,15 +224,15 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
             all.into_iter().map(|(_, r)| r).collect()
         });
         // Mix the samples of the routes of this chunk inside each split, deterministically.
-        let mut per_split: BTreeMap<&'static str, Vec<Record>> = BTreeMap::new();
+        let mut per_split: BTreeMap<&'static str, Vec<(String, Record)>> = BTreeMap::new();
         for o in outs {
             let o = o?;
-            stats.merge(&o.stats);
-            coverage.merge(&o.coverage);
-            let info = splits.entry(o.split.to_string()).or_default();
-            info.samples += o.records.len();
-            info.routes.push(o.route_id);
-            per_split.entry(o.split).or_default().extend(o.records);
+            writer.merge_stats(&o.stats, &o.coverage);
+            let id = o.route_id;
+            per_split
+                .entry(o.split)
+                .or_default()
+                .extend(o.records.into_iter().map(|r| (id.clone(), r)));
         }
         for (split, mut recs) in per_split {
             let mut r = rng::stream(
@@ -244,28 +241,12 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
                 &[ci as u64, split.len() as u64, split.as_bytes()[0] as u64],
             );
             recs.shuffle(&mut r);
-            let w = writers
-                .entry(split)
-                .or_insert_with(|| ShardWriter::new(out, split, cfg.shard_size));
-            for rec in &recs {
-                w.append(rec)?;
+            for (id, rec) in &recs {
+                writer.add_encoded(split, id, rec)?;
             }
         }
     }
     bar.finish_and_clear();
-    for (split, w) in writers {
-        splits.entry(split.to_string()).or_default().shards = w.finish()?;
-    }
-    let manifest = Manifest {
-        format: FORMAT.to_string(),
-        schema_version: SCHEMA_VERSION,
-        source: "synth".to_string(),
-        spec: cfg.spec.clone(),
-        splits,
-        norm: stats.finish(),
-        coverage,
-        generator: serde_json::to_value(cfg)?,
-    };
-    manifest.write(out)?;
+    let manifest = writer.finish("synth", serde_json::to_value(cfg)?)?;
     Ok(manifest)
 }

@@ -181,6 +181,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
                 weather: Some(route.cond.weather),
                 peak_day: Some(route.cond.peak),
                 road_class: Some(track.class_at(this_t0)),
+                zone: Some(area.zone_name(area.zone_of(here))),
                 zone_density: Some((area.zone_density[area.zone_of(here)] * 100.0).round() / 100.0),
                 depot: Some(depot),
             },

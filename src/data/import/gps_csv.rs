@@ -1,0 +1,250 @@
+//! A generic GPS CSV: a header and at least `trajectory_id,timestamp,lat,lon` (UNIX seconds),
+//! optionally `speed` (m/s) and `heading` (degrees); column names can be changed. Fleet data is
+//! often sparse (one fix every 10-15 s): trajectories are cut at gaps longer than `max_gap_s`
+//! and resampled to `step_s`. Splits: trajectories starting on the last days of the data go to
+//! `test_days`; the others to `train`, `val` or `test` by a hash of their id.
+
+use super::{ImportReport, RawFix, WindowOptions, hash_split, local_day, resample, windows};
+use crate::data::sample::Region;
+use crate::data::writer::DatasetWriter;
+use crate::error::DataError;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Columns {
+    pub id: String,
+    pub time: String,
+    pub lat: String,
+    pub lon: String,
+    pub speed: String,
+    pub heading: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            id: "trajectory_id".into(),
+            time: "timestamp".into(),
+            lat: "lat".into(),
+            lon: "lon".into(),
+            speed: "speed".into(),
+            heading: "heading".into(),
+        }
+    }
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct CsvOptions {
+    pub columns: Columns,
+    pub window: WindowOptions,
+    pub val_frac: f64,
+    pub test_frac: f64,
+    /// Share of the distinct days (latest first) held out as `test_days`.
+    pub test_days: f64,
+    pub seed: u64,
+    pub shard_size: usize,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            columns: Columns::default(),
+            window: WindowOptions {
+                step_s: 10.0,
+                max_gap_s: 60.0,
+                history_len: 6,
+                future_len: 6,
+                stride: 1,
+                min_move_m: 5.0,
+                utc_offset_h: 0.0,
+            },
+            val_frac: 0.1,
+            test_frac: 0.1,
+            test_days: 0.1,
+            seed: 1,
+            shard_size: 2000,
+        }
+    }
+}
+
+/// Reads the CSV into trajectories (sorted by time). Bad rows are errors naming the file, the
+/// row and the column.
+pub fn read(
+    path: &Path,
+    c: &Columns,
+    report: &mut ImportReport,
+    skip_bad: bool,
+) -> Result<BTreeMap<String, Vec<RawFix>>, DataError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| DataError::file(path, format!("no header row: {e}")))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let need = |name: &str, flag: &str| {
+        col(name).ok_or_else(|| {
+            DataError::field(
+                path,
+                "header",
+                name,
+                format!(
+                    "column `{name}` is missing (columns: {}); rename with {flag}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    };
+    let (ci, ct, cla, clo) = (
+        need(&c.id, "--id-col")?,
+        need(&c.time, "--time-col")?,
+        need(&c.lat, "--lat-col")?,
+        need(&c.lon, "--lon-col")?,
+    );
+    let (cs, ch) = (col(&c.speed), col(&c.heading));
+    let mut out: BTreeMap<String, Vec<RawFix>> = BTreeMap::new();
+    for (i, row) in rdr.records().enumerate() {
+        report.records_read += 1;
+        let key = format!("row {}", i + 2);
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                report.bad(
+                    DataError::record(path, &key, format!("malformed row: {e}")),
+                    skip_bad,
+                )?;
+                continue;
+            }
+        };
+        let parsed = (|| -> Result<(String, RawFix), DataError> {
+            let get = |idx: usize, name: &str| -> Result<f64, DataError> {
+                let v = row.get(idx).unwrap_or("");
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| {
+                        DataError::field(path, &key, name, format!("`{v}` is not a finite number"))
+                    })
+            };
+            let opt = |idx: Option<usize>, name: &str| -> Result<Option<f32>, DataError> {
+                match idx.and_then(|i| row.get(i)).filter(|v| !v.is_empty()) {
+                    None => Ok(None),
+                    Some(_) => get(idx.unwrap(), name).map(|x| Some(x as f32)),
+                }
+            };
+            let lat = get(cla, &c.lat)?;
+            let lon = get(clo, &c.lon)?;
+            if !(-90.0..=90.0).contains(&lat) {
+                return Err(DataError::field(
+                    path,
+                    &key,
+                    &c.lat,
+                    format!("{lat} is not a latitude in [-90, 90]"),
+                ));
+            }
+            if !(-180.0..=180.0).contains(&lon) {
+                return Err(DataError::field(
+                    path,
+                    &key,
+                    &c.lon,
+                    format!("{lon} is not a longitude in [-180, 180]"),
+                ));
+            }
+            let speed = opt(cs, &c.speed)?;
+            if speed.is_some_and(|v| v < 0.0) {
+                return Err(DataError::field(path, &key, &c.speed, "negative speed"));
+            }
+            let heading = opt(ch, &c.heading)?.map(|h| h.rem_euclid(360.0));
+            let id = row.get(ci).unwrap_or("").to_string();
+            if id.is_empty() {
+                return Err(DataError::field(path, &key, &c.id, "empty trajectory id"));
+            }
+            Ok((
+                id,
+                RawFix {
+                    t: get(ct, &c.time)?,
+                    lat,
+                    lon,
+                    speed,
+                    heading,
+                },
+            ))
+        })();
+        match parsed {
+            Ok((id, f)) => out.entry(id).or_default().push(f),
+            Err(e) => report.bad(e, skip_bad)?,
+        }
+    }
+    for v in out.values_mut() {
+        *v = super::geolife::clean(std::mem::take(v), report);
+    }
+    Ok(out)
+}
+
+pub fn import(
+    input: &Path,
+    out: &Path,
+    o: &CsvOptions,
+    skip_bad: bool,
+    force: bool,
+) -> anyhow::Result<ImportReport> {
+    let mut report = ImportReport {
+        files: 1,
+        ..Default::default()
+    };
+    let trajs = read(input, &o.columns, &mut report, skip_bad)?;
+    anyhow::ensure!(!trajs.is_empty(), "{}: no trajectories", input.display());
+    let mut days: Vec<i64> = trajs
+        .values()
+        .filter_map(|v| v.first())
+        .map(|f| local_day(f.t, o.window.utc_offset_h))
+        .collect();
+    days.sort();
+    days.dedup();
+    let held =
+        ((days.len() as f64 * o.test_days).floor() as usize).min(days.len().saturating_sub(1));
+    let first_held = days.get(days.len() - held).copied().unwrap_or(i64::MAX);
+    let spec = super::geolife::spec(&o.window);
+    let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
+    for (id, fixes) in &trajs {
+        report.records_kept += fixes.len();
+        let split = if local_day(fixes[0].t, o.window.utc_offset_h) >= first_held {
+            "test_days"
+        } else {
+            hash_split(o.seed, id, o.val_frac, o.test_frac)
+        };
+        let (pieces, cuts) = resample(fixes, &o.window);
+        report.drop("trajectory cut at a gap (cuts)", cuts);
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        for (pi, piece) in pieces.iter().enumerate() {
+            let (samples, still) = windows(
+                piece,
+                &o.window,
+                id,
+                &format!("csv{safe}-{pi:03}"),
+                Region::Unknown,
+            );
+            report.drop("window does not move", still);
+            for s in &samples {
+                writer.add(split, s)?;
+                *report.samples.entry(split.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let mut generator = serde_json::to_value(o)?;
+    generator["report"] = serde_json::to_value(&report)?;
+    writer.finish("gps-csv", generator)?;
+    Ok(report)
+}

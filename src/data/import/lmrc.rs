@@ -1,0 +1,575 @@
+//! The Amazon Last Mile Routing Research Challenge layout: `route_data.json`,
+//! `package_data.json`, `actual_sequences.json` and, when present, `travel_times.json`. The
+//! files hold bare `NaN` tokens (as Python writes them), read here as missing values.
+//!
+//! Each route yields one next-stop sample per position of its actual sequence: the vehicle at
+//! the previous stop (the station first), all remaining stops as stop tokens (with zone, time
+//! window, planned service time, package count and volume), and the stop visited next as the
+//! label. Times come from `travel_times.json` when present, else from straight-line distances
+//! at `speed_mps`; they give the context's hour but are not labels (the data does not observe
+//! them). Where `scan_status` is present, `delivered` comes from it. Splits are by route.
+
+use super::ImportReport;
+use crate::data::sample::{Context, Fix, Region, Sample, Spec, Stop, Target};
+use crate::data::synth::rng;
+use crate::data::writer::DatasetWriter;
+use crate::error::DataError;
+use crate::frame::Enu;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct LmrcOptions {
+    /// Travel speed assumed without travel times, m/s.
+    pub speed_mps: f64,
+    /// Most stop tokens per sample (0: as many as the longest route needs).
+    pub max_stops: usize,
+    pub val_frac: f64,
+    pub test_frac: f64,
+    pub seed: u64,
+    pub shard_size: usize,
+}
+
+impl Default for LmrcOptions {
+    fn default() -> Self {
+        LmrcOptions {
+            speed_mps: 8.0,
+            max_stops: 0,
+            val_frac: 0.1,
+            test_frac: 0.1,
+            seed: 1,
+            shard_size: 2000,
+        }
+    }
+}
+
+/// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings by `null`.
+pub fn lenient_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut esc) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if let Some(tok) = ["-Infinity", "Infinity", "NaN"]
+            .iter()
+            .find(|t| rest.starts_with(**t))
+        {
+            out.push_str("null");
+            rest = &rest[tok.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn read_json(path: &Path) -> Result<Value, DataError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&lenient_json(&text))
+        .map_err(|e| DataError::file(path, format!("not valid JSON: {e}")))
+}
+
+#[derive(Clone, Debug)]
+pub struct StopInfo {
+    pub id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub station: bool,
+    pub zone: Option<String>,
+    pub tw: (Option<f64>, Option<f64>),
+    pub service_s: Option<f64>,
+    pub packages: u32,
+    pub volume_l: Option<f64>,
+    /// All packages delivered (from `scan_status`), when known.
+    pub delivered: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteData {
+    pub id: String,
+    pub departure: f64,
+    pub stops: BTreeMap<String, StopInfo>,
+    /// Stop ids in the driven order, the station first.
+    pub actual: Vec<String>,
+    pub travel: Option<BTreeMap<String, BTreeMap<String, f64>>>,
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) -> UNIX seconds.
+fn parse_utc(s: &str) -> Option<f64> {
+    let (d, t) = s.trim().split_once(' ')?;
+    super::parse_date_time(d, t)
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+/// Reads and checks the three (or four) files.
+pub fn read(
+    dir: &Path,
+    report: &mut ImportReport,
+    skip_bad: bool,
+) -> Result<Vec<RouteData>, DataError> {
+    let rpath = dir.join("route_data.json");
+    let ppath = dir.join("package_data.json");
+    let apath = dir.join("actual_sequences.json");
+    let tpath = dir.join("travel_times.json");
+    let routes = read_json(&rpath)?;
+    let packages = read_json(&ppath)?;
+    let actual = read_json(&apath)?;
+    report.files = 3;
+    let travel = if tpath.is_file() {
+        report.files += 1;
+        Some(read_json(&tpath)?)
+    } else {
+        None
+    };
+    let robj = routes
+        .as_object()
+        .ok_or_else(|| DataError::file(&rpath, "expected an object of routes"))?;
+    let mut out = Vec::new();
+    for (rid, r) in robj {
+        report.records_read += 1;
+        let res = (|| -> Result<RouteData, DataError> {
+            let f = |field: &str, msg: &str| DataError::field(&rpath, rid, field, msg.to_string());
+            let date = r["date_YYYY_MM_DD"]
+                .as_str()
+                .ok_or_else(|| f("date_YYYY_MM_DD", "missing or not a string"))?;
+            let time = r["departure_time_utc"]
+                .as_str()
+                .ok_or_else(|| f("departure_time_utc", "missing or not a string"))?;
+            let departure = super::parse_date_time(date, time)
+                .ok_or_else(|| f("departure_time_utc", "not a date and time"))?;
+            let sobj = r["stops"]
+                .as_object()
+                .ok_or_else(|| f("stops", "missing or not an object"))?;
+            let mut stops = BTreeMap::new();
+            for (sid, s) in sobj {
+                let sf = |field: &str, msg: String| {
+                    DataError::field(&rpath, rid, format!("stops.{sid}.{field}"), msg)
+                };
+                let lat =
+                    num(&s["lat"]).ok_or_else(|| sf("lat", "missing or not a number".into()))?;
+                let lon =
+                    num(&s["lng"]).ok_or_else(|| sf("lng", "missing or not a number".into()))?;
+                if !(-90.0..=90.0).contains(&lat) {
+                    return Err(sf("lat", format!("{lat} is not a latitude in [-90, 90]")));
+                }
+                if !(-180.0..=180.0).contains(&lon) {
+                    return Err(sf(
+                        "lng",
+                        format!("{lon} is not a longitude in [-180, 180]"),
+                    ));
+                }
+                let pk = &packages[rid.as_str()][sid.as_str()];
+                let (mut tw0, mut tw1, mut service, mut volume, mut n, mut delivered): (
+                    Option<f64>,
+                    Option<f64>,
+                    Option<f64>,
+                    Option<f64>,
+                    u32,
+                    Option<bool>,
+                ) = (None, None, None, None, 0, None);
+                if let Some(pkgs) = pk.as_object() {
+                    for (pid, p) in pkgs {
+                        n += 1;
+                        if let Some(a) = p["time_window"]["start_time_utc"].as_str() {
+                            let a = parse_utc(a).ok_or_else(|| {
+                                DataError::field(
+                                    &ppath,
+                                    rid,
+                                    format!("{sid}.{pid}.time_window.start_time_utc"),
+                                    "not a date and time",
+                                )
+                            })?;
+                            tw0 = Some(tw0.map_or(a, |x: f64| x.max(a)));
+                        }
+                        if let Some(b) = p["time_window"]["end_time_utc"].as_str() {
+                            let b = parse_utc(b).ok_or_else(|| {
+                                DataError::field(
+                                    &ppath,
+                                    rid,
+                                    format!("{sid}.{pid}.time_window.end_time_utc"),
+                                    "not a date and time",
+                                )
+                            })?;
+                            tw1 = Some(tw1.map_or(b, |x: f64| x.min(b)));
+                        }
+                        if let Some(st) = num(&p["planned_service_time_seconds"]) {
+                            service = Some(service.unwrap_or(0.0) + st);
+                        }
+                        let d = &p["dimensions"];
+                        if let (Some(x), Some(y), Some(z)) = (
+                            num(&d["depth_cm"]),
+                            num(&d["height_cm"]),
+                            num(&d["width_cm"]),
+                        ) {
+                            volume = Some(volume.unwrap_or(0.0) + x * y * z / 1000.0);
+                        }
+                        if let Some(status) = p["scan_status"].as_str() {
+                            let ok = status == "DELIVERED";
+                            delivered = Some(delivered.unwrap_or(true) && ok);
+                        }
+                    }
+                }
+                // A window that closes before it opens (packages with disjoint windows) is no window.
+                if let (Some(a), Some(b)) = (tw0, tw1)
+                    && b < a
+                {
+                    tw0 = None;
+                    tw1 = None;
+                }
+                stops.insert(
+                    sid.clone(),
+                    StopInfo {
+                        id: sid.clone(),
+                        lat,
+                        lon,
+                        station: s["type"].as_str() == Some("Station"),
+                        zone: s["zone_id"].as_str().map(str::to_string),
+                        tw: (tw0, tw1),
+                        service_s: service,
+                        packages: n,
+                        volume_l: volume.map(|v| (v * 10.0).round() / 10.0),
+                        delivered,
+                    },
+                );
+            }
+            let seq = actual[rid.as_str()]["actual"].as_object().ok_or_else(|| {
+                DataError::field(&apath, rid, "actual", "missing route or not an object")
+            })?;
+            let mut order: Vec<(i64, String)> = Vec::new();
+            for (sid, pos) in seq {
+                let p = pos.as_i64().ok_or_else(|| {
+                    DataError::field(
+                        &apath,
+                        rid,
+                        format!("actual.{sid}"),
+                        "not an integer position",
+                    )
+                })?;
+                if !stops.contains_key(sid) {
+                    return Err(DataError::field(
+                        &apath,
+                        rid,
+                        format!("actual.{sid}"),
+                        "a stop route_data.json does not list",
+                    ));
+                }
+                order.push((p, sid.clone()));
+            }
+            order.sort();
+            if order.len() != stops.len()
+                || order.iter().enumerate().any(|(i, (p, _))| *p != i as i64)
+            {
+                return Err(DataError::field(
+                    &apath,
+                    rid,
+                    "actual",
+                    format!(
+                        "positions are not 0..{} over all {} stops",
+                        stops.len(),
+                        stops.len()
+                    ),
+                ));
+            }
+            let actual: Vec<String> = order.into_iter().map(|(_, s)| s).collect();
+            if !stops[&actual[0]].station {
+                return Err(DataError::field(
+                    &apath,
+                    rid,
+                    "actual",
+                    format!("position 0 is `{}`, not the station", actual[0]),
+                ));
+            }
+            let travel = travel
+                .as_ref()
+                .and_then(|t| t[rid.as_str()].as_object())
+                .map(|m| {
+                    m.iter()
+                        .map(|(a, row)| {
+                            (
+                                a.clone(),
+                                row.as_object()
+                                    .map(|r| {
+                                        r.iter()
+                                            .filter_map(|(b, v)| Some((b.clone(), num(v)?)))
+                                            .collect()
+                                    })
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                });
+            Ok(RouteData {
+                id: rid.clone(),
+                departure,
+                stops,
+                actual,
+                travel,
+            })
+        })();
+        match res {
+            Ok(r) => {
+                report.records_kept += 1;
+                out.push(r)
+            }
+            Err(e) => report.bad(e, skip_bad)?,
+        }
+    }
+    Ok(out)
+}
+
+fn dist_m(a: &StopInfo, b: &StopInfo) -> f64 {
+    let (e, n) = Enu::new(a.lat, a.lon).to_en(b.lat, b.lon);
+    (e * e + n * n).sqrt()
+}
+
+impl RouteData {
+    /// Travel time between two stops: the route's matrix, or distance over `speed`.
+    pub fn travel_s(&self, a: &str, b: &str, speed: f64) -> f64 {
+        self.travel
+            .as_ref()
+            .and_then(|t| t.get(a)?.get(b).copied())
+            .unwrap_or_else(|| dist_m(&self.stops[a], &self.stops[b]) / speed)
+    }
+
+    /// Local time offset estimated from the longitude (solar time, whole hours).
+    fn utc_offset_h(&self) -> f64 {
+        (self.stops[&self.actual[0]].lon / 15.0).round()
+    }
+
+    /// The sample of the vehicle at `at` (just leaving it, at time `t`) with `remaining` stops to
+    /// visit; `next` labels the stop visited next. Stops are listed by id (the order carries no
+    /// meaning).
+    pub fn sample(
+        &self,
+        k: usize,
+        at: &str,
+        t: f64,
+        remaining: &[&str],
+        next: Option<&str>,
+    ) -> Sample {
+        let here = &self.stops[at];
+        let mut listed: Vec<&str> = remaining.to_vec();
+        listed.sort();
+        let local = t + self.utc_offset_h() * 3600.0;
+        let stops: Vec<Stop> = listed
+            .iter()
+            .map(|id| {
+                let s = &self.stops[*id];
+                Stop {
+                    id: s.id.clone(),
+                    lat: s.lat,
+                    lon: s.lon,
+                    tw_start: s.tw.0,
+                    tw_end: s.tw.1,
+                    service_s: s.service_s.map(|v| v as f32),
+                    packages: Some(s.packages),
+                    volume_l: s.volume_l.map(|v| v as f32),
+                    zone: s.zone.clone(),
+                }
+            })
+            .collect();
+        let next_idx = next.and_then(|n| listed.iter().position(|s| *s == n));
+        let delivered = next.and_then(|n| self.stops[n].delivered);
+        Sample {
+            key: format!("lm{}-{k:04}", safe_id(&self.id)),
+            route_id: self.id.clone(),
+            region: Region::Unknown,
+            t0: t,
+            context: Context {
+                hour: ((local.rem_euclid(86_400.0) / 3600.0) as f32).min(23.999),
+                weekday: ((local.div_euclid(86_400.0) as i64 + 3).rem_euclid(7)) as u8,
+                zone: here.zone.clone().filter(|_| !here.station),
+                depot: Some(crate::data::sample::LatLon {
+                    lat: self.stops[&self.actual[0]].lat,
+                    lon: self.stops[&self.actual[0]].lon,
+                }),
+                ..Default::default()
+            },
+            history: vec![Fix {
+                t,
+                lat: here.lat,
+                lon: here.lon,
+                speed: None,
+                heading: None,
+                accuracy: None,
+            }],
+            imu: None,
+            images: Vec::new(),
+            stops,
+            target: Some(Target {
+                next_stop: next_idx,
+                delivered,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// One sample per decision of the actual sequence.
+    pub fn samples(&self, speed: f64) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let mut t = self.departure;
+        for k in 1..self.actual.len() {
+            let at = &self.actual[k - 1];
+            if k > 1 {
+                t += self.travel_s(&self.actual[k - 2], at, speed)
+                    + self.stops[at].service_s.unwrap_or(0.0);
+            }
+            let remaining: Vec<&str> = self.actual[k..].iter().map(String::as_str).collect();
+            out.push(self.sample(k, at, t, &remaining, Some(&self.actual[k])));
+        }
+        out
+    }
+}
+
+fn safe_id(id: &str) -> String {
+    id.trim_start_matches("RouteID_")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect()
+}
+
+/// The shapes of an LMRC import: one fix of history, all remaining stops as tokens.
+pub fn spec(max_stops: usize) -> Spec {
+    Spec {
+        history_len: 1,
+        history_step_s: 1.0,
+        future_len: 1,
+        future_step_s: 1.0,
+        imu_len: 1,
+        imu_rate_hz: 1.0,
+        max_stops,
+    }
+}
+
+/// Splits routes: sorted by a hash of their id, the first `test_frac` (at least one when there
+/// are three or more routes) go to `test`, the next `val_frac` to `val`, the rest to `train`.
+pub fn route_splits(
+    ids: &[&str],
+    seed: u64,
+    val_frac: f64,
+    test_frac: f64,
+) -> BTreeMap<String, &'static str> {
+    let mut v: Vec<(u64, &str)> = ids
+        .iter()
+        .map(|id| (rng::hash(seed, id, &[]), *id))
+        .collect();
+    v.sort();
+    let n = v.len();
+    let at_least = |f: f64| {
+        if n >= 3 {
+            ((n as f64 * f).round() as usize).max(1)
+        } else {
+            0
+        }
+    };
+    let (nt, nv) = (at_least(test_frac), at_least(val_frac));
+    v.iter()
+        .enumerate()
+        .map(|(i, (_, id))| {
+            (
+                id.to_string(),
+                if i < nt {
+                    "test"
+                } else if i < nt + nv {
+                    "val"
+                } else {
+                    "train"
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn import(
+    input: &Path,
+    out: &Path,
+    o: &LmrcOptions,
+    skip_bad: bool,
+    force: bool,
+) -> anyhow::Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let routes = read(input, &mut report, skip_bad)?;
+    anyhow::ensure!(!routes.is_empty(), "{}: no routes", input.display());
+    let longest = routes.iter().map(|r| r.stops.len() - 1).max().unwrap_or(1);
+    let max_stops = if o.max_stops == 0 {
+        longest
+    } else {
+        o.max_stops
+    };
+    anyhow::ensure!(
+        max_stops <= 1024,
+        "--max-stops {max_stops}: at most 1024 stop tokens"
+    );
+    let ids: Vec<&str> = routes.iter().map(|r| r.id.as_str()).collect();
+    let splits = route_splits(&ids, o.seed, o.val_frac, o.test_frac);
+    let mut writer = DatasetWriter::new(out, spec(max_stops), o.shard_size, force)?;
+    for r in &routes {
+        let split = splits[&r.id];
+        for mut s in r.samples(o.speed_mps) {
+            if s.stops.len() > max_stops {
+                // Keep the nearest `max_stops` (the label is dropped when the next stop is not
+                // among them: the choice must not depend on the label).
+                let enu = Enu::new(s.history[0].lat, s.history[0].lon);
+                let next_id = s
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.next_stop)
+                    .map(|i| s.stops[i].id.clone());
+                let d = |st: &Stop| {
+                    let (e, n) = enu.to_en(st.lat, st.lon);
+                    e * e + n * n
+                };
+                s.stops.sort_by(|a, b| d(a).total_cmp(&d(b)));
+                s.stops.truncate(max_stops);
+                s.stops.sort_by(|a, b| a.id.cmp(&b.id));
+                let t = s.target.as_mut().unwrap();
+                t.next_stop = next_id.and_then(|n| s.stops.iter().position(|st| st.id == n));
+                if t.next_stop.is_none() {
+                    report.drop(
+                        "next stop not among the nearest --max-stops (label dropped)",
+                        1,
+                    );
+                }
+            }
+            writer.add(split, &s)?;
+            *report.samples.entry(split.to_string()).or_default() += 1;
+        }
+    }
+    let mut generator = serde_json::to_value(o)?;
+    generator["report"] = serde_json::to_value(&report)?;
+    generator["max_stops"] = max_stops.into();
+    writer.finish("lmrc", generator)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nan_tokens_become_null_outside_strings() {
+        let s = super::lenient_json(
+            r#"{"a": NaN, "b": "NaN", "c": [Infinity, -Infinity, 1.5], "d": "x\"NaN"}"#,
+        );
+        assert_eq!(
+            s,
+            r#"{"a": null, "b": "NaN", "c": [null, null, 1.5], "d": "x\"NaN"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert!(v["a"].is_null() && v["b"] == "NaN");
+    }
+}

@@ -1,0 +1,341 @@
+//! Importers of real public formats into the same sharded datasets as the simulator:
+//! GeoLife `.plt` trees, generic GPS CSV, and the Amazon Last Mile Routing Research Challenge.
+//! Each reports records read, kept and dropped (with the reason), and stops at the first bad
+//! record with an error naming the file, the record and the field, unless `skip_bad`.
+
+pub mod geolife;
+pub mod gps_csv;
+pub mod lmrc;
+
+use crate::data::sample::{Context, Fix, Region, Sample, Target};
+use crate::data::synth::rng;
+use crate::error::DataError;
+use crate::frame::Enu;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What an import did, for the user and the manifest.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct ImportReport {
+    pub files: usize,
+    pub records_read: usize,
+    pub records_kept: usize,
+    /// Records (or samples) dropped, by reason.
+    pub dropped: BTreeMap<String, usize>,
+    pub samples: BTreeMap<String, usize>,
+    /// Bad records skipped with `--skip-bad` (file, record, field, message).
+    pub bad: Vec<String>,
+}
+
+impl ImportReport {
+    pub fn drop(&mut self, reason: &str, n: usize) {
+        if n > 0 {
+            *self.dropped.entry(reason.to_string()).or_default() += n;
+        }
+    }
+
+    /// Handles a bad record: an error, or (with `skip_bad`) a count and a line in the report.
+    pub fn bad(&mut self, e: DataError, skip_bad: bool) -> Result<(), DataError> {
+        if !skip_bad {
+            return Err(e);
+        }
+        self.drop("bad record", 1);
+        self.bad.push(e.to_string());
+        Ok(())
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "files read:      {}", self.files);
+        let _ = writeln!(s, "records read:    {}", self.records_read);
+        let _ = writeln!(s, "records kept:    {}", self.records_kept);
+        for (r, n) in &self.dropped {
+            let _ = writeln!(s, "  dropped {n:>8}  {r}");
+        }
+        let total: usize = self.samples.values().sum();
+        let _ = writeln!(s, "samples written: {total}");
+        for (split, n) in &self.samples {
+            let _ = writeln!(s, "  {split:<10} {n:>8}");
+        }
+        for b in self.bad.iter().take(5) {
+            let _ = writeln!(s, "  skipped: {b}");
+        }
+        if self.bad.len() > 5 {
+            let _ = writeln!(s, "  ... and {} more bad records", self.bad.len() - 5);
+        }
+        s
+    }
+}
+
+/// A raw fix as read from a file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RawFix {
+    pub t: f64,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed: Option<f32>,
+    pub heading: Option<f32>,
+}
+
+/// How trajectories become samples.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct WindowOptions {
+    /// Resampling step, seconds.
+    pub step_s: f64,
+    /// A gap longer than this cuts the trip (no interpolation across it).
+    pub max_gap_s: f64,
+    pub history_len: usize,
+    pub future_len: usize,
+    /// Steps between consecutive windows.
+    pub stride: usize,
+    /// Keep a window only if some point lies this far from the position at t0.
+    pub min_move_m: f64,
+    /// Local time = UTC + this, hours (for the context's hour and weekday).
+    pub utc_offset_h: f64,
+}
+
+fn lerp_angle(a: f32, b: f32, u: f64) -> f32 {
+    let d = ((b - a + 540.0) % 360.0) - 180.0;
+    (a + d * u as f32).rem_euclid(360.0)
+}
+
+/// Cuts a time-sorted trajectory at gaps and resamples each piece to the step (linear in
+/// position and speed, circular in heading). Returns the pieces and the number of cuts.
+pub fn resample(fixes: &[RawFix], o: &WindowOptions) -> (Vec<Vec<RawFix>>, usize) {
+    let mut pieces: Vec<&[RawFix]> = Vec::new();
+    let mut start = 0;
+    let mut cuts = 0;
+    for i in 1..=fixes.len() {
+        if i == fixes.len() || fixes[i].t - fixes[i - 1].t > o.max_gap_s {
+            if i < fixes.len() {
+                cuts += 1;
+            }
+            pieces.push(&fixes[start..i]);
+            start = i;
+        }
+    }
+    let out = pieces
+        .into_iter()
+        .filter(|p| p.len() >= 2)
+        .map(|p| {
+            let mut v = Vec::new();
+            let mut j = 0;
+            let mut t = p[0].t;
+            while t <= p[p.len() - 1].t + 1e-9 {
+                while j + 1 < p.len() - 1 && p[j + 1].t < t {
+                    j += 1;
+                }
+                let (a, b) = (p[j], p[(j + 1).min(p.len() - 1)]);
+                let u = if b.t > a.t {
+                    ((t - a.t) / (b.t - a.t)).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                v.push(RawFix {
+                    t,
+                    lat: a.lat + u * (b.lat - a.lat),
+                    lon: a.lon + u * (b.lon - a.lon),
+                    speed: match (a.speed, b.speed) {
+                        (Some(x), Some(y)) => Some(x + (y - x) * u as f32),
+                        _ => None,
+                    },
+                    heading: match (a.heading, b.heading) {
+                        (Some(x), Some(y)) => Some(lerp_angle(x, y, u)),
+                        _ => None,
+                    },
+                });
+                t += o.step_s;
+            }
+            v
+        })
+        .collect();
+    (out, cuts)
+}
+
+fn round7(x: f64) -> f64 {
+    (x * 1e7).round() / 1e7
+}
+
+/// Trajectory samples (history -> future) over a resampled piece. Returns the samples and the
+/// number of windows dropped for not moving.
+pub fn windows(
+    piece: &[RawFix],
+    o: &WindowOptions,
+    route_id: &str,
+    key_prefix: &str,
+    region: Region,
+) -> (Vec<Sample>, usize) {
+    let (h, f) = (o.history_len, o.future_len);
+    let mut out = Vec::new();
+    let mut still = 0;
+    if piece.len() < h + f {
+        return (out, 0);
+    }
+    let mut i = h - 1;
+    while i + f < piece.len() {
+        let now = piece[i];
+        let enu = Enu::new(now.lat, now.lon);
+        let far = piece[i + 1 - h..=i + f].iter().any(|p| {
+            let (e, n) = enu.to_en(p.lat, p.lon);
+            (e * e + n * n).sqrt() > o.min_move_m
+        });
+        if !far {
+            still += 1;
+            i += o.stride.max(1);
+            continue;
+        }
+        let local = now.t + o.utc_offset_h * 3600.0;
+        let history = piece[i + 1 - h..=i]
+            .iter()
+            .map(|p| Fix {
+                t: p.t,
+                lat: round7(p.lat),
+                lon: round7(p.lon),
+                speed: p.speed,
+                heading: p.heading,
+                accuracy: None,
+            })
+            .collect();
+        out.push(Sample {
+            key: format!("{key_prefix}-{i:05}"),
+            route_id: route_id.to_string(),
+            region,
+            t0: now.t,
+            context: Context {
+                hour: ((local.rem_euclid(86_400.0) / 3600.0) as f32).min(23.999),
+                // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+                weekday: ((local.div_euclid(86_400.0) as i64 + 3).rem_euclid(7)) as u8,
+                ..Default::default()
+            },
+            history,
+            imu: None,
+            images: Vec::new(),
+            stops: Vec::new(),
+            target: Some(Target {
+                future_step_s: Some(o.step_s as f32),
+                future: piece[i + 1..=i + f]
+                    .iter()
+                    .map(|p| [round7(p.lat), round7(p.lon)])
+                    .collect(),
+                ..Default::default()
+            }),
+        });
+        i += o.stride.max(1);
+    }
+    (out, still)
+}
+
+/// A UTC day number (days since 1970-01-01) of a time, in local time.
+pub fn local_day(t: f64, utc_offset_h: f64) -> i64 {
+    (t + utc_offset_h * 3600.0).div_euclid(86_400.0) as i64
+}
+
+/// Deterministic split of a unit (a route, a user-day, a trajectory) by hashing its id:
+/// `test_frac`, then `val_frac`, then train.
+pub fn hash_split(seed: u64, id: &str, val_frac: f64, test_frac: f64) -> &'static str {
+    let mut h = rng::mix(seed);
+    for b in id.bytes() {
+        h = rng::mix(h ^ b as u64);
+    }
+    let u = rng::unit(h);
+    if u < test_frac {
+        "test"
+    } else if u < test_frac + val_frac {
+        "val"
+    } else {
+        "train"
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD` and `HH:MM:SS` (UTC) into UNIX seconds.
+pub fn parse_date_time(date: &str, time: &str) -> Option<f64> {
+    let d: Vec<i64> = date
+        .trim()
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<f64> = time
+        .trim()
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3
+        || t.len() != 3
+        || !(1..=12).contains(&d[1])
+        || !(1..=31).contains(&d[2])
+        || t[0] >= 24.0
+        || t[1] >= 60.0
+        || t[2] >= 61.0
+    {
+        return None;
+    }
+    Some(days_from_civil(d[0], d[1], d[2]) as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(
+            parse_date_time("2008-10-23", "02:53:04"),
+            Some(1_224_730_384.0)
+        );
+        assert_eq!(parse_date_time("2008-13-23", "02:53:04"), None);
+    }
+
+    #[test]
+    fn gaps_cut_and_resampling_interpolates() {
+        let o = WindowOptions {
+            step_s: 5.0,
+            max_gap_s: 30.0,
+            history_len: 2,
+            future_len: 2,
+            stride: 1,
+            min_move_m: 5.0,
+            utc_offset_h: 0.0,
+        };
+        let f = |t: f64, lat: f64| RawFix {
+            t,
+            lat,
+            lon: 0.0,
+            speed: None,
+            heading: None,
+        };
+        let fixes = vec![
+            f(0.0, 0.0),
+            f(10.0, 0.001),
+            f(100.0, 0.002),
+            f(103.0, 0.003),
+            f(110.0, 0.004),
+        ];
+        let (pieces, cuts) = resample(&fixes, &o);
+        assert_eq!(cuts, 1);
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            pieces[0].iter().map(|p| p.t).collect::<Vec<_>>(),
+            vec![0.0, 5.0, 10.0]
+        );
+        assert!((pieces[0][1].lat - 0.0005).abs() < 1e-12);
+        assert_eq!(
+            pieces[1].iter().map(|p| p.t).collect::<Vec<_>>(),
+            vec![100.0, 105.0, 110.0]
+        );
+        // 105 s lies between 103 (0.003) and 110 (0.004).
+        assert!((pieces[1][1].lat - (0.003 + 0.001 * 2.0 / 7.0)).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,235 @@
+//! Greedy roll-out of whole routes (route datasets such as the LMRC import, whose samples are
+//! the decisions of a route: the vehicle at a stop, the remaining stops, the next one). From each
+//! route's first decision, the predictor picks the next stop, the vehicle moves there (time
+//! advances by the travel time and the stop's service time), and so on until every stop is
+//! ordered; the order is compared with the driven one (Kendall's tau, challenge score).
+
+use super::sequence::{lmrc_score, order_krc};
+use crate::batch::FeatureBatcher;
+use crate::data::sample::{Fix, Sample};
+use crate::features::Normalizer;
+use crate::frame::Enu;
+use crate::model::{DfmModel, TokenMasks};
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Speed assumed for travel between stops, m/s (as the LMRC importer's default).
+pub const SPEED_MPS: f64 = 8.0;
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct RolloutMetrics {
+    pub routes: usize,
+    /// Kendall's tau between predicted and driven positions, mean over routes.
+    pub krc: f64,
+    /// The challenge's score (lower is better), mean over routes.
+    pub sequence_score: f64,
+}
+
+/// What a route needs for its roll-out, gathered while streaming its decisions.
+#[derive(Default)]
+pub struct RouteLog {
+    /// The decision with the most stops (the first one: all stops remain).
+    pub start: Option<Sample>,
+    /// (decision key, next stop id) of every decision.
+    pub nexts: Vec<(String, String)>,
+}
+
+impl RouteLog {
+    pub fn add(&mut self, s: &Sample) {
+        if let Some(k) = s.target.as_ref().and_then(|t| t.next_stop) {
+            self.nexts.push((s.key.clone(), s.stops[k].id.clone()));
+        }
+        if self
+            .start
+            .as_ref()
+            .is_none_or(|st| s.stops.len() > st.stops.len())
+        {
+            let mut st = s.clone();
+            st.target = None;
+            self.start = Some(st);
+        }
+    }
+
+    /// The driven order of the stops (ids), when the log covers the whole route.
+    fn actual(&self) -> Option<Vec<String>> {
+        let start = self.start.as_ref()?;
+        let mut n = self.nexts.clone();
+        n.sort();
+        let order: Vec<String> = n.into_iter().map(|x| x.1).collect();
+        (order.len() == start.stops.len()).then_some(order)
+    }
+}
+
+/// The decision after visiting stop `idx` of `s`.
+pub fn advance(s: &Sample, idx: usize) -> Sample {
+    let st = &s.stops[idx];
+    let here = s.history.last().expect("validated");
+    let (e, n) = Enu::new(here.lat, here.lon).to_en(st.lat, st.lon);
+    let dt = (e * e + n * n).sqrt() / SPEED_MPS + st.service_s.unwrap_or(0.0) as f64;
+    let mut next = s.clone();
+    next.t0 = s.t0 + dt;
+    next.history = vec![Fix {
+        t: next.t0,
+        lat: st.lat,
+        lon: st.lon,
+        speed: None,
+        heading: None,
+        accuracy: None,
+    }];
+    next.context.zone = st.zone.clone();
+    let h = next.context.hour as f64 + dt / 3600.0;
+    next.context.hour = (h.rem_euclid(24.0) as f32).min(23.999);
+    next.context.weekday =
+        ((next.context.weekday as i64 + (h / 24.0).floor() as i64).rem_euclid(7)) as u8;
+    next.stops.remove(idx);
+    next.target = None;
+    next
+}
+
+/// Picks the next stop of a decision: the index of the highest score.
+pub type Chooser<'a> = dyn Fn(&[Sample]) -> Vec<usize> + 'a;
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).fold(0, |a, i| if v[i] > v[a] { i } else { a })
+}
+
+/// The model's next-stop pointer as a chooser.
+pub fn model_chooser<'a>(
+    model: &'a DfmModel,
+    norm: &'a Normalizer,
+    device: &'a Device,
+) -> impl Fn(&[Sample]) -> Vec<usize> + 'a {
+    move |batch: &[Sample]| {
+        let feats: Vec<_> = batch.iter().map(|s| norm.features(s)).collect();
+        let b = FeatureBatcher.batch(feats, device);
+        let masks = TokenMasks {
+            keep: super::keep_mask(&[], batch.len(), device),
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+        };
+        let logits: Vec<f32> = model
+            .forward(&b, &masks)
+            .next_logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32");
+        let n = norm.spec.max_stops;
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                argmax(
+                    &logits[i * n..i * n + s.stops.len().min(n)]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Nearest stop first; with `same_zone`, stops of the vehicle's zone first.
+pub fn nearest_chooser(same_zone: bool) -> impl Fn(&[Sample]) -> Vec<usize> {
+    move |batch: &[Sample]| {
+        batch
+            .iter()
+            .map(|s| {
+                let here = s.history.last().unwrap();
+                let enu = Enu::new(here.lat, here.lon);
+                let scores: Vec<f64> = s
+                    .stops
+                    .iter()
+                    .map(|st| {
+                        let (e, n) = enu.to_en(st.lat, st.lon);
+                        let other =
+                            same_zone && s.context.zone.is_some() && st.zone != s.context.zone;
+                        -(e * e + n * n).sqrt() - if other { 1e9 } else { 0.0 }
+                    })
+                    .collect();
+                argmax(&scores)
+            })
+            .collect()
+    }
+}
+
+/// Rolls every route out with `choose` (routes advance together, `batch` decisions at a time).
+pub fn run(
+    routes: &BTreeMap<String, RouteLog>,
+    choose: &Chooser,
+    batch: usize,
+) -> Option<RolloutMetrics> {
+    // (current decision, predicted order, driven order, first decision)
+    let mut items: Vec<(Sample, Vec<String>, Vec<String>, Sample)> = routes
+        .values()
+        .filter_map(|r| Some((r.start.clone()?, Vec::new(), r.actual()?, r.start.clone()?)))
+        .filter(|(s, _, _, _)| s.stops.len() >= 2)
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    loop {
+        let active: Vec<usize> = (0..items.len())
+            .filter(|&i| !items[i].0.stops.is_empty())
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        for chunk in active.chunks(batch.max(1)) {
+            let samples: Vec<Sample> = chunk.iter().map(|&i| items[i].0.clone()).collect();
+            for (&i, k) in chunk.iter().zip(choose(&samples)) {
+                let (s, order, _, _) = &mut items[i];
+                order.push(s.stops[k].id.clone());
+                *s = advance(s, k);
+            }
+        }
+    }
+    let (mut krc, mut score, mut n) = (0.0, 0.0, 0usize);
+    for (_, predicted, actual, start) in &items {
+        // Index 0 is the station (the start's position); stops follow in driven order.
+        let here = start.history.last().unwrap();
+        let pos: Vec<(f64, f64)> = std::iter::once((here.lat, here.lon))
+            .chain(actual.iter().map(|id| {
+                let st = start
+                    .stops
+                    .iter()
+                    .find(|s| &s.id == id)
+                    .expect("the driven stops are the start's stops");
+                (st.lat, st.lon)
+            }))
+            .collect();
+        let idx = |id: &String| actual.iter().position(|a| a == id).unwrap() + 1;
+        let cost: Vec<Vec<f64>> = pos
+            .iter()
+            .map(|a| {
+                let enu = Enu::new(a.0, a.1);
+                pos.iter()
+                    .map(|b| {
+                        let (e, n) = enu.to_en(b.0, b.1);
+                        (e * e + n * n).sqrt() / SPEED_MPS
+                    })
+                    .collect()
+            })
+            .collect();
+        let a: Vec<usize> = std::iter::once(0)
+            .chain(1..=actual.len())
+            .chain(std::iter::once(0))
+            .collect();
+        let p: Vec<usize> = std::iter::once(0)
+            .chain(predicted.iter().map(idx))
+            .chain(std::iter::once(0))
+            .collect();
+        score += lmrc_score(&a, &p, &cost);
+        krc += order_krc(&a[1..a.len() - 1], &p[1..p.len() - 1]).unwrap_or(0.0);
+        n += 1;
+    }
+    Some(RolloutMetrics {
+        routes: n,
+        krc: krc / n as f64,
+        sequence_score: score / n as f64,
+    })
+}
