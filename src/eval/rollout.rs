@@ -58,7 +58,12 @@ impl RouteLog {
         let mut n = self.nexts.clone();
         n.sort();
         let order: Vec<String> = n.into_iter().map(|x| x.1).collect();
-        (order.len() == start.stops.len()).then_some(order)
+        // The decisions must cover exactly the start's stops, each once.
+        let mut a: Vec<&String> = order.iter().collect();
+        let mut b: Vec<&String> = start.stops.iter().map(|s| &s.id).collect();
+        a.sort();
+        b.sort();
+        (a == b).then_some(order)
     }
 }
 
@@ -232,4 +237,108 @@ pub fn run(
         krc: krc / n as f64,
         sequence_score: score / n as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::{Context, Region, Stop, Target};
+
+    /// A route along a street east of the station: stops 100 m apart, driven in `order`.
+    fn route(order: &[usize]) -> RouteLog {
+        let stops: Vec<Stop> = (0..4)
+            .map(|i| Stop {
+                id: format!("s{i}"),
+                lat: 40.0,
+                lon: 0.0 + 0.001_2 * (i + 1) as f64,
+                tw_start: None,
+                tw_end: None,
+                service_s: Some(30.0),
+                packages: Some(1),
+                volume_l: None,
+                zone: None,
+            })
+            .collect();
+        let mut s = Sample {
+            key: "r-0001".into(),
+            route_id: "r".into(),
+            region: Region::Unknown,
+            t0: 0.0,
+            context: Context::default(),
+            history: vec![Fix {
+                t: 0.0,
+                lat: 40.0,
+                lon: 0.0,
+                speed: None,
+                heading: None,
+                accuracy: None,
+            }],
+            imu: None,
+            images: Vec::new(),
+            stops,
+            target: None,
+        };
+        let mut log = RouteLog::default();
+        for (k, &next) in order.iter().enumerate() {
+            let idx = s
+                .stops
+                .iter()
+                .position(|x| x.id == format!("s{next}"))
+                .unwrap();
+            let mut d = s.clone();
+            d.key = format!("r-{:04}", k + 1);
+            d.target = Some(Target {
+                next_stop: Some(idx),
+                ..Default::default()
+            });
+            log.add(&d);
+            s = advance(&s, idx);
+        }
+        log
+    }
+
+    fn roll(order: &[usize]) -> RolloutMetrics {
+        let routes: BTreeMap<String, RouteLog> = [("r".to_string(), route(order))].into();
+        run(&routes, &nearest_chooser(false), 4).unwrap()
+    }
+
+    #[test]
+    fn nearest_first_matches_a_driver_who_drives_outwards() {
+        let m = roll(&[0, 1, 2, 3]);
+        assert_eq!(m.routes, 1);
+        assert!((m.krc - 1.0).abs() < 1e-12);
+        assert!(m.sequence_score.abs() < 1e-12);
+    }
+
+    #[test]
+    fn other_drivers_give_lower_kendall() {
+        let m = roll(&[3, 2, 1, 0]);
+        assert!((m.krc + 1.0).abs() < 1e-12, "{}", m.krc);
+        // The challenge's sequence deviation counts jumps between driven neighbours, so the
+        // reverse of the driven order scores 0, as in the official scorer.
+        assert!(m.sequence_score.abs() < 1e-12);
+        // One swap: tau = 1 - 2 * 1 / 6, and a jump (nearest-first visits s0 before s1).
+        let m = roll(&[1, 0, 2, 3]);
+        assert!((m.krc - 2.0 / 3.0).abs() < 1e-12, "{}", m.krc);
+        assert!(m.sequence_score > 0.0);
+    }
+
+    #[test]
+    fn an_incomplete_route_is_not_rolled_out() {
+        let mut log = route(&[0, 1, 2, 3]);
+        log.nexts.pop();
+        let routes: BTreeMap<String, RouteLog> = [("r".to_string(), log)].into();
+        assert!(run(&routes, &nearest_chooser(false), 4).is_none());
+    }
+
+    #[test]
+    fn advancing_moves_the_vehicle_and_the_clock() {
+        let log = route(&[0, 1, 2, 3]);
+        let s = log.start.unwrap();
+        let n = advance(&s, 1);
+        assert_eq!(n.stops.len(), 3);
+        assert_eq!(n.history[0].lon, s.stops[1].lon);
+        let (e, _) = Enu::new(40.0, 0.0).to_en(40.0, s.stops[1].lon);
+        assert!((n.t0 - (e / SPEED_MPS + 30.0)).abs() < 1e-9);
+    }
 }
