@@ -4,7 +4,7 @@
 //! baseline of the evaluation; one implementation serves both.
 
 use crate::data::sample::Sample;
-use crate::frame::LocalFrame;
+use crate::frame::{Enu, LocalFrame};
 
 /// Velocity (forward, left) in m/s in the sample's local frame.
 pub fn velocity(s: &Sample, frame: &LocalFrame) -> (f64, f64) {
@@ -36,7 +36,8 @@ pub fn constant_velocity(s: &Sample, frame: &LocalFrame, n: usize, step: f64) ->
 }
 
 /// Yaw rate (rad/s, counter-clockwise positive, as in the local frame) from the last reported
-/// courses of a moving vehicle; 0 when they are missing.
+/// courses of a moving vehicle; when courses are not reported (GeoLife, many fleet CSVs), from
+/// the turn between the last two displacements; 0 when neither is usable.
 pub fn yaw_rate(s: &Sample) -> f64 {
     let moving: Vec<_> = s
         .history
@@ -44,7 +45,7 @@ pub fn yaw_rate(s: &Sample) -> f64 {
         .filter(|f| f.heading.is_some() && f.speed.is_some_and(|v| v >= 1.0))
         .collect();
     if moving.len() < 2 {
-        return 0.0;
+        return yaw_rate_from_positions(s);
     }
     let k = moving.len().min(3);
     let (a, b) = (moving[moving.len() - k], moving[moving.len() - 1]);
@@ -55,6 +56,31 @@ pub fn yaw_rate(s: &Sample) -> f64 {
     let dh = ((b.heading.unwrap() - a.heading.unwrap()) as f64 + 540.0).rem_euclid(360.0) - 180.0;
     // Heading grows clockwise; the local frame's angle grows counter-clockwise.
     (-dh.to_radians() / dt).clamp(-0.5, 0.5)
+}
+
+/// Yaw rate from the last three fixes: the change of direction between the two displacements
+/// over the time between their midpoints. 0 when the vehicle moves slower than 1 m/s on either
+/// (GPS jitter would dominate) or the fixes are more than 30 s apart.
+fn yaw_rate_from_positions(s: &Sample) -> f64 {
+    let n = s.history.len();
+    if n < 3 {
+        return 0.0;
+    }
+    let (a, b, c) = (&s.history[n - 3], &s.history[n - 2], &s.history[n - 1]);
+    let (dt1, dt2) = (b.t - a.t, c.t - b.t);
+    if dt1 <= 0.0 || dt2 <= 0.0 || dt1 > 30.0 || dt2 > 30.0 {
+        return 0.0;
+    }
+    let enu = Enu::new(c.lat, c.lon);
+    let (pa, pb) = (enu.to_en(a.lat, a.lon), enu.to_en(b.lat, b.lon));
+    let (d1, d2) = ((pb.0 - pa.0, pb.1 - pa.1), (-pb.0, -pb.1));
+    if d1.0.hypot(d1.1) < dt1 || d2.0.hypot(d2.1) < dt2 {
+        return 0.0;
+    }
+    let dth = (d2.1.atan2(d2.0) - d1.1.atan2(d1.0) + 3.0 * std::f64::consts::PI)
+        .rem_euclid(2.0 * std::f64::consts::PI)
+        - std::f64::consts::PI;
+    (dth / (0.5 * (dt1 + dt2))).clamp(-0.5, 0.5)
 }
 
 /// Constant speed and turn rate future positions (meters, local frame).
@@ -76,4 +102,61 @@ pub fn constant_turn_rate(s: &Sample, frame: &LocalFrame, n: usize, step: f64) -
         out.push([x, y]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::Fix;
+
+    /// A vehicle on a circle: 10 m/s, turning left at `w` rad/s, fixes every 5 s, no courses.
+    fn circle(w: f64) -> Sample {
+        let enu = Enu::new(40.0, 116.0);
+        let history = (0..6)
+            .map(|k| {
+                let t = 5.0 * k as f64;
+                let (x, y) = if w == 0.0 {
+                    (10.0 * t, 0.0)
+                } else {
+                    ((w * t).sin() * 10.0 / w, (1.0 - (w * t).cos()) * 10.0 / w)
+                };
+                let (lat, lon) = enu.to_lat_lon(x, y);
+                Fix {
+                    t,
+                    lat,
+                    lon,
+                    speed: None,
+                    heading: None,
+                    accuracy: None,
+                }
+            })
+            .collect();
+        Sample {
+            key: "k".into(),
+            route_id: "r".into(),
+            region: crate::data::sample::Region::Unknown,
+            t0: 25.0,
+            context: Default::default(),
+            history,
+            imu: None,
+            images: Vec::new(),
+            stops: Vec::new(),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn turn_rate_from_positions_when_courses_are_missing() {
+        for w in [0.05, -0.08, 0.0] {
+            let got = yaw_rate(&circle(w));
+            assert!((got - w).abs() < 1e-3, "{w}: {got}");
+        }
+        // A parked vehicle's jitter is not a turn.
+        let mut s = circle(0.05);
+        for (k, f) in s.history.iter_mut().enumerate() {
+            f.lat = 40.0 + 1e-6 * (k % 2) as f64;
+            f.lon = 116.0 + 1e-6 * (k % 3) as f64;
+        }
+        assert_eq!(yaw_rate(&s), 0.0);
+    }
 }

@@ -49,7 +49,7 @@ struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Override a config key: --set train.lr=3e-4 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1..)]
     set: Vec<String>,
     /// auto | flex | wgpu | cuda[:N] (default: the config's run.device).
     #[arg(long)]
@@ -171,7 +171,7 @@ struct ExportArgs {
 struct QuickstartArgs {
     #[arg(long, default_value = "configs/quickstart.toml")]
     config: PathBuf,
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1..)]
     set: Vec<String>,
     #[arg(long)]
     device: Option<String>,
@@ -327,6 +327,23 @@ struct SynthArgs {
     /// Replace a dataset already in the folder.
     #[arg(long)]
     force: bool,
+    /// Sample shapes (defaults: 30 history fixes at 1 s, 15 future positions at 2 s, 300 IMU
+    /// rows at 10 Hz, 8 stops). Match another dataset's shapes to pretrain for it, e.g. GeoLife:
+    /// --history-len 12 --history-step 5 --future-len 12 --future-step 5 --imu-len 12 --imu-rate 0.2
+    #[arg(long)]
+    history_len: Option<usize>,
+    #[arg(long)]
+    history_step: Option<f32>,
+    #[arg(long)]
+    future_len: Option<usize>,
+    #[arg(long)]
+    future_step: Option<f32>,
+    #[arg(long)]
+    imu_len: Option<usize>,
+    #[arg(long)]
+    imu_rate: Option<f32>,
+    #[arg(long)]
+    max_stops: Option<usize>,
 }
 
 #[derive(Args)]
@@ -347,8 +364,8 @@ struct InspectArgs {
 enum BenchCmd {
     /// Input pipeline throughput (read, decode, features, batches) per worker count.
     Loader(LoaderArgs),
-    /// Training step throughput and MFU (not built yet).
-    Train(NotYet),
+    /// Training step throughput, FLOPs, MFU against the device's matmul rate, step profile.
+    Train(BenchTrainArgs),
     /// Forward latency per batch size.
     Infer(InferArgs),
     /// Serving throughput and latency at several concurrencies (server and client on loopback).
@@ -369,6 +386,31 @@ struct InferArgs {
     iterations: usize,
     #[arg(long, default_value = "flex")]
     device: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// Experiment config (TOML); its data and model are used (the dataset is simulated when
+    /// `data.path` holds none and `data.synth_routes` is set).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key (repeatable), e.g. --set train.batch_size=64.
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1..)]
+    set: Vec<String>,
+    /// auto | flex | wgpu | cuda[:N] (default: the config's run.device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Side of the square matmul that measures the device's peak (default 1024 on the CPU,
+    /// 8192 on a GPU).
+    #[arg(long)]
+    matmul_size: Option<usize>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -418,17 +460,6 @@ struct LoaderArgs {
     json: Option<PathBuf>,
 }
 
-/// A command that is not built yet: it says so and exits non-zero.
-#[derive(Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-fn not_yet(what: &str, issue: u32) -> anyhow::Result<()> {
-    anyhow::bail!("`dfm {what}` is not built yet (tracked in issue {issue})")
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Data {
@@ -443,6 +474,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(s) = a.sample_every {
                 cfg.sample_every_s = s;
             }
+            let sp = &mut cfg.spec;
+            sp.history_len = a.history_len.unwrap_or(sp.history_len);
+            sp.history_step_s = a.history_step.unwrap_or(sp.history_step_s);
+            sp.future_len = a.future_len.unwrap_or(sp.future_len);
+            sp.future_step_s = a.future_step.unwrap_or(sp.future_step_s);
+            sp.imu_len = a.imu_len.unwrap_or(sp.imu_len);
+            sp.imu_rate_hz = a.imu_rate.unwrap_or(sp.imu_rate_hz);
+            sp.max_stops = a.max_stops.unwrap_or(sp.max_stops);
+            anyhow::ensure!(
+                sp.history_len >= 2
+                    && sp.future_len >= 1
+                    && sp.imu_len >= 1
+                    && sp.max_stops >= 1
+                    && sp.history_step_s > 0.0
+                    && sp.future_step_s > 0.0
+                    && sp.imu_rate_hz > 0.0,
+                "synth: lengths must be at least 1 (history 2) and steps and rates positive"
+            );
             let t = std::time::Instant::now();
             let m = dfm::data::synth::generate(&a.out, &cfg, a.force)?;
             let shards: usize = m.splits.values().map(|s| s.shards.len()).sum();
@@ -592,8 +641,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            cmd: BenchCmd::Train(_),
-        } => not_yet("bench train", 7),
+            cmd: BenchCmd::Train(a),
+        } => {
+            let cfg = dfm::config::Config::load(Some(&a.config), &a.set)?;
+            let (choice, index) = match &a.device {
+                Some(d) => dfm::device::parse(d)?,
+                None => (cfg.run.device, 0),
+            };
+            let sel = dfm::device::select(choice, index)?;
+            println!("device: {}", sel.description);
+            let cpu = sel.description.starts_with("flex");
+            let o = dfm::bench::train::Options {
+                steps: a.steps.max(1),
+                warmup: a.warmup,
+                matmul_size: a.matmul_size.unwrap_or(if cpu { 1024 } else { 8192 }),
+            };
+            let r = dfm::bench::train::run(
+                cfg,
+                &a.config.display().to_string(),
+                &sel.device,
+                &sel.description,
+                &o,
+            )?;
+            print!("{}", r.render());
+            if let Some(j) = a.json {
+                dfm::util::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+                println!("written to {}", j.display());
+            }
+            Ok(())
+        }
         Cmd::Bench {
             cmd: BenchCmd::Infer(a),
         } => {

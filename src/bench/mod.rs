@@ -3,3 +3,4 @@
 pub mod infer;
 pub mod loader;
 pub mod serve;
+pub mod train;

@@ -8,6 +8,7 @@
 //! their logits, delivery outcome) and the stop tokens (ETA quantiles, on-time, next-stop
 //! pointer). For pretraining, masked history/IMU patches and stops are reconstructed.
 
+pub mod flops;
 pub mod geo;
 pub mod heads;
 pub mod image;

@@ -360,7 +360,7 @@ fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
     crate::util::write_atomic(path, kept.as_bytes())
 }
 
-fn optimizer(cfg: &Config) -> ModuleOptimizer {
+pub fn optimizer(cfg: &Config) -> ModuleOptimizer {
     let clip = (cfg.train.grad_clip > 0.0)
         .then(|| GradientClippingConfig::Norm(cfg.train.grad_clip as f32));
     AdamWConfig::new()

@@ -1,0 +1,332 @@
+//! `dfm bench train`: the training step of a config, timed part by part (data wait, forward,
+//! backward, optimizer), its FLOPs counted from the config (`model::flops`), and the same
+//! device's matrix-multiply rate measured in the same run; their ratio is the model FLOP
+//! utilization (MFU). The step is the training loop's own (`train::micro_step` parts, the same
+//! loader, masks and optimizer), so what is measured is what `dfm train` runs.
+
+use crate::batch::FeatureBatcher;
+use crate::config::{Config, Objective};
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::model::flops;
+use crate::train::{Setup, StepInput, batch_loss, optimizer, token_masks};
+use burn::data::dataloader::batcher::Batcher;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Mean milliseconds per step of each part.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Profile {
+    /// Waiting for the loader's next batch (reading, decoding, features, tensors are built on
+    /// the loader's threads ahead of time; this is only what the step waited).
+    pub data_ms: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub step_ms: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct TrainBench {
+    pub bench: &'static str,
+    pub config: String,
+    pub device: String,
+    pub objective: String,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub warmup_steps: usize,
+    pub params: usize,
+    pub tokens_per_sample: usize,
+    pub samples_per_s: f64,
+    /// Samples per second of the model's step alone (forward, backward, optimizer; no data
+    /// wait): what a PyTorch reference timing a prebuilt batch compares with.
+    pub compute_samples_per_s: f64,
+    pub tokens_per_s: f64,
+    /// Forward FLOPs per sample x 3 (forward + backward).
+    pub flops_per_sample: f64,
+    pub forward_flops_per_sample: f64,
+    /// FLOP/s the training step achieved (compute time and data wait included).
+    pub achieved_flops: f64,
+    /// The device's measured matmul rate (`matmul_size`^3 square products).
+    pub peak_flops: f64,
+    pub matmul_size: usize,
+    pub mfu: f64,
+    /// MFU over the step without its data wait (what the model code reaches).
+    pub mfu_compute: f64,
+    pub profile: Profile,
+    /// Peak bytes the device allocator reserved (sampled after each part), when it reports it.
+    pub peak_device_mib: Option<f64>,
+    /// Peak resident memory of this process (Linux), MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// The largest FLOP terms, per sample, forward.
+    pub flops_by_part: BTreeMap<String, f64>,
+}
+
+/// FLOP/s of an `n x n` by `n x n` matmul on `device` (after one warm-up product).
+pub fn matmul_peak(device: &Device, n: usize, reps: usize) -> f64 {
+    let a = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+    let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+    let t = Instant::now();
+    for i in 0..reps {
+        // A fresh left operand each time, so nothing is cached.
+        let _ = (a.clone() + i as f32)
+            .matmul(b.clone())
+            .sum()
+            .into_scalar::<f32>();
+    }
+    reps as f64 * 2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64()
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub struct Options {
+    pub steps: usize,
+    pub warmup: usize,
+    pub matmul_size: usize,
+}
+
+pub fn run(
+    cfg: Config,
+    config_name: &str,
+    device: &Device,
+    device_name: &str,
+    o: &Options,
+) -> anyhow::Result<TrainBench> {
+    let setup = Setup::new(cfg)?;
+    let cfg = &setup.cfg;
+    let ad = device.clone().autodiff();
+    let mut model = setup.new_model(&ad);
+    let mut optim = optimizer(cfg);
+    let spec = &setup.manifest.spec;
+    let pretrain = cfg.train.objective == Objective::Pretrain;
+    let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, pretrain);
+    let tokens = flops::tokens(&cfg.model, spec, cfg.data.image_size).total;
+    let lopts = LoaderOptions {
+        batch_size: cfg.train.batch_size,
+        workers: cfg.data.workers,
+        prefetch: cfg.data.prefetch,
+        shuffle_buffer: cfg.data.shuffle_buffer,
+        seed: cfg.run.seed,
+        skip_bad: cfg.data.skip_bad,
+        drop_last: true,
+    };
+    let loader = Loader::new(&setup.data_dir, &setup.manifest, "train", lopts)?;
+    anyhow::ensure!(
+        loader.num_batches() > 0,
+        "the train split has less than one batch"
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
+    let mut prof = Profile::default();
+    let mut peak_dev: Option<u64> = None;
+    let mut sample_mem = |d: &Device| {
+        if let Some(u) = d.memory_pool_usage() {
+            peak_dev = Some(peak_dev.unwrap_or(0).max(u.bytes_reserved));
+        }
+    };
+    let (mut done, mut epoch) = (0usize, 0u64);
+    let total = o.warmup + o.steps;
+    let mut timed_start: Option<Instant> = None;
+    let mut timed_samples = 0usize;
+    while done < total {
+        let norm = setup.norm.clone();
+        let dev = ad.clone();
+        let mut batches = loader.epoch(
+            epoch,
+            0,
+            Arc::new(move |s| norm.features(&s)),
+            Arc::new(move |items| StepInput::Ready(FeatureBatcher.batch(items, &dev))),
+        );
+        loop {
+            if done == o.warmup && timed_start.is_none() {
+                ad.sync().ok();
+                timed_start = Some(Instant::now());
+                prof = Profile::default();
+            }
+            let t0 = Instant::now();
+            let Some(item) = batches.next() else { break };
+            let StepInput::Ready(b) = item? else {
+                unreachable!("one device")
+            };
+            let t1 = Instant::now();
+            let masks = token_masks(&b, &model, cfg, &mut rng, true, &ad);
+            let l = batch_loss(&model, &b, &masks, cfg);
+            let loss = l.total.clone().into_scalar::<f32>();
+            anyhow::ensure!(loss.is_finite(), "non-finite loss {loss} at step {done}");
+            sample_mem(&ad);
+            let t2 = Instant::now();
+            let grads = GradientsParams::from_grads(l.total.backward(), &model);
+            ad.sync().ok();
+            sample_mem(&ad);
+            let t3 = Instant::now();
+            model = optim.step(cfg.train.lr, model, grads);
+            ad.sync().ok();
+            sample_mem(&ad);
+            let t4 = Instant::now();
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            prof.data_ms += ms(t0, t1);
+            prof.forward_ms += ms(t1, t2);
+            prof.backward_ms += ms(t2, t3);
+            prof.optimizer_ms += ms(t3, t4);
+            done += 1;
+            if done > o.warmup {
+                timed_samples += b.len();
+            }
+            if done >= total {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    let secs = timed_start
+        .expect("timed steps ran")
+        .elapsed()
+        .as_secs_f64();
+    let n = o.steps.max(1) as f64;
+    prof.data_ms /= n;
+    prof.forward_ms /= n;
+    prof.backward_ms /= n;
+    prof.optimizer_ms /= n;
+    prof.step_ms = secs * 1e3 / n;
+    let samples_per_s = timed_samples as f64 / secs;
+    let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
+    let peak = matmul_peak(device, o.matmul_size, 5);
+    let achieved = 3.0 * fwd * samples_per_s;
+    let mut parts: BTreeMap<String, f64> = BTreeMap::new();
+    for t in flops::terms(&cfg.model, spec, cfg.data.image_size, pretrain) {
+        // Group per-layer terms: "layer 0 mlp in" -> "transformer mlp".
+        let name = if t.name.starts_with("layer ") {
+            format!(
+                "transformer {}",
+                t.name.splitn(3, ' ').nth(2).unwrap_or_default()
+            )
+        } else {
+            t.name.clone()
+        };
+        *parts.entry(name).or_default() += t.flops;
+    }
+    parts.retain(|_, f| *f > 0.0);
+    Ok(TrainBench {
+        bench: "train",
+        config: config_name.to_string(),
+        device: device_name.to_string(),
+        objective: format!("{:?}", cfg.train.objective).to_lowercase(),
+        batch_size: cfg.train.batch_size,
+        steps: o.steps,
+        warmup_steps: o.warmup,
+        params: model.num_params(),
+        tokens_per_sample: tokens,
+        samples_per_s,
+        compute_samples_per_s: cfg.train.batch_size as f64 / compute_s.max(1e-12),
+        tokens_per_s: samples_per_s * tokens as f64,
+        flops_per_sample: 3.0 * fwd,
+        forward_flops_per_sample: fwd,
+        achieved_flops: achieved,
+        peak_flops: peak,
+        matmul_size: o.matmul_size,
+        mfu: achieved / peak,
+        mfu_compute: 3.0 * fwd * cfg.train.batch_size as f64 / compute_s.max(1e-12) / peak,
+        profile: prof,
+        peak_device_mib: peak_dev.map(|b| b as f64 / (1024.0 * 1024.0)),
+        peak_rss_mib: peak_rss_mib(),
+        flops_by_part: parts,
+    })
+}
+
+impl TrainBench {
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "training step of {} on {} ({} objective): batch {}, {} parameters, {} tokens/sample, {} timed steps after {} warm-up",
+            self.config,
+            self.device,
+            self.objective,
+            self.batch_size,
+            self.params,
+            self.tokens_per_sample,
+            self.steps,
+            self.warmup_steps
+        );
+        let _ = writeln!(s, "  samples/s            {:>12.1}", self.samples_per_s);
+        let _ = writeln!(
+            s,
+            "  samples/s (compute)  {:>12.1}  (forward + backward + optimizer only)",
+            self.compute_samples_per_s
+        );
+        let _ = writeln!(s, "  tokens/s             {:>12.0}", self.tokens_per_s);
+        let _ = writeln!(
+            s,
+            "  FLOPs/sample (train) {:>12.3} MFLOP  (forward {:.3} MFLOP x 3)",
+            self.flops_per_sample / 1e6,
+            self.forward_flops_per_sample / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "  achieved             {:>12.2} GFLOP/s",
+            self.achieved_flops / 1e9
+        );
+        let _ = writeln!(
+            s,
+            "  matmul peak          {:>12.2} GFLOP/s  ({}^3 matmul, same device)",
+            self.peak_flops / 1e9,
+            self.matmul_size
+        );
+        let _ = writeln!(
+            s,
+            "  MFU                  {:>12.3}  (without data wait: {:.3})",
+            self.mfu, self.mfu_compute
+        );
+        if let Some(m) = self.peak_device_mib {
+            let _ = writeln!(s, "  peak device memory   {m:>12.1} MiB");
+        }
+        if let Some(m) = self.peak_rss_mib {
+            let _ = writeln!(s, "  peak host memory     {m:>12.1} MiB (process RSS)");
+        }
+        let p = &self.profile;
+        let _ = writeln!(s, "step profile (mean ms per step):");
+        let parts = [
+            ("data wait", p.data_ms),
+            ("forward", p.forward_ms),
+            ("backward", p.backward_ms),
+            ("optimizer", p.optimizer_ms),
+        ];
+        let slowest = parts
+            .iter()
+            .fold(parts[0], |a, b| if b.1 > a.1 { *b } else { a })
+            .0;
+        for (name, ms) in parts {
+            let _ = writeln!(
+                s,
+                "  {name:<10} {ms:>9.2} ms {:>5.1}%{}",
+                100.0 * ms / p.step_ms.max(1e-12),
+                if name == slowest { "  <- slowest" } else { "" }
+            );
+        }
+        let _ = writeln!(s, "  step       {:>9.2} ms", p.step_ms);
+        let total: f64 = self.flops_by_part.values().sum();
+        let mut by: Vec<(&String, &f64)> = self.flops_by_part.iter().collect();
+        by.sort_by(|a, b| b.1.total_cmp(a.1));
+        let _ = writeln!(s, "forward FLOPs by part:");
+        for (name, f) in by.iter().take(8) {
+            let _ = writeln!(
+                s,
+                "  {name:<28} {:>9.3} MFLOP {:>5.1}%",
+                *f / 1e6,
+                100.0 * *f / total
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,213 @@
+//! The model's FLOPs per sample, counted from its config and the dataset's shapes: every matrix
+//! multiply and convolution of the forward pass (2 FLOPs per multiply-add; element-wise work,
+//! softmax and norms are not counted, as usual for MFU). A training step costs about 3x the
+//! forward (the backward computes two products per forward product).
+//!
+//! Each term also carries the parameters of the layer it counts, so a test can check that the
+//! count covers every parameter of the real model: a layer added to the model and not here
+//! makes the totals disagree.
+
+use super::MODALITIES;
+use super::geo::FOURIER;
+use crate::config::ModelConfig;
+use crate::data::sample::Spec;
+use crate::features::{CTX_GROUPS, HIST_CH, IMU_CH, STOP_CH};
+use serde::Serialize;
+
+/// One counted part of the model.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Term {
+    pub name: String,
+    /// Forward FLOPs per sample.
+    pub flops: f64,
+    pub params: usize,
+}
+
+/// Token counts per modality for a config and dataset.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Tokens {
+    pub history: usize,
+    pub imu: usize,
+    pub image: usize,
+    pub stops: usize,
+    pub context: usize,
+    pub queries: usize,
+    pub total: usize,
+}
+
+pub fn tokens(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> Tokens {
+    let g = image_size / cfg.image_patch;
+    let t = Tokens {
+        history: spec.history_len / cfg.history_patch,
+        imu: spec.imu_len / cfg.imu_patch,
+        image: g * g,
+        stops: spec.max_stops,
+        context: CTX_GROUPS.len(),
+        queries: cfg.modes + 1,
+        total: 0,
+    };
+    Tokens {
+        total: t.history + t.imu + t.image + t.stops + t.context + t.queries,
+        ..t
+    }
+}
+
+/// A dense layer `inp -> out` (with bias) applied to `n` tokens.
+fn linear(name: &str, n: usize, inp: usize, out: usize) -> Term {
+    Term {
+        name: name.into(),
+        flops: 2.0 * (n * inp * out) as f64,
+        params: inp * out + out,
+    }
+}
+
+fn params(name: &str, params: usize) -> Term {
+    Term {
+        name: name.into(),
+        flops: 0.0,
+        params,
+    }
+}
+
+/// Every term of the forward pass. `pretrain` adds the reconstruction decoders' work (their
+/// parameters are always counted).
+pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) -> Vec<Term> {
+    let d = cfg.d_model;
+    let ff = d * cfg.ff_mult;
+    let t = tokens(cfg, spec, image_size);
+    let n = t.total;
+    let (hp, ip, p) = (cfg.history_patch, cfg.imu_patch, cfg.image_patch);
+    let stem = 16;
+    let mut v = vec![
+        linear("history patches", t.history, hp * HIST_CH, d),
+        params("history positions", t.history * d),
+        linear("imu patches", t.imu, ip * IMU_CH, d),
+        params("imu positions", t.imu * d),
+        Term {
+            name: "image stem conv 3x3".into(),
+            flops: 2.0 * (image_size * image_size * 3 * 9 * stem) as f64,
+            params: 3 * 9 * stem + stem,
+        },
+        Term {
+            name: "image patch conv".into(),
+            flops: 2.0 * (t.image * stem * p * p * d) as f64,
+            params: stem * p * p * d + d,
+        },
+        params("image positions", t.image * d),
+        linear("stop mlp 1", t.stops, STOP_CH + 4 * FOURIER, d),
+        linear("stop mlp 2", t.stops, d, d),
+    ];
+    for (g, r) in CTX_GROUPS.iter() {
+        v.push(linear(&format!("context {g}"), 1, r.len(), d));
+    }
+    v.push(params("modality embeddings", (MODALITIES.len() + 1) * d));
+    v.push(params("mask token", d));
+    v.push(params("queries", (cfg.modes + 1) * d));
+    v.push(params("prior gate", cfg.modes));
+    for l in 0..cfg.layers {
+        v.push(Term {
+            params: 4 * (d * d + d),
+            ..linear(&format!("layer {l} q,k,v,o"), 4 * n, d, d)
+        });
+        v.push(Term {
+            name: format!("layer {l} attention"),
+            // Q K^T and the weighted sum of V: 2 * n^2 * d each.
+            flops: 4.0 * (n * n * d) as f64,
+            params: 0,
+        });
+        v.push(linear(&format!("layer {l} mlp in"), n, d, ff));
+        v.push(linear(&format!("layer {l} mlp out"), n, ff, d));
+        v.push(params(&format!("layer {l} norms"), 2 * 2 * d));
+    }
+    v.push(params("final norm", 2 * d));
+    let k = cfg.modes;
+    let f = spec.future_len;
+    v.extend([
+        linear("trajectory head 1", k, d, 2 * d),
+        linear("trajectory head 2", k, 2 * d, 2 * f),
+        linear("mode head", k, d, 1),
+        linear("delivered head", 1, d, 1),
+        linear("stop head", t.stops, d, d),
+        linear("eta head", t.stops, d, 3),
+        linear("on-time head", t.stops, d, 1),
+        linear("next-stop head", t.stops, d, 1),
+    ]);
+    for mut r in [
+        linear("reconstruct history", t.history, d, hp * HIST_CH),
+        linear("reconstruct imu", t.imu, d, ip * IMU_CH),
+        linear("reconstruct stops", t.stops, d, STOP_CH),
+    ] {
+        if !pretrain {
+            r.flops = 0.0;
+        }
+        v.push(r);
+    }
+    v
+}
+
+/// Forward FLOPs per sample.
+pub fn forward_flops(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) -> f64 {
+    terms(cfg, spec, image_size, pretrain)
+        .iter()
+        .map(|t| t.flops)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DfmModel;
+    use burn::prelude::*;
+
+    fn check(cfg: &ModelConfig, spec: &Spec, image_size: usize) {
+        let m = DfmModel::new(cfg, spec, image_size, &Device::flex());
+        let counted: usize = terms(cfg, spec, image_size, false)
+            .iter()
+            .map(|t| t.params)
+            .sum();
+        assert_eq!(counted, m.num_params(), "every parameter is counted");
+        let t = tokens(cfg, spec, image_size);
+        assert_eq!(t.total, m.token_count(spec.max_stops));
+    }
+
+    #[test]
+    fn terms_cover_every_parameter() {
+        let spec = Spec::default();
+        check(&ModelConfig::default(), &spec, 32);
+        let big = ModelConfig {
+            d_model: 96,
+            layers: 3,
+            heads: 4,
+            ff_mult: 2,
+            modes: 3,
+            image_patch: 4,
+            history_patch: 3,
+            imu_patch: 30,
+            ..Default::default()
+        };
+        check(&big, &spec, 16);
+    }
+
+    #[test]
+    fn transformer_flops_by_hand() {
+        // One layer, d 64, ff 4x, n tokens: 2 n (4 d^2 + 2 * 4 d^2) + 4 n^2 d.
+        let cfg = ModelConfig {
+            layers: 1,
+            ..Default::default()
+        };
+        let spec = Spec::default();
+        let n = tokens(&cfg, &spec, 32).total as f64;
+        let d = 64.0;
+        let layer: f64 = terms(&cfg, &spec, 32, false)
+            .iter()
+            .filter(|t| t.name.starts_with("layer 0"))
+            .map(|t| t.flops)
+            .sum();
+        assert_eq!(
+            layer,
+            2.0 * n * (4.0 * d * d + 8.0 * d * d) + 4.0 * n * n * d
+        );
+        // Pretraining adds the decoders.
+        assert!(forward_flops(&cfg, &spec, 32, true) > forward_flops(&cfg, &spec, 32, false));
+    }
+}

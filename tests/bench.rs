@@ -1,0 +1,86 @@
+//! `dfm bench train`: the FLOPs it reports are the config's count, its MFU is achieved over the
+//! measured peak, its step profile adds up, and the CLI writes the documented JSON keys. (No
+//! timing is asserted: figures depend on the machine.)
+
+mod common;
+use common::*;
+use dfm::config::Config;
+use dfm::model::flops;
+
+#[test]
+fn bench_train_reports_consistent_figures_and_json_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 61);
+    let toml = format!(
+        r#"
+[run]
+name = "bench"
+device = "flex"
+[data]
+path = "{}"
+image_size = 16
+workers = 1
+shuffle_buffer = 64
+[model]
+d_model = 32
+layers = 1
+heads = 2
+ff_mult = 2
+[train]
+batch_size = 8
+"#,
+        data.display()
+    );
+    let cfg_path = tmp.path().join("bench.toml");
+    std::fs::write(&cfg_path, toml).unwrap();
+    let json = tmp.path().join("bench.json");
+    let (ok, stdout, err) = dfm(&[
+        "bench",
+        "train",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--matmul-size",
+        "128",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}\n{err}");
+    assert!(stdout.contains("MFU") && stdout.contains("slowest"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for k in [
+        "samples_per_s",
+        "mfu",
+        "flops_per_sample",
+        "peak_flops",
+        "tokens_per_s",
+    ] {
+        assert!(
+            v[k].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()),
+            "{k}: {}",
+            v[k]
+        );
+    }
+    // FLOPs come from the config: 3 x the forward count.
+    let cfg = Config::load(Some(&cfg_path), &[]).unwrap();
+    let spec = dfm::data::manifest::Manifest::load(&data).unwrap().spec;
+    let fwd = flops::forward_flops(&cfg.model, &spec, 16, false);
+    assert_eq!(v["flops_per_sample"].as_f64().unwrap(), 3.0 * fwd);
+    assert_eq!(
+        v["tokens_per_sample"].as_u64().unwrap() as usize,
+        flops::tokens(&cfg.model, &spec, 16).total
+    );
+    let f = |k: &str| v[k].as_f64().unwrap();
+    assert!((f("mfu") - f("achieved_flops") / f("peak_flops")).abs() < 1e-12);
+    assert!((f("achieved_flops") - f("flops_per_sample") * f("samples_per_s")).abs() < 1e-3);
+    let p = &v["profile"];
+    let parts: f64 = ["data_ms", "forward_ms", "backward_ms", "optimizer_ms"]
+        .iter()
+        .map(|k| p[k].as_f64().unwrap())
+        .sum();
+    let step = p["step_ms"].as_f64().unwrap();
+    assert!(parts <= step * 1.01 + 0.01 && parts >= step * 0.5, "{parts} vs {step}");
+}
