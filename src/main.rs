@@ -123,7 +123,9 @@ struct ServeArgs {
     addr: std::net::SocketAddr,
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    #[arg(long, default_value_t = 5)]
+    /// How long a forward pass waits for more requests (0: it takes what is queued; requests
+    /// arriving meanwhile form the next batch).
+    #[arg(long, default_value_t = 0)]
     max_wait_ms: u64,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 8 << 20)]
@@ -430,7 +432,9 @@ struct BenchServeArgs {
     requests: usize,
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    #[arg(long, default_value_t = 5)]
+    /// How long a forward pass waits for more requests (0: it takes what is queued; requests
+    /// arriving meanwhile form the next batch).
+    #[arg(long, default_value_t = 0)]
     max_wait_ms: u64,
     #[arg(long, default_value = "flex")]
     device: String,

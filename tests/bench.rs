@@ -49,7 +49,10 @@ batch_size = 8
         json.to_str().unwrap(),
     ]);
     assert!(ok, "{stdout}\n{err}");
-    assert!(stdout.contains("MFU") && stdout.contains("slowest"), "{stdout}");
+    assert!(
+        stdout.contains("MFU") && stdout.contains("slowest"),
+        "{stdout}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for k in [
         "samples_per_s",
@@ -82,5 +85,8 @@ batch_size = 8
         .map(|k| p[k].as_f64().unwrap())
         .sum();
     let step = p["step_ms"].as_f64().unwrap();
-    assert!(parts <= step * 1.01 + 0.01 && parts >= step * 0.5, "{parts} vs {step}");
+    assert!(
+        parts <= step * 1.01 + 0.01 && parts >= step * 0.5,
+        "{parts} vs {step}"
+    );
 }

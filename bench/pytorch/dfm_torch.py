@@ -201,7 +201,7 @@ def main():
         last = step()
     sync()
     dt = (time.perf_counter() - t) / a.steps
-    loss = float(last)
+    loss = float(last.detach())
     mm_n = a.matmul_size or (1024 if dev.type == "cpu" else 8192)
     x = torch.randn(mm_n, mm_n, device=dev, dtype=dtype)
     y = torch.randn(mm_n, mm_n, device=dev, dtype=dtype)

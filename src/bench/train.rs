@@ -55,6 +55,10 @@ pub struct TrainBench {
     /// The device's measured matmul rate (`matmul_size`^3 square products).
     pub peak_flops: f64,
     pub matmul_size: usize,
+    /// FLOP/s of the model's own largest product on the same device: the feed-forward input
+    /// layer, (batch x tokens) x d_model by d_model x ff (the roof for this model's shapes).
+    pub model_shape_flops: f64,
+    pub model_shape: [usize; 3],
     pub mfu: f64,
     /// MFU over the step without its data wait (what the model code reaches).
     pub mfu_compute: f64,
@@ -69,8 +73,14 @@ pub struct TrainBench {
 
 /// FLOP/s of an `n x n` by `n x n` matmul on `device` (after one warm-up product).
 pub fn matmul_peak(device: &Device, n: usize, reps: usize) -> f64 {
-    let a = Tensor::<2>::random([n, n], Distribution::Default, device);
-    let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+    matmul_rate(device, [n, n, n], reps)
+}
+
+/// FLOP/s of an `m x k` by `k x n` matmul on `device` (after one warm-up product; the time
+/// includes adding to the left operand and reading back a sum, negligible at these sizes).
+pub fn matmul_rate(device: &Device, [m, k, n]: [usize; 3], reps: usize) -> f64 {
+    let a = Tensor::<2>::random([m, k], Distribution::Default, device);
+    let b = Tensor::<2>::random([k, n], Distribution::Default, device);
     let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
     let t = Instant::now();
     for i in 0..reps {
@@ -80,7 +90,7 @@ pub fn matmul_peak(device: &Device, n: usize, reps: usize) -> f64 {
             .sum()
             .into_scalar::<f32>();
     }
-    reps as f64 * 2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64()
+    reps as f64 * 2.0 * (m * k * n) as f64 / t.elapsed().as_secs_f64()
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -201,6 +211,9 @@ pub fn run(
     let samples_per_s = timed_samples as f64 / secs;
     let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
     let peak = matmul_peak(device, o.matmul_size, 5);
+    let d = cfg.model.d_model;
+    let model_shape = [cfg.train.batch_size * tokens, d, d * cfg.model.ff_mult];
+    let model_shape_flops = matmul_rate(device, model_shape, 20);
     let achieved = 3.0 * fwd * samples_per_s;
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
     for t in flops::terms(&cfg.model, spec, cfg.data.image_size, pretrain) {
@@ -234,6 +247,8 @@ pub fn run(
         achieved_flops: achieved,
         peak_flops: peak,
         matmul_size: o.matmul_size,
+        model_shape_flops,
+        model_shape,
         mfu: achieved / peak,
         mfu_compute: 3.0 * fwd * cfg.train.batch_size as f64 / compute_s.max(1e-12) / peak,
         profile: prof,
@@ -282,6 +297,12 @@ impl TrainBench {
             "  matmul peak          {:>12.2} GFLOP/s  ({}^3 matmul, same device)",
             self.peak_flops / 1e9,
             self.matmul_size
+        );
+        let [m, k, n] = self.model_shape;
+        let _ = writeln!(
+            s,
+            "  matmul, model shape  {:>12.2} GFLOP/s  ({m}x{k} by {k}x{n}: the feed-forward layer's product)",
+            self.model_shape_flops / 1e9
         );
         let _ = writeln!(
             s,

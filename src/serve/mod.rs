@@ -47,7 +47,7 @@ impl Default for ServeOptions {
         ServeOptions {
             addr: "127.0.0.1:8080".parse().unwrap(),
             max_batch: 32,
-            max_wait_ms: 5,
+            max_wait_ms: 0,
             max_body_bytes: 8 << 20,
             token: None,
         }
