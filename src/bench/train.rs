@@ -6,7 +6,6 @@
 
 use crate::batch::FeatureBatcher;
 use crate::config::{Config, Objective};
-use crate::data::loader::{Loader, LoaderOptions};
 use crate::model::flops;
 use crate::train::{Setup, StepInput, batch_loss, optimizer, token_masks};
 use burn::data::dataloader::batcher::Batcher;
@@ -122,16 +121,7 @@ pub fn run(
     let pretrain = cfg.train.objective == Objective::Pretrain;
     let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, pretrain);
     let tokens = flops::tokens(&cfg.model, spec, cfg.data.image_size).total;
-    let lopts = LoaderOptions {
-        batch_size: cfg.train.batch_size,
-        workers: cfg.data.workers,
-        prefetch: cfg.data.prefetch,
-        shuffle_buffer: cfg.data.shuffle_buffer,
-        seed: cfg.run.seed,
-        skip_bad: cfg.data.skip_bad,
-        drop_last: true,
-    };
-    let loader = Loader::new(&setup.data_dir, &setup.manifest, "train", lopts)?;
+    let loader = setup.train_loader()?;
     anyhow::ensure!(
         loader.num_batches() > 0,
         "the train split has less than one batch"
@@ -210,6 +200,7 @@ pub fn run(
     prof.step_ms = secs * 1e3 / n;
     let samples_per_s = timed_samples as f64 / secs;
     let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
+    let compute_samples_per_s = cfg.train.batch_size as f64 / compute_s.max(1e-12);
     let peak = matmul_peak(device, o.matmul_size, 5);
     let d = cfg.model.d_model;
     let model_shape = [cfg.train.batch_size * tokens, d, d * cfg.model.ff_mult];
@@ -240,7 +231,7 @@ pub fn run(
         params: model.num_params(),
         tokens_per_sample: tokens,
         samples_per_s,
-        compute_samples_per_s: cfg.train.batch_size as f64 / compute_s.max(1e-12),
+        compute_samples_per_s,
         tokens_per_s: samples_per_s * tokens as f64,
         flops_per_sample: 3.0 * fwd,
         forward_flops_per_sample: fwd,
@@ -250,7 +241,7 @@ pub fn run(
         model_shape_flops,
         model_shape,
         mfu: achieved / peak,
-        mfu_compute: 3.0 * fwd * cfg.train.batch_size as f64 / compute_s.max(1e-12) / peak,
+        mfu_compute: 3.0 * fwd * compute_samples_per_s / peak,
         profile: prof,
         peak_device_mib: peak_dev.map(|b| b as f64 / (1024.0 * 1024.0)),
         peak_rss_mib: peak_rss_mib(),

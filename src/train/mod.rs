@@ -104,6 +104,21 @@ impl Setup {
         })
     }
 
+    /// The training split's loader as the config sets it (shuffled, seeded, full batches).
+    pub fn train_loader(&self) -> anyhow::Result<Loader> {
+        let cfg = &self.cfg;
+        let opts = LoaderOptions {
+            batch_size: cfg.train.batch_size,
+            workers: cfg.data.workers,
+            prefetch: cfg.data.prefetch,
+            shuffle_buffer: cfg.data.shuffle_buffer,
+            seed: cfg.run.seed,
+            skip_bad: cfg.data.skip_bad,
+            drop_last: true,
+        };
+        Ok(Loader::new(&self.data_dir, &self.manifest, "train", opts)?)
+    }
+
     pub fn new_model(&self, device: &Device) -> DfmModel {
         device.seed(self.cfg.run.seed);
         DfmModel::new(
@@ -481,16 +496,7 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
     }
 
     let accum = cfg.train.grad_accum;
-    let lopts = LoaderOptions {
-        batch_size: cfg.train.batch_size,
-        workers: cfg.data.workers,
-        prefetch: cfg.data.prefetch,
-        shuffle_buffer: cfg.data.shuffle_buffer,
-        seed: cfg.run.seed,
-        skip_bad: cfg.data.skip_bad,
-        drop_last: true,
-    };
-    let loader = Loader::new(&setup.data_dir, &setup.manifest, "train", lopts)?;
+    let loader = setup.train_loader()?;
     let per_epoch = loader.num_batches() / accum;
     if per_epoch == 0 {
         bail!(
