@@ -8,7 +8,9 @@
 //! their logits, delivery outcome) and the stop tokens (ETA quantiles, on-time, next-stop
 //! pointer). For pretraining, masked history/IMU patches and stops are reconstructed.
 
+pub mod dropout;
 pub mod flops;
+pub mod fusion;
 pub mod geo;
 pub mod heads;
 pub mod image;
@@ -19,11 +21,9 @@ use crate::config::ModelConfig;
 use crate::data::sample::Spec;
 use crate::features::{HIST_CH, IMU_CH, STOP_CH};
 use burn::module::Param;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use fusion::FusionEncoder;
 use geo::{ContextEncoder, StopEncoder};
 use heads::{Heads, Recon};
 use image::ImageEncoder;
@@ -44,7 +44,7 @@ pub struct Encoders {
     pub modality: Param<Tensor<2>>,
     /// Stands in for a masked token in pretraining: [d].
     pub mask_token: Param<Tensor<1>>,
-    pub fusion: TransformerEncoder,
+    pub fusion: FusionEncoder,
     pub norm: LayerNorm,
 }
 
@@ -98,10 +98,14 @@ pub struct Output {
 impl DfmModel {
     pub fn new(cfg: &ModelConfig, spec: &Spec, image_size: usize, device: &Device) -> Self {
         let d = cfg.d_model;
-        let fusion = TransformerEncoderConfig::new(d, d * cfg.ff_mult, cfg.heads, cfg.layers)
-            .with_norm_first(true)
-            .with_dropout(cfg.dropout)
-            .init(device);
+        let fusion = FusionEncoder::new(
+            d,
+            d * cfg.ff_mult,
+            cfg.heads,
+            cfg.layers,
+            cfg.dropout,
+            device,
+        );
         let init = Initializer::Normal {
             mean: 0.0,
             std: 0.02,
@@ -255,9 +259,7 @@ impl DfmModel {
             1,
         );
         let pad = valid.lower_elem(0.5);
-        let h = e
-            .fusion
-            .forward(TransformerEncoderInput::new(tokens).mask_pad(pad));
+        let h = e.fusion.forward(tokens, pad);
         let h = e.norm.forward(h);
 
         let stop0 = nh + ni + ng;

@@ -234,11 +234,9 @@ fn micro_step(
     device: &Device,
     scale: f32,
 ) -> Micro {
-    device.seed(hash(
-        cfg.run.seed,
-        "dropout",
-        &[micro as u64, dev_idx as u64],
-    ));
+    let dropout_seed = hash(cfg.run.seed, "dropout", &[micro as u64, dev_idx as u64]);
+    device.seed(dropout_seed);
+    crate::model::dropout::reseed(dropout_seed);
     let mut rng = step_rng(cfg.run.seed, micro * 64 + dev_idx);
     let masks = token_masks(b, model, cfg, &mut rng, true, device);
     let l = batch_loss(model, b, &masks, cfg);
