@@ -35,15 +35,15 @@ pub fn host_mask(n: usize, p: f64) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
     // An element is dropped when its 16-bit uniform is below this threshold.
     let threshold = (p * 65536.0).round() as u32;
-    let mut out = vec![scale; n];
+    let mut out = vec![0.0f32; n];
     STATE.with(|s| {
         let mut st = s.get();
         for chunk in out.chunks_mut(4) {
             let r = splitmix(&mut st);
             for (k, v) in chunk.iter_mut().enumerate() {
-                if (((r >> (16 * k)) & 0xFFFF) as u32) < threshold {
-                    *v = 0.0;
-                }
+                // Branch-free: kept (1.0) or dropped (0.0), times the scale.
+                let kept = (((r >> (16 * k)) & 0xFFFF) as u32 >= threshold) as u32 as f32;
+                *v = kept * scale;
             }
         }
         s.set(st);
