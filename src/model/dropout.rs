@@ -51,7 +51,8 @@ pub fn host_mask(n: usize, p: f64) -> Vec<f32> {
     out
 }
 
-fn on_cpu(device: &Device) -> bool {
+/// Whether `device` (or the device an autodiff device wraps) is the flex CPU backend.
+pub fn on_cpu(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
