@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// mimalloc keeps freed tensor buffers for reuse. With the system allocator every large tensor
 /// of a training step was a fresh `mmap`, paid again in page faults and zeroing: mimalloc made
-/// the quickstart's training step about 1.1x faster on flex (README "Performance").
+/// the quickstart's training step about 5% faster on flex (README "Performance").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,6 +9,7 @@
 //! The host stream is per thread and reseeded by the training step (`reseed`), so a resumed run
 //! draws exactly what an uninterrupted one draws, as with `device.seed`.
 
+use crate::data::synth::rng::mix;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use std::cell::Cell;
@@ -22,12 +23,12 @@ pub fn reseed(seed: u64) {
     STATE.with(|s| s.set(seed ^ 0x9E37_79B9_7F4A_7C15));
 }
 
+/// The SplitMix64 step: the next 64 random bits (the simulator's `mix` of the state, which then
+/// advances by the golden-ratio increment).
 fn splitmix(state: &mut u64) -> u64 {
+    let r = mix(*state);
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    r
 }
 
 /// `n` mask values, each `1 / (1 - p)` with probability `1 - p` and 0 otherwise.
@@ -56,11 +57,16 @@ pub fn on_cpu(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
+/// Whether dropout of rate `p` applies on `device`: only when training (an autodiff device).
+pub fn active(device: &Device, p: f64) -> bool {
+    p > 0.0 && device.is_autodiff()
+}
+
 /// Drops each element with probability `p` and scales the rest by `1 / (1 - p)`, when `x` is on
 /// an autodiff (training) device; the identity otherwise.
 pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
     let device = x.device();
-    if p <= 0.0 || !device.is_autodiff() {
+    if !active(&device, p) {
         return x;
     }
     let mask = if on_cpu(&device) {

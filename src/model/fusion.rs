@@ -9,7 +9,7 @@
 //! - at inference on CPU, attention runs as one fused kernel (`burn::tensor::module::attention`)
 //!   instead of scores, mask, softmax and product as separate tensors.
 
-use super::dropout::{dropout, on_cpu};
+use super::dropout::{active, dropout, on_cpu};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -129,8 +129,8 @@ impl SelfAttention {
         let q = self.heads(self.query.forward(x.clone()));
         let k = self.heads(self.key.forward(x.clone()));
         let v = self.heads(self.value.forward(x));
-        let training = device.is_autodiff() && self.dropout > 0.0;
-        let ctx = if !training && on_cpu(&device) {
+        // The fused kernel has no dropout on the weights: used only where none would apply.
+        let ctx = if !active(&device, self.dropout) && on_cpu(&device) {
             let mask = pad.reshape([b, 1, 1, n]).expand([b, self.n_heads, n, n]);
             attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
         } else {
