@@ -12,25 +12,75 @@ pub struct Selected {
     pub description: String,
 }
 
-/// Opens the wgpu default adapter, or says why not.
+/// The graphics APIs dfm computes on, best first: Vulkan (Linux, Android, Windows), Metal
+/// (macOS, iOS), DX12 (Windows). Never OpenGL: wgpu's GL backend is no compute backend worth
+/// training on, and Mesa's EGL fails when a second thread opens it (`BadAccess`).
 #[cfg(feature = "wgpu")]
-pub fn open_wgpu() -> Result<(Device, String, bool), String> {
-    use burn::tensor::DeviceKind;
-    let device = match Device::wgpu_options().init() {
-        Ok(d) => d,
-        // Already opened in this process: reuse it.
-        Err(e) if e.to_string().contains("already") => Device::wgpu(DeviceKind::DefaultDevice),
-        Err(e) => return Err(e.to_string()),
-    };
-    let (name, physical) = match device.identity() {
-        Some(id) => (id.name, id.physical.is_some()),
-        None => ("unknown adapter".to_string(), false),
-    };
-    Ok((device, name, physical))
+fn compute_apis() -> &'static [burn::tensor::wgpu::WgpuBackend] {
+    use burn::tensor::wgpu::WgpuBackend as B;
+    if cfg!(any(target_os = "macos", target_os = "ios")) {
+        &[B::Metal]
+    } else if cfg!(windows) {
+        &[B::Dx12, B::Vulkan]
+    } else {
+        &[B::Vulkan]
+    }
+}
+
+/// An opened wgpu device: the device, the adapter's name, and whether it is a real GPU (not a
+/// software rasterizer such as Mesa's lavapipe).
+pub type Opened = (Device, String, bool);
+
+/// Opens the first adapter of a compute API ([`compute_apis`]), or says why there is none. The
+/// device is opened once per process and shared: later calls (other threads included) get the
+/// same device or the same error.
+#[cfg(feature = "wgpu")]
+pub fn open_wgpu() -> Result<Opened, String> {
+    use std::sync::Mutex;
+    static OPENED: Mutex<Option<Result<Opened, String>>> = Mutex::new(None);
+    let mut slot = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    slot.get_or_insert_with(open_compute_adapter).clone()
+}
+
+#[cfg(feature = "wgpu")]
+fn open_compute_adapter() -> Result<Opened, String> {
+    let mut why = Vec::new();
+    for &api in compute_apis() {
+        // A driver that panics while opening is a missing adapter, not a crash.
+        let opened = std::panic::catch_unwind(|| {
+            Device::wgpu_options()
+                .graphics_api(api)
+                .init()
+                .map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|p| Err(panic_text(&p)));
+        match opened {
+            Ok(device) => {
+                let (name, physical) = match device.identity() {
+                    Some(id) => (id.name, id.physical.is_some()),
+                    None => ("unknown adapter".to_string(), false),
+                };
+                return Ok((device, format!("{name}, {api:?}"), physical));
+            }
+            Err(e) => why.push(format!("{api:?}: {e}")),
+        }
+    }
+    Err(format!(
+        "no GPU adapter on a compute API (tried {}; OpenGL is never used)",
+        why.join("; ")
+    ))
+}
+
+/// The message of a caught panic.
+pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(not(feature = "wgpu"))]
-pub fn open_wgpu() -> Result<(Device, String, bool), String> {
+pub fn open_wgpu() -> Result<Opened, String> {
     Err("this dfm was built without the `wgpu` feature".into())
 }
 
@@ -67,8 +117,8 @@ pub fn select(choice: DeviceChoice, index: usize) -> anyhow::Result<Selected> {
             })
         }
         DeviceChoice::Wgpu => {
-            let (device, name, _) = open_wgpu()
-                .map_err(|e| anyhow::anyhow!("--device wgpu: no usable adapter: {e}"))?;
+            let (device, name, _) =
+                open_wgpu().map_err(|e| anyhow::anyhow!("--device wgpu: {e}"))?;
             Ok(Selected {
                 device,
                 description: format!("wgpu ({name})"),

@@ -1,6 +1,6 @@
 //! wgpu gives the same numbers as flex on a forward pass of the real model over a real batch
-//! (CI runs it on Mesa's lavapipe CPU Vulkan driver). Skips with a message when no wgpu adapter
-//! exists.
+//! (CI runs it on Mesa's lavapipe CPU Vulkan driver). Skips with a message when no Vulkan/Metal/
+//! DX12 adapter exists (OpenGL is never used), and fails instead in CI.
 
 mod common;
 use burn::data::dataloader::batcher::Batcher;
@@ -29,9 +29,9 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
             d
         }
         Err(e) => {
-            eprintln!(
-                "SKIPPED: no wgpu adapter on this machine ({e}); install mesa-vulkan-drivers to run this test on the CPU"
-            );
+            skip(&format!(
+                "no wgpu adapter on this machine ({e}); install mesa-vulkan-drivers to run this test on the CPU"
+            ));
             return;
         }
     };
@@ -106,7 +106,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
 #[test]
 fn data_parallel_run_across_flex_and_wgpu() {
     if let Err(e) = dfm::device::open_wgpu() {
-        eprintln!("SKIPPED: no wgpu adapter ({e})");
+        skip(&format!("no wgpu adapter ({e})"));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -152,4 +152,35 @@ fn data_parallel_run_across_flex_and_wgpu() {
         out.report.is_some(),
         "the gathered model evaluates on one device"
     );
+}
+
+/// Where no Vulkan/Metal/DX12 adapter exists (a machine with only Mesa's OpenGL, say), asking for
+/// wgpu is a clear error, never a panic, and `auto` runs on flex; where one exists, it is never
+/// wgpu's OpenGL backend.
+#[test]
+fn wgpu_is_a_compute_api_or_a_clear_error() {
+    match dfm::device::open_wgpu() {
+        Ok((_, name, _)) => {
+            eprintln!("wgpu adapter: {name}");
+            assert!(!name.ends_with("Gl"), "OpenGL adapter opened: {name}");
+        }
+        Err(e) => {
+            assert!(e.contains("no GPU adapter"), "{e}");
+            let (ok, _, err) = dfm(&[
+                "train",
+                "--config",
+                "configs/quickstart.toml",
+                "--device",
+                "wgpu",
+            ]);
+            assert!(!ok, "training on a missing adapter failed");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(err.contains("no GPU adapter"), "{err}");
+            let sel = dfm::device::select(dfm::config::DeviceChoice::Auto, 0).unwrap();
+            assert!(sel.description.starts_with("flex"), "{}", sel.description);
+            skip(&format!(
+                "the wgpu half of this test: no wgpu adapter ({e}); install mesa-vulkan-drivers"
+            ));
+        }
+    }
 }
