@@ -109,9 +109,10 @@ pub struct ModelConfig {
     pub modes: usize,
     /// Image patch side in pixels.
     pub image_patch: usize,
-    /// GPS fixes per history token.
+    /// GPS fixes per history token; 0 (the default) derives it from the dataset's history
+    /// length (see `ModelConfig::for_spec`).
     pub history_patch: usize,
-    /// IMU rows per IMU token.
+    /// IMU rows per IMU token; 0 (the default) derives it from the dataset's IMU length.
     pub imu_patch: usize,
     /// Probability of dropping each modality of a training sample.
     pub modality_dropout: f64,
@@ -127,10 +128,39 @@ impl Default for ModelConfig {
             dropout: 0.1,
             modes: 6,
             image_patch: 8,
-            history_patch: 5,
-            imu_patch: 25,
+            history_patch: 0,
+            imu_patch: 0,
             modality_dropout: 0.1,
         }
+    }
+}
+
+/// Tokens a derived patch size aims at for a series (history, IMU).
+pub const AUTO_PATCH_TOKENS: usize = 6;
+
+/// The divisor of `len` whose token count `len / p` is closest to `AUTO_PATCH_TOKENS` (fewer
+/// tokens on a tie): any length gets a patch that divides it.
+pub fn auto_patch(len: usize) -> usize {
+    (1..=len.max(1))
+        .filter(|p| len.max(1) % p == 0)
+        .min_by_key(|p| {
+            let t = len.max(1) / p;
+            (t.abs_diff(AUTO_PATCH_TOKENS), t)
+        })
+        .unwrap_or(1)
+}
+
+impl ModelConfig {
+    /// This config with derived patch sizes (`0`) filled in for a dataset's shapes.
+    pub fn for_spec(&self, spec: &crate::data::sample::Spec) -> ModelConfig {
+        let mut c = self.clone();
+        if c.history_patch == 0 {
+            c.history_patch = auto_patch(spec.history_len);
+        }
+        if c.imu_patch == 0 {
+            c.imu_patch = auto_patch(spec.imu_len);
+        }
+        c
     }
 }
 
@@ -175,8 +205,9 @@ pub struct TrainConfig {
     pub loss_weights: BTreeMap<String, f64>,
 }
 
-pub const LOSS_HEADS: [&str; 7] = [
+pub const LOSS_HEADS: [&str; 8] = [
     "traj",
+    "point",
     "mode",
     "eta",
     "on_time",
@@ -308,8 +339,14 @@ impl Config {
         pos("model.ff_mult", m.ff_mult)?;
         pos("model.modes", m.modes)?;
         pos("model.image_patch", m.image_patch)?;
-        pos("model.history_patch", m.history_patch)?;
-        pos("model.imu_patch", m.imu_patch)?;
+        for (key, v) in [
+            ("model.history_patch", m.history_patch),
+            ("model.imu_patch", m.imu_patch),
+        ] {
+            if v > 100_000 {
+                bail!("key `{key}`: {v} is outside [0 (derive from the data), 100000]");
+            }
+        }
         pos("train.batch_size", t.batch_size)?;
         pos("train.grad_accum", t.grad_accum)?;
         pos("train.keep_last", t.keep_last)?;

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "dfm-bundle";
 pub const NORMALIZATION: &str = "normalization.json";
+use crate::eval::ridge::FILE as RIDGE;
 
 /// The spec and statistics a model was trained with (also kept in the run folder).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -132,12 +133,18 @@ pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta
             tmp.join(NORMALIZATION),
             serde_json::to_vec_pretty(&normalization)?,
         )?;
-        for f in [
+        let mut files = vec![
             "model.bpk",
             "model.safetensors",
             "config.toml",
             NORMALIZATION,
-        ] {
+        ];
+        // The learned linear baseline travels with the model it is compared with.
+        if run.join(RIDGE).is_file() {
+            std::fs::copy(run.join(RIDGE), tmp.join(RIDGE))?;
+            files.push(RIDGE);
+        }
+        for f in files {
             meta.files.insert(f.to_string(), sha256_file(&tmp.join(f))?);
         }
         std::fs::write(tmp.join("bundle.json"), serde_json::to_vec_pretty(&meta)?)?;

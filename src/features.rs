@@ -3,15 +3,25 @@
 //! normalization statistics all call it, so there is no train/serve skew.
 //!
 //! Layouts (per sample):
-//! - `hist`  [H, HIST_CH]: x, y (scaled), speed, speed present, cos/sin of heading relative to
-//!   the frame, heading present, log accuracy.
+//! - `hist`  [H, HIST_CH]: x, y, speed, speed present, cos/sin of heading relative to the frame,
+//!   heading present, log accuracy, displacement from the previous fix (x, y; 0 for the first
+//!   fix), log of the motion scale. Positions and displacements are in units of the sample's own
+//!   motion (its mean displacement per step `m`, at least `MIN_STEP_M`; positions over `m * H`),
+//!   so a faster mover (a bus where training saw walkers) looks like the same shape, not like
+//!   inputs never seen; the scale itself is the last channel, `ln(m * H / pos_scale)`.
+//! - `hist_abs` [H, 2]: x, y over `pos_scale` (absolute; the ridge baseline's inputs).
+//! - `motion`: the scale of the model's trajectory offsets, `0.5 + D / traj_scale` with `D` the
+//!   distance the mean history speed covers over the horizon: predicted offsets grow with the
+//!   sample's speed.
 //! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
 //! - `image` [3, S, S], the first map/aerial raster, resized to S and standardized per image and
 //!   channel; absent -> mask 0.
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
 //!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
 //!   rank by distance among the listed stops (0 nearest .. 1 farthest), same zone as the
-//!   vehicle (+1 / -1, 0 unknown); mask per stop.
+//!   vehicle (+1 / -1, 0 unknown), rank under "same zone, then nearest", rank of the stop's
+//!   zone by distance, zone-id steps from the vehicle's zone and its presence (`zones.rs`);
+//!   mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
 //! - `prior` [F, 2]: the constant-velocity extrapolation (scaled like the future); the model
 //!   predicts its modes as offsets from it.
@@ -25,9 +35,11 @@ use crate::data::sample::{ImageKind, Region, RoadClass, Sample, Spec, Weather};
 use crate::frame::LocalFrame;
 use std::ops::Range;
 
-pub const HIST_CH: usize = 8;
+pub const HIST_CH: usize = 11;
+/// Floor of a history's motion scale (meters per step): a standing vehicle's noise is no scale.
+pub const MIN_STEP_M: f64 = 0.5;
 pub const IMU_CH: usize = 4;
-pub const STOP_CH: usize = 13;
+pub const STOP_CH: usize = 17;
 pub const CTX_CH: usize = 21;
 /// Time constant of the ETA transform `ln(1 + t / ETA_TAU_S)`.
 pub const ETA_TAU_S: f64 = 60.0;
@@ -101,7 +113,9 @@ pub struct SampleMeta {
 #[derive(Clone, Debug)]
 pub struct Features {
     pub hist: Vec<f32>,
+    pub hist_abs: Vec<f32>,
     pub hist_mask: Vec<f32>,
+    pub motion: f32,
     pub imu: Vec<f32>,
     pub imu_mask: f32,
     pub image: Vec<f32>,
@@ -266,17 +280,30 @@ impl Normalizer {
         let h = sp.history_len;
         // History: right-aligned (the last fix is t0); a shorter history leaves early rows masked.
         let mut hist = vec![0f32; h * HIST_CH];
+        let mut hist_abs = vec![0f32; h * 2];
         let mut hist_mask = vec![0f32; h];
         let local = history_local(&frame, s);
         let n = s.history.len().min(h);
         let off = h - n;
+        let first = s.history.len() - n;
+        let path: f64 = (first + 1..s.history.len())
+            .map(|i| (local[i].0 - local[i - 1].0).hypot(local[i].1 - local[i - 1].1))
+            .sum();
+        let step_m = (path / n.saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
+        let span = step_m * h as f64;
+        let log_scale = (span / self.pos_scale.max(1e-6) as f64).ln() as f32;
+        let horizon_s = sp.future_len as f64 * sp.future_step_s as f64;
+        let motion = 0.5
+            + (step_m / sp.history_step_s.max(1e-3) as f64 * horizon_s) as f32 / self.traj_scale;
         for k in 0..n {
             let src = s.history.len() - n + k;
             let f = &s.history[src];
             let (x, y) = local[src];
+            hist_abs[(off + k) * 2] = x as f32 / self.pos_scale;
+            hist_abs[(off + k) * 2 + 1] = y as f32 / self.pos_scale;
             let r = &mut hist[(off + k) * HIST_CH..(off + k + 1) * HIST_CH];
-            r[0] = x as f32 / self.pos_scale;
-            r[1] = y as f32 / self.pos_scale;
+            r[0] = (x / span) as f32;
+            r[1] = (y / span) as f32;
             if let Some(v) = f.speed {
                 r[2] = z(v, self.speed);
                 r[3] = 1.0;
@@ -290,6 +317,12 @@ impl Normalizer {
             if let Some(a) = f.accuracy {
                 r[7] = z((1.0 + a).ln(), self.accuracy);
             }
+            if k > 0 {
+                let (px, py) = local[src - 1];
+                r[8] = ((x - px) / step_m) as f32;
+                r[9] = ((y - py) / step_m) as f32;
+            }
+            r[10] = log_scale;
             hist_mask[off + k] = 1.0;
         }
         // IMU.
@@ -327,6 +360,13 @@ impl Normalizer {
             .map(|st| frame.to_local(st.lat, st.lon))
             .collect();
         let dist: Vec<f64> = local.iter().map(|(x, y)| (x * x + y * y).sqrt()).collect();
+        let zone_ids: Vec<Option<&str>> = s
+            .stops
+            .iter()
+            .take(ns)
+            .map(|st| st.zone.as_deref())
+            .collect();
+        let zf = crate::zones::zone_features(&dist, &zone_ids, s.context.zone.as_deref());
         for (i, st) in s.stops.iter().take(ns).enumerate() {
             let (x, y) = local[i];
             let r = &mut stops[i * STOP_CH..(i + 1) * STOP_CH];
@@ -369,6 +409,9 @@ impl Normalizer {
                 }
                 _ => 0.0,
             };
+            r[13] = zf.rule_rank[i];
+            r[14] = zf.zone_rank[i];
+            (r[15], r[16]) = zf.zone_step[i];
             stops_mask[i] = 1.0;
         }
         let ctx = self.context(s, &frame);
@@ -417,7 +460,9 @@ impl Normalizer {
         }
         Features {
             hist,
+            hist_abs,
             hist_mask,
+            motion,
             imu,
             imu_mask,
             image,

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod kinematics;
 pub mod progress;
 pub mod util;
+pub mod zones;
 
 pub use data::sample::{SCHEMA_VERSION, Sample};
 pub mod eval;

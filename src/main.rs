@@ -315,6 +315,12 @@ struct LmrcArgs {
     /// Most stop tokens per sample (0: all remaining stops).
     #[arg(long, default_value_t = 0)]
     max_stops: usize,
+    /// Share of the routes held out for validation / test (by a hash of the route id and
+    /// --seed; at least one route each when there are three or more).
+    #[arg(long, default_value_t = 0.1)]
+    val_frac: f64,
+    #[arg(long, default_value_t = 0.1)]
+    test_frac: f64,
 }
 
 #[derive(Args)]
@@ -785,10 +791,20 @@ fn import(cmd: ImportCmd) -> anyhow::Result<()> {
             )
         }
         ImportCmd::Lmrc(a) => {
+            for (flag, v) in [("--val-frac", a.val_frac), ("--test-frac", a.test_frac)] {
+                if !(0.0..1.0).contains(&v) {
+                    anyhow::bail!("{flag}: {v} is outside [0, 1)");
+                }
+            }
+            if a.val_frac + a.test_frac >= 1.0 {
+                anyhow::bail!("--val-frac + --test-frac must leave routes for training");
+            }
             let o = lmrc::LmrcOptions {
                 seed: a.common.seed,
                 speed_mps: a.speed,
                 max_stops: a.max_stops,
+                val_frac: a.val_frac,
+                test_frac: a.test_frac,
                 ..Default::default()
             };
             (
@@ -944,7 +960,8 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(&m.cfg.data.path));
     let manifest = dfm::data::manifest::Manifest::load(&data)?;
     m.check(&manifest, &data, a.allow_shift)?;
-    let stats = dfm::eval::train_stats(&data, &manifest, a.workers)?;
+    let mut stats = dfm::eval::train_stats(&data, &manifest, a.workers)?;
+    stats.ridge = m.ridge.clone().map(std::sync::Arc::new);
     let norm = std::sync::Arc::new(m.normalizer.clone());
     let o = EvalOptions {
         split: a.split.clone(),

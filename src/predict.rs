@@ -78,6 +78,15 @@ pub struct Mode {
     pub local_m: Vec<[f64; 2]>,
 }
 
+/// One predicted trajectory, in both frames.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Trajectory {
+    /// Future positions `[lat, lon]`, one per step.
+    pub lat_lon: Vec<[f64; 2]>,
+    /// The same in the vehicle frame: meters forward, meters to the left.
+    pub local_m: Vec<[f64; 2]>,
+}
+
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct StopPrediction {
     pub stop_id: String,
@@ -94,13 +103,19 @@ pub struct Prediction {
     pub key: String,
     pub t0: f64,
     pub step_s: f64,
-    /// Trajectory modes, most probable first.
+    /// The single most likely trajectory (the one to act on: a plan, an ETA, a promise).
+    pub most_likely: Trajectory,
+    /// Trajectory modes, most probable first (the spread of futures).
     pub modes: Vec<Mode>,
     /// Per listed stop, in the request's order.
     pub stops: Vec<StopPrediction>,
     /// Stop ids, most likely next first.
     pub next_stop_ranking: Vec<String>,
     pub delivered_probability: f64,
+    /// Listed stops the model did not read: more than its capacity were listed, and it read the
+    /// nearest ones (absent when every stop was read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stops_not_scored: Vec<String>,
 }
 
 /// A model ready for inference on one device.
@@ -133,6 +148,22 @@ impl Predictor {
             return Vec::new();
         }
         let norm = &self.loaded.normalizer;
+        // Stops beyond the model's capacity: it reads the nearest ones and says which it left.
+        let mut not_scored: Vec<Vec<String>> = Vec::with_capacity(samples.len());
+        let samples: Vec<Sample> = samples
+            .iter()
+            .map(|s| {
+                let (fitted, keep) = crate::data::stop_set::fit(s.clone(), norm.spec.max_stops);
+                not_scored.push(match keep {
+                    None => Vec::new(),
+                    Some(keep) => (0..s.stops.len())
+                        .filter(|i| !keep.contains(i))
+                        .map(|i| s.stops[i].id.clone())
+                        .collect(),
+                });
+                fitted
+            })
+            .collect();
         let feats: Vec<_> = samples.iter().map(|s| norm.features(s)).collect();
         let frames: Vec<_> = feats.iter().map(|f| f.meta.frame).collect();
         let b = FeatureBatcher.batch(feats, &self.device);
@@ -146,6 +177,7 @@ impl Predictor {
         let out = self.model.forward(&b, &masks);
         let (k, fl, ns) = (self.model.modes, self.model.future_len, norm.spec.max_stops);
         let traj = values(out.traj);
+        let point = values(out.point);
         let probs = values(softmax(out.mode_logits, 1));
         let eta = values(out.eta);
         let on_time = values(sigmoid(out.on_time_logits));
@@ -183,6 +215,25 @@ impl Predictor {
                     })
                     .collect();
                 modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+                let local_m: Vec<[f64; 2]> = (0..fl)
+                    .map(|t| {
+                        let o = (i * fl + t) * 2;
+                        [
+                            (point[o] * norm.traj_scale) as f64,
+                            (point[o + 1] * norm.traj_scale) as f64,
+                        ]
+                    })
+                    .collect();
+                let most_likely = Trajectory {
+                    lat_lon: local_m
+                        .iter()
+                        .map(|p| {
+                            let (lat, lon) = frame.to_lat_lon(p[0], p[1]);
+                            [lat, lon]
+                        })
+                        .collect(),
+                    local_m,
+                };
                 let listed = s.stops.len().min(ns);
                 let stops: Vec<StopPrediction> = (0..listed)
                     .map(|j| {
@@ -203,10 +254,12 @@ impl Predictor {
                     key: s.key.clone(),
                     t0: s.t0,
                     step_s: step,
+                    most_likely,
                     modes,
                     next_stop_ranking: ranking.iter().map(|p| p.stop_id.clone()).collect(),
                     stops,
                     delivered_probability: delivered[i] as f64,
+                    stops_not_scored: std::mem::take(&mut not_scored[i]),
                 }
             })
             .collect()

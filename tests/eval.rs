@@ -74,6 +74,9 @@ fn report_schema_baselines_plots_and_ablation() {
         "distance / region speed",
         "base rate",
         "nearest stop first",
+        "ridge regression",
+        "model top mode",
+        "mode probabilities",
         "region=urban",
         "error by horizon",
         "ablation",
@@ -98,6 +101,7 @@ fn report_schema_baselines_plots_and_ablation() {
     for b in [
         "constant_velocity",
         "constant_turn_rate",
+        "ridge",
         "distance_over_speed",
         "base_rate",
         "nearest_stop_first",
@@ -112,7 +116,19 @@ fn report_schema_baselines_plots_and_ablation() {
     for k in ["min_ade_m", "min_fde_m", "miss_rate", "brier_min_fde_m"] {
         num(&r, &format!("trajectory.at_k.{k}"));
         num(&r, &format!("trajectory.at_1.{k}"));
+        num(&r, &format!("trajectory.top_mode.{k}"));
+        num(&r, &format!("baselines.ridge.trajectory.at_k.{k}"));
     }
+    for k in ["mean_top_probability", "top_is_best_rate", "ece"] {
+        let v = num(&r, &format!("trajectory.mode_calibration.{k}"));
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    // The ridge was fitted with the run (and is what the report compares with).
+    let ridge: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("ridge.json")).unwrap()).unwrap();
+    assert!(ridge["train_samples"].as_u64().unwrap() > 100);
+    let h0 = &r["slices"]["horizon"][0];
+    assert!(h0["ridge_m"].as_f64().unwrap() > 0.0 && h0["model_top_mode_m"].as_f64().is_some());
     for k in ["mae_s", "rmse_s", "mape", "p10_p90_coverage"] {
         num(&r, &format!("eta.{k}"));
     }
@@ -140,6 +156,17 @@ fn report_schema_baselines_plots_and_ablation() {
     assert!(
         num(&r, "trajectory.at_k.min_ade_m") < b("constant_velocity.trajectory.at_k.min_ade_m")
     );
+    // The single most likely trajectory beats constant velocity clearly and is at least level
+    // with the linear model (a 600-step run on a tiny world ties with it at 30 s).
+    assert!(
+        num(&r, "trajectory.at_1.min_fde_m")
+            < 0.9 * b("constant_velocity.trajectory.at_k.min_fde_m")
+    );
+    let (k1, ridge) = (
+        num(&r, "trajectory.at_1.min_fde_m"),
+        b("ridge.trajectory.at_k.min_fde_m"),
+    );
+    assert!(k1 < 1.03 * ridge, "K=1 {k1} m, ridge {ridge} m\n{out}");
     assert!(
         num(&r, "trajectory.at_k.min_fde_m") < b("constant_turn_rate.trajectory.at_k.min_fde_m")
     );

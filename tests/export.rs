@@ -85,10 +85,15 @@ fn bundle_round_trips_and_tampering_is_refused() {
         "model.safetensors",
         "config.toml",
         "normalization.json",
+        "ridge.json",
         "bundle.json",
     ] {
         assert!(out.join(f).is_file(), "{f} in the bundle");
     }
+    // The ridge baseline travels with the model, hashed like the weights.
+    let loaded = dfm::eval::source::load(&out, &Device::flex()).unwrap();
+    let from_run = dfm::eval::ridge::Ridge::load_from(&run).unwrap();
+    assert!(loaded.ridge.is_some() && loaded.ridge == from_run);
     let b = dfm::export::load(&out, &Device::flex()).unwrap();
     assert_eq!(b.meta.schema_version, dfm::SCHEMA_VERSION);
     // The bundle predicts exactly as the run's best checkpoint.

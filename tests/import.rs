@@ -18,10 +18,10 @@ fn shared(sub: &str) -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: {} is absent (the real data samples live outside the repository)",
+        skip(&format!(
+            "{} is absent (the real data samples live outside the repository)",
             p.display()
-        );
+        ));
         None
     }
 }
@@ -409,4 +409,102 @@ fn import_cli_reports_and_refuses_bad_records() {
     // An existing dataset is not overwritten without --force.
     let (ok, _, err) = dfm(&args);
     assert!(!ok && err.contains("--force"), "{err}");
+}
+
+/// Stops are a set: a model trained on an import capped at 40 stop tokens evaluates on an import
+/// of the same routes with every stop (up to 192): it reads the nearest 40 and says so.
+#[test]
+fn lmrc_model_reads_an_import_with_more_stops() {
+    let Some(input) = shared("lmrc-sample") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    let capped = lmrc::LmrcOptions {
+        max_stops: 40,
+        ..Default::default()
+    };
+    lmrc::import(&input, &small, &capped, false, false).unwrap();
+    let full = tmp.path().join("full");
+    lmrc::import(&input, &full, &lmrc::LmrcOptions::default(), false, false).unwrap();
+    assert_eq!(Manifest::load(&full).unwrap().spec.max_stops, 192);
+    let run = tmp.path().join("run");
+    let o: Vec<String> = vec![
+        format!("data.path={}", small.display()),
+        format!("run.dir={}", run.display()),
+        "model.d_model=16".into(),
+        "model.heads=2".into(),
+        "model.layers=1".into(),
+        "train.max_steps=10".into(),
+    ];
+    let cfg = dfm::config::Config::load(Some(Path::new("configs/lmrc.toml")), &o).unwrap();
+    dfm::train::train(cfg, false, &burn::prelude::Device::flex(), true).unwrap();
+    let json = tmp.path().join("r.json");
+    let (ok, out, err) = dfm(&[
+        "eval",
+        "--device",
+        "flex",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        full.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("list more stops than the model reads"),
+        "{out}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["stop_capacity"], 40);
+    let over = r["samples_over_stop_capacity"].as_u64().unwrap();
+    assert!(over > 0 && over < r["samples"].as_u64().unwrap(), "{over}");
+    assert!(r["next_stop"]["hr_at_3"].as_f64().is_some());
+}
+
+/// A GPS CSV of another shape than any shipped config was written for trains with
+/// `configs/gps-csv.toml` as it is: the patch sizes come from the dataset.
+#[test]
+fn gps_csv_config_trains_on_any_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("vehicle,ts,latitude,longitude,spd\n");
+    let t0 = 86_400.0 * 19_000.0;
+    for v in 0..24 {
+        let speed = 3.0 + v as f64;
+        for k in 0..40 {
+            let t = t0 + 3600.0 * v as f64 + 10.0 * k as f64;
+            let turn = (k as f64 * 0.05 * (v % 3) as f64).sin();
+            let north = speed * 10.0 * k as f64 / 111_195.0;
+            let east = 30.0 * turn / 74_000.0;
+            text.push_str(&format!(
+                "v{v},{t},{:.9},{:.9},{speed}\n",
+                48.0 + north,
+                11.0 + east
+            ));
+        }
+    }
+    let input = tmp.path().join("fleet.csv");
+    std::fs::write(&input, text).unwrap();
+    let mut o = csv_options();
+    o.window.history_len = 7;
+    o.window.future_len = 5;
+    o.test_days = 0.0;
+    let data = tmp.path().join("fleet");
+    gps_csv::import(&input, &data, &o, false, false).unwrap();
+    let run = tmp.path().join("run");
+    let sets: Vec<String> = vec![
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "train.max_steps=3".into(),
+        "train.batch_size=8".into(),
+    ];
+    let cfg = dfm::config::Config::load(Some(Path::new("configs/gps-csv.toml")), &sets).unwrap();
+    dfm::train::train(cfg, false, &burn::prelude::Device::flex(), true).unwrap();
+    let saved = dfm::config::Config::load(Some(&run.join("config.toml")), &[]).unwrap();
+    let spec = Manifest::load(&data).unwrap().spec;
+    assert_eq!(spec.history_len, 7);
+    assert_eq!(saved.model.history_patch, 1, "7 fixes: one per token");
+    assert_eq!(spec.imu_len % saved.model.imu_patch, 0);
 }

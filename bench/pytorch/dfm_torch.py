@@ -3,7 +3,7 @@
 Same architecture and shapes as `src/model/` for a dfm config (TOML) and its dataset's shapes (the
 `spec` of `data.path/manifest.json`, or dfm's defaults): history and IMU patch tokens, a 3x3 conv stem
 and a strided patch conv for the image, one token per stop (features + Fourier features through a
-2-layer MLP), one token per context group, learned modality embeddings and queries (K modes + 1), a
+2-layer MLP), one token per context group, learned modality embeddings and queries (K modes + most likely + outcome), a
 pre-norm transformer encoder (GELU MLP, key padding mask), a final LayerNorm, and the same heads
 (trajectory modes, mode logits, ETA quantiles, on-time, delivered, next-stop pointer) and losses
 (winner-takes-all ADE + mode NLL, pinball, BCE, pointer NLL), AdamW. The FLOPs are counted with the
@@ -32,14 +32,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HIST_CH, IMU_CH, STOP_CH, CTX_CH = 8, 4, 13, 21
+HIST_CH, IMU_CH, STOP_CH, CTX_CH = 11, 4, 17, 21
 CTX_GROUPS = [4, 5, 2, 4, 2, 4]  # time, weather, peak, road, zone, depot
 FOURIER = 6
 STEM = 16
 QUANTILES = (0.1, 0.5, 0.9)
 DEFAULT_SPEC = dict(history_len=30, future_len=15, imu_len=300, max_stops=8)
 MODEL_DEFAULTS = dict(d_model=64, layers=2, heads=4, ff_mult=4, dropout=0.1, modes=6,
-                      image_patch=8, history_patch=5, imu_patch=25)
+                      image_patch=8, history_patch=0, imu_patch=0)
+
+
+def auto_patch(n, tokens=6):
+    """dfm's config::auto_patch: the divisor of n whose token count is closest to 6 (fewer on a tie)."""
+    n = max(n, 1)
+    return min((p for p in range(1, n + 1) if n % p == 0), key=lambda p: (abs(n // p - tokens), n // p))
 
 
 class DfmTorch(nn.Module):
@@ -64,7 +70,7 @@ class DfmTorch(nn.Module):
         self.ctx = nn.ModuleList([nn.Linear(n, d) for n in CTX_GROUPS])
         self.modality = nn.Parameter(torch.randn(6, d) * 0.02)
         self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
-        self.queries = nn.Parameter(torch.randn(m["modes"] + 1, d) * 0.02)
+        self.queries = nn.Parameter(torch.randn(m["modes"] + 2, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, m["heads"], d * m["ff_mult"], dropout=m["dropout"],
                                            activation="gelu", batch_first=True, norm_first=True)
         self.fusion = nn.TransformerEncoder(layer, m["layers"], enable_nested_tensor=False)
@@ -78,7 +84,7 @@ class DfmTorch(nn.Module):
         self.rec_hist = nn.Linear(d, m["history_patch"] * HIST_CH)
         self.rec_imu = nn.Linear(d, m["imu_patch"] * IMU_CH)
         self.rec_stops = nn.Linear(d, STOP_CH)
-        self.prior_gate = nn.Parameter(torch.tensor([1.0] + [0.0] * (m["modes"] - 1)))
+        self.prior_gate = nn.Parameter(torch.tensor([1.0] + [0.0] * (m["modes"] - 1) + [1.0]))
 
     def forward(self, b):
         B = b["hist"].shape[0]
@@ -102,14 +108,15 @@ class DfmTorch(nn.Module):
         k, n = mp["modes"], st.shape[1]
         s0 = self.nh + self.ni + self.ng
         q0 = s0 + n + len(CTX_GROUPS)
-        mode_h, out_h, stop_h = out[:, q0:q0 + k], out[:, q0 + k], out[:, s0:s0 + n]
-        traj = self.traj2(F.gelu(self.traj1(mode_h))).reshape(B, k, -1, 2)
-        traj = traj + b["prior"].unsqueeze(1) * self.prior_gate.reshape(1, k, 1, 1)
+        mode_h, out_h, stop_h = out[:, q0:q0 + k + 1], out[:, q0 + k + 1], out[:, s0:s0 + n]
+        traj = self.traj2(F.gelu(self.traj1(mode_h))).reshape(B, k + 1, -1, 2)
+        traj = traj + b["prior"].unsqueeze(1) * self.prior_gate.reshape(1, k + 1, 1, 1)
+        traj, point = traj[:, :k], traj[:, k]
         sh = F.gelu(self.sh(stop_h))
         raw = self.eta(sh)
         mid = raw[..., 1:2]
         eta = torch.cat([mid - F.softplus(raw[..., 0:1]), mid, mid + F.softplus(raw[..., 2:3])], -1)
-        return dict(traj=traj, mode=self.mode(mode_h).squeeze(-1), eta=eta,
+        return dict(traj=traj, point=point, mode=self.mode(mode_h[:, :k]).squeeze(-1), eta=eta,
                     on_time=self.on_time(sh).squeeze(-1), next=self.next(sh).squeeze(-1),
                     delivered=self.delivered(out_h).squeeze(-1))
 
@@ -118,6 +125,7 @@ def loss_fn(o, t):
     ade = (o["traj"] - t["future"].unsqueeze(1)).norm(dim=-1).mean(-1)  # [B, K]
     best, idx = ade.min(1)
     loss = best.mean() + F.cross_entropy(o["mode"], idx)
+    loss = loss + (o["point"] - t["future"]).norm(dim=-1).mean()
     e = t["eta"].unsqueeze(-1) - o["eta"]
     q = torch.tensor(QUANTILES, device=e.device, dtype=e.dtype)
     loss = loss + torch.maximum(e * q, e * (q - 1)).mean()
@@ -131,13 +139,13 @@ def forward_flops(m, spec, image_size):
     d, ff, k, f = m["d_model"], m["d_model"] * m["ff_mult"], m["modes"], spec["future_len"]
     nh, ni = spec["history_len"] // m["history_patch"], spec["imu_len"] // m["imu_patch"]
     ng, ns = (image_size // m["image_patch"]) ** 2, spec["max_stops"]
-    n = nh + ni + ng + ns + len(CTX_GROUPS) + k + 1
+    n = nh + ni + ng + ns + len(CTX_GROUPS) + k + 2
     lin = lambda t, a, b: 2 * t * a * b
     x = lin(nh, m["history_patch"] * HIST_CH, d) + lin(ni, m["imu_patch"] * IMU_CH, d)
     x += 2 * image_size * image_size * 27 * STEM + 2 * ng * STEM * m["image_patch"] ** 2 * d
     x += lin(ns, STOP_CH + 4 * FOURIER, d) + lin(ns, d, d) + sum(lin(1, g, d) for g in CTX_GROUPS)
     x += m["layers"] * (lin(4 * n, d, d) + 4 * n * n * d + lin(n, d, ff) + lin(n, ff, d))
-    x += lin(k, d, 2 * d) + lin(k, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)
+    x += lin(k + 1, d, 2 * d) + lin(k + 1, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)
     x += lin(ns, d, d) + lin(ns, d, 3) + lin(ns, d, 1) + lin(ns, d, 1)
     return float(x), n
 
@@ -163,6 +171,9 @@ def main():
     manifest = os.path.join(data.get("path", ""), "manifest.json")
     if os.path.isfile(manifest):
         spec.update(json.load(open(manifest))["spec"])
+    for key, length in (("history_patch", "history_len"), ("imu_patch", "imu_len")):
+        if not m[key]:
+            m[key] = auto_patch(spec[length])
     bs = a.batch_size or cfg.get("train", {}).get("batch_size", 32)
     if a.threads:
         torch.set_num_threads(a.threads)

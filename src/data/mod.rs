@@ -7,5 +7,6 @@ pub mod manifest;
 pub mod npy;
 pub mod sample;
 pub mod shards;
+pub mod stop_set;
 pub mod synth;
 pub mod writer;

@@ -7,6 +7,7 @@
 //! - ETA: straight-line distance to each stop over the region's mean speed, where the mean speed
 //!   of a region is total distance over total arrival time on the training split.
 //! - Outcomes: the training split's base rates of on-time and delivered.
+//! - Ridge: a linear model of the history (`ridge.rs`), fitted with the run.
 //! - Next stop: nearest stop first (straight-line distance); same zone then nearest (stops in
 //!   the vehicle's delivery zone first).
 
@@ -92,6 +93,8 @@ pub fn same_zone_nearest_scores(s: &Sample, frame: &LocalFrame) -> Vec<f64> {
 /// What the baselines learn from the training split: mean speed per region, base rates.
 #[derive(Clone, Debug, Default)]
 pub struct TrainStats {
+    /// The run's ridge regression (fitted on the run's training split, not the evaluated one).
+    pub ridge: Option<std::sync::Arc<super::ridge::Ridge>>,
     pub speeds: RegionSpeed,
     pub on_time: (u64, u64),
     pub delivered: (u64, u64),

@@ -58,6 +58,61 @@ impl TrajAcc {
     }
 }
 
+/// Are the mode probabilities calibrated? Per sample, the most probable mode's probability
+/// against whether it was the best mode (smallest final error): binned by probability, the
+/// expected and the observed frequency.
+#[derive(Clone, Debug, Default)]
+pub struct ModeCalAcc {
+    /// Per tenth of probability: (sum of p, hits, count).
+    bins: [(f64, u64, u64); 10],
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct ModeCalibration {
+    /// Mean probability of the most probable mode (the frequency it claims to be best).
+    pub mean_top_probability: f64,
+    /// How often the most probable mode was the best of the K.
+    pub top_is_best_rate: f64,
+    /// Expected calibration error over ten probability bins.
+    pub ece: f64,
+}
+
+impl ModeCalAcc {
+    pub fn add(&mut self, probs: &[f64], modes: &[Vec<[f64; 2]>], truth: &[[f64; 2]]) {
+        let last = truth.len() - 1;
+        let fde = |m: &Vec<[f64; 2]>| {
+            ((m[last][0] - truth[last][0]).powi(2) + (m[last][1] - truth[last][1]).powi(2)).sqrt()
+        };
+        let arg = |f: &dyn Fn(usize) -> f64, better: fn(f64, f64) -> bool| {
+            (0..modes.len()).fold(0, |a, k| if better(f(k), f(a)) { k } else { a })
+        };
+        let top = arg(&|k| probs[k], |x, y| x > y);
+        let best = arg(&|k| fde(&modes[k]), |x, y| x < y);
+        let p = probs[top].clamp(0.0, 1.0);
+        let b = &mut self.bins[((p * 10.0) as usize).min(9)];
+        b.0 += p;
+        b.1 += (top == best) as u64;
+        b.2 += 1;
+    }
+
+    pub fn finish(&self) -> Option<ModeCalibration> {
+        let n: u64 = self.bins.iter().map(|b| b.2).sum();
+        (n > 0).then(|| {
+            let nf = n as f64;
+            ModeCalibration {
+                mean_top_probability: self.bins.iter().map(|b| b.0).sum::<f64>() / nf,
+                top_is_best_rate: self.bins.iter().map(|b| b.1).sum::<u64>() as f64 / nf,
+                ece: self
+                    .bins
+                    .iter()
+                    .filter(|b| b.2 > 0)
+                    .map(|b| (b.0 - b.1 as f64).abs() / nf)
+                    .sum(),
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct EtaAcc {
     pub n: usize,

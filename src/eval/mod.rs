@@ -8,6 +8,7 @@ pub mod baselines;
 pub mod metrics;
 pub mod plots;
 pub mod report;
+pub mod ridge;
 pub mod rollout;
 pub mod sequence;
 pub mod source;
@@ -22,7 +23,7 @@ use baselines::TrainStats;
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
-use metrics::{BinaryAcc, EtaAcc, NextStopAcc, TrajAcc};
+use metrics::{BinaryAcc, EtaAcc, ModeCalAcc, NextStopAcc, TrajAcc};
 use report::{EvalReport, HorizonRow, Metrics, ModelInfo, Slice, Slices, TrajBlock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,7 @@ pub struct Truth {
     future: Option<Vec<[f64; 2]>>,
     cv: Vec<[f64; 2]>,
     ctrv: Vec<[f64; 2]>,
+    ridge: Option<Vec<[f64; 2]>>,
     arrival: Vec<Option<f64>>,
     eta_base: Vec<f64>,
     on_time: Vec<Option<bool>>,
@@ -117,6 +119,8 @@ pub struct Truth {
     same_zone: Vec<f64>,
     /// The raw decision, kept for route roll-outs (route datasets only).
     decision: Option<crate::Sample>,
+    /// The sample listed more stops than the model reads (it saw the nearest ones).
+    over_capacity: bool,
     slices: [String; 3],
     history: Vec<[f64; 2]>,
     raster: Option<(Rgb8, f32, [f32; 2])>,
@@ -126,6 +130,8 @@ pub struct Truth {
 struct Pred<'a> {
     t: &'a Truth,
     modes: Vec<Vec<[f64; 2]>>,
+    /// The single most likely trajectory.
+    point: Vec<[f64; 2]>,
     probs: Vec<f64>,
     eta: Vec<[f64; 3]>,
     on_time: Vec<f64>,
@@ -138,8 +144,11 @@ struct Acc {
     samples: usize,
     traj_k: TrajAcc,
     traj_1: TrajAcc,
+    traj_top: TrajAcc,
+    mode_cal: ModeCalAcc,
     cv: TrajAcc,
     ctrv: TrajAcc,
+    ridge: TrajAcc,
     eta: EtaAcc,
     eta_base: EtaAcc,
     on_time: BinaryAcc,
@@ -161,10 +170,15 @@ impl Acc {
         self.samples += 1;
         if let Some(truth) = &t.future {
             self.traj_k.add(&p.modes, &p.probs, truth, miss);
-            self.traj_1
+            self.traj_1.add(&[p.point.clone()], &[1.0], truth, miss);
+            self.traj_top
                 .add(&[p.modes[top_mode(&p.probs)].clone()], &[1.0], truth, miss);
+            self.mode_cal.add(&p.probs, &p.modes, truth);
             self.cv.add(&[t.cv.clone()], &[1.0], truth, miss);
             self.ctrv.add(&[t.ctrv.clone()], &[1.0], truth, miss);
+            if let Some(r) = &t.ridge {
+                self.ridge.add(&[r.clone()], &[1.0], truth, miss);
+            }
         }
         for (j, a) in t.arrival.iter().enumerate().take(p.eta.len()) {
             if let Some(a) = a {
@@ -203,11 +217,18 @@ impl Acc {
                 k,
                 miss_threshold_m: miss,
                 at_1: at_1.and_then(|a| a.finish()).or_else(|| at_k.clone()),
+                top_mode: None,
+                mode_calibration: None,
                 at_k,
             })
         };
+        let model_traj = traj(&self.traj_k, Some(&self.traj_1), k).map(|t| TrajBlock {
+            top_mode: self.traj_top.finish(),
+            mode_calibration: self.mode_cal.finish(),
+            ..t
+        });
         let model = Metrics {
-            trajectory: traj(&self.traj_k, Some(&self.traj_1), k),
+            trajectory: model_traj,
             eta: self.eta.finish(true),
             on_time: self.on_time.finish(),
             delivered: self.delivered.finish(),
@@ -228,6 +249,15 @@ impl Acc {
                 ..Default::default()
             },
         );
+        if self.ridge.n > 0 {
+            b.insert(
+                "ridge".into(),
+                Metrics {
+                    trajectory: traj(&self.ridge, None, 1),
+                    ..Default::default()
+                },
+            );
+        }
         b.insert(
             "distance_over_speed".into(),
             Metrics {
@@ -328,7 +358,11 @@ pub fn evaluate(
     let routes_mode = manifest.source == "lmrc";
     let stats2 = stats.clone();
     let n2 = norm.clone();
-    let per_sample = Arc::new(move |s: crate::Sample| {
+    let cap = spec.max_stops;
+    let per_sample = Arc::new(move |orig: crate::Sample| {
+        // The decision keeps every stop for the route roll-out; the model reads its capacity.
+        let decision = routes_mode.then(|| orig.clone());
+        let (s, kept) = crate::data::stop_set::fit(orig, cap);
         let f = n2.features(&s);
         let frame = f.meta.frame;
         let local = |lat: f64, lon: f64| {
@@ -347,6 +381,11 @@ pub fn evaluate(
                 .map(|t| t.future.iter().map(|p| local(p[0], p[1])).collect()),
             cv: baselines::constant_velocity(&s, &frame, spec.future_len, step),
             ctrv: baselines::constant_turn_rate(&s, &frame, spec.future_len, step),
+            ridge: stats2
+                .ridge
+                .as_ref()
+                .filter(|r| r.fits(&f))
+                .map(|r| r.predict_m(&f, n2.traj_scale)),
             arrival: t.map(|t| t.arrival_s.clone()).unwrap_or_default(),
             eta_base: baselines::eta_distance_over_speed(&s, &frame, stats2.speeds.speed(s.region)),
             on_time: t.map(|t| t.on_time.clone()).unwrap_or_default(),
@@ -354,7 +393,8 @@ pub fn evaluate(
             next: t.and_then(|t| t.next_stop),
             nearest: baselines::nearest_first_scores(&s, &frame),
             same_zone: baselines::same_zone_nearest_scores(&s, &frame),
-            decision: routes_mode.then(|| s.clone()),
+            decision,
+            over_capacity: kept.is_some(),
             slices: [
                 s.region.name().to_string(),
                 s.context
@@ -390,9 +430,10 @@ pub fn evaluate(
     let miss = o.miss_threshold_m;
     let mut all = Acc::default();
     let mut groups: [BTreeMap<String, Acc>; 3] = Default::default();
-    let mut horizon = vec![[0f64; 4]; fl];
+    let mut horizon = vec![[0f64; 6]; fl];
     let mut horizon_n = 0u64;
     let mut route_logs: BTreeMap<String, rollout::RouteLog> = BTreeMap::new();
+    let mut over_capacity = 0usize;
     let mut plot = PlotData {
         calibration: Calibration {
             p50_bins: vec![(0.0, 0.0, 0); P50_EDGES_S.len()],
@@ -411,6 +452,7 @@ pub fn evaluate(
         };
         let out = model.forward(&batch, &masks);
         let traj = to_vec(out.traj);
+        let point = to_vec(out.point);
         let probs = to_vec(softmax(out.mode_logits, 1));
         let eta_q = to_vec(out.eta);
         let on_time = to_vec(sigmoid(out.on_time_logits));
@@ -432,6 +474,15 @@ pub fn evaluate(
                             .collect()
                     })
                     .collect(),
+                point: (0..fl)
+                    .map(|s| {
+                        let o = (i * fl + s) * 2;
+                        [
+                            (point[o] * norm.traj_scale) as f64,
+                            (point[o + 1] * norm.traj_scale) as f64,
+                        ]
+                    })
+                    .collect(),
                 probs: probs[i * k..(i + 1) * k]
                     .iter()
                     .map(|&x| x as f64)
@@ -447,6 +498,7 @@ pub fn evaluate(
                 next: next[i * n..(i + 1) * n].iter().map(|&x| x as f64).collect(),
             };
             all.add(&pred, stats, miss);
+            over_capacity += t.over_capacity as usize;
             if let Some(d) = &t.decision {
                 route_logs.entry(d.route_id.clone()).or_default().add(d);
             }
@@ -470,9 +522,13 @@ pub fn evaluate(
                 let top = top_mode(&pred.probs);
                 for s in 0..fl {
                     horizon[s][0] += err(&pred.modes[best][s], &truth[s]);
-                    horizon[s][1] += err(&pred.modes[top][s], &truth[s]);
+                    horizon[s][1] += err(&pred.point[s], &truth[s]);
+                    horizon[s][5] += err(&pred.modes[top][s], &truth[s]);
                     horizon[s][2] += err(&t.cv[s], &truth[s]);
                     horizon[s][3] += err(&t.ctrv[s], &truth[s]);
+                    if let Some(r) = &t.ridge {
+                        horizon[s][4] += err(&r[s], &truth[s]);
+                    }
                 }
                 horizon_n += 1;
                 if o.plots.is_some() && plot.samples.len() < PLOT_SAMPLES && t.raster.is_some() {
@@ -555,8 +611,10 @@ pub fn evaluate(
             t_s: (s + 1) as f64 * step,
             model_best_of_k_m: horizon[s][0] / hz,
             model_top1_m: horizon[s][1] / hz,
+            model_top_mode_m: horizon[s][5] / hz,
             constant_velocity_m: horizon[s][2] / hz,
             constant_turn_rate_m: horizon[s][3] / hz,
+            ridge_m: (all.ridge.n > 0).then(|| horizon[s][4] / all.ridge.n as f64),
         })
         .collect();
     plot.on_time_reliability = all.on_time.reliability();
@@ -565,6 +623,8 @@ pub fn evaluate(
     let report = EvalReport {
         split: o.split.clone(),
         samples: all.samples,
+        stop_capacity: cap,
+        samples_over_stop_capacity: over_capacity,
         model: info,
         trajectory: model_m.trajectory,
         eta: model_m.eta,

@@ -300,7 +300,11 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
         )?;
         let series: [(&str, fn(&super::HorizonRow) -> f64, RGBAColor); 4] = [
             ("model, best of K", |r| r.model_best_of_k_m, BLUE.to_rgba()),
-            ("model, top mode", |r| r.model_top1_m, CYAN.to_rgba()),
+            (
+                "model, most likely (K=1)",
+                |r| r.model_top1_m,
+                CYAN.to_rgba(),
+            ),
             (
                 "constant velocity",
                 |r| r.constant_velocity_m,
@@ -316,6 +320,16 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             let pts: Vec<(f64, f64)> = d.horizon.iter().map(|r| (r.t_s, get(r))).collect();
             let mut s = ch.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
             labelled(&mut s, name, color);
+        }
+        let ridge: Vec<(f64, f64)> = d
+            .horizon
+            .iter()
+            .filter_map(|r| Some((r.t_s, r.ridge_m?)))
+            .collect();
+        if !ridge.is_empty() {
+            let color = MAGENTA.to_rgba();
+            let mut s = ch.draw_series(LineSeries::new(ridge, color.stroke_width(2)))?;
+            labelled(&mut s, "ridge regression", color);
         }
         finish_legend(&mut ch)?;
         root.present()?;

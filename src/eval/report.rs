@@ -6,7 +6,7 @@
 //! the model's and the baselines' metrics; `horizon`: errors per future step). A metric whose
 //! labels are absent is null, not zero.
 
-use super::metrics::{BinaryMetrics, EtaMetrics, NextStopMetrics, TrajMetrics};
+use super::metrics::{BinaryMetrics, EtaMetrics, ModeCalibration, NextStopMetrics, TrajMetrics};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,8 +18,13 @@ pub struct TrajBlock {
     pub miss_threshold_m: f64,
     /// Best of the K modes (Argoverse minADE_K, minFDE_K, miss rate, brier-minFDE).
     pub at_k: Option<TrajMetrics>,
-    /// The most probable mode only.
+    /// The single most likely trajectory: the model's point prediction (for a baseline, its
+    /// one trajectory).
     pub at_1: Option<TrajMetrics>,
+    /// The most probable of the K modes alone (null for a single-trajectory baseline).
+    pub top_mode: Option<TrajMetrics>,
+    /// Calibration of the mode probabilities (null for a single-trajectory baseline).
+    pub mode_calibration: Option<ModeCalibration>,
 }
 
 /// What one predictor scored; null where it makes no such prediction or labels are absent.
@@ -43,12 +48,16 @@ pub struct Slice {
 pub struct HorizonRow {
     pub step: usize,
     pub t_s: f64,
-    /// Mean displacement error at this step: the model's minFDE-selected mode, its most probable
-    /// mode, constant velocity, constant turn rate.
+    /// Mean displacement error at this step: the model's minFDE-selected mode, its most likely
+    /// trajectory (K=1), its most probable mode, constant velocity, constant turn rate, ridge
+    /// regression.
     pub model_best_of_k_m: f64,
     pub model_top1_m: f64,
+    pub model_top_mode_m: f64,
     pub constant_velocity_m: f64,
     pub constant_turn_rate_m: f64,
+    /// The run's ridge regression (null when the model has none).
+    pub ridge_m: Option<f64>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq, Default)]
@@ -71,6 +80,10 @@ pub struct ModelInfo {
 pub struct EvalReport {
     pub split: String,
     pub samples: usize,
+    /// Stops the model reads per sample; samples listing more were read as their nearest
+    /// `stop_capacity` stops (counted here).
+    pub stop_capacity: usize,
+    pub samples_over_stop_capacity: usize,
     pub model: ModelInfo,
     pub trajectory: Option<TrajBlock>,
     pub eta: Option<EtaMetrics>,
@@ -153,6 +166,13 @@ impl EvalReport {
             "evaluation of {} on `{}`: {} samples{dropped}",
             self.model.source, self.split, self.samples
         );
+        if self.samples_over_stop_capacity > 0 {
+            let _ = writeln!(
+                s,
+                "  {} samples list more stops than the model reads ({}): model and baselines saw their nearest {}",
+                self.samples_over_stop_capacity, self.stop_capacity, self.stop_capacity
+            );
+        }
         let b = |n: &str| self.baselines.get(n);
         let k = self.trajectory.as_ref().map(|t| t.k).unwrap_or(0);
         let miss = self
@@ -179,15 +199,35 @@ impl EvalReport {
             "model K=1",
             self.trajectory.as_ref().and_then(|t| t.at_1.as_ref()),
         );
+        traj_row(
+            &mut s,
+            "model top mode",
+            self.trajectory.as_ref().and_then(|t| t.top_mode.as_ref()),
+        );
         for (n, label) in [
             ("constant_velocity", "constant velocity"),
             ("constant_turn_rate", "constant turn rate"),
+            ("ridge", "ridge regression"),
         ] {
+            if n == "ridge" && b(n).is_none() {
+                continue;
+            }
             traj_row(
                 &mut s,
                 label,
                 b(n).and_then(|m| m.trajectory.as_ref())
                     .and_then(|t| t.at_k.as_ref()),
+            );
+        }
+        if let Some(c) = self
+            .trajectory
+            .as_ref()
+            .and_then(|t| t.mode_calibration.as_ref())
+        {
+            let _ = writeln!(
+                s,
+                "  mode probabilities: the top mode claims {:.3}, is the best mode {:.3} of the time (ECE {:.3})",
+                c.mean_top_probability, c.top_is_best_rate, c.ece
             );
         }
         let _ = writeln!(
@@ -316,18 +356,20 @@ impl EvalReport {
         if !self.slices.horizon.is_empty() {
             let _ = writeln!(
                 s,
-                "\nerror by horizon (m){:<8}{:>10}{:>10}{:>10}{:>10}",
-                "", "best of K", "top mode", "CV", "CTRV"
+                "\nerror by horizon (m){:<8}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                "", "best of K", "K=1", "top mode", "CV", "CTRV", "ridge"
             );
             for h in &self.slices.horizon {
                 let _ = writeln!(
                     s,
-                    "  {:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                    "  {:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{}",
                     format!("step {} ({:.0} s)", h.step, h.t_s),
                     h.model_best_of_k_m,
                     h.model_top1_m,
+                    h.model_top_mode_m,
                     h.constant_velocity_m,
-                    h.constant_turn_rate_m
+                    h.constant_turn_rate_m,
+                    f(h.ridge_m, 10, 2)
                 );
             }
         }

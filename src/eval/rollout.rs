@@ -107,7 +107,13 @@ pub fn model_chooser<'a>(
     device: &'a Device,
 ) -> impl Fn(&[Sample]) -> Vec<usize> + 'a {
     move |batch: &[Sample]| {
-        let feats: Vec<_> = batch.iter().map(|s| norm.features(s)).collect();
+        let n = norm.spec.max_stops;
+        // Routes longer than the model's capacity: it picks among the nearest `n` stops.
+        let fitted: Vec<_> = batch
+            .iter()
+            .map(|s| crate::data::stop_set::fit(s.clone(), n))
+            .collect();
+        let feats: Vec<_> = fitted.iter().map(|(s, _)| norm.features(s)).collect();
         let b = FeatureBatcher.batch(feats, device);
         let masks = TokenMasks {
             keep: super::keep_mask(&[], batch.len(), device),
@@ -122,17 +128,17 @@ pub fn model_chooser<'a>(
             .convert::<f32>()
             .try_into_vec()
             .expect("f32");
-        let n = norm.spec.max_stops;
-        batch
+        fitted
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                argmax(
+            .map(|(i, (s, keep))| {
+                let j = argmax(
                     &logits[i * n..i * n + s.stops.len().min(n)]
                         .iter()
                         .map(|&x| x as f64)
                         .collect::<Vec<_>>(),
-                )
+                );
+                keep.as_ref().map_or(j, |k| k[j])
             })
             .collect()
     }

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::data::manifest::Manifest;
+use crate::eval::ridge::Ridge;
 use crate::export::{self, NORMALIZATION, Normalization};
 use crate::features::Normalizer;
 use crate::model::DfmModel;
@@ -19,6 +20,8 @@ pub struct LoadedModel {
     /// What was loaded, for reports ("run checkpoints/x, step 3129" / "bundle ...").
     pub description: String,
     pub step: Option<usize>,
+    /// The learned linear baseline fitted with the run (absent in runs made before it existed).
+    pub ridge: Option<Ridge>,
 }
 
 /// Loads a run folder's best checkpoint, or an export bundle (verified).
@@ -28,6 +31,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
         return Ok(LoadedModel {
             description: format!("bundle {} (step {})", path.display(), b.meta.step),
             step: Some(b.meta.step),
+            ridge: Ridge::load_from(path)?,
             model: b.model,
             cfg: b.cfg,
             normalization: b.normalization,
@@ -59,6 +63,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
             state.step
         ),
         step: Some(state.step),
+        ridge: Ridge::load_from(path)?,
         model,
         cfg,
         normalization,
@@ -66,7 +71,8 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
     })
 }
 
-/// Checks that a dataset can be fed to a model: same schema version, same shapes and steps,
+/// Checks that a dataset can be fed to a model: same schema version, same shapes and steps
+/// (stops are a set: any number is read, the nearest `max_stops` of the model when more),
 /// and feature statistics of the same scale (a 3x difference in a position, speed or time
 /// scale means other units, another sampling or another kind of movement). `allow_shift`
 /// accepts different statistics (evaluating out of domain on purpose).
@@ -101,7 +107,6 @@ pub fn check_data(
         ),
         ("imu_len", a.imu_len as f64, b.imu_len as f64),
         ("imu_rate_hz", a.imu_rate_hz as f64, b.imu_rate_hz as f64),
-        ("max_stops", a.max_stops as f64, b.max_stops as f64),
     ]
     .iter()
     .filter(|(_, x, y)| (x - y).abs() > 1e-6)

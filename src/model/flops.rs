@@ -36,6 +36,7 @@ pub struct Tokens {
 }
 
 pub fn tokens(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> Tokens {
+    let cfg = &cfg.for_spec(spec);
     let g = image_size / cfg.image_patch;
     let t = Tokens {
         history: spec.history_len / cfg.history_patch,
@@ -43,7 +44,7 @@ pub fn tokens(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> Tokens {
         image: g * g,
         stops: spec.max_stops,
         context: CTX_GROUPS.len(),
-        queries: cfg.modes + 1,
+        queries: cfg.modes + 2,
         total: 0,
     };
     Tokens {
@@ -72,6 +73,7 @@ fn params(name: &str, params: usize) -> Term {
 /// Every term of the forward pass. `pretrain` adds the reconstruction decoders' work (their
 /// parameters are always counted).
 pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) -> Vec<Term> {
+    let cfg = &cfg.for_spec(spec);
     let d = cfg.d_model;
     let ff = d * cfg.ff_mult;
     let t = tokens(cfg, spec, image_size);
@@ -102,8 +104,8 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) 
     }
     v.push(params("modality embeddings", (MODALITIES.len() + 1) * d));
     v.push(params("mask token", d));
-    v.push(params("queries", (cfg.modes + 1) * d));
-    v.push(params("prior gate", cfg.modes));
+    v.push(params("queries", (cfg.modes + 2) * d));
+    v.push(params("prior gate", cfg.modes + 1));
     for l in 0..cfg.layers {
         v.push(Term {
             params: 4 * (d * d + d),
@@ -123,8 +125,9 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) 
     let k = cfg.modes;
     let f = spec.future_len;
     v.extend([
-        linear("trajectory head 1", k, d, 2 * d),
-        linear("trajectory head 2", k, 2 * d, 2 * f),
+        // K modes and the most likely trajectory.
+        linear("trajectory head 1", k + 1, d, 2 * d),
+        linear("trajectory head 2", k + 1, 2 * d, 2 * f),
         linear("mode head", k, d, 1),
         linear("delivered head", 1, d, 1),
         linear("stop head", t.stops, d, d),

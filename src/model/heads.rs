@@ -35,7 +35,9 @@ impl Heads {
         }
     }
 
-    /// mode_h [B, K, d], out_h [B, d], stop_h [B, N, d], stop_valid [B, N].
+    /// mode_h [B, K + 1, d] (the K mode tokens, then the most-likely token: one trajectory MLP
+    /// decodes all of them; only the K modes get logits), out_h [B, d], stop_h [B, N, d],
+    /// stop_valid [B, N].
     pub fn forward(
         &self,
         mode_h: Tensor<3>,
@@ -43,13 +45,16 @@ impl Heads {
         stop_h: Tensor<3>,
         stop_valid: Tensor<2>,
     ) -> Output {
-        let [b, k, _] = mode_h.dims();
+        let [b, k1, _] = mode_h.dims();
+        let k = k1 - 1;
         let [_, n, _] = stop_h.dims();
-        let traj = self
+        let all = self
             .traj2
             .forward(gelu(self.traj1.forward(mode_h.clone())))
-            .reshape([b, k, self.future_len, 2]);
-        let mode_logits = self.mode.forward(mode_h).reshape([b, k]);
+            .reshape([b, k1, self.future_len, 2]);
+        let traj = all.clone().narrow(1, 0, k);
+        let point = all.narrow(1, k, 1).reshape([b, self.future_len, 2]);
+        let mode_logits = self.mode.forward(mode_h.narrow(1, 0, k)).reshape([b, k]);
         let delivered_logits = self.delivered.forward(out_h).reshape([b]);
         let s = gelu(self.stop1.forward(stop_h));
         let raw = self.eta.forward(s.clone()); // [B, N, 3]
@@ -62,6 +67,7 @@ impl Heads {
         let next_logits = next.mask_fill(stop_valid.lower_elem(0.5), -1e4);
         Output {
             traj,
+            point,
             mode_logits,
             eta,
             on_time_logits,

@@ -2,7 +2,8 @@
 //!
 //! Each modality becomes tokens (history and IMU patches, image patches, one token per stop,
 //! one per context group), each token gets its modality's learned embedding, and learned query
-//! tokens (one per trajectory mode, one for the delivery outcome) join them. A pre-norm
+//! tokens (one per trajectory mode, one for the single most likely trajectory, one for the
+//! delivery outcome) join them. A pre-norm
 //! transformer encoder fuses everything; masked tokens (missing modalities, absent stops) are
 //! padding the attention never looks at. Heads read the query tokens (trajectory modes and
 //! their logits, delivery outcome) and the stop tokens (ETA quantiles, on-time, next-stop
@@ -51,11 +52,12 @@ pub struct Encoders {
 #[derive(Module, Debug)]
 pub struct DfmModel {
     pub enc: Encoders,
-    /// Query tokens: K trajectory modes, then the outcome query: [K + 1, d].
+    /// Query tokens: K trajectory modes, the most likely trajectory, the outcome: [K + 2, d].
     pub queries: Param<Tensor<2>>,
     pub heads: Heads,
     /// How much of the constant-velocity prior each mode starts from (learned; mode 0 starts
-    /// on it, the others free, so the modes do not collapse onto one another).
+    /// on it, the others free, so the modes do not collapse onto one another), and the most
+    /// likely trajectory (last; starts on it): [K + 1].
     pub prior_gate: Param<Tensor<1>>,
     pub recon: Recon,
     pub modes: usize,
@@ -79,6 +81,9 @@ pub struct Output {
     /// [B, K, F, 2] in units of `traj_scale`: the constant-velocity prior plus each mode's
     /// learned offset.
     pub traj: Tensor<4>,
+    /// [B, F, 2]: the single most likely trajectory (regressed on every sample, unlike the
+    /// modes, which each learn from the samples they win), same units and prior.
+    pub point: Tensor<3>,
     /// [B, K]
     pub mode_logits: Tensor<2>,
     /// [B, N, 3]: P10, P50, P90 of the arrival time, in `Normalizer::eta_encode` units (monotone).
@@ -97,6 +102,7 @@ pub struct Output {
 
 impl DfmModel {
     pub fn new(cfg: &ModelConfig, spec: &Spec, image_size: usize, device: &Device) -> Self {
+        let cfg = &cfg.for_spec(spec);
         let d = cfg.d_model;
         let fusion = FusionEncoder::new(
             d,
@@ -131,14 +137,20 @@ impl DfmModel {
                 fusion,
                 norm: LayerNormConfig::new(d).init(device),
             },
-            queries: init.init([cfg.modes + 1, d], device),
+            queries: init.init([cfg.modes + 2, d], device),
             heads: Heads::new(d, cfg.modes, spec.future_len, device),
             prior_gate: Param::from_tensor(Tensor::from_data(
                 burn::tensor::TensorData::new(
-                    (0..cfg.modes)
-                        .map(|m| if m == 0 { 1.0f32 } else { 0.0 })
+                    (0..=cfg.modes)
+                        .map(|m| {
+                            if m == 0 || m == cfg.modes {
+                                1.0f32
+                            } else {
+                                0.0
+                            }
+                        })
                         .collect::<Vec<_>>(),
-                    [cfg.modes],
+                    [cfg.modes + 1],
                 ),
                 device,
             )),
@@ -149,6 +161,7 @@ impl DfmModel {
 
     /// Checks that a model config fits a dataset's shapes, with the key to change.
     pub fn check_shapes(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> anyhow::Result<()> {
+        let cfg = &cfg.for_spec(spec);
         if spec.history_len % cfg.history_patch != 0 {
             anyhow::bail!(
                 "key `model.history_patch`: {} does not divide the dataset's history_len {}",
@@ -180,7 +193,7 @@ impl DfmModel {
             + max_stops
             + self.enc.ctx.tokens()
             + self.modes
-            + 1
+            + 2
     }
 
     fn with_modality(&self, x: Tensor<3>, m: usize) -> Tensor<3> {
@@ -240,7 +253,7 @@ impl DfmModel {
         let nc = e.ctx.tokens();
         let ctx_valid = keep(4).repeat_dim(1, nc);
 
-        let nq = self.modes + 1;
+        let nq = self.modes + 2;
         let [_, d] = self.queries.dims();
         let q = self.queries.val().unsqueeze_dim::<3>(0).repeat_dim(0, bs);
         let q_t = self.with_modality(q, QUERY);
@@ -265,15 +278,24 @@ impl DfmModel {
         let stop0 = nh + ni + ng;
         let q0 = stop0 + n_stops + nc;
         let stop_h = h.clone().narrow(1, stop0, n_stops);
-        let mode_h = h.clone().narrow(1, q0, self.modes);
-        let out_h = h.clone().narrow(1, q0 + self.modes, 1).reshape([bs, d]);
+        let mode_h = h.clone().narrow(1, q0, self.modes + 1);
+        let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
         let mut out = self.heads.forward(mode_h, out_h, stop_h, stop_valid);
         // Modes are offsets from the constant-velocity prior (which comes from the history, so
         // it goes when the history is dropped).
         let [_, f, _] = b.prior.dims();
         let prior = (b.prior.clone() * keep(0).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
-        let gate = self.prior_gate.val().reshape([1, self.modes, 1, 1]);
-        out.traj = out.traj + prior * gate;
+        // Offsets scale with the sample's own motion (neutral when the history is dropped).
+        let kh = keep(0).reshape([bs]);
+        let motion = b.motion.clone() * kh.clone() - kh + 1.0;
+        out.traj = out.traj * motion.clone().reshape([bs, 1, 1, 1]);
+        out.point = out.point * motion.reshape([bs, 1, 1]);
+        let k = self.modes;
+        let gate = self.prior_gate.val();
+        let mode_gate = gate.clone().narrow(0, 0, k).reshape([1, k, 1, 1]);
+        let point_gate = gate.narrow(0, k, 1).reshape([1, 1, 1]);
+        out.point = out.point + prior.clone().reshape([bs, f, 2]) * point_gate;
+        out.traj = out.traj + prior * mode_gate;
         if masks.hide_hist.is_some() || masks.hide_imu.is_some() || masks.hide_stops.is_some() {
             out.recon_hist = Some(self.recon.hist.forward(h.clone().narrow(1, 0, nh)));
             out.recon_imu = Some(self.recon.imu.forward(h.clone().narrow(1, nh, ni)));

@@ -3,6 +3,9 @@
 //! - `traj`: winner-takes-all regression: mean Euclidean error of the best of K modes (the mode
 //!   closest to the truth in average displacement), as in MTR / Wayformer.
 //! - `mode`: cross-entropy of the mode logits with the winning mode as the class.
+//! - `point`: mean Euclidean error of the single most likely trajectory, on every sample (the
+//!   prediction downstream systems act on; a winner-takes-all mode only learns from the samples
+//!   it wins, so the most probable mode is no estimate of the likeliest future).
 //! - `eta`: pinball loss of the P10 / P50 / P90 arrival quantiles per stop.
 //! - `on_time`, `delivered`: binary cross-entropy with logits.
 //! - `next_stop`: cross-entropy of the pointer over the stop tokens.
@@ -50,6 +53,8 @@ pub fn supervised(out: &Output, t: &Targets, w: &BTreeMap<String, f64>) -> LossP
         "traj",
         masked_mean(best.reshape([b]), t.future_mask.clone()),
     );
+    let point = ade_per_mode(out.point.clone().unsqueeze_dim(1), t.future.clone()).reshape([b]);
+    parts.insert("point", masked_mean(point, t.future_mask.clone()));
     let logp = log_softmax(out.mode_logits.clone(), 1);
     let nll = logp.gather(1, idx).reshape([b]).neg();
     parts.insert("mode", masked_mean(nll, t.future_mask.clone()));

@@ -18,6 +18,7 @@ use crate::data::manifest::Manifest;
 use crate::data::synth::rng::hash;
 use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
+use crate::eval::ridge::{self, Ridge};
 use crate::features::Normalizer;
 use crate::model::{DfmModel, TokenMasks};
 use anyhow::{Context, bail};
@@ -86,8 +87,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(cfg: Config) -> anyhow::Result<Setup> {
+        let mut cfg = cfg;
         let data_dir = ensure_dataset(&cfg)?;
         let manifest = Manifest::load(&data_dir)?;
+        // The run's config names the patch sizes it derived, so the model is rebuilt the same.
+        cfg.model = cfg.model.for_spec(&manifest.spec);
         DfmModel::check_shapes(&cfg.model, &manifest.spec, cfg.data.image_size)?;
         let manifest_sha256 = Manifest::hash(&data_dir)?;
         let norm = Arc::new(Normalizer::new(
@@ -443,6 +447,7 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
             &serde_json::to_vec_pretty(&n)?,
         )?;
     }
+    let ridge = ensure_ridge(&setup, &run_dir, quiet)?;
     let metrics_path = run_dir.join("metrics.jsonl");
     let ad_devices = training_devices(cfg, device)?;
     let ad = ad_devices[0].clone();
@@ -703,7 +708,9 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
     {
         let best_dir = checkpoint::best_or_last(&run_dir)?;
         let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
-        let stats = crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
+        let mut stats =
+            crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
+        stats.ridge = ridge.map(Arc::new);
         let o = EvalOptions {
             split: cfg.eval.split.clone(),
             batch_size: cfg.eval.batch_size,
@@ -745,6 +752,37 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
         report,
         samples_per_s: sps,
     })
+}
+
+/// The run's ridge baseline: fitted on the training split when the run starts (lambda chosen
+/// on `val`) and saved as `ridge.json`; read back on resume. None for data without trajectories
+/// and for pretraining runs.
+fn ensure_ridge(setup: &Setup, run_dir: &Path, quiet: bool) -> anyhow::Result<Option<Ridge>> {
+    if setup.cfg.train.objective != Objective::Supervised {
+        return Ok(None);
+    }
+    if let Some(r) = Ridge::load_from(run_dir)? {
+        return Ok(Some(r));
+    }
+    let t = Instant::now();
+    let fitted = ridge::fit_on(
+        &setup.data_dir,
+        &setup.manifest,
+        &setup.norm,
+        setup.cfg.data.workers,
+    )?;
+    if let Some(r) = &fitted {
+        crate::util::write_atomic(&run_dir.join(ridge::FILE), &serde_json::to_vec(r)?)?;
+        if !quiet {
+            println!(
+                "ridge baseline fitted on {} training samples (lambda {:e}) in {:.1} s",
+                r.train_samples,
+                r.lambda,
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(fitted)
 }
 
 fn end_of_epoch(
