@@ -46,8 +46,7 @@ pub struct Batch {
     pub ctx: Tensor<2>,
     /// [B, F, 2] constant-velocity prior of the trajectory, scaled like the targets.
     pub prior: Tensor<3>,
-    /// [B] scale of the predicted trajectory offsets (`Features::motion`).
-    pub motion: Tensor<1>,
+
     pub targets: Targets,
     pub meta: Vec<SampleMeta>,
 }
@@ -107,7 +106,6 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),
             prior: stack(&items, [b, fl, 2], |f| &f.prior, device),
-            motion: scalar(&|f| f.motion),
             targets: Targets {
                 future: stack(&items, [b, fl, 2], |f| &f.future, device),
                 future_mask: scalar(&|f| f.future_mask),

@@ -10,9 +10,6 @@
 //!   so a faster mover (a bus where training saw walkers) looks like the same shape, not like
 //!   inputs never seen; the scale itself is the last channel, `ln(m * H / pos_scale)`.
 //! - `hist_abs` [H, 2]: x, y over `pos_scale` (absolute; the ridge baseline's inputs).
-//! - `motion`: the scale of the model's trajectory offsets, `0.5 + D / traj_scale` with `D` the
-//!   distance the mean history speed covers over the horizon: predicted offsets grow with the
-//!   sample's speed.
 //! - `imu`   [T, 4] normalized per channel, resampled to the spec's length; absent -> mask 0.
 //! - `image` [3, S, S], the first map/aerial raster, resized to S and standardized per image and
 //!   channel; absent -> mask 0.
@@ -115,7 +112,6 @@ pub struct Features {
     pub hist: Vec<f32>,
     pub hist_abs: Vec<f32>,
     pub hist_mask: Vec<f32>,
-    pub motion: f32,
     pub imu: Vec<f32>,
     pub imu_mask: f32,
     pub image: Vec<f32>,
@@ -292,9 +288,6 @@ impl Normalizer {
         let step_m = (path / n.saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
         let span = step_m * h as f64;
         let log_scale = (span / self.pos_scale.max(1e-6) as f64).ln() as f32;
-        let horizon_s = sp.future_len as f64 * sp.future_step_s as f64;
-        let motion = 0.5
-            + (step_m / sp.history_step_s.max(1e-3) as f64 * horizon_s) as f32 / self.traj_scale;
         for k in 0..n {
             let src = s.history.len() - n + k;
             let f = &s.history[src];
@@ -462,7 +455,6 @@ impl Normalizer {
             hist,
             hist_abs,
             hist_mask,
-            motion,
             imu,
             imu_mask,
             image,

@@ -77,6 +77,7 @@ class DfmTorch(nn.Module):
         self.norm = nn.LayerNorm(d)
         f = spec["future_len"]
         self.traj1, self.traj2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, 2 * f)
+        self.point1, self.point2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, 2 * f)
         self.mode, self.delivered = nn.Linear(d, 1), nn.Linear(d, 1)
         self.sh, self.eta = nn.Linear(d, d), nn.Linear(d, 3)
         self.on_time, self.next = nn.Linear(d, 1), nn.Linear(d, 1)
@@ -109,9 +110,10 @@ class DfmTorch(nn.Module):
         s0 = self.nh + self.ni + self.ng
         q0 = s0 + n + len(CTX_GROUPS)
         mode_h, out_h, stop_h = out[:, q0:q0 + k + 1], out[:, q0 + k + 1], out[:, s0:s0 + n]
-        traj = self.traj2(F.gelu(self.traj1(mode_h))).reshape(B, k + 1, -1, 2)
-        traj = traj + b["prior"].unsqueeze(1) * self.prior_gate.reshape(1, k + 1, 1, 1)
-        traj, point = traj[:, :k], traj[:, k]
+        traj = self.traj2(F.gelu(self.traj1(mode_h[:, :k]))).reshape(B, k, -1, 2)
+        point = self.point2(F.gelu(self.point1(mode_h[:, k]))).reshape(B, -1, 2)
+        traj = traj + b["prior"].unsqueeze(1) * self.prior_gate[:k].reshape(1, k, 1, 1)
+        point = point + b["prior"] * self.prior_gate[k]
         sh = F.gelu(self.sh(stop_h))
         raw = self.eta(sh)
         mid = raw[..., 1:2]
@@ -145,7 +147,7 @@ def forward_flops(m, spec, image_size):
     x += 2 * image_size * image_size * 27 * STEM + 2 * ng * STEM * m["image_patch"] ** 2 * d
     x += lin(ns, STOP_CH + 4 * FOURIER, d) + lin(ns, d, d) + sum(lin(1, g, d) for g in CTX_GROUPS)
     x += m["layers"] * (lin(4 * n, d, d) + 4 * n * n * d + lin(n, d, ff) + lin(n, ff, d))
-    x += lin(k + 1, d, 2 * d) + lin(k + 1, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)
+    x += lin(k + 1, d, 2 * d) + lin(k + 1, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)  # modes + most likely
     x += lin(ns, d, d) + lin(ns, d, 3) + lin(ns, d, 1) + lin(ns, d, 1)
     return float(x), n
 

@@ -125,9 +125,10 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) 
     let k = cfg.modes;
     let f = spec.future_len;
     v.extend([
-        // K modes and the most likely trajectory.
-        linear("trajectory head 1", k + 1, d, 2 * d),
-        linear("trajectory head 2", k + 1, 2 * d, 2 * f),
+        linear("trajectory head 1", k, d, 2 * d),
+        linear("trajectory head 2", k, 2 * d, 2 * f),
+        linear("most likely head 1", 1, d, 2 * d),
+        linear("most likely head 2", 1, 2 * d, 2 * f),
         linear("mode head", k, d, 1),
         linear("delivered head", 1, d, 1),
         linear("stop head", t.stops, d, d),

@@ -10,6 +10,10 @@ pub struct Heads {
     /// Per mode token: future offsets [F * 2] through a two-layer MLP.
     pub traj1: Linear,
     pub traj2: Linear,
+    /// The most likely trajectory's own decoder (shared with the modes, it pulled them toward
+    /// the mean future).
+    pub point1: Linear,
+    pub point2: Linear,
     pub mode: Linear,
     pub delivered: Linear,
     /// Per stop token: ETA (3 raw values made monotone), on-time, next-stop pointer.
@@ -25,6 +29,8 @@ impl Heads {
         Heads {
             traj1: LinearConfig::new(d, 2 * d).init(device),
             traj2: LinearConfig::new(2 * d, future_len * 2).init(device),
+            point1: LinearConfig::new(d, 2 * d).init(device),
+            point2: LinearConfig::new(2 * d, future_len * 2).init(device),
             mode: LinearConfig::new(d, 1).init(device),
             delivered: LinearConfig::new(d, 1).init(device),
             stop1: LinearConfig::new(d, d).init(device),
@@ -35,9 +41,8 @@ impl Heads {
         }
     }
 
-    /// mode_h [B, K + 1, d] (the K mode tokens, then the most-likely token: one trajectory MLP
-    /// decodes all of them; only the K modes get logits), out_h [B, d], stop_h [B, N, d],
-    /// stop_valid [B, N].
+    /// mode_h [B, K + 1, d] (the K mode tokens, then the most-likely token, decoded by its own
+    /// MLP; only the K modes get logits), out_h [B, d], stop_h [B, N, d], stop_valid [B, N].
     pub fn forward(
         &self,
         mode_h: Tensor<3>,
@@ -48,12 +53,15 @@ impl Heads {
         let [b, k1, _] = mode_h.dims();
         let k = k1 - 1;
         let [_, n, _] = stop_h.dims();
-        let all = self
+        let modes_h = mode_h.clone().narrow(1, 0, k);
+        let traj = self
             .traj2
-            .forward(gelu(self.traj1.forward(mode_h.clone())))
-            .reshape([b, k1, self.future_len, 2]);
-        let traj = all.clone().narrow(1, 0, k);
-        let point = all.narrow(1, k, 1).reshape([b, self.future_len, 2]);
+            .forward(gelu(self.traj1.forward(modes_h)))
+            .reshape([b, k, self.future_len, 2]);
+        let point = self
+            .point2
+            .forward(gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1))))
+            .reshape([b, self.future_len, 2]);
         let mode_logits = self.mode.forward(mode_h.narrow(1, 0, k)).reshape([b, k]);
         let delivered_logits = self.delivered.forward(out_h).reshape([b]);
         let s = gelu(self.stop1.forward(stop_h));

@@ -285,11 +285,6 @@ impl DfmModel {
         // it goes when the history is dropped).
         let [_, f, _] = b.prior.dims();
         let prior = (b.prior.clone() * keep(0).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
-        // Offsets scale with the sample's own motion (neutral when the history is dropped).
-        let kh = keep(0).reshape([bs]);
-        let motion = b.motion.clone() * kh.clone() - kh + 1.0;
-        out.traj = out.traj * motion.clone().reshape([bs, 1, 1, 1]);
-        out.point = out.point * motion.reshape([bs, 1, 1]);
         let k = self.modes;
         let gate = self.prior_gate.val();
         let mode_gate = gate.clone().narrow(0, 0, k).reshape([1, k, 1, 1]);
