@@ -184,3 +184,93 @@ fn wgpu_is_a_compute_api_or_a_clear_error() {
         }
     }
 }
+
+/// One training step (loss, gradients, AdamW) from the same weights on the same batch gives the
+/// same loss and the same updated predictions on wgpu (with burn's fusion and autotuning on) as
+/// on flex.
+#[test]
+fn wgpu_trains_like_flex() {
+    let wgpu = match dfm::device::open_wgpu() {
+        Ok((d, _, _)) => d,
+        Err(e) => {
+            skip(&format!(
+                "no wgpu adapter ({e}); install mesa-vulkan-drivers"
+            ));
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_dataset(tmp.path(), 43);
+    let m = Manifest::load(&dir).unwrap();
+    let cfg = Config::load(
+        None,
+        &[
+            "model.d_model=32".into(),
+            "model.heads=2".into(),
+            "model.layers=1".into(),
+            "model.dropout=0.0".into(),
+            "model.modality_dropout=0.0".into(),
+            "data.image_size=16".into(),
+        ],
+    )
+    .unwrap();
+    let norm = Normalizer::new(&m.spec, &m.norm, 16);
+    let loader = Loader::new(
+        &dir,
+        &m,
+        "train",
+        LoaderOptions {
+            batch_size: 8,
+            shuffle_buffer: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let feats: Vec<_> = loader
+        .epoch(0, 0, Arc::new(move |s| norm.features(&s)), Arc::new(|b| b))
+        .next()
+        .unwrap()
+        .unwrap();
+    let flex = Device::flex();
+    flex.seed(5);
+    // Trainable weights on flex, forked (as data-parallel training does) to each device.
+    let model = DfmModel::new(&cfg.model, &m.spec, 16, &flex.clone().autodiff());
+    let step = |device: &Device| {
+        let ad = device.clone().autodiff();
+        let net = model.clone().fork(&ad);
+        let b = FeatureBatcher.batch(feats.clone(), &ad);
+        let masks = TokenMasks {
+            keep: dfm::eval::keep_mask(&[], b.len(), &ad),
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+        };
+        let loss = dfm::train::batch_loss(&net, &b, &masks, &cfg).total;
+        let l = values(loss.clone())[0];
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
+        let net = dfm::train::optimizer(&cfg).step(1e-3, net, grads).valid();
+        let b = FeatureBatcher.batch(feats.clone(), device);
+        let masks = TokenMasks {
+            keep: dfm::eval::keep_mask(&[], b.len(), device),
+            ..masks
+        };
+        let out = net.forward(&b, &masks);
+        (l, values(out.point), values(out.traj))
+    };
+    let (l_flex, p_flex, t_flex) = step(&flex);
+    let (l_wgpu, p_wgpu, t_wgpu) = step(&wgpu);
+    eprintln!("training loss: flex {l_flex}, wgpu {l_wgpu}");
+    assert!(l_flex.is_finite() && (l_flex - l_wgpu).abs() < 1e-3 * l_flex.abs().max(1.0));
+    for (a, b) in [(p_flex, p_wgpu), (t_flex, t_wgpu)] {
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!("after one step: max |flex - wgpu| = {d:e}");
+        assert!(
+            d < 1e-3,
+            "flex and wgpu disagree after a training step by {d}"
+        );
+    }
+}
