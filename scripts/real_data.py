@@ -67,7 +67,7 @@ def geolife(a, seeds):
 
 
 def lmrc(a, seeds):
-    rows = {"model": [], "same zone, then nearest": [], "nearest stop first": []}
+    rows = {"model": [], "model, zone-first roll-out": [], "same zone, then nearest": [], "nearest stop first": []}
     for s in seeds:
         data = os.path.join(a.out, f"lmrc-data-s{s}")
         if not os.path.isfile(os.path.join(data, "manifest.json")):
@@ -84,6 +84,9 @@ def lmrc(a, seeds):
                         ("nearest stop first", r["baselines"]["nearest_stop_first"]["next_stop"])]:
             ro = m.get("rollout") or {}
             rows[name].append((m["hr_at_3"], m["accuracy"], ro.get("krc", float("nan")), m["samples"]))
+        zf = r["next_stop"].get("rollout_zone_first") or {}
+        m = r["next_stop"]
+        rows["model, zone-first roll-out"].append((m["hr_at_3"], m["accuracy"], zf.get("krc", float("nan")), 0))
     print(f"\nLMRC, 2 held-out routes per seed (seeds {','.join(map(str, seeds))}; "
           f"{sum(x[3] for x in rows['model'])} test decisions in all):\n")
     print("| | HR@3 | accuracy | roll-out Kendall tau |")

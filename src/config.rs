@@ -350,6 +350,8 @@ impl Config {
         pos("train.batch_size", t.batch_size)?;
         pos("train.grad_accum", t.grad_accum)?;
         pos("train.keep_last", t.keep_last)?;
+        pos("train.log_every", t.log_every)?;
+        pos("train.checkpoint_every", t.checkpoint_every)?;
         pos("eval.batch_size", self.eval.batch_size)?;
         pos("data.image_size", self.data.image_size)?;
         if m.d_model % m.heads != 0 {
@@ -453,6 +455,33 @@ mod tests {
         assert_eq!(c.data.path, "/tmp/x");
         assert_eq!(c.run.device, DeviceChoice::Flex);
         assert_eq!(c.run_dir(), PathBuf::from("checkpoints/run"));
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_and_patches_derive() {
+        for key in ["train.log_every", "train.checkpoint_every"] {
+            let e = Config::load(None, &[format!("{key}=0")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("at least 1"), "{e}");
+        }
+        assert_eq!(auto_patch(12), 2);
+        assert_eq!(auto_patch(30), 5);
+        assert_eq!(auto_patch(7), 1);
+        assert_eq!(auto_patch(1), 1);
+        assert_eq!(auto_patch(250), 50);
+        let spec = crate::data::sample::Spec {
+            history_len: 6,
+            imu_len: 12,
+            ..Default::default()
+        };
+        let c = ModelConfig::default().for_spec(&spec);
+        assert_eq!((c.history_patch, c.imu_patch), (1, 2));
+        let set = ModelConfig {
+            history_patch: 3,
+            ..Default::default()
+        };
+        assert_eq!(set.for_spec(&spec).history_patch, 3, "a set patch is kept");
     }
 
     #[test]

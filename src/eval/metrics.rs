@@ -353,6 +353,10 @@ pub struct NextStopMetrics {
     pub krc: Option<f64>,
     /// Greedy roll-out of whole routes (route datasets only).
     pub rollout: Option<super::rollout::RolloutMetrics>,
+    /// The model's roll-out decoded zone first: its pick among the stops of the vehicle's zone
+    /// while any remain (the model's only; absent for the rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_zone_first: Option<super::rollout::RolloutMetrics>,
 }
 
 /// Kendall's tau-b between two score lists (higher = earlier), ties counted per tau-b.
@@ -410,6 +414,7 @@ impl NextStopAcc {
             accuracy: self.top1 as f64 / self.n.max(1) as f64,
             krc: (self.krc_n > 0).then(|| self.krc_sum / self.krc_n as f64),
             rollout: None,
+            rollout_zone_first: None,
         })
     }
 }

@@ -566,7 +566,11 @@ pub fn evaluate(
     let (mut model_m, mut baselines) = all.finish(k, miss);
     if !route_logs.is_empty() {
         let bs = o.batch_size;
-        let chooser = rollout::model_chooser(&model, norm, device);
+        let chooser = rollout::model_chooser(&model, norm, device, false);
+        let zone_first = rollout::model_chooser(&model, norm, device, true);
+        if let Some(m) = model_m.next_stop.as_mut() {
+            m.rollout_zone_first = rollout::run(&route_logs, &zone_first, bs);
+        }
         let runs: [(&str, Option<rollout::RolloutMetrics>); 3] = [
             ("model", rollout::run(&route_logs, &chooser, bs)),
             (

@@ -274,6 +274,10 @@ impl EvalReport {
             "same zone, then nearest",
             b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
         );
+        let zone_first = self
+            .next_stop
+            .as_ref()
+            .and_then(|m| m.rollout_zone_first.as_ref());
         let rollouts: Vec<(&str, &super::rollout::RolloutMetrics)> = [
             ("model", self.next_stop.as_ref()),
             (
@@ -287,6 +291,7 @@ impl EvalReport {
         ]
         .into_iter()
         .filter_map(|(n, m)| Some((n, m?.rollout.as_ref()?)))
+        .chain(zone_first.map(|r| ("model, zone first", r)))
         .collect();
         if !rollouts.is_empty() {
             let _ = writeln!(

@@ -100,11 +100,14 @@ fn argmax(v: &[f64]) -> usize {
     (0..v.len()).fold(0, |a, i| if v[i] > v[a] { i } else { a })
 }
 
-/// The model's next-stop pointer as a chooser.
+/// The model's next-stop pointer as a chooser; with `zone_first`, its pick among the stops of
+/// the vehicle's zone while any remain (decoding that keeps the zone sequence whole, as drivers
+/// do), among all stops otherwise.
 pub fn model_chooser<'a>(
     model: &'a DfmModel,
     norm: &'a Normalizer,
     device: &'a Device,
+    zone_first: bool,
 ) -> impl Fn(&[Sample]) -> Vec<usize> + 'a {
     move |batch: &[Sample]| {
         let n = norm.spec.max_stops;
@@ -132,12 +135,20 @@ pub fn model_chooser<'a>(
             .iter()
             .enumerate()
             .map(|(i, (s, keep))| {
-                let j = argmax(
-                    &logits[i * n..i * n + s.stops.len().min(n)]
-                        .iter()
-                        .map(|&x| x as f64)
-                        .collect::<Vec<_>>(),
-                );
+                let here = s.context.zone.as_deref();
+                let in_zone = |j: usize| here.is_some() && s.stops[j].zone.as_deref() == here;
+                let m = s.stops.len().min(n);
+                let restrict = zone_first && (0..m).any(in_zone);
+                let scores: Vec<f64> = (0..m)
+                    .map(|j| {
+                        if restrict && !in_zone(j) {
+                            f64::NEG_INFINITY
+                        } else {
+                            logits[i * n + j] as f64
+                        }
+                    })
+                    .collect();
+                let j = argmax(&scores);
                 keep.as_ref().map_or(j, |k| k[j])
             })
             .collect()
