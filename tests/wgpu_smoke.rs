@@ -21,6 +21,24 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .unwrap()
 }
 
+/// A tiny world's spec and the features of the first 8 samples of `split` (16 px images).
+fn first_batch(dir: &std::path::Path, split: &str) -> (Manifest, Vec<dfm::features::Features>) {
+    let m = Manifest::load(dir).unwrap();
+    let norm = Normalizer::new(&m.spec, &m.norm, 16);
+    let opts = LoaderOptions {
+        batch_size: 8,
+        shuffle_buffer: 0,
+        ..Default::default()
+    };
+    let loader = Loader::new(dir, &m, split, opts).unwrap();
+    let feats = loader
+        .epoch(0, 0, Arc::new(move |s| norm.features(&s)), Arc::new(|b| b))
+        .next()
+        .unwrap()
+        .unwrap();
+    (m, feats)
+}
+
 #[test]
 fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
     let wgpu = match dfm::device::open_wgpu() {
@@ -36,8 +54,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         }
     };
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tiny_dataset(tmp.path(), 41);
-    let m = Manifest::load(&dir).unwrap();
+    let (m, feats) = first_batch(&tiny_dataset(tmp.path(), 41), "val");
     let cfg = Config::load(
         None,
         &[
@@ -47,23 +64,6 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         ],
     )
     .unwrap();
-    let norm = Normalizer::new(&m.spec, &m.norm, 16);
-    let loader = Loader::new(
-        &dir,
-        &m,
-        "val",
-        LoaderOptions {
-            batch_size: 8,
-            shuffle_buffer: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let feats: Vec<_> = loader
-        .epoch(0, 0, Arc::new(move |s| norm.features(&s)), Arc::new(|b| b))
-        .next()
-        .unwrap()
-        .unwrap();
 
     let flex = Device::flex();
     flex.seed(3);
@@ -200,8 +200,7 @@ fn wgpu_trains_like_flex() {
         }
     };
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tiny_dataset(tmp.path(), 43);
-    let m = Manifest::load(&dir).unwrap();
+    let (m, feats) = first_batch(&tiny_dataset(tmp.path(), 43), "train");
     let cfg = Config::load(
         None,
         &[
@@ -214,23 +213,6 @@ fn wgpu_trains_like_flex() {
         ],
     )
     .unwrap();
-    let norm = Normalizer::new(&m.spec, &m.norm, 16);
-    let loader = Loader::new(
-        &dir,
-        &m,
-        "train",
-        LoaderOptions {
-            batch_size: 8,
-            shuffle_buffer: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let feats: Vec<_> = loader
-        .epoch(0, 0, Arc::new(move |s| norm.features(&s)), Arc::new(|b| b))
-        .next()
-        .unwrap()
-        .unwrap();
     let flex = Device::flex();
     flex.seed(5);
     // Trainable weights on flex, forked (as data-parallel training does) to each device.

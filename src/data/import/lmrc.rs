@@ -525,22 +525,8 @@ pub fn import(
             if s.stops.len() > max_stops {
                 // Keep the nearest `max_stops` (the label is dropped when the next stop is not
                 // among them: the choice must not depend on the label).
-                let enu = Enu::new(s.history[0].lat, s.history[0].lon);
-                let next_id = s
-                    .target
-                    .as_ref()
-                    .and_then(|t| t.next_stop)
-                    .map(|i| s.stops[i].id.clone());
-                let d = |st: &Stop| {
-                    let (e, n) = enu.to_en(st.lat, st.lon);
-                    e * e + n * n
-                };
-                s.stops.sort_by(|a, b| d(a).total_cmp(&d(b)));
-                s.stops.truncate(max_stops);
-                s.stops.sort_by(|a, b| a.id.cmp(&b.id));
-                let t = s.target.as_mut().unwrap();
-                t.next_stop = next_id.and_then(|n| s.stops.iter().position(|st| st.id == n));
-                if t.next_stop.is_none() {
+                s = crate::data::stop_set::fit(s, max_stops).0;
+                if s.target.as_ref().is_some_and(|t| t.next_stop.is_none()) {
                     report.drop(
                         "next stop not among the nearest --max-stops (label dropped)",
                         1,
