@@ -263,6 +263,21 @@ impl Normalizer {
         ((1.0 + seconds.max(0.0) / ETA_TAU_S).ln() as f32) / self.eta_scale
     }
 
+    /// Trajectory `index` of a flat model output of `[.., F, 2]` trajectories -> meters in the
+    /// sample's local frame.
+    pub fn traj_m(&self, flat: &[f32], index: usize) -> Vec<[f64; 2]> {
+        let f = self.spec.future_len;
+        flat[index * f * 2..(index + 1) * f * 2]
+            .chunks(2)
+            .map(|p| {
+                [
+                    (p[0] * self.traj_scale) as f64,
+                    (p[1] * self.traj_scale) as f64,
+                ]
+            })
+            .collect()
+    }
+
     /// The model's ETA units -> seconds.
     pub fn eta_decode(&self, v: f32) -> f64 {
         ETA_TAU_S * (((v * self.eta_scale) as f64).exp() - 1.0)

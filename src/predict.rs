@@ -78,6 +78,17 @@ pub struct Mode {
     pub local_m: Vec<[f64; 2]>,
 }
 
+/// Local-frame points -> `[lat, lon]`.
+fn lat_lon(frame: &crate::frame::LocalFrame, local_m: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    local_m
+        .iter()
+        .map(|p| {
+            let (lat, lon) = frame.to_lat_lon(p[0], p[1]);
+            [lat, lon]
+        })
+        .collect()
+}
+
 /// One predicted trajectory, in both frames.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Trajectory {
@@ -175,7 +186,7 @@ impl Predictor {
             hide_stops: None,
         };
         let out = self.model.forward(&b, &masks);
-        let (k, fl, ns) = (self.model.modes, self.model.future_len, norm.spec.max_stops);
+        let (k, ns) = (self.model.modes, norm.spec.max_stops);
         let traj = values(out.traj);
         let point = values(out.point);
         let probs = values(softmax(out.mode_logits, 1));
@@ -191,47 +202,18 @@ impl Predictor {
                 let frame = frames[i];
                 let mut modes: Vec<Mode> = (0..k)
                     .map(|m| {
-                        let local_m: Vec<[f64; 2]> = (0..fl)
-                            .map(|t| {
-                                let o = ((i * k + m) * fl + t) * 2;
-                                [
-                                    (traj[o] * norm.traj_scale) as f64,
-                                    (traj[o + 1] * norm.traj_scale) as f64,
-                                ]
-                            })
-                            .collect();
-                        let lat_lon = local_m
-                            .iter()
-                            .map(|p| {
-                                let (lat, lon) = frame.to_lat_lon(p[0], p[1]);
-                                [lat, lon]
-                            })
-                            .collect();
+                        let local_m = norm.traj_m(&traj, i * k + m);
                         Mode {
                             probability: probs[i * k + m] as f64,
-                            lat_lon,
+                            lat_lon: lat_lon(&frame, &local_m),
                             local_m,
                         }
                     })
                     .collect();
                 modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-                let local_m: Vec<[f64; 2]> = (0..fl)
-                    .map(|t| {
-                        let o = (i * fl + t) * 2;
-                        [
-                            (point[o] * norm.traj_scale) as f64,
-                            (point[o + 1] * norm.traj_scale) as f64,
-                        ]
-                    })
-                    .collect();
+                let local_m = norm.traj_m(&point, i);
                 let most_likely = Trajectory {
-                    lat_lon: local_m
-                        .iter()
-                        .map(|p| {
-                            let (lat, lon) = frame.to_lat_lon(p[0], p[1]);
-                            [lat, lon]
-                        })
-                        .collect(),
+                    lat_lon: lat_lon(&frame, &local_m),
                     local_m,
                 };
                 let listed = s.stops.len().min(ns);

@@ -170,7 +170,12 @@ fn report_schema_baselines_plots_and_ablation() {
     assert!(
         num(&r, "trajectory.at_k.min_fde_m") < b("constant_turn_rate.trajectory.at_k.min_fde_m")
     );
-    assert!(num(&r, "eta.mae_s") < b("distance_over_speed.eta.mae_s"));
+    assert!(
+        num(&r, "eta.mae_s") < b("distance_over_speed.eta.mae_s"),
+        "ETA MAE {} vs {}",
+        num(&r, "eta.mae_s"),
+        b("distance_over_speed.eta.mae_s")
+    );
     assert!(num(&r, "on_time.brier") < b("base_rate.on_time.brier"));
     assert!(num(&r, "on_time.auroc") > 0.7);
     assert!(num(&r, "next_stop.hr_at_3") > b("nearest_stop_first.next_stop.hr_at_3"));

@@ -384,8 +384,7 @@ pub fn evaluate(
             ridge: stats2
                 .ridge
                 .as_ref()
-                .filter(|r| r.fits(&f))
-                .map(|r| r.predict_m(&f, n2.traj_scale)),
+                .and_then(|r| r.predict_m(&f, n2.traj_scale)),
             arrival: t.map(|t| t.arrival_s.clone()).unwrap_or_default(),
             eta_base: baselines::eta_distance_over_speed(&s, &frame, stats2.speeds.speed(s.region)),
             on_time: t.map(|t| t.on_time.clone()).unwrap_or_default(),
@@ -461,28 +460,8 @@ pub fn evaluate(
         for (i, t) in truths.iter().enumerate() {
             let pred = Pred {
                 t,
-                modes: (0..k)
-                    .map(|m| {
-                        (0..fl)
-                            .map(|s| {
-                                let o = ((i * k + m) * fl + s) * 2;
-                                [
-                                    (traj[o] * norm.traj_scale) as f64,
-                                    (traj[o + 1] * norm.traj_scale) as f64,
-                                ]
-                            })
-                            .collect()
-                    })
-                    .collect(),
-                point: (0..fl)
-                    .map(|s| {
-                        let o = (i * fl + s) * 2;
-                        [
-                            (point[o] * norm.traj_scale) as f64,
-                            (point[o + 1] * norm.traj_scale) as f64,
-                        ]
-                    })
-                    .collect(),
+                modes: (0..k).map(|m| norm.traj_m(&traj, i * k + m)).collect(),
+                point: norm.traj_m(&point, i),
                 probs: probs[i * k..(i + 1) * k]
                     .iter()
                     .map(|&x| x as f64)

@@ -225,46 +225,43 @@ impl Ridge {
         future_len: usize,
     ) -> Ridge {
         let mut val_mse = Vec::new();
-        let lambda = match val.filter(|v| v.n > 0) {
-            Some(v) => {
-                for l in LAMBDAS {
-                    val_mse.push((l, v.mse(&train.solve(l))));
+        let (mut lambda, mut weights) = (DEFAULT_LAMBDA, None);
+        if let Some(v) = val.filter(|v| v.n > 0) {
+            let mut best = f64::INFINITY;
+            for l in LAMBDAS {
+                let w = train.solve(l);
+                let m = v.mse(&w);
+                val_mse.push((l, m));
+                if m < best {
+                    (best, lambda, weights) = (m, l, Some(w));
                 }
-                val_mse
-                    .iter()
-                    .fold((DEFAULT_LAMBDA, f64::INFINITY), |a, &(l, m)| {
-                        if m < a.1 { (l, m) } else { a }
-                    })
-                    .0
             }
-            None => DEFAULT_LAMBDA,
-        };
+        }
         Ridge {
             history_len,
             future_len,
             lambda,
             train_samples: train.n,
             val_mse,
-            weights: train.solve(lambda),
+            weights: weights.unwrap_or_else(|| train.solve(lambda)),
         }
     }
 
-    /// The predicted future [F][x, y] in meters (local frame) for a sample's features.
-    pub fn predict_m(&self, f: &Features, traj_scale: f32) -> Vec<[f64; 2]> {
+    /// The predicted future [F][x, y] in meters (local frame) for a sample's features; None
+    /// when the features have another layout (other history or future lengths).
+    pub fn predict_m(&self, f: &Features, traj_scale: f32) -> Option<Vec<[f64; 2]>> {
         let x = inputs(f);
         let p = self.weights.len() - 1;
+        if x.len() != p || f.prior.len() != self.future_len * 2 {
+            return None;
+        }
         let out: Vec<f64> = (0..self.future_len * 2)
             .map(|c| {
                 let lin: f64 = x.iter().zip(&self.weights).map(|(xj, w)| xj * w[c]).sum();
                 (lin + self.weights[p][c] + f.prior[c] as f64) * traj_scale as f64
             })
             .collect();
-        out.chunks(2).map(|c| [c[0], c[1]]).collect()
-    }
-
-    /// Checks that the ridge fits a feature layout (the dataset's history and future lengths).
-    pub fn fits(&self, f: &Features) -> bool {
-        inputs(f).len() + 1 == self.weights.len() && f.prior.len() == self.future_len * 2
+        Some(out.chunks(2).map(|c| [c[0], c[1]]).collect())
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Ridge> {
