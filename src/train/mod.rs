@@ -76,6 +76,10 @@ pub fn ensure_dataset(cfg: &Config) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Held while a device's (process-wide) random generator is seeded, and by `Setup::new_model`
+/// while the initialization draws from it.
+static DEVICE_SEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Everything a run needs from its data and config.
 pub struct Setup {
     pub cfg: Config,
@@ -124,6 +128,10 @@ impl Setup {
     }
 
     pub fn new_model(&self, device: &Device) -> DfmModel {
+        // Seeding and the draws of the initialization hold the device generator together: a
+        // device's generator is shared by every thread of the process, and another run seeding
+        // it in between (two trainings in one test binary) would change these weights.
+        let _held = DEVICE_SEED.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(self.cfg.run.seed);
         DfmModel::new(
             &self.cfg.model,
@@ -239,7 +247,10 @@ fn micro_step(
     scale: f32,
 ) -> Micro {
     let dropout_seed = hash(cfg.run.seed, "dropout", &[micro as u64, dev_idx as u64]);
-    device.seed(dropout_seed);
+    {
+        let _held = DEVICE_SEED.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(dropout_seed);
+    }
     crate::model::dropout::reseed(dropout_seed);
     let mut rng = step_rng(cfg.run.seed, micro * 64 + dev_idx);
     let masks = token_masks(b, model, cfg, &mut rng, true, device);
