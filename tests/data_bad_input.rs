@@ -183,3 +183,102 @@ fn skip_bad_skips_counts_and_reports_keys() {
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains(&k1) && text.contains(&k2), "{text}");
 }
+
+/// Rewrites the size field of the tar header at `offset` as base-256 `size` (GNU), with a
+/// valid checksum, so only the claimed size is wrong.
+fn claim_size(shard: &Path, offset: usize, size: u64) {
+    let mut b = std::fs::read(shard).unwrap();
+    let h = &mut b[offset..offset + 512];
+    let mut field = [0u8; 12];
+    field[0] = 0x80;
+    field[4..].copy_from_slice(&size.to_be_bytes());
+    h[124..136].copy_from_slice(&field);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&x| x as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    std::fs::write(shard, b).unwrap();
+}
+
+#[test]
+fn a_tar_header_claiming_a_huge_size_is_an_error_not_an_abort() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tiny_dataset(tmp.path(), 14);
+    let (dir, shard) = copy(&src, tmp.path(), "huge");
+    let first = read_tar(&shard)[0].0.clone();
+    claim_size(&shard, 0, 1 << 62);
+    let e = inspect_err(&dir);
+    assert!(e.contains("train-000000.tar"), "{e}");
+    assert!(e.contains(&first) && e.contains("claims"), "{e}");
+    // The training loader stops with the same error instead of ending the epoch.
+    let m = dfm::data::manifest::Manifest::load(&dir).unwrap();
+    let l = dfm::data::loader::Loader::new(&dir, &m, "train", Default::default()).unwrap();
+    let items: Vec<_> = l
+        .epoch(
+            0,
+            0,
+            std::sync::Arc::new(|s: dfm::Sample| s.key),
+            std::sync::Arc::new(|b: Vec<String>| b),
+        )
+        .collect();
+    let err = items
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error");
+    assert!(err.to_string().contains("claims"), "{err}");
+}
+
+#[test]
+fn a_panic_while_reading_a_record_stops_the_epoch_with_the_record_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_dataset(tmp.path(), 15);
+    let m = dfm::data::manifest::Manifest::load(&dir).unwrap();
+    let opts = dfm::data::loader::LoaderOptions {
+        shuffle_buffer: 0,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let l = dfm::data::loader::Loader::new(&dir, &m, "train", opts).unwrap();
+    // The third sample read panics in the per-sample code.
+    let victim = std::sync::Arc::new(std::sync::Mutex::new((0usize, None::<String>)));
+    let v2 = victim.clone();
+    let items: Vec<_> = l
+        .epoch(
+            0,
+            0,
+            std::sync::Arc::new(move |s: dfm::Sample| {
+                let mut v = v2.lock().unwrap();
+                v.0 += 1;
+                if v.0 == 3 {
+                    v.1 = Some(s.key.clone());
+                    drop(v);
+                    panic!("feature code failed");
+                }
+                s.key
+            }),
+            std::sync::Arc::new(|b: Vec<String>| b),
+        )
+        .collect();
+    let key = victim.lock().unwrap().1.clone().expect("a third sample");
+    let err = items
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("the panic is an error, not the end of the epoch");
+    let text = err.to_string();
+    assert!(
+        text.contains(&key) && text.contains("feature code failed"),
+        "{text}"
+    );
+    // A panic while building a batch is an error too.
+    let l = dfm::data::loader::Loader::new(&dir, &m, "train", Default::default()).unwrap();
+    let items: Vec<_> = l
+        .epoch(
+            0,
+            0,
+            std::sync::Arc::new(|s: dfm::Sample| s.key),
+            std::sync::Arc::new(|_b: Vec<String>| -> Vec<String> { panic!("batcher failed") }),
+        )
+        .collect();
+    assert_eq!(items.len(), 1, "stops at the first failed batch");
+    let e = items[0].as_ref().unwrap_err().to_string();
+    assert!(e.contains("batcher failed") && e.contains(".tar"), "{e}");
+}

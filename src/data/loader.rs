@@ -201,11 +201,11 @@ impl Loader {
             }));
         }
         let (out_tx, out_rx) = bounded::<Result<T, DataError>>(opts.prefetch.max(1));
-        let n_shards = order.len();
+        let shard_paths: Vec<PathBuf> = order.iter().map(|(p, _)| p.clone()).collect();
         let stop2 = stop.clone();
         threads.push(std::thread::spawn(move || {
             merge(
-                n_shards,
+                shard_paths,
                 worker_rx,
                 rng,
                 opts,
@@ -223,6 +223,11 @@ impl Loader {
     }
 }
 
+/// A panic's message, for the error that replaces it.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    crate::device::panic_text(&p)
+}
+
 fn worker<F>(
     shards: Vec<(PathBuf, usize)>,
     spec: Spec,
@@ -235,22 +240,45 @@ fn worker<F>(
     let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
     for (path, expected) in shards {
         let mut failed = false;
-        let res = for_each_record(&path, Some(expected), |rec| {
-            if stopped() {
-                return false;
-            }
-            match decode(&rec, &path, Some(&spec)) {
-                Ok(s) => tx.send(Item::Sample(per_sample(s))).is_ok(),
-                Err(e) if skip_bad => {
-                    bad.lock().unwrap().push(BadRecord::from(&e));
-                    true
+        // A panic while reading the shard or handling a record (a bug, or input nobody
+        // foresaw) becomes an error naming the shard and the record, never a silent end.
+        let mut last_key: Option<String> = None;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for_each_record(&path, Some(expected), |rec| {
+                if stopped() {
+                    return false;
                 }
-                Err(e) => {
-                    failed = true;
-                    let _ = tx.send(Item::Err(e));
-                    false
+                last_key = Some(rec.key.clone());
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decode(&rec, &path, Some(&spec)).map(|s| per_sample(s))
+                }))
+                .unwrap_or_else(|p| {
+                    Err(DataError::record(
+                        &path,
+                        &rec.key,
+                        format!("reading the record panicked: {}", panic_message(p)),
+                    ))
+                });
+                match handled {
+                    Ok(f) => tx.send(Item::Sample(f)).is_ok(),
+                    Err(e) if skip_bad => {
+                        bad.lock().unwrap().push(BadRecord::from(&e));
+                        true
+                    }
+                    Err(e) => {
+                        failed = true;
+                        let _ = tx.send(Item::Err(e));
+                        false
+                    }
                 }
-            }
+            })
+        }));
+        let res = read.unwrap_or_else(|p| {
+            let what = format!("reading the shard panicked: {}", panic_message(p));
+            Err(match &last_key {
+                Some(k) => DataError::record(&path, k, what),
+                None => DataError::file(&path, what),
+            })
         });
         if failed || stopped() {
             return;
@@ -271,7 +299,7 @@ fn worker<F>(
 
 #[allow(clippy::too_many_arguments)]
 fn merge<F, T>(
-    n_shards: usize,
+    shards: Vec<PathBuf>,
     worker_rx: Vec<Receiver<Item<F>>>,
     mut rng: ChaCha8Rng,
     opts: LoaderOptions,
@@ -283,8 +311,21 @@ fn merge<F, T>(
     let bs = opts.batch_size.max(1);
     let mut buffer: Vec<F> = Vec::new();
     let mut batch: Vec<F> = Vec::with_capacity(bs);
-    // Returns false when the consumer has gone.
-    let mut emit = |item: F, batch: &mut Vec<F>| -> bool {
+    // A batch, or the error that replaces a panic while building it (`shard`: the shard being
+    // merged, for the message).
+    let build = |b: Vec<F>, shard: &Path| -> Result<T, DataError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| per_batch(b))).map_err(|p| {
+            DataError::file(
+                shard,
+                format!(
+                    "building a batch from this shard panicked: {}",
+                    panic_message(p)
+                ),
+            )
+        })
+    };
+    // Returns false when the consumer has gone or a batch failed.
+    let mut emit = |item: F, batch: &mut Vec<F>, shard: &Path| -> bool {
         batch.push(item);
         if batch.len() == bs {
             let b = std::mem::replace(batch, Vec::with_capacity(bs));
@@ -292,11 +333,14 @@ fn merge<F, T>(
                 skip_batches -= 1;
                 return true;
             }
-            return out.send(Ok(per_batch(b))).is_ok();
+            let r = build(b, shard);
+            let ok = r.is_ok();
+            return out.send(r).is_ok() && ok;
         }
         true
     };
-    for p in 0..n_shards {
+    let last = shards.last().cloned().unwrap_or_default();
+    for (p, shard) in shards.iter().enumerate() {
         let rx = &worker_rx[p % worker_rx.len()];
         loop {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -305,7 +349,7 @@ fn merge<F, T>(
             match rx.recv() {
                 Ok(Item::Sample(f)) => {
                     if opts.shuffle_buffer == 0 {
-                        if !emit(f, &mut batch) {
+                        if !emit(f, &mut batch, shard) {
                             return;
                         }
                         continue;
@@ -314,7 +358,7 @@ fn merge<F, T>(
                     if buffer.len() >= opts.shuffle_buffer {
                         let j = rng.gen_range(0..buffer.len());
                         let item = buffer.swap_remove(j);
-                        if !emit(item, &mut batch) {
+                        if !emit(item, &mut batch, shard) {
                             return;
                         }
                     }
@@ -324,18 +368,28 @@ fn merge<F, T>(
                     let _ = out.send(Err(e));
                     return;
                 }
-                Err(_) => return, // a worker stopped
+                Err(_) => {
+                    // A worker hung up without finishing its shard and without an error: never
+                    // read that as the end of the epoch.
+                    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = out.send(Err(DataError::file(
+                            shard,
+                            "the loader's reader of this shard stopped before its end",
+                        )));
+                    }
+                    return;
+                }
             }
         }
     }
     while !buffer.is_empty() {
         let j = rng.gen_range(0..buffer.len());
         let item = buffer.swap_remove(j);
-        if !emit(item, &mut batch) {
+        if !emit(item, &mut batch, &last) {
             return;
         }
     }
     if !batch.is_empty() && !opts.drop_last && skip_batches == 0 {
-        let _ = out.send(Ok(per_batch(batch)));
+        let _ = out.send(build(batch, &last));
     }
 }

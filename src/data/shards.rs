@@ -316,6 +316,9 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// The largest member a shard may hold (a record's JSON, PNG or `.npy`), bytes.
+pub const MAX_MEMBER_BYTES: u64 = 256 << 20;
+
 /// Reads the records of a shard in order, calling `f` for each; `f` returns `false` to stop.
 /// A truncated or malformed archive is an error naming the shard and the record being read.
 /// With `expected`, a shard holding another number of records is an error too.
@@ -326,6 +329,10 @@ pub fn for_each_record(
 ) -> Result<usize, DataError> {
     let file =
         File::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e}")))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| DataError::file(path, format!("cannot stat shard: {e}")))?
+        .len();
     let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 16, file));
     let entries = ar
         .entries()
@@ -356,8 +363,21 @@ pub fn for_each_record(
             ));
         };
         let size = entry.size();
+        // A header may claim any size (base-256 sizes reach 2^95): believe it only when the
+        // shard can hold it, so a corrupt header is an error, not an allocation failure.
+        if size > file_len.min(MAX_MEMBER_BYTES) {
+            return Err(DataError::record(
+                path,
+                key,
+                format!(
+                    "member `{name}` claims {size} bytes in its tar header; the shard has \
+                     {file_len} bytes and a member may have at most {MAX_MEMBER_BYTES} \
+                     (corrupt header?)"
+                ),
+            ));
+        }
         let mut buf = Vec::with_capacity(size as usize);
-        entry.read_to_end(&mut buf).map_err(|e| {
+        (&mut entry).take(size).read_to_end(&mut buf).map_err(|e| {
             DataError::record(path, key, format!("cannot read member `{name}`: {e}"))
         })?;
         if buf.len() as u64 != size {
