@@ -328,6 +328,14 @@ fn lmrc_routes_decisions_nan_and_baseline() {
     let all: Vec<Sample> = SPLITS.iter().flat_map(|s| split_samples(&out, s)).collect();
     let s = all.iter().find(|s| s.key == "lm15baae2dbf07-0001").unwrap();
     assert_eq!(s.t0, 1_534_000_364.0);
+    // Local time from the IANA zone of the station (DCH4: Chicago, daylight saving in August):
+    // 15:12:44 UTC is 10:12:44 CDT, a Saturday.
+    assert!(
+        (s.context.hour - (10.0 + 12.0 / 60.0 + 44.0 / 3600.0)).abs() < 1e-4,
+        "{}",
+        s.context.hour
+    );
+    assert_eq!(s.context.weekday, 5);
     assert_eq!(
         (s.history[0].lat, s.history[0].lon),
         (42.254346, -87.985697)
@@ -507,4 +515,158 @@ fn gps_csv_config_trains_on_any_window() {
     assert_eq!(spec.history_len, 7);
     assert_eq!(saved.model.history_patch, 1, "7 fixes: one per token");
     assert_eq!(spec.imu_len % saved.model.imu_patch, 0);
+}
+
+/// Hostile or broken input to the importers: an error naming the file, record and field, or a
+/// flag's range; never a hang or a panic.
+#[test]
+fn hostile_flags_times_and_routes_are_errors_not_hangs_or_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Timestamps near 2e17 (where `t += step` no longer advances).
+    let huge = tmp.path().join("huge.csv");
+    let mut text = String::from("vehicle,ts,latitude,longitude,spd\n");
+    for k in 0..20 {
+        text.push_str(&format!(
+            "a,{},48.0,{:.6},\n",
+            2e17 + k as f64 * 10.0,
+            11.0 + k as f64 * 1e-4
+        ));
+    }
+    std::fs::write(&huge, text).unwrap();
+    let e = gps_csv::import(&huge, &tmp.path().join("o1"), &csv_options(), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("row 2") && e.contains("ts") && e.contains("UNIX time"),
+        "{e}"
+    );
+    // Window flags out of range, through the CLI.
+    let good = fleet_csv(tmp.path(), false);
+    for (flag, value, want) in [
+        ("--step", "0", "--step 0 is outside"),
+        ("--history", "0", "--history 0 is outside"),
+        ("--future", "0", "--future 0 is outside"),
+        ("--stride", "0", "--stride 0 is outside"),
+        ("--max-gap", "1e9", "--max-gap"),
+        ("--utc-offset", "99", "--utc-offset 99 is outside"),
+    ] {
+        let out = tmp.path().join(format!("o{flag}"));
+        let (ok, _, err) = dfm(&[
+            "data",
+            "import",
+            "gps-csv",
+            "--in",
+            good.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--id-col",
+            "vehicle",
+            "--time-col",
+            "ts",
+            "--lat-col",
+            "latitude",
+            "--lon-col",
+            "longitude",
+            flag,
+            value,
+        ]);
+        assert!(!ok, "{flag} {value} refused");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{flag}: {err}"
+        );
+    }
+    // GeoLife: a NaN time and 31 February are bad records (named), not panics.
+    for (date, time) in [("2009-02-28", "NaN"), ("2009-02-31", "02:53:04")] {
+        let root = tmp.path().join(format!("gl-{date}-{time}"));
+        let dir = root.join("000").join("Trajectory");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut plt = String::from(
+            "Geolife trajectory\nWGS 84\nAltitude is in Feet\nReserved 3\n0,2,255,My Track,0,0,2,8421376\n0\n",
+        );
+        for k in 0..30 {
+            let t = k * 5;
+            plt.push_str(&format!(
+                "39.9{k:02},116.3,0,100,39872.1,2009-02-28,02:{:02}:{:02}\n",
+                t / 60,
+                t % 60
+            ));
+        }
+        plt.push_str(&format!("39.99,116.3,0,100,39872.1,{date},{time}\n"));
+        std::fs::write(dir.join("a.plt"), plt).unwrap();
+        let o = dfm::data::import::geolife::GeolifeOptions::default();
+        let e = dfm::data::import::geolife::import(&root, &root.join("out"), &o, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.plt") && e.contains("line 37") && e.contains("date,time"),
+            "{e}"
+        );
+        let r =
+            dfm::data::import::geolife::import(&root, &root.join("out2"), &o, true, false).unwrap();
+        assert_eq!(r.dropped.get("bad record"), Some(&1), "{r:?}");
+    }
+    // LMRC: an empty route is a bad record naming the route and the field.
+    let lm = tmp.path().join("lmrc");
+    std::fs::create_dir_all(&lm).unwrap();
+    std::fs::write(
+        lm.join("route_data.json"),
+        r#"{"R1": {"station_code": "DLA3", "date_YYYY_MM_DD": "2018-07-20", "departure_time_utc": "14:37:26", "stops": {}}}"#,
+    )
+    .unwrap();
+    std::fs::write(lm.join("package_data.json"), r#"{"R1": {}}"#).unwrap();
+    std::fs::write(
+        lm.join("actual_sequences.json"),
+        r#"{"R1": {"actual": {}}}"#,
+    )
+    .unwrap();
+    let mut r = ImportReport::default();
+    let e = lmrc::read(&lm, &mut r, false).unwrap_err().to_string();
+    assert!(
+        e.contains("R1") && e.contains("stops") && e.contains("empty route"),
+        "{e}"
+    );
+    // An unknown station without --tz: named; with --tz: accepted.
+    std::fs::write(
+        lm.join("route_data.json"),
+        r#"{"R1": {"station_code": "XYZ1", "date_YYYY_MM_DD": "2018-07-20", "departure_time_utc": "14:37:26", "stops": {"S": {"lat": 34.0, "lng": -118.0, "type": "Station", "zone_id": null}, "A": {"lat": 34.01, "lng": -118.0, "type": "Dropoff", "zone_id": "A-1.1A"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        lm.join("actual_sequences.json"),
+        r#"{"R1": {"actual": {"S": 0, "A": 1}}}"#,
+    )
+    .unwrap();
+    let e = lmrc::import(
+        &lm,
+        &tmp.path().join("l1"),
+        &lmrc::LmrcOptions::default(),
+        false,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("station_code") && e.contains("--tz"), "{e}");
+    let o = lmrc::LmrcOptions {
+        tz: Some("America/Los_Angeles".into()),
+        val_frac: 0.0,
+        test_frac: 0.0,
+        ..Default::default()
+    };
+    lmrc::import(&lm, &tmp.path().join("l2"), &o, false, false).unwrap();
+    let s = &split_samples(&tmp.path().join("l2"), "train")[0];
+    // 14:37:26 UTC on 2018-07-20 is 07:37:26 PDT (the longitude rule said 06:37).
+    assert!(
+        (s.context.hour - (7.0 + 37.0 / 60.0 + 26.0 / 3600.0)).abs() < 1e-4,
+        "{}",
+        s.context.hour
+    );
+    let bad = lmrc::LmrcOptions {
+        tz: Some("Mars/Olympus".into()),
+        ..Default::default()
+    };
+    let e = lmrc::import(&lm, &tmp.path().join("l3"), &bad, false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--tz") && e.contains("Mars/Olympus"), "{e}");
 }

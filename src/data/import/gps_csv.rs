@@ -162,10 +162,13 @@ pub fn read(
             if id.is_empty() {
                 return Err(DataError::field(path, &key, &c.id, "empty trajectory id"));
             }
+            let t = get(ct, &c.time)?;
+            let t =
+                super::check_unix_time(t).map_err(|m| DataError::field(path, &key, &c.time, m))?;
             Ok((
                 id,
                 RawFix {
-                    t: get(ct, &c.time)?,
+                    t,
                     lat,
                     lon,
                     speed,
@@ -191,6 +194,11 @@ pub fn import(
     skip_bad: bool,
     force: bool,
 ) -> anyhow::Result<ImportReport> {
+    o.window.validate()?;
+    super::check_share("val_frac", o.val_frac)?;
+    super::check_share("test_frac", o.test_frac)?;
+    super::check_share("test_days", o.test_days)?;
+    super::check_shard_size(o.shard_size)?;
     let mut report = ImportReport {
         files: 1,
         ..Default::default()

@@ -15,6 +15,7 @@ use crate::data::synth::rng;
 use crate::data::writer::DatasetWriter;
 use crate::error::DataError;
 use crate::frame::Enu;
+use chrono_tz::Tz;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +30,8 @@ pub struct LmrcOptions {
     pub test_frac: f64,
     pub seed: u64,
     pub shard_size: usize,
+    /// IANA time zone of every route (e.g. `America/Chicago`); None: from the station code.
+    pub tz: Option<String>,
 }
 
 impl Default for LmrcOptions {
@@ -40,8 +43,42 @@ impl Default for LmrcOptions {
             test_frac: 0.1,
             seed: 1,
             shard_size: 2000,
+            tz: None,
         }
     }
+}
+
+/// The IANA time zone of an LMRC station code (`DLA9`: Los Angeles), for the metro areas of the
+/// challenge's data (Los Angeles, Seattle, Chicago, Austin, Boston); None for another code.
+pub fn station_tz(code: &str) -> Option<Tz> {
+    let metro = code.get(1..3)?;
+    Some(match metro {
+        "LA" | "SE" => chrono_tz::America::Los_Angeles,
+        "CH" | "AU" => chrono_tz::America::Chicago,
+        "BO" => chrono_tz::America::New_York,
+        _ => return None,
+    })
+}
+
+/// Parses an IANA time zone name, naming the flag.
+pub fn parse_tz(name: &str) -> anyhow::Result<Tz> {
+    name.parse::<Tz>()
+        .map_err(|e| anyhow::anyhow!("--tz `{name}`: not an IANA time zone ({e})"))
+}
+
+/// Local hour (fractional) and weekday (Monday = 0) of a UNIX time in a time zone.
+pub fn local_hour_weekday(t: f64, tz: Tz) -> (f32, u8) {
+    use chrono::{Datelike, TimeZone, Timelike};
+    let secs = t.floor() as i64;
+    let local = tz
+        .timestamp_opt(secs, 0)
+        .single()
+        .unwrap_or_else(|| chrono::Utc.timestamp_opt(0, 0).unwrap().with_timezone(&tz));
+    let hour = local.hour() as f64 + local.minute() as f64 / 60.0 + local.second() as f64 / 3600.0;
+    (
+        (hour as f32).min(23.999),
+        local.weekday().num_days_from_monday() as u8,
+    )
 }
 
 /// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings by `null`.
@@ -100,6 +137,8 @@ pub struct StopInfo {
 pub struct RouteData {
     pub id: String,
     pub departure: f64,
+    /// The route's time zone (from its station code, or `--tz`); None when unknown.
+    pub tz: Option<Tz>,
     pub stops: BTreeMap<String, StopInfo>,
     /// Stop ids in the driven order, the station first.
     pub actual: Vec<String>,
@@ -155,6 +194,13 @@ pub fn read(
             let sobj = r["stops"]
                 .as_object()
                 .ok_or_else(|| f("stops", "missing or not an object"))?;
+            if sobj.len() < 2 {
+                return Err(f(
+                    "stops",
+                    "a route needs its station and at least one stop (empty route)",
+                ));
+            }
+            let tz = r["station_code"].as_str().and_then(station_tz);
             let mut stops = BTreeMap::new();
             for (sid, s) in sobj {
                 let sf = |field: &str, msg: String| {
@@ -316,6 +362,7 @@ pub fn read(
             Ok(RouteData {
                 id: rid.clone(),
                 departure,
+                tz,
                 stops,
                 actual,
                 travel,
@@ -346,11 +393,6 @@ impl RouteData {
             .unwrap_or_else(|| dist_m(&self.stops[a], &self.stops[b]) / speed)
     }
 
-    /// Local time offset estimated from the longitude (solar time, whole hours).
-    fn utc_offset_h(&self) -> f64 {
-        (self.stops[&self.actual[0]].lon / 15.0).round()
-    }
-
     /// The sample of the vehicle at `at` (just leaving it, at time `t`) with `remaining` stops to
     /// visit; `next` labels the stop visited next. Stops are listed by id (the order carries no
     /// meaning).
@@ -365,7 +407,8 @@ impl RouteData {
         let here = &self.stops[at];
         let mut listed: Vec<&str> = remaining.to_vec();
         listed.sort();
-        let local = t + self.utc_offset_h() * 3600.0;
+        // UTC when the zone is unknown (`import` refuses such routes).
+        let (hour, weekday) = local_hour_weekday(t, self.tz.unwrap_or(Tz::UTC));
         let stops: Vec<Stop> = listed
             .iter()
             .map(|id| {
@@ -391,8 +434,8 @@ impl RouteData {
             region: Region::Unknown,
             t0: t,
             context: Context {
-                hour: ((local.rem_euclid(86_400.0) / 3600.0) as f32).min(23.999),
-                weekday: ((local.div_euclid(86_400.0) as i64 + 3).rem_euclid(7)) as u8,
+                hour,
+                weekday,
                 zone: here.zone.clone().filter(|_| !here.station),
                 depot: Some(crate::data::sample::LatLon {
                     lat: self.stops[&self.actual[0]].lat,
@@ -503,8 +546,34 @@ pub fn import(
     skip_bad: bool,
     force: bool,
 ) -> anyhow::Result<ImportReport> {
+    super::check_share("--val-frac", o.val_frac)?;
+    super::check_share("--test-frac", o.test_frac)?;
+    super::check_shard_size(o.shard_size)?;
+    anyhow::ensure!(
+        o.speed_mps.is_finite() && (0.1..=100.0).contains(&o.speed_mps),
+        "--speed {} is outside [0.1, 100] m/s",
+        o.speed_mps
+    );
+    let tz = o.tz.as_deref().map(parse_tz).transpose()?;
     let mut report = ImportReport::default();
-    let routes = read(input, &mut report, skip_bad)?;
+    let mut routes = Vec::new();
+    let rpath = input.join("route_data.json");
+    for mut r in read(input, &mut report, skip_bad)? {
+        r.tz = tz.or(r.tz);
+        if r.tz.is_none() {
+            let e = DataError::field(
+                &rpath,
+                &r.id,
+                "station_code",
+                "no known time zone for this station; pass --tz with an IANA zone name \
+                 (e.g. America/Chicago)",
+            );
+            report.bad(e, skip_bad)?;
+            report.records_kept -= 1;
+            continue;
+        }
+        routes.push(r);
+    }
     anyhow::ensure!(!routes.is_empty(), "{}: no routes", input.display());
     let longest = routes.iter().map(|r| r.stops.len() - 1).max().unwrap_or(1);
     let max_stops = if o.max_stops == 0 {

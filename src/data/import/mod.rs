@@ -95,6 +95,72 @@ pub struct WindowOptions {
     pub utc_offset_h: f64,
 }
 
+/// The latest time an importer accepts (2100-01-01 UTC), UNIX seconds; the earliest is 1970.
+pub const MAX_UNIX_S: f64 = 4_102_444_800.0;
+
+/// A time read from a file, checked: finite and between 1970 and 2100 (UNIX seconds).
+pub fn check_unix_time(t: f64) -> Result<f64, String> {
+    if t.is_finite() && (0.0..=MAX_UNIX_S).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "`{t}` is not a UNIX time in seconds between 1970 and 2100"
+        ))
+    }
+}
+
+/// Interpolated steps allowed across one gap (`max_gap_s / step_s`), so that flags cannot make
+/// one pair of fixes expand into millions of points.
+pub const MAX_STEPS_PER_GAP: f64 = 10_000.0;
+
+impl WindowOptions {
+    /// Checks every window flag's range, naming the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let real = |flag: &str, v: f64, lo: f64, hi: f64| -> anyhow::Result<()> {
+            anyhow::ensure!(
+                v.is_finite() && (lo..=hi).contains(&v),
+                "{flag} {v} is outside [{lo}, {hi}]"
+            );
+            Ok(())
+        };
+        let int = |flag: &str, v: usize, lo: usize, hi: usize| -> anyhow::Result<()> {
+            anyhow::ensure!((lo..=hi).contains(&v), "{flag} {v} is outside [{lo}, {hi}]");
+            Ok(())
+        };
+        real("--step", self.step_s, 0.01, 3600.0)?;
+        real(
+            "--max-gap",
+            self.max_gap_s,
+            self.step_s,
+            self.step_s * MAX_STEPS_PER_GAP,
+        )?;
+        int("--history", self.history_len, 2, 10_000)?;
+        int("--future", self.future_len, 1, 10_000)?;
+        int("--stride", self.stride, 1, 1_000_000)?;
+        real("min_move_m", self.min_move_m, 0.0, 1e6)?;
+        real("--utc-offset", self.utc_offset_h, -14.0, 14.0)?;
+        Ok(())
+    }
+}
+
+/// Checks that a held-out share is in [0, 1], naming the flag.
+pub fn check_share(flag: &str, v: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        v.is_finite() && (0.0..=1.0).contains(&v),
+        "{flag} {v} is outside [0, 1]"
+    );
+    Ok(())
+}
+
+/// Checks a shard size (samples per shard), naming the flag.
+pub fn check_shard_size(v: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&v),
+        "--shard-size {v} is outside [1, 1000000]"
+    );
+    Ok(())
+}
+
 fn lerp_angle(a: f32, b: f32, u: f64) -> f32 {
     let d = ((b - a + 540.0) % 360.0) - 180.0;
     (a + d * u as f32).rem_euclid(360.0)
@@ -121,8 +187,12 @@ pub fn resample(fixes: &[RawFix], o: &WindowOptions) -> (Vec<Vec<RawFix>>, usize
         .map(|p| {
             let mut v = Vec::new();
             let mut j = 0;
-            let mut t = p[0].t;
-            while t <= p[p.len() - 1].t + 1e-9 {
+            // Times are t0 + k * step (k counted, not summed), so a step too small for the
+            // magnitude of t can never stall the loop.
+            let span = p[p.len() - 1].t - p[0].t;
+            let n = (span / o.step_s + 1e-9).floor().max(0.0) as usize;
+            for k in 0..=n {
+                let t = p[0].t + k as f64 * o.step_s;
                 while j + 1 < p.len() - 1 && p[j + 1].t < t {
                     j += 1;
                 }
@@ -145,10 +215,10 @@ pub fn resample(fixes: &[RawFix], o: &WindowOptions) -> (Vec<Vec<RawFix>>, usize
                         _ => None,
                     },
                 });
-                t += o.step_s;
             }
             v
         })
+        .filter(|v| v.len() >= 2)
         .collect();
     (out, cuts)
 }
@@ -248,40 +318,14 @@ pub fn hash_split(seed: u64, id: &str, val_frac: f64, test_frac: f64) -> &'stati
     }
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `YYYY-MM-DD` and `HH:MM:SS` (UTC) into UNIX seconds.
+/// Parses `YYYY-MM-DD` and `HH:MM:SS[.fff]` (UTC) into UNIX seconds, with chrono: 31 February,
+/// `NaN` or a time outside 1970-2100 is None.
 pub fn parse_date_time(date: &str, time: &str) -> Option<f64> {
-    let d: Vec<i64> = date
-        .trim()
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<f64> = time
-        .trim()
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3
-        || t.len() != 3
-        || !(1..=12).contains(&d[1])
-        || !(1..=31).contains(&d[2])
-        || t[0] >= 24.0
-        || t[1] >= 60.0
-        || t[2] >= 61.0
-    {
-        return None;
-    }
-    Some(days_from_civil(d[0], d[1], d[2]) as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2])
+    let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
+    let t = chrono::NaiveTime::parse_from_str(time.trim(), "%H:%M:%S%.f").ok()?;
+    let utc = d.and_time(t).and_utc();
+    let s = utc.timestamp() as f64 + utc.timestamp_subsec_nanos() as f64 * 1e-9;
+    check_unix_time(s).ok()
 }
 
 #[cfg(test)]
@@ -290,12 +334,28 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(parse_date_time("1970-01-01", "00:00:00"), Some(0.0));
         assert_eq!(
             parse_date_time("2008-10-23", "02:53:04"),
             Some(1_224_730_384.0)
         );
         assert_eq!(parse_date_time("2008-13-23", "02:53:04"), None);
+        assert_eq!(
+            parse_date_time("2009-02-31", "02:53:04"),
+            None,
+            "31 February"
+        );
+        assert_eq!(parse_date_time("2009-02-28", "NaN"), None);
+        assert_eq!(parse_date_time("2009-02-28", "02:53:NaN"), None);
+        assert_eq!(
+            parse_date_time("1969-12-31", "23:59:59"),
+            None,
+            "before 1970"
+        );
+        assert_eq!(
+            parse_date_time("2008-10-23", "02:53:04.5"),
+            Some(1_224_730_384.5)
+        );
     }
 
     #[test]
