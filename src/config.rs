@@ -327,33 +327,53 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let m = &self.model;
         let t = &self.train;
-        let pos = |key: &str, v: usize| -> anyhow::Result<()> {
-            if v == 0 {
-                bail!("key `{key}`: must be at least 1");
+        let d = &self.data;
+        // Every number a user can set has a range, named with its key.
+        let int = |key: &str, v: usize, lo: usize, hi: usize| -> anyhow::Result<()> {
+            if !(lo..=hi).contains(&v) {
+                bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
             }
             Ok(())
         };
-        pos("model.d_model", m.d_model)?;
-        pos("model.layers", m.layers)?;
-        pos("model.heads", m.heads)?;
-        pos("model.ff_mult", m.ff_mult)?;
-        pos("model.modes", m.modes)?;
-        pos("model.image_patch", m.image_patch)?;
-        for (key, v) in [
-            ("model.history_patch", m.history_patch),
-            ("model.imu_patch", m.imu_patch),
-        ] {
-            if v > 100_000 {
-                bail!("key `{key}`: {v} is outside [0 (derive from the data), 100000]");
+        let real = |key: &str, v: f64, lo: f64, hi: f64| -> anyhow::Result<()> {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
             }
-        }
-        pos("train.batch_size", t.batch_size)?;
-        pos("train.grad_accum", t.grad_accum)?;
-        pos("train.keep_last", t.keep_last)?;
-        pos("train.log_every", t.log_every)?;
-        pos("train.checkpoint_every", t.checkpoint_every)?;
-        pos("eval.batch_size", self.eval.batch_size)?;
-        pos("data.image_size", self.data.image_size)?;
+            Ok(())
+        };
+        const BIG: usize = 1_000_000_000;
+        int("data.synth_routes", d.synth_routes, 0, 10_000_000)?;
+        int("data.workers", d.workers, 1, 256)?;
+        int("data.prefetch", d.prefetch, 1, 1024)?;
+        int("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
+        int("data.image_size", d.image_size, 8, 1024)?;
+        int("model.d_model", m.d_model, 1, 8192)?;
+        int("model.layers", m.layers, 1, 128)?;
+        int("model.heads", m.heads, 1, 256)?;
+        int("model.ff_mult", m.ff_mult, 1, 64)?;
+        int("model.modes", m.modes, 1, 64)?;
+        int("model.image_patch", m.image_patch, 1, d.image_size)?;
+        // 0: derive from the data.
+        int("model.history_patch", m.history_patch, 0, 100_000)?;
+        int("model.imu_patch", m.imu_patch, 0, 100_000)?;
+        int("train.epochs", t.epochs, 1, 1_000_000)?;
+        int("train.max_steps", t.max_steps, 0, BIG)?;
+        int("train.batch_size", t.batch_size, 1, 65_536)?;
+        int("train.warmup_steps", t.warmup_steps, 0, BIG)?;
+        int("train.grad_accum", t.grad_accum, 1, 4096)?;
+        int("train.checkpoint_every", t.checkpoint_every, 1, BIG)?;
+        int("train.keep_last", t.keep_last, 1, 1000)?;
+        int("train.log_every", t.log_every, 1, BIG)?;
+        int("eval.batch_size", self.eval.batch_size, 1, 65_536)?;
+        real("train.lr", t.lr, 1e-12, 1e6)?;
+        real("train.weight_decay", t.weight_decay, 0.0, 10.0)?;
+        real("train.grad_clip", t.grad_clip, 0.0, 1e6)?;
+        real(
+            "eval.miss_threshold_m",
+            self.eval.miss_threshold_m,
+            1e-3,
+            1e6,
+        )?;
         if m.d_model % m.heads != 0 {
             bail!(
                 "key `model.d_model`: {} is not divisible by model.heads = {}",
@@ -376,12 +396,6 @@ impl Config {
                 bail!("key `{key}`: {v} is outside [0, 1)");
             }
         }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            bail!("key `train.lr`: {} must be a positive number", t.lr);
-        }
-        if t.weight_decay < 0.0 || t.grad_clip < 0.0 {
-            bail!("keys `train.weight_decay` and `train.grad_clip` must not be negative");
-        }
         for (k, v) in &t.loss_weights {
             if !LOSS_HEADS.contains(&k.as_str()) {
                 bail!(
@@ -389,9 +403,7 @@ impl Config {
                     LOSS_HEADS.join(", ")
                 );
             }
-            if !(v.is_finite() && *v >= 0.0) {
-                bail!("key `train.loss_weights.{k}`: {v} must be a non-negative number");
-            }
+            real(&format!("train.loss_weights.{k}"), *v, 0.0, 1e6)?;
         }
         for d in &t.devices {
             d.split(':')
@@ -415,9 +427,6 @@ impl Config {
                 self.eval.split,
                 SPLITS.join(", ")
             );
-        }
-        if !(self.eval.miss_threshold_m > 0.0) {
-            bail!("key `eval.miss_threshold_m`: must be positive");
         }
         Ok(())
     }
@@ -458,12 +467,38 @@ mod tests {
     }
 
     #[test]
+    fn every_number_has_a_range_named_by_its_key() {
+        for (set, key) in [
+            ("data.workers=0", "data.workers"),
+            ("data.workers=100000", "data.workers"),
+            ("data.image_size=100000", "data.image_size"),
+            ("model.modes=1000", "model.modes"),
+            ("model.d_model=0", "model.d_model"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("train.epochs=0", "train.epochs"),
+            ("train.lr=inf", "train.lr"),
+            ("train.lr=nan", "train.lr"),
+            ("train.lr=0", "train.lr"),
+            ("train.weight_decay=-1", "train.weight_decay"),
+            ("train.grad_clip=nan", "train.grad_clip"),
+            ("train.loss_weights.point=1e9", "train.loss_weights.point"),
+            ("eval.miss_threshold_m=0", "eval.miss_threshold_m"),
+            ("eval.batch_size=0", "eval.batch_size"),
+        ] {
+            let e = Config::load(None, &[set.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("outside"), "{set}: {e}");
+        }
+    }
+
+    #[test]
     fn zero_intervals_are_refused_and_patches_derive() {
         for key in ["train.log_every", "train.checkpoint_every"] {
             let e = Config::load(None, &[format!("{key}=0")])
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains(key) && e.contains("at least 1"), "{e}");
+            assert!(e.contains(key) && e.contains("outside [1,"), "{e}");
         }
         assert_eq!(auto_patch(12), 2);
         assert_eq!(auto_patch(30), 5);

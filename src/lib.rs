@@ -1,4 +1,8 @@
 //! dfm: a delivery foundation-model trainer. See README.md and DESIGN notes.
+//!
+//! The library has no `unsafe` code (the one `unsafe` of the project, setting an environment
+//! variable before any thread starts, is in the binary's `main`).
+#![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod bench;

@@ -321,6 +321,10 @@ struct LmrcArgs {
     val_frac: f64,
     #[arg(long, default_value_t = 0.1)]
     test_frac: f64,
+    /// IANA time zone of every route (e.g. America/Chicago); default: from each route's station
+    /// code (the challenge's Los Angeles, Seattle, Chicago, Austin and Boston stations).
+    #[arg(long)]
+    tz: Option<String>,
 }
 
 #[derive(Args)]
@@ -805,6 +809,7 @@ fn import(cmd: ImportCmd) -> anyhow::Result<()> {
                 max_stops: a.max_stops,
                 val_frac: a.val_frac,
                 test_frac: a.test_frac,
+                tz: a.tz.clone(),
                 ..Default::default()
             };
             (

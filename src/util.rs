@@ -26,12 +26,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a folder atomically: `fill` writes into `NAME.tmp/`, every file is synced, then the
-/// folder is renamed into place (an older folder of that name is replaced). A crash leaves the
-/// old folder or the new one, plus at worst a `.tmp` folder that readers ignore.
+/// Syncs a folder's entries (names) to disk; a no-op where folders cannot be opened.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes a folder atomically: `fill` writes into `NAME.tmp/`, every file and the folder are
+/// synced, then the folder is swapped into place (an older folder of that name becomes
+/// `NAME.old/` for the moment of the swap). A crash at any point leaves a state that
+/// [`recover_dir`] turns back into the old folder or the new one, never neither.
 pub fn write_dir_atomic(
     dst: &Path,
     fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    write_dir_atomic_with(dst, fill, |_| {})
+}
+
+/// The steps of a folder swap, for tests that crash inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapStep {
+    /// The new folder is complete and synced in `NAME.tmp/`.
+    Filled,
+    /// The old folder has moved to `NAME.old/`; `NAME` does not exist.
+    OldMoved,
+    /// The new folder is in place; `NAME.old/` is still there.
+    NewInPlace,
+}
+
+/// [`write_dir_atomic`] calling `at` after each step of the swap (a test's crash point).
+pub fn write_dir_atomic_with(
+    dst: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+    mut at: impl FnMut(SwapStep),
 ) -> anyhow::Result<()> {
     let parent = dst
         .parent()
@@ -39,8 +67,8 @@ pub fn write_dir_atomic(
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
-    let tmp = parent.join(format!("{name}.tmp"));
+    recover_dir(dst)?;
+    let (tmp, old) = swap_names(dst);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
@@ -49,20 +77,60 @@ pub fn write_dir_atomic(
     for e in std::fs::read_dir(&tmp)? {
         std::fs::File::open(e?.path())?.sync_all()?;
     }
-    let old = parent.join(format!("{name}.old"));
+    sync_dir(&tmp);
+    at(SwapStep::Filled);
     if dst.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
-        }
         std::fs::rename(dst, &old)?;
+        sync_dir(parent);
+        at(SwapStep::OldMoved);
     }
     std::fs::rename(&tmp, dst)
         .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    sync_dir(parent);
+    at(SwapStep::NewInPlace);
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
     }
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
+    sync_dir(parent);
     Ok(())
+}
+
+/// `NAME.tmp` and `NAME.old` beside `NAME`.
+fn swap_names(dst: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("dir");
+    (
+        dst.with_file_name(format!("{name}.tmp")),
+        dst.with_file_name(format!("{name}.old")),
+    )
+}
+
+/// Finishes or undoes a folder swap that a crash interrupted. With `NAME` missing and
+/// `NAME.old` present, the crash came after the new folder was complete in `NAME.tmp` (the old
+/// one only moves then): the new folder goes into place, or the old one back when `NAME.tmp` is
+/// gone. Leftover `NAME.tmp` (an unfinished fill) and `NAME.old` are removed once `NAME` exists.
+/// Returns what it did, if anything.
+pub fn recover_dir(dst: &Path) -> anyhow::Result<Option<String>> {
+    let (tmp, old) = swap_names(dst);
+    let parent = dst.parent().unwrap_or(Path::new("."));
+    let mut did = None;
+    if !dst.exists() && old.exists() {
+        let from = if tmp.exists() { &tmp } else { &old };
+        std::fs::rename(from, dst)
+            .with_context(|| format!("cannot move {} back into place", from.display()))?;
+        sync_dir(parent);
+        did = Some(format!(
+            "{}: finished an interrupted swap from {}",
+            dst.display(),
+            from.display()
+        ));
+    }
+    if dst.exists() {
+        for p in [&tmp, &old] {
+            if p.exists() {
+                std::fs::remove_dir_all(p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+    }
+    Ok(did)
 }

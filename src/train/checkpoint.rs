@@ -1,7 +1,10 @@
 //! Checkpoints of a run folder, written atomically: everything goes into `NAME.tmp/`, files are
 //! synced, and the folder is renamed into place; `state.json` is written last. A run killed in
 //! the middle of a write (even `kill -9`) leaves at worst a `.tmp` folder, which is ignored and
-//! cleaned up, and the previous checkpoint intact.
+//! cleaned up, and the previous checkpoint intact; a swap of `best/` interrupted between its two
+//! renames is finished on resume ([`recover`]). Each checkpoint lists the SHA-256 of its weight
+//! files in `checksums.json`; resume falls back to an older checkpoint when one does not match.
+//! Weights that are not finite are never saved.
 //!
 //! Layout of `checkpoints/<run>/`:
 //! - `config.toml`: the resolved config of the run
@@ -33,6 +36,84 @@ pub struct TrainState {
     pub manifest_sha256: String,
 }
 
+/// Counts a module's float parameters holding NaN or an infinity.
+struct NonFinite(usize);
+
+impl burn::module::ModuleVisitor for NonFinite {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::Tensor<D>>) {
+        let data = param.val().into_data().convert::<f32>();
+        let ok = data
+            .as_slice::<f32>()
+            .map(|v| v.iter().all(|x| x.is_finite()))
+            .unwrap_or(false);
+        if !ok {
+            self.0 += 1;
+        }
+    }
+}
+
+/// Parameter tensors of a model that hold NaN or an infinity.
+pub fn non_finite_tensors(model: &DfmModel) -> usize {
+    let mut v = NonFinite(0);
+    model.visit(&mut v);
+    v.0
+}
+
+/// Refuses to go on with weights that are not finite.
+pub fn ensure_finite(model: &DfmModel, what: &str) -> anyhow::Result<()> {
+    let n = non_finite_tensors(model);
+    anyhow::ensure!(
+        n == 0,
+        "{what}: {n} weight tensors hold NaN or infinity (a step diverged); nothing was saved"
+    );
+    Ok(())
+}
+
+/// The files of a checkpoint whose SHA-256 is kept in `checksums.json`.
+const CHECKED: [&str; 2] = ["model.bpk", "optim.bpk"];
+
+fn save_checksums(dir: &Path) -> anyhow::Result<()> {
+    let mut sums = std::collections::BTreeMap::new();
+    for f in CHECKED {
+        let p = dir.join(f);
+        if p.is_file() {
+            sums.insert(f.to_string(), crate::data::shards::sha256_file(&p)?);
+        }
+    }
+    std::fs::write(
+        dir.join("checksums.json"),
+        serde_json::to_vec_pretty(&sums)?,
+    )?;
+    Ok(())
+}
+
+/// Checks a checkpoint's files against its `checksums.json` (older checkpoints without one
+/// pass).
+pub fn verify(dir: &Path) -> anyhow::Result<()> {
+    let p = dir.join("checksums.json");
+    if !p.is_file() {
+        return Ok(());
+    }
+    let sums: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&p)?)
+            .with_context(|| format!("{} is not valid", p.display()))?;
+    for (f, want) in sums {
+        anyhow::ensure!(
+            CHECKED.contains(&f.as_str()),
+            "{}: lists `{f}`, not a checkpoint file",
+            p.display()
+        );
+        let got = crate::data::shards::sha256_file(&dir.join(&f))
+            .with_context(|| format!("{}: missing or unreadable", dir.join(&f).display()))?;
+        anyhow::ensure!(
+            got == want,
+            "{}: SHA-256 differs from checksums.json (corrupted)",
+            dir.join(&f).display()
+        );
+    }
+    Ok(())
+}
+
 fn save_model(model: &DfmModel, dir: &Path) -> anyhow::Result<()> {
     model
         .clone()
@@ -58,12 +139,14 @@ pub fn save(
     state: &TrainState,
     keep: usize,
 ) -> anyhow::Result<PathBuf> {
+    ensure_finite(model, &format!("checkpoint at step {}", state.step))?;
     let dst = run.join(ckpt_name(state.step));
     crate::util::write_dir_atomic(&dst, |tmp| {
         save_model(model, tmp)?;
         optim
             .save(tmp.join("optim.bpk"))
             .map_err(|e| anyhow::anyhow!("saving optimizer: {e}"))?;
+        save_checksums(tmp)?;
         save_state(state, tmp)
     })?;
     let all = list(run)?;
@@ -75,23 +158,81 @@ pub fn save(
 
 /// Saves the best model so far.
 pub fn save_best(run: &Path, model: &DfmModel, state: &TrainState) -> anyhow::Result<()> {
-    crate::util::write_dir_atomic(&run.join("best"), |tmp| {
-        save_model(model, tmp)?;
-        save_state(state, tmp)
-    })
+    save_best_with(run, model, state, |_| {})
 }
 
-/// Removes folders left by interrupted writes (`*.tmp`). Only the process that owns the run
-/// (a resuming `dfm train`) may call this.
-pub fn clean_partial(run: &Path) -> anyhow::Result<()> {
+/// [`save_best`] calling `at` at each step of the folder swap (crash tests).
+pub fn save_best_with(
+    run: &Path,
+    model: &DfmModel,
+    state: &TrainState,
+    at: impl FnMut(crate::util::SwapStep),
+) -> anyhow::Result<()> {
+    ensure_finite(model, &format!("best model at step {}", state.step))?;
+    crate::util::write_dir_atomic_with(
+        &run.join("best"),
+        |tmp| {
+            save_model(model, tmp)?;
+            save_checksums(tmp)?;
+            save_state(state, tmp)
+        },
+        at,
+    )
+}
+
+/// Puts a run folder back in order after a crash: finishes folder swaps interrupted between
+/// their renames (`best.old` + `best.tmp`), then removes what interrupted writes left
+/// (`*.tmp`, `*.old`). Only the process that owns the run (it holds the run's lock) may call
+/// this. Returns a line per swap it finished.
+pub fn recover(run: &Path) -> anyhow::Result<Vec<String>> {
+    let mut did = Vec::new();
+    let mut stems = std::collections::BTreeSet::new();
     for e in std::fs::read_dir(run)? {
         let p = e?.path();
-        if p.is_dir() && p.extension().is_some_and(|x| x == "tmp" || x == "old") {
-            std::fs::remove_dir_all(&p)
-                .with_context(|| format!("cannot remove {}", p.display()))?;
+        if p.is_dir()
+            && p.extension().is_some_and(|x| x == "tmp" || x == "old")
+            && let Some(stem) = p.file_stem()
+        {
+            stems.insert(run.join(stem));
         }
     }
-    Ok(())
+    for dst in stems {
+        if let Some(line) = crate::util::recover_dir(&dst)? {
+            did.push(line);
+        }
+        // A `.tmp` with no swap in progress is an unfinished fill.
+        let tmp = dst.with_file_name(format!(
+            "{}.tmp",
+            dst.file_name().and_then(|n| n.to_str()).unwrap_or("")
+        ));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("cannot remove {}", tmp.display()))?;
+        }
+    }
+    Ok(did)
+}
+
+/// The newest checkpoint that passes its checksums and loads into `model`, with its state;
+/// each one skipped is reported as a warning line. None when the run has no usable checkpoint.
+pub fn load_latest_good(
+    run: &Path,
+    model: &DfmModel,
+) -> anyhow::Result<(Option<(PathBuf, TrainState, DfmModel)>, Vec<String>)> {
+    let mut warnings = Vec::new();
+    for (_, dir) in list(run)?.into_iter().rev() {
+        let attempt = verify(&dir)
+            .and_then(|_| read_state(&dir))
+            .and_then(|st| Ok((st, load_model(model.clone(), &dir)?)));
+        match attempt {
+            Ok((st, m)) => return Ok((Some((dir, st, m)), warnings)),
+            Err(e) => warnings.push(format!(
+                "checkpoint {} is unusable ({e:#}); falling back to the one before",
+                dir.display()
+            )),
+        }
+    }
+    Ok((None, warnings))
 }
 
 /// Complete checkpoints (with a `state.json`), oldest first. Partial `.tmp` folders are not

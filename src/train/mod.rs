@@ -421,17 +421,130 @@ pub fn init_from(
     Ok(model)
 }
 
+/// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
+/// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
+/// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
+const RESUMABLE_KEYS: [&str; 12] = [
+    "run.device",
+    "train.epochs",
+    "train.max_steps",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.log_every",
+    "train.on_nan",
+    "data.workers",
+    "data.prefetch",
+    "data.skip_bad",
+    "eval.",
+    "run.dir",
+];
+
+/// Dotted keys and values of a config, for comparing two.
+fn flat_keys(cfg: &Config) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match v.as_object() {
+            Some(o) => {
+                for (k, x) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            None => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", &serde_json::to_value(cfg)?, &mut out);
+    Ok(out)
+}
+
+/// The config a resumed run goes on with: its saved `config.toml`, with the changes `given`
+/// makes to it (e.g. `--set train.epochs=8`) when they are among [`RESUMABLE_KEYS`]; they are
+/// recorded in the run's `config.toml`. Any other change is refused, naming the key.
+pub fn resume_config(run_dir: &Path, given: Config) -> anyhow::Result<Config> {
+    let p = run_dir.join("config.toml");
+    let mut saved = Config::load(Some(&p), &[])
+        .with_context(|| format!("--resume: {} is not a run folder", run_dir.display()))?;
+    saved.run.dir = run_dir.display().to_string();
+    let mut given = given;
+    given.run.dir = saved.run.dir.clone();
+    let (a, b) = (flat_keys(&saved)?, flat_keys(&given)?);
+    let changed: Vec<&String> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    if changed.is_empty() {
+        return Ok(saved);
+    }
+    for k in &changed {
+        if !RESUMABLE_KEYS
+            .iter()
+            .any(|r| *k == r || (r.ends_with('.') && k.starts_with(r)))
+        {
+            bail!(
+                "--resume: `{k}` cannot change when a run resumes (it was {}, now {}); keys a \
+                 resumed run may change: {}; start a new run for the rest",
+                a.get(*k).map_or("unset".into(), |v| v.to_string()),
+                b[*k],
+                RESUMABLE_KEYS.join(", ")
+            );
+        }
+    }
+    println!(
+        "resume applies: {}",
+        changed
+            .iter()
+            .map(|k| format!("{k} = {}", b[*k]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    crate::util::write_atomic(&p, given.to_toml()?.as_bytes())?;
+    Ok(given)
+}
+
+/// Takes the run folder's lock (an OS file lock on `RUN/.lock`, released when the process
+/// ends, even by `kill -9`): two trainings of one run folder at once would corrupt it.
+pub fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let p = run_dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another dfm process (it holds {}); wait for it to finish or stop it",
+            run_dir.display(),
+            p.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("cannot lock {}: {e}", p.display()))
+        }
+    }
+}
+
 /// Trains a run. With `resume`, continues the run in `cfg.run_dir()` from its last complete
 /// checkpoint.
 pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Outcome> {
     let run_dir = cfg.run_dir();
     let existing = checkpoint::list(&run_dir)?;
+    let _lock = if resume || run_dir.exists() {
+        Some(lock_run(&run_dir)?)
+    } else {
+        None
+    };
     let cfg = if resume {
-        let p = run_dir.join("config.toml");
-        let mut saved = Config::load(Some(&p), &[])
-            .with_context(|| format!("--resume: {} is not a run folder", run_dir.display()))?;
-        saved.run.dir = run_dir.display().to_string();
-        saved
+        resume_config(&run_dir, cfg)?
     } else {
         if !existing.is_empty() {
             bail!(
@@ -445,8 +558,15 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
     let setup = Setup::new(cfg)?;
     let cfg = &setup.cfg;
     std::fs::create_dir_all(&run_dir)?;
+    let _lock = match _lock {
+        Some(l) => l,
+        None => lock_run(&run_dir)?,
+    };
     if !resume {
         crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    }
+    // A run killed before it wrote its normalization gets it on resume.
+    if !resume || !run_dir.join(crate::export::NORMALIZATION).is_file() {
         let n = crate::export::Normalization {
             schema_version: setup.manifest.schema_version,
             manifest_sha256: setup.manifest_sha256.clone(),
@@ -482,29 +602,46 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
         manifest_sha256: setup.manifest_sha256.clone(),
     };
     if resume {
-        checkpoint::clean_partial(&run_dir)?;
-        let (_, dir) = checkpoint::list(&run_dir)?.pop().with_context(|| {
-            format!("--resume: {} has no complete checkpoint", run_dir.display())
-        })?;
-        state = checkpoint::read_state(&dir)?;
-        if state.manifest_sha256 != setup.manifest_sha256 {
-            bail!(
-                "--resume: the dataset at {} changed since the run started (manifest hash differs)",
-                setup.data_dir.display()
-            );
+        for line in checkpoint::recover(&run_dir)? {
+            println!("{line}");
         }
-        model = checkpoint::load_model(model, &dir)?;
-        optim = optim
-            .load(dir.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
-        truncate_metrics(&metrics_path, state.step)?;
-        println!(
-            "resuming {} from step {} (epoch {}, batch {})",
-            run_dir.display(),
-            state.step,
-            state.epoch,
-            state.batches_in_epoch
-        );
+        let (found, warnings) = checkpoint::load_latest_good(&run_dir, &model)?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        match found {
+            Some((dir, st, m)) => {
+                state = st;
+                if state.manifest_sha256 != setup.manifest_sha256 {
+                    bail!(
+                        "--resume: the dataset at {} changed since the run started (manifest hash differs)",
+                        setup.data_dir.display()
+                    );
+                }
+                model = m;
+                optim = optim
+                    .load(dir.join("optim.bpk"))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
+                truncate_metrics(&metrics_path, state.step)?;
+                println!(
+                    "resuming {} from step {} (epoch {}, batch {})",
+                    run_dir.display(),
+                    state.step,
+                    state.epoch,
+                    state.batches_in_epoch
+                );
+            }
+            None => {
+                // Killed before its first checkpoint: the run starts again with its config.
+                println!(
+                    "{} has no usable checkpoint yet: starting it again from step 0",
+                    run_dir.display()
+                );
+                if metrics_path.exists() {
+                    std::fs::remove_file(&metrics_path)?;
+                }
+            }
+        }
     } else if metrics_path.exists() {
         std::fs::remove_file(&metrics_path)?;
     }
@@ -570,6 +707,9 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
         let mut finite = true;
         let mut pending: Vec<Vec<crate::features::Features>> = Vec::new();
         let scale = 1.0 / (accum * ad_devices.len()) as f32;
+        // Whether the loader ran out of batches (the epoch is over even when bad records were
+        // skipped and it held fewer than the manifest says).
+        let mut exhausted = true;
         for item in batches {
             let micro = state.step * accum + micro_in_step;
             let results = match item? {
@@ -683,11 +823,12 @@ pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow:
                 )?);
             }
             if state.step >= total {
+                exhausted = false;
                 break;
             }
         }
         // End of an epoch, or of the run: validate, keep the best, checkpoint.
-        if state.batches_in_epoch >= per_epoch * accum {
+        if exhausted || state.batches_in_epoch >= per_epoch * accum {
             state.epoch += 1;
             state.batches_in_epoch = 0;
         }
@@ -816,7 +957,12 @@ fn end_of_epoch(
         if !quiet {
             println!("step {} epoch {epoch}: validation loss {v:.4}", state.step);
         }
-        if state.best_val.is_none_or(|b| v < b) {
+        if !v.is_finite() {
+            eprintln!(
+                "warning: validation loss is {v} at step {}: not a best model",
+                state.step
+            );
+        } else if state.best_val.is_none_or(|b| v < b) {
             state.best_val = Some(v);
             state.best_step = Some(state.step);
             checkpoint::save_best(run_dir, model, state)?;
