@@ -300,7 +300,7 @@ impl Config {
     /// Loads a config file (or the defaults when `path` is None), applies `--set` overrides and
     /// validates the result.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Config> {
-        let (mut table, origin) = match path {
+        let (table, origin) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
@@ -310,6 +310,20 @@ impl Config {
             }
             None => (toml::Table::new(), "defaults".to_string()),
         };
+        Self::from_table(table, &origin, overrides)
+    }
+
+    /// Parses a config's text (`origin` names it in errors), validated.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let t: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Self::from_table(t, origin, &[])
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        origin: &str,
+        overrides: &[String],
+    ) -> anyhow::Result<Config> {
         for o in overrides {
             let (k, v) = parse_override(o)?;
             apply(&mut table, &k, v)?;

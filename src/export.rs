@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -161,12 +162,81 @@ pub struct Bundle {
     pub normalization: Normalization,
     pub normalizer: Normalizer,
     pub model: DfmModel,
+    pub ridge: Option<crate::eval::ridge::Ridge>,
+}
+
+/// Largest `bundle.json`, bytes.
+const MAX_META_BYTES: u64 = 1 << 20;
+/// Largest file a bundle may list, bytes.
+const MAX_FILE_BYTES: u64 = 16 << 30;
+
+/// Whether `name` is a plain file name inside the bundle: no folder, no `..`, no absolute path,
+/// only letters, digits, `.`, `_` and `-`.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Reads a bundle file once: it must be a regular file (not a link or a device) of at most
+/// `max` bytes.
+fn read_regular(p: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let md = std::fs::symlink_metadata(p)
+        .with_context(|| format!("{}: missing or unreadable", p.display()))?;
+    if !md.file_type().is_file() {
+        bail!(
+            "{}: not a regular file (links and devices are refused)",
+            p.display()
+        );
+    }
+    if md.len() > max {
+        bail!(
+            "{}: {} bytes, more than the {max} a bundle file may have",
+            p.display(),
+            md.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(md.len() as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(p)?, max + 1),
+        &mut bytes,
+    )?;
+    Ok(bytes)
+}
+
+/// Reads every file `bundle.json` lists, checking names and SHA-256 on the bytes that will be
+/// used (no window between the check and the use).
+fn read_verified(dir: &Path, meta: &BundleMeta) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let meta_path = dir.join("bundle.json");
+    let mut out = BTreeMap::new();
+    for (f, want) in &meta.files {
+        if !plain_file_name(f) {
+            bail!(
+                "{}: lists `{f}`, not a plain file name inside the bundle",
+                meta_path.display()
+            );
+        }
+        let p = dir.join(f);
+        let bytes = read_regular(&p, MAX_FILE_BYTES)?;
+        let got = crate::data::shards::hex(&sha2::Sha256::digest(&bytes));
+        if &got != want {
+            bail!(
+                "{}: SHA-256 {got} differs from bundle.json's {want}: the file was modified or corrupted",
+                p.display()
+            );
+        }
+        out.insert(f.clone(), bytes);
+    }
+    Ok(out)
 }
 
 /// Loads a bundle, verifying every file's SHA-256 and the schema version.
 pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
     let meta_path = dir.join("bundle.json");
-    let bytes = std::fs::read(&meta_path)
+    let bytes = read_regular(&meta_path, MAX_META_BYTES)
         .with_context(|| format!("{}: not an export bundle (no bundle.json)", dir.display()))?;
     let meta: BundleMeta = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not valid", meta_path.display()))?;
@@ -189,21 +259,27 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
             bail!("{}: lists no hash for {f}", meta_path.display());
         }
     }
-    for (f, want) in &meta.files {
-        let p = dir.join(f);
-        let got =
-            sha256_file(&p).with_context(|| format!("{}: missing or unreadable", p.display()))?;
-        if &got != want {
-            bail!(
-                "{}: SHA-256 {got} differs from bundle.json's {want}: the file was modified or corrupted",
-                p.display()
-            );
-        }
-    }
-    let cfg = Config::load(Some(&dir.join("config.toml")), &[])?;
-    let normalization = Normalization::load(&dir.join(NORMALIZATION))?;
+    let mut files = read_verified(dir, &meta)?;
+    let name = |f: &str| dir.join(f).display().to_string();
+    let text = String::from_utf8(files.remove("config.toml").unwrap_or_default())
+        .with_context(|| format!("{}: not UTF-8", name("config.toml")))?;
+    let cfg = Config::parse(&text, &name("config.toml"))?;
+    let normalization: Normalization =
+        serde_json::from_slice(&files.remove(NORMALIZATION).unwrap_or_default())
+            .with_context(|| format!("{} is not valid", name(NORMALIZATION)))?;
+    let ridge = match files.remove(RIDGE) {
+        Some(b) => Some(
+            serde_json::from_slice(&b)
+                .with_context(|| format!("{}: not a ridge baseline", name(RIDGE)))?,
+        ),
+        None => None,
+    };
     let model = DfmModel::new(&cfg.model, &normalization.spec, cfg.data.image_size, device);
-    let model = checkpoint::load_model(model, dir)?;
+    let model = checkpoint::load_model_bytes(
+        model,
+        files.remove("model.bpk").unwrap_or_default(),
+        &name("model.bpk"),
+    )?;
     let normalizer = Normalizer::new(
         &normalization.spec,
         &normalization.norm,
@@ -216,5 +292,6 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
         normalization,
         normalizer,
         model,
+        ridge,
     })
 }

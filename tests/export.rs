@@ -142,6 +142,32 @@ fn bundle_round_trips_and_tampering_is_refused() {
         .to_string();
     assert!(e.contains("schema version"), "{e}");
 
+    // File names in bundle.json: only plain names inside the bundle, only regular files. A
+    // listed `/dev/zero` (which would never end) or `../x` is refused at once, as is a link.
+    let names = tmp.path().join("names");
+    copy_dir(&out, &names);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(names.join("bundle.json")).unwrap()).unwrap();
+    let with_file = |name: &str| {
+        let mut m = meta.clone();
+        m["files"][name] = serde_json::json!("00");
+        std::fs::write(names.join("bundle.json"), m.to_string()).unwrap();
+        dfm::export::load(&names, &Device::flex())
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    for bad in ["/dev/zero", "../model.bpk", "sub/x", ".."] {
+        let e = with_file(bad);
+        assert!(e.contains("not a plain file name"), "{bad}: {e}");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/zero", names.join("zero")).unwrap();
+        let e = with_file("zero");
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
     // --step of a checkpoint that does not exist names the steps kept.
     let (ok, _, err) = dfm(&[
         "export",

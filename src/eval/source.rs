@@ -31,7 +31,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
         return Ok(LoadedModel {
             description: format!("bundle {} (step {})", path.display(), b.meta.step),
             step: Some(b.meta.step),
-            ridge: Ridge::load_from(path)?,
+            ridge: b.ridge,
             model: b.model,
             cfg: b.cfg,
             normalization: b.normalization,

@@ -278,6 +278,15 @@ pub fn load_model(model: DfmModel, dir: &Path) -> anyhow::Result<DfmModel> {
         .map_err(|e| anyhow::anyhow!("{}: does not fit this model: {e}", p.display()))
 }
 
+/// Loads model weights from the bytes of a `model.bpk` (`name` names it in errors).
+pub fn load_model_bytes(model: DfmModel, bytes: Vec<u8>, name: &str) -> anyhow::Result<DfmModel> {
+    let rec = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    model
+        .try_load_record(rec)
+        .map_err(|e| anyhow::anyhow!("{name}: does not fit this model: {e}"))
+}
+
 /// The folder holding a run's best model, or its last checkpoint when none is marked best.
 pub fn best_or_last(run: &Path) -> anyhow::Result<PathBuf> {
     let best = run.join("best");
