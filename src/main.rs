@@ -136,6 +136,21 @@ struct ServeArgs {
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
+    /// Most samples in one request (413 above).
+    #[arg(long, default_value_t = 256)]
+    max_samples: usize,
+    /// Most samples waiting for the model, all requests together (503 with Retry-After above).
+    #[arg(long, default_value_t = 4096)]
+    max_queue_samples: usize,
+    /// Longest a request may take, milliseconds (408 after).
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Longest a client may take to send its request headers, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Longest shutdown waits for in-flight requests, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
     /// A file holding a bearer token that requests must present.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -875,7 +890,7 @@ fn predict(a: PredictArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let s = dfm::predict::parse_sample(line.as_bytes())
+        let s = dfm::predict::parse_sample(line.as_bytes(), p.max_image_side())
             .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", a.input.display(), i + 1))?;
         samples.push(s);
     }
@@ -933,8 +948,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         max_batch: a.max_batch,
         max_wait_ms: a.max_wait_ms,
         max_body_bytes: a.max_body_bytes,
+        max_samples: a.max_samples,
+        max_queue_samples: a.max_queue_samples,
+        request_timeout_ms: a.request_timeout_ms,
+        header_timeout_ms: a.header_timeout_ms,
+        shutdown_grace_ms: a.shutdown_grace_ms,
         token,
     };
+    o.validate()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(o.addr)

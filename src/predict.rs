@@ -27,18 +27,33 @@ impl std::fmt::Display for InputError {
 }
 
 /// Parses and validates one request sample (targets, if present, are ignored).
-pub fn parse_sample(json: &[u8]) -> Result<Sample, InputError> {
+pub fn parse_sample(json: &[u8], max_image_side: u32) -> Result<Sample, InputError> {
     let s = parse_json(json).map_err(|(field, error)| InputError { field, error })?;
-    sample_from_request(s)
+    sample_from_request(s, max_image_side)
 }
 
-/// Resolves inline images/IMU, validates values, drops targets.
-pub fn sample_from_request(mut s: Sample) -> Result<Sample, InputError> {
+/// Resolves inline images/IMU, validates values, drops targets. Only the image the model reads
+/// (the first map or aerial raster, as the feature code picks it) is decoded, at most
+/// `max_image_side` pixels a side; other images (photos) are dropped undecoded.
+pub fn sample_from_request(mut s: Sample, max_image_side: u32) -> Result<Sample, InputError> {
     s.target = None;
+    let used = s.images.iter().position(|im| {
+        matches!(
+            im.kind,
+            crate::data::sample::ImageKind::Map | crate::data::sample::ImageKind::Aerial
+        )
+    });
+    let images = std::mem::take(&mut s.images);
+    s.images = images
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) == used)
+        .map(|(_, im)| im)
+        .collect();
     for (i, im) in s.images.iter().enumerate() {
         if im.png_base64.is_none() && im.pixels.is_none() {
             return Err(InputError {
-                field: format!("images[{i}].png_base64"),
+                field: format!("images[{}].png_base64", used.unwrap_or(i)),
                 error: "required inline (a request has no tar members)".into(),
             });
         }
@@ -51,7 +66,17 @@ pub fn sample_from_request(mut s: Sample) -> Result<Sample, InputError> {
             error: "required inline when imu is given".into(),
         });
     }
-    resolve(s, &|_| None, None).map_err(|(field, error)| InputError { field, error })
+    resolve(s, &|_| None, None, max_image_side).map_err(|(field, mut error)| {
+        // Name the image by its place in the request.
+        let field = match (field.strip_prefix("images[0]"), used) {
+            (Some(rest), Some(u)) => format!("images[{u}]{rest}"),
+            _ => field,
+        };
+        if error.is_empty() {
+            error = "invalid".into();
+        }
+        InputError { field, error }
+    })
 }
 
 /// A sample as a request body: pixels as base64 PNG, IMU rows inline, no tar references.
@@ -143,7 +168,18 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 data")
 }
 
+/// Largest image side a request may send, pixels: rasters are resized to the model's
+/// `image_size`, so more than 4x that (at least 256) carries nothing the model can use.
+pub fn max_image_side(image_size: usize) -> u32 {
+    (4 * image_size).max(256) as u32
+}
+
 impl Predictor {
+    /// See [`max_image_side`].
+    pub fn max_image_side(&self) -> u32 {
+        max_image_side(self.loaded.cfg.data.image_size)
+    }
+
     pub fn new(loaded: LoadedModel, device: Device) -> Self {
         let model = loaded.model.valid().to_device(&device);
         Predictor {

@@ -120,7 +120,7 @@ fn each_corruption_is_named_by_file_key_and_field() {
     assert!(
         e.contains(&format!("record `{key}`"))
             && e.contains("history[0].lat")
-            && e.contains("[-90, 90]"),
+            && e.contains("[-85, 85]"),
         "{e}"
     );
 

@@ -14,8 +14,20 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The tiny trained model and samples every test of this binary shares (trained once).
+fn setup(_tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
+    static SHARED: std::sync::OnceLock<(tempfile::TempDir, PathBuf, Vec<dfm::Sample>)> =
+        std::sync::OnceLock::new();
+    let (_, bundle, samples) = SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, s) = train_and_export(dir.path());
+        (dir, b, s)
+    });
+    (bundle.clone(), samples.clone())
+}
+
 /// A tiny trained model, exported; and some test samples.
-fn setup(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
+fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
     let data = tiny_dataset(tmp, 61);
     let run = tmp.join("run");
     let o: Vec<String> = [
@@ -465,4 +477,216 @@ fn shutdown_finishes_in_flight_requests_and_sigterm_stops_the_binary() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit after SIGTERM: {:?}", out.status);
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
+}
+
+/// CRC-32 (PNG's) of a chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &x in bytes {
+        c ^= x as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A tiny PNG whose header claims `side` x `side` pixels (a decompression bomb's header).
+fn png_claiming(side: u32) -> String {
+    use base64::Engine;
+    let mut out = Vec::new();
+    image::GrayImage::new(8, 8)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    // IHDR: signature (8), length (4), "IHDR" (4), width, height, ..., CRC at 29.
+    out[16..20].copy_from_slice(&side.to_be_bytes());
+    out[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32(&out[12..29]);
+    out[29..33].copy_from_slice(&crc.to_be_bytes());
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+/// Sends raw bytes on a fresh connection and reads what comes back until the server closes it
+/// or `wait` passes: (the response text, whether the server closed the connection).
+async fn raw(url: &str, bytes: &[u8], wait: std::time::Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into(), false),
+        }
+    }
+}
+
+#[test]
+fn hostile_clients_are_bounded_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let good: Value = to_request_json(&samples[0]).unwrap();
+    assert!(good["images"][0]["kind"] == "map", "{}", good["images"][0]);
+    let body = |v: &Value| serde_json::to_vec(v).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let o = ServeOptions {
+            max_samples: 4,
+            max_queue_samples: 4,
+            max_batch: 64,
+            max_wait_ms: 2000,
+            request_timeout_ms: 4000,
+            header_timeout_ms: 300,
+            token: Some("tok".into()),
+            ..Default::default()
+        };
+        let mut srv = start(&bundle, o).await;
+        let c = reqwest::Client::new();
+        let t = Some("tok");
+        // A map raster whose header claims 16000 x 16000 pixels: refused from its header.
+        let mut bomb = good.clone();
+        bomb["images"][0]["png_base64"] = json!(png_claiming(16_000));
+        let (s, v) = post(&c, &srv.url, body(&bomb), t).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(v["field"].as_str().unwrap().starts_with("images[0]"), "{v}");
+        assert!(v["error"].as_str().unwrap().contains("larger than"), "{v}");
+        // The same bomb as a photo the model does not read: never decoded.
+        let mut photo = good.clone();
+        photo["images"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kind": "photo", "png_base64": png_claiming(16_000)}));
+        let (s, v) = post(&c, &srv.url, body(&photo), t).await;
+        assert_eq!(s, 200, "{v}");
+        // More samples than a request may carry.
+        let five = Value::Array(vec![good.clone(); 5]);
+        let (s, v) = post(&c, &srv.url, body(&five), t).await;
+        assert_eq!(s, 413, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("at most 4"), "{v}");
+        // A full queue: 4 samples wait 2 s for company (readiness says the queue is full); one
+        // more is turned away with 503 and Retry-After, and the first request is still answered.
+        let four = Value::Array(vec![good.clone(); 4]);
+        let (c2, url2, b4) = (c.clone(), srv.url.clone(), body(&four));
+        let first = tokio::spawn(async move { post(&c2, &url2, b4, Some("tok")).await });
+        let t0 = std::time::Instant::now();
+        loop {
+            let r = c.get(format!("{}/readyz", srv.url)).send().await.unwrap();
+            if r.status().as_u16() == 503 {
+                break;
+            }
+            assert!(t0.elapsed().as_secs_f64() < 1.5, "the queue never filled");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let r = c
+            .post(format!("{}/v1/predict", srv.url))
+            .bearer_auth("tok")
+            .body(body(&good))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").cloned();
+        assert_eq!(status, 503, "{}", r.text().await.unwrap());
+        assert_eq!(retry.unwrap(), "1");
+        assert_eq!(first.await.unwrap().0, 200);
+        // The token is checked before the body is read: a 10 MB body announced without a token
+        // gets 401 at once, the body never sent.
+        let req = format!(
+            "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n"
+        );
+        let (text, _) = raw(&srv.url, req.as_bytes(), std::time::Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        // Slow headers (slowloris): the connection is closed after the header timeout.
+        let t0 = std::time::Instant::now();
+        let (_, closed) = raw(
+            &srv.url,
+            b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n",
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+        assert!(closed && t0.elapsed().as_secs_f64() < 5.0, "slow headers cut");
+        // A slow body: 408 after the request timeout.
+        let req = "POST /v1/predict HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok\r\ncontent-length: 100\r\n\r\n[";
+        let t0 = std::time::Instant::now();
+        let (text, _) = raw(&srv.url, req.as_bytes(), std::time::Duration::from_secs(15)).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(t0.elapsed().as_secs_f64() < 10.0);
+        // Near the poles: refused, the field named.
+        let mut polar = good.clone();
+        for f in polar["history"].as_array_mut().unwrap() {
+            f["lat"] = json!(89.5);
+        }
+        let (s, v) = post(&c, &srv.url, body(&polar), t).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(v["field"].as_str().unwrap().contains("lat"), "{v}");
+        // Model info tells no server path; liveness and readiness answer without a token.
+        let info = c
+            .get(format!("{}/v1/model", srv.url))
+            .bearer_auth("tok")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!info.contains(bundle.to_str().unwrap()), "{info}");
+        for path in ["healthz", "readyz"] {
+            let r = c.get(format!("{}/{path}", srv.url)).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+        }
+        // And good requests are still served.
+        let (s, v) = post(&c, &srv.url, body(&good), t).await;
+        assert_eq!(s, 200, "{v}");
+        srv.stop.take().unwrap().send(()).unwrap();
+        srv.handle.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
+    use axum::extract::State;
+    use dfm::serve::handlers::{AppState, healthz, readyz};
+    use std::sync::atomic::Ordering;
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    let shared = Arc::new(dfm::serve::model_thread::Shared::default());
+    let st = AppState {
+        jobs: tx,
+        metrics: Arc::new(dfm::serve::metrics::Metrics::default()),
+        token_sha: None,
+        info: Arc::new(json!({})),
+        max_body: 1024,
+        max_samples: 4,
+        max_queue_samples: 8,
+        max_image_side: 256,
+        shared: shared.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        shared.alive.store(true, Ordering::SeqCst);
+        assert_eq!(healthz(State(st.clone())).await.status().as_u16(), 200);
+        assert_eq!(readyz(State(st.clone())).await.status().as_u16(), 200);
+        shared.queued_samples.store(8, Ordering::SeqCst);
+        assert_eq!(
+            healthz(State(st.clone())).await.status().as_u16(),
+            200,
+            "busy, alive"
+        );
+        let r = readyz(State(st.clone())).await;
+        assert_eq!(r.status().as_u16(), 503, "busy, not ready");
+        assert!(r.headers().contains_key("retry-after"));
+        shared.alive.store(false, Ordering::SeqCst);
+        assert_eq!(
+            healthz(State(st.clone())).await.status().as_u16(),
+            503,
+            "model thread gone"
+        );
+    });
 }

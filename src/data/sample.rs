@@ -3,7 +3,8 @@
 //! and the feature code all speak this one type.
 //!
 //! Conventions
-//! - Coordinates are WGS84 degrees (`lat` in [-90, 90], `lon` in [-180, 180]).
+//! - Coordinates are WGS84 degrees (`lat` in [-85, 85]: the local frame cannot represent the
+//!   polar caps; `lon` in [-180, 180]).
 //! - Times are UTC seconds since the UNIX epoch (`f64`); durations are seconds.
 //! - Headings are degrees clockwise from north, in [0, 360).
 //! - A field that a source does not have is absent (`None` / empty), never filled with a fake
@@ -335,10 +336,13 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 }
 
 fn check_lat_lon(field: &str, lat: f64, lon: f64) -> Result<(), FieldError> {
-    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+    if !lat.is_finite() || !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat)
+    {
         return Err(err(
             format!("{field}.lat"),
-            format!("{lat} is not a latitude in [-90, 90]"),
+            format!(
+                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+            ),
         ));
     }
     if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {

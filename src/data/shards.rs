@@ -74,9 +74,27 @@ pub fn png_bytes(px: &Rgb8) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-pub fn decode_png(bytes: &[u8]) -> Result<Rgb8, String> {
-    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| format!("PNG does not decode: {e}"))?;
+/// Largest side of an image in a shard, pixels (requests get the bundle's own limit).
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Decodes a PNG of at most `max_side` pixels a side: the header's dimensions are checked
+/// before any pixel is decoded, so a small file claiming a huge image (a decompression bomb)
+/// costs nothing.
+pub fn decode_png(bytes: &[u8], max_side: u32) -> Result<Rgb8, String> {
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    // The decoded image and its RGB copy.
+    limits.max_alloc = Some(2 * 4 * max_side as u64 * max_side as u64 + (1 << 20));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => {
+            format!("PNG larger than {max_side}x{max_side} pixels (or too large to decode): {e}")
+        }
+        e => format!("PNG does not decode: {e}"),
+    })?;
     let rgb = img.into_rgb8();
     Ok(Rgb8 {
         width: rgb.width(),
@@ -109,10 +127,15 @@ pub fn resolve(
     mut s: Sample,
     member: &dyn Fn(&str) -> Option<Vec<u8>>,
     spec: Option<&super::sample::Spec>,
+    max_image_side: u32,
 ) -> Result<Sample, (String, String)> {
     for (i, im) in s.images.iter_mut().enumerate() {
+        if im.pixels.is_some() {
+            continue;
+        }
         let bytes = load_image_bytes(im, member).map_err(|m| (format!("images[{i}]"), m))?;
-        im.pixels = Some(decode_png(&bytes).map_err(|m| (format!("images[{i}]"), m))?);
+        im.pixels =
+            Some(decode_png(&bytes, max_image_side).map_err(|m| (format!("images[{i}]"), m))?);
     }
     if let Some(imu) = s.imu.as_mut()
         && let Some(name) = &imu.file
@@ -174,7 +197,8 @@ pub fn decode(
         ));
     }
     let member = |name: &str| rec.member(name).map(<[u8]>::to_vec);
-    resolve(s, &member, spec).map_err(|(f, m)| DataError::field(file, &rec.key, f, m))
+    resolve(s, &member, spec, MAX_IMAGE_SIDE)
+        .map_err(|(f, m)| DataError::field(file, &rec.key, f, m))
 }
 
 /// One finished shard, as listed in the manifest.

@@ -1,5 +1,5 @@
 //! Server metrics in the Prometheus text format: requests by status, request latency and batch
-//! size histograms, samples predicted.
+//! size histograms, samples predicted, model panics, requests dropped for gone clients.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,6 +51,8 @@ struct Inner {
     latency: Histogram,
     batch: Histogram,
     samples: u64,
+    panics: u64,
+    dropped: u64,
 }
 
 #[derive(Default)]
@@ -71,6 +73,16 @@ impl Metrics {
         m.samples += size as u64;
     }
 
+    /// A forward pass panicked (the server goes on).
+    pub fn panic(&self) {
+        self.inner.lock().unwrap().panics += 1;
+    }
+
+    /// A queued request dropped unrun because its client had gone.
+    pub fn dropped(&self) {
+        self.inner.lock().unwrap().dropped += 1;
+    }
+
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap();
         let mut s = String::new();
@@ -87,6 +99,10 @@ impl Metrics {
             "# HELP dfm_samples_total Samples predicted.\n# TYPE dfm_samples_total counter\n",
         );
         let _ = writeln!(s, "dfm_samples_total {}", m.samples);
+        s.push_str("# HELP dfm_model_panics_total Forward passes that panicked (batch or request).\n# TYPE dfm_model_panics_total counter\n");
+        let _ = writeln!(s, "dfm_model_panics_total {}", m.panics);
+        s.push_str("# HELP dfm_requests_dropped_total Queued requests dropped unrun: the client had gone.\n# TYPE dfm_requests_dropped_total counter\n");
+        let _ = writeln!(s, "dfm_requests_dropped_total {}", m.dropped);
         s
     }
 }

@@ -99,12 +99,16 @@ pub fn read_plt(
             };
             let lat = num(0, "lat")?;
             let lon = num(1, "lon")?;
-            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            if !lat.is_finite()
+                || !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat)
+            {
                 return Err(DataError::field(
                     path,
                     &key,
                     "lat",
-                    format!("{lat} is not a latitude in [-90, 90]"),
+                    format!(
+                        "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+                    ),
                 ));
             }
             if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {

@@ -137,12 +137,14 @@ pub fn read(
             };
             let lat = get(cla, &c.lat)?;
             let lon = get(clo, &c.lon)?;
-            if !(-90.0..=90.0).contains(&lat) {
+            if !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat) {
                 return Err(DataError::field(
                     path,
                     &key,
                     &c.lat,
-                    format!("{lat} is not a latitude in [-90, 90]"),
+                    format!(
+                        "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+                    ),
                 ));
             }
             if !(-180.0..=180.0).contains(&lon) {

@@ -210,8 +210,13 @@ pub fn read(
                     num(&s["lat"]).ok_or_else(|| sf("lat", "missing or not a number".into()))?;
                 let lon =
                     num(&s["lng"]).ok_or_else(|| sf("lng", "missing or not a number".into()))?;
-                if !(-90.0..=90.0).contains(&lat) {
-                    return Err(sf("lat", format!("{lat} is not a latitude in [-90, 90]")));
+                if !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat) {
+                    return Err(sf(
+                        "lat",
+                        format!(
+                            "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+                        ),
+                    ));
                 }
                 if !(-180.0..=180.0).contains(&lon) {
                     return Err(sf(

@@ -1,0 +1,280 @@
+//! The HTTP endpoints. The bearer token is checked from the headers, before any body is read;
+//! the comparison takes the same time whatever the token (SHA-256 of both, compared in constant
+//! time). Work is bounded per request (`max_samples`) and in the queue (`max_queue_samples`):
+//! over it, 413 or 503 with `Retry-After`.
+
+use super::metrics::Metrics;
+use super::model_thread::{Job, Shared};
+use crate::data::sample::Sample;
+use crate::predict::{InputError, sample_from_request};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use crossbeam_channel::{Sender, TrySendError};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Sender<Job>,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the bearer token, when one is required.
+    pub token_sha: Option<Arc<[u8; 32]>>,
+    pub info: Arc<Value>,
+    pub max_body: usize,
+    pub max_samples: usize,
+    pub max_queue_samples: usize,
+    pub max_image_side: u32,
+    pub shared: Arc<Shared>,
+}
+
+pub fn error(status: StatusCode, field: Option<&str>, msg: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": msg.into(), "field": field})),
+    )
+        .into_response()
+}
+
+/// A 503 that tells the client when to try again.
+fn busy(msg: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, None, msg);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+pub fn token_sha(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(want) = &st.token_sha else {
+        return true;
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    token_sha(got).ct_eq(&want[..]).into()
+}
+
+/// Middleware on the protected routes: 401 before the body is read.
+pub async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if !authorized(&st, req.headers()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "missing or wrong bearer token",
+        );
+    }
+    next.run(req).await
+}
+
+fn unprocessable(field: String, error: String) -> (StatusCode, InputError) {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        InputError { field, error },
+    )
+}
+
+/// Parses a body holding one sample or a list. Syntax errors are 400, schema errors 422; the
+/// field is named either way (`[2].history[0].lat` in a list). More than `max_samples` is 413.
+pub fn parse_body(
+    body: &[u8],
+    max_samples: usize,
+    max_image_side: u32,
+) -> Result<(Vec<Sample>, bool), (StatusCode, InputError)> {
+    let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let classify = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let status = match inner.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut msg = inner.to_string();
+        if msg.starts_with("expected value") {
+            msg.push_str(" (not a JSON value: NaN and Infinity are not numbers in JSON)");
+        }
+        let field = if field == "." { String::new() } else { field };
+        (status, InputError { field, error: msg })
+    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let raw: Vec<Sample> = if list {
+        serde_path_to_error::deserialize(de).map_err(classify)?
+    } else {
+        vec![serde_path_to_error::deserialize(de).map_err(classify)?]
+    };
+    if raw.is_empty() {
+        return Err(unprocessable(
+            String::new(),
+            "an empty list of samples".into(),
+        ));
+    }
+    if raw.len() > max_samples {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            InputError {
+                field: String::new(),
+                error: format!(
+                    "{} samples: at most {max_samples} per request (split the list)",
+                    raw.len()
+                ),
+            },
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.into_iter().enumerate() {
+        out.push(sample_from_request(s, max_image_side).map_err(|e| {
+            let field = if list {
+                format!("[{i}].{}", e.field)
+            } else {
+                e.field
+            };
+            unprocessable(field, e.error)
+        })?);
+    }
+    Ok((out, list))
+}
+
+/// Middleware around everything: counts `/v1/predict` answers by status (401, 408 and 503
+/// included) with their latency.
+pub async fn count_predictions(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let counted = req.uri().path() == "/v1/predict";
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    if counted {
+        st.metrics
+            .request(resp.status().as_u16(), t.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+pub async fn predict(
+    State(st): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    predict_inner(&st, body).await
+}
+
+/// Takes `n` samples' room in the queue, or None when it is full.
+fn reserve(st: &AppState, n: usize) -> Option<()> {
+    let before = st.shared.queued_samples.fetch_add(n, Ordering::SeqCst);
+    if before + n > st.max_queue_samples && before > 0 {
+        st.shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
+        return None;
+    }
+    Some(())
+}
+
+async fn predict_inner(
+    st: &AppState,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                format!("body larger than {} bytes", st.max_body),
+            );
+        }
+        Err(e) => return error(e.status(), None, e.body_text()),
+    };
+    let (samples, list) = match parse_body(&body, st.max_samples, st.max_image_side) {
+        Ok(x) => x,
+        Err((status, e)) => {
+            return error(
+                status,
+                (!e.field.is_empty()).then_some(e.field.as_str()),
+                e.error,
+            );
+        }
+    };
+    let n = samples.len();
+    if reserve(st, n).is_none() {
+        return busy("overloaded: the queue is full; retry after a moment");
+    }
+    let (tx, rx) = oneshot::channel();
+    match st.jobs.try_send(Job { samples, reply: tx }) {
+        Ok(()) => {}
+        Err(e) => {
+            st.shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
+            return match e {
+                TrySendError::Full(_) => busy("overloaded: too many requests waiting"),
+                TrySendError::Disconnected(_) => busy("the model is not running"),
+            };
+        }
+    }
+    match rx.await {
+        Ok(Ok(preds)) => {
+            let body = if list {
+                serde_json::to_value(&preds)
+            } else {
+                serde_json::to_value(&preds[0])
+            };
+            match body {
+                Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
+            }
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e),
+        Err(_) => busy("the model stopped"),
+    }
+}
+
+/// Liveness: the process serves and its model thread runs (a server whose model thread has
+/// gone cannot recover: restart it).
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    if st.shared.alive.load(Ordering::SeqCst) {
+        axum::Json(json!({"status": "ok"})).into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the model thread has stopped",
+        )
+    }
+}
+
+/// Readiness: alive, and room in the queue for more work.
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    let queued = st.shared.queued_samples.load(Ordering::SeqCst);
+    if !st.shared.alive.load(Ordering::SeqCst) {
+        busy("the model thread has stopped")
+    } else if queued >= st.max_queue_samples {
+        busy("the queue is full")
+    } else {
+        axum::Json(json!({"status": "ready", "queued_samples": queued})).into_response()
+    }
+}
+
+pub async fn metrics_text(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        axum::body::Body::from(st.metrics.render()),
+    )
+        .into_response()
+}
+
+pub async fn model_info(State(st): State<AppState>) -> Response {
+    axum::Json((*st.info).clone()).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        None,
+        "no such endpoint (POST /v1/predict, GET /v1/model, /healthz, /readyz, /metrics)",
+    )
+}
