@@ -690,3 +690,248 @@ fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
         );
     });
 }
+
+/// Resident and peak resident memory of a process, kB (Linux `/proc`).
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Load and faults against the real binary on loopback: `DFM_LOAD_REQUESTS` requests (default
+/// 3,000; the full run is 100,000) at concurrency 64, mixing good, malformed, invalid, oversized,
+/// slow and disconnecting clients. No good request gets a 5xx, the server never dies, its
+/// resident memory stays bounded, and SIGTERM under load stops it cleanly.
+#[cfg(target_os = "linux")]
+#[test]
+fn load_with_hostile_clients_keeps_good_requests_served_and_memory_bounded() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let total: u64 = std::env::var("DFM_LOAD_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(dfm_bin())
+        .args([
+            "serve",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--max-body-bytes",
+            "262144",
+            "--header-timeout-ms",
+            "500",
+            "--request-timeout-ms",
+            "5000",
+            "--shutdown-grace-ms",
+            "3000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 60, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let goods: Vec<Vec<u8>> = samples
+        .iter()
+        .map(|s| serde_json::to_vec(&to_request_json(s).unwrap()).unwrap())
+        .collect();
+    let mut invalid: Value = serde_json::from_slice(&goods[0]).unwrap();
+    invalid["history"][0]["lat"] = json!(123.0);
+    let invalid = serde_json::to_vec(&invalid).unwrap();
+    let goods = Arc::new(goods);
+    let (next, good_5xx, good_ok, served, retried) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .pool_idle_timeout(std::time::Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (c, url, goods, invalid) = (c.clone(), url.clone(), goods.clone(), invalid.clone());
+            let (next, good_5xx, good_ok, served, retried) = (
+                next.clone(),
+                good_5xx.clone(),
+                good_ok.clone(),
+                served.clone(),
+                retried.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= total {
+                        break;
+                    }
+                    // A pooled connection the server closed (idle, or after a 413) just as it
+                    // was reused fails before any answer: a client retries those.
+                    let send = |body: Vec<u8>| {
+                        let (c, url, retried) = (c.clone(), url.clone(), retried.clone());
+                        async move {
+                            for _ in 0..4 {
+                                match c
+                                    .post(format!("{url}/v1/predict"))
+                                    .header("content-type", "application/json")
+                                    .body(body.clone())
+                                    .send()
+                                    .await
+                                {
+                                    Ok(r) => return Ok(r.status().as_u16()),
+                                    Err(e) if e.is_request() => {
+                                        retried.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    Err(e) => return Err(e.to_string()),
+                                }
+                            }
+                            Err("the connection failed 4 times".to_string())
+                        }
+                    };
+                    match i % 10 {
+                        // Good requests: one sample or a list of three.
+                        0..=5 => {
+                            let body = if i % 10 == 5 {
+                                let v: Vec<Value> = (0..3)
+                                    .map(|k| {
+                                        serde_json::from_slice(
+                                            &goods[(i as usize + k) % goods.len()],
+                                        )
+                                        .unwrap()
+                                    })
+                                    .collect();
+                                serde_json::to_vec(&v).unwrap()
+                            } else {
+                                goods[i as usize % goods.len()].clone()
+                            };
+                            let s = send(body).await.expect("a good request is answered");
+                            if s >= 500 {
+                                good_5xx.fetch_add(1, Ordering::SeqCst);
+                            } else if s == 200 {
+                                good_ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        6 => assert_eq!(send(b"{\"key\": ".to_vec()).await, Ok(400)),
+                        7 => assert_eq!(send(invalid.clone()).await, Ok(422)),
+                        8 => {
+                            // Oversized: 413, or the connection cut while the body is still sent.
+                            if let Ok(s) = send(vec![b' '; 300_000]).await {
+                                assert_eq!(s, 413);
+                            }
+                        }
+                        _ => {
+                            // Slow headers, or a client that sends a request and leaves.
+                            let mut req = b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n".to_vec();
+                            let slow = i % 20 == 9;
+                            if !slow {
+                                let g = &goods[0];
+                                req.extend_from_slice(
+                                    format!("content-length: {}\r\n\r\n", g.len()).as_bytes(),
+                                );
+                                req.extend_from_slice(g);
+                            }
+                            use tokio::io::AsyncWriteExt;
+                            let addr = url.trim_start_matches("http://").to_string();
+                            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                            let _ = s.write_all(&req).await;
+                            if slow {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            drop(s);
+                        }
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let (rss, peak) = rss_kb(child.id());
+    println!(
+        "load: {total} requests in {secs:.1} s ({:.0}/s), good 200: {}, good 5xx: {}, connection retries: {}, server RSS {} MB (peak {} MB)",
+        total as f64 / secs,
+        good_ok.load(Ordering::SeqCst),
+        good_5xx.load(Ordering::SeqCst),
+        retried.load(Ordering::SeqCst),
+        rss / 1024,
+        peak / 1024
+    );
+    assert_eq!(served.load(Ordering::SeqCst), total);
+    assert_eq!(
+        good_5xx.load(Ordering::SeqCst),
+        0,
+        "no 5xx for good requests"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server is alive");
+    assert!(
+        rss > 0 && rss < 1024 * 1024,
+        "resident memory {rss} kB within 1 GiB"
+    );
+    // SIGTERM under load: clients keep sending while the server stops; it exits cleanly.
+    let load = std::thread::spawn({
+        let goods = goods.clone();
+        move || {
+            for i in 0..200 {
+                let mut s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => s,
+                    Err(_) => break,
+                };
+                let g = &goods[i % goods.len()];
+                let _ = std::io::Write::write_all(
+                    &mut s,
+                    format!(
+                        "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                        g.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = std::io::Write::write_all(&mut s, g);
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "SIGTERM under load must stop the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    load.join().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
