@@ -170,17 +170,6 @@ const MAX_META_BYTES: u64 = 1 << 20;
 /// Largest file a bundle may list, bytes.
 const MAX_FILE_BYTES: u64 = 16 << 30;
 
-/// Whether `name` is a plain file name inside the bundle: no folder, no `..`, no absolute path,
-/// only letters, digits, `.`, `_` and `-`.
-fn plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// Reads a bundle file once: it must be a regular file (not a link or a device) of at most
 /// `max` bytes.
 fn read_regular(p: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
@@ -213,7 +202,7 @@ fn read_verified(dir: &Path, meta: &BundleMeta) -> anyhow::Result<BTreeMap<Strin
     let meta_path = dir.join("bundle.json");
     let mut out = BTreeMap::new();
     for (f, want) in &meta.files {
-        if !plain_file_name(f) {
+        if !crate::util::plain_file_name(f) {
             bail!(
                 "{}: lists `{f}`, not a plain file name inside the bundle",
                 meta_path.display()

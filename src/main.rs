@@ -89,11 +89,11 @@ struct EvalArgs {
     #[arg(long)]
     ablation: bool,
     /// Final-displacement threshold of the miss rate, meters (default: the model's eval config).
-    #[arg(long)]
+    #[arg(value_parser = f64_in(0.001, 1e6), long)]
     miss_threshold: Option<f64>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 64)]
     batch_size: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(value_parser = usize_in(1, 256), long, default_value_t = 2)]
     workers: usize,
     #[arg(long, default_value = "auto")]
     device: String,
@@ -113,7 +113,7 @@ struct PredictArgs {
     /// Where to write the predictions (JSON lines); standard output by default.
     #[arg(long)]
     output: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 64)]
     batch_size: usize,
     #[arg(long, default_value = "flex")]
     device: String,
@@ -127,29 +127,29 @@ struct ServeArgs {
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = usize_in(1, 4096), long, default_value_t = 32)]
     max_batch: usize,
     /// How long a forward pass waits for more requests (0: it takes what is queued; requests
     /// arriving meanwhile form the next batch).
-    #[arg(long, default_value_t = 0)]
+    #[arg(value_parser = u64_in(0, 10_000), long, default_value_t = 0)]
     max_wait_ms: u64,
     /// Largest request body, bytes.
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(value_parser = usize_in(1024, 1 << 30), long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
     /// Most samples in one request (413 above).
-    #[arg(long, default_value_t = 256)]
+    #[arg(value_parser = usize_in(1, 100_000), long, default_value_t = 256)]
     max_samples: usize,
     /// Most samples waiting for the model, all requests together (503 with Retry-After above).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(value_parser = usize_in(1, 10_000_000), long, default_value_t = 4096)]
     max_queue_samples: usize,
     /// Longest a request may take, milliseconds (408 after).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(value_parser = u64_in(1, 3_600_000), long, default_value_t = 30_000)]
     request_timeout_ms: u64,
     /// Longest a client may take to send its request headers, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(value_parser = u64_in(1, 600_000), long, default_value_t = 10_000)]
     header_timeout_ms: u64,
     /// Longest shutdown waits for in-flight requests, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(value_parser = u64_in(0, 3_600_000), long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
     /// A file holding a bearer token that requests must present.
     #[arg(long)]
@@ -165,7 +165,7 @@ struct SampleArgs {
     data: PathBuf,
     #[arg(long, default_value = "test")]
     split: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(value_parser = usize_in(1, 10_000_000), long, default_value_t = 10)]
     limit: usize,
     /// JSON lines of request-ready samples (images inline); standard output by default.
     #[arg(long)]
@@ -243,22 +243,25 @@ struct ImportCommon {
 #[derive(Args)]
 struct WindowArgs {
     /// Resampling step, seconds.
-    #[arg(long)]
+    #[arg(value_parser = f64_in(0.01, 3600.0), long)]
     step: Option<f64>,
     /// Gaps longer than this (seconds) cut a trajectory.
-    #[arg(long)]
+    #[arg(value_parser = f64_in(0.01, 36_000_000.0), long)]
     max_gap: Option<f64>,
     /// Fixes of history / future per sample.
-    #[arg(long)]
+    #[arg(value_parser = usize_in(2, 10_000), long)]
     history: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 10_000), long)]
     future: Option<usize>,
     /// Steps between consecutive windows.
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 1_000_000), long)]
     stride: Option<usize>,
-    /// Local time = UTC + this many hours.
-    #[arg(long)]
+    /// Local time = UTC + this many hours (no daylight saving; prefer --tz).
+    #[arg(value_parser = f64_in(-14.0, 14.0), long, conflicts_with = "tz")]
     utc_offset: Option<f64>,
+    /// IANA time zone of the data, e.g. Europe/Berlin (local hours with daylight saving).
+    #[arg(long)]
+    tz: Option<String>,
 }
 
 impl WindowArgs {
@@ -278,8 +281,12 @@ impl WindowArgs {
         if let Some(v) = self.stride {
             w.stride = v;
         }
+        if let Some(v) = &self.tz {
+            w.tz = Some(v.clone());
+        }
         if let Some(v) = self.utc_offset {
             w.utc_offset_h = v;
+            w.tz = None;
         }
     }
 }
@@ -325,16 +332,16 @@ struct LmrcArgs {
     #[command(flatten)]
     common: ImportCommon,
     /// Travel speed assumed without travel_times.json, m/s.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(value_parser = f64_in(0.1, 100.0), long, default_value_t = 8.0)]
     speed: f64,
     /// Most stop tokens per sample (0: all remaining stops).
-    #[arg(long, default_value_t = 0)]
+    #[arg(value_parser = usize_in(0, 1024), long, default_value_t = 0)]
     max_stops: usize,
     /// Share of the routes held out for validation / test (by a hash of the route id and
     /// --seed; at least one route each when there are three or more).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = f64_in(0.0, 0.99), long, default_value_t = 0.1)]
     val_frac: f64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = f64_in(0.0, 0.99), long, default_value_t = 0.1)]
     test_frac: f64,
     /// IANA time zone of every route (e.g. America/Chicago); default: from each route's station
     /// code (the challenge's Los Angeles, Seattle, Chicago, Austin and Boston stations).
@@ -347,15 +354,15 @@ struct SynthArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 300)]
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 300)]
     routes: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Samples per shard.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 1000)]
     shard_size: usize,
     /// Mean seconds between decision points on a route.
-    #[arg(long)]
+    #[arg(value_parser = f64_in(0.1, 86_400.0), long)]
     sample_every: Option<f64>,
     /// Replace a dataset already in the folder.
     #[arg(long)]
@@ -363,19 +370,19 @@ struct SynthArgs {
     /// Sample shapes (defaults: 30 history fixes at 1 s, 15 future positions at 2 s, 300 IMU
     /// rows at 10 Hz, 8 stops). Match another dataset's shapes to pretrain for it, e.g. GeoLife:
     /// --history-len 12 --history-step 5 --future-len 12 --future-step 5 --imu-len 12 --imu-rate 0.2
-    #[arg(long)]
+    #[arg(value_parser = usize_in(2, 10_000), long)]
     history_len: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = f32_in(0.01, 3600.0), long)]
     history_step: Option<f32>,
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 10_000), long)]
     future_len: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = f32_in(0.01, 3600.0), long)]
     future_step: Option<f32>,
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 100_000), long)]
     imu_len: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = f32_in(0.01, 10_000.0), long)]
     imu_rate: Option<f32>,
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 1024), long)]
     max_stops: Option<usize>,
 }
 
@@ -389,7 +396,7 @@ struct InspectArgs {
     /// Where `--skip-bad` writes the bad records (JSON lines).
     #[arg(long, default_value = "bad_records.jsonl")]
     report: PathBuf,
-    #[arg(long, default_value_t = 2)]
+    #[arg(value_parser = usize_in(1, 256), long, default_value_t = 2)]
     workers: usize,
 }
 
@@ -413,9 +420,9 @@ struct InferArgs {
     /// Samples to use (default: the model's dataset, test split).
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    #[arg(value_parser = usize_in(1, 65_536), long, value_delimiter = ',', default_value = "1,8,64")]
     batch_sizes: Vec<usize>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 50)]
     iterations: usize,
     #[arg(long, default_value = "flex")]
     device: String,
@@ -436,13 +443,13 @@ struct BenchTrainArgs {
     #[arg(long)]
     device: Option<String>,
     /// Timed steps (after the warm-up).
-    #[arg(long, default_value_t = 30)]
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 30)]
     steps: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(value_parser = usize_in(0, 1_000_000), long, default_value_t = 5)]
     warmup: usize,
     /// Side of the square matmul that measures the device's peak (default 1024 on the CPU,
     /// 8192 on a GPU).
-    #[arg(long)]
+    #[arg(value_parser = usize_in(1, 16_384), long)]
     matmul_size: Option<usize>,
     #[arg(long)]
     json: Option<PathBuf>,
@@ -456,16 +463,16 @@ struct BenchServeArgs {
     /// Samples to send (default: the model's dataset, test split).
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(value_parser = usize_in(1, 1024), long, value_delimiter = ',', default_value = "1,8,32")]
     concurrency: Vec<usize>,
     /// Requests per concurrency level.
-    #[arg(long, default_value_t = 400)]
+    #[arg(value_parser = usize_in(1, 10_000_000), long, default_value_t = 400)]
     requests: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = usize_in(1, 4096), long, default_value_t = 32)]
     max_batch: usize,
     /// How long a forward pass waits for more requests (0: it takes what is queued; requests
     /// arriving meanwhile form the next batch).
-    #[arg(long, default_value_t = 0)]
+    #[arg(value_parser = u64_in(0, 10_000), long, default_value_t = 0)]
     max_wait_ms: u64,
     #[arg(long, default_value = "flex")]
     device: String,
@@ -480,14 +487,14 @@ struct LoaderArgs {
     #[arg(long, default_value = "train")]
     split: String,
     /// Worker counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    #[arg(value_parser = usize_in(1, 256), long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = usize_in(8, 1024), long, default_value_t = 32)]
     image_size: usize,
     /// Stop each measurement after this many samples (0: the whole split).
-    #[arg(long, default_value_t = 0)]
+    #[arg(value_parser = usize_in(0, 100_000_000), long, default_value_t = 0)]
     max_samples: usize,
     #[arg(long, default_value = "flex")]
     device: String,
@@ -1091,6 +1098,54 @@ fn quickstart(a: QuickstartArgs) -> anyhow::Result<()> {
         out.run_dir.display()
     );
     Ok(())
+}
+
+/// A clap value parser for an integer in [lo, hi] (the flag is named in clap's error).
+fn usize_in(lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |v: &str| {
+        let x: usize = v
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{v}` is not a whole number ({e})"))?;
+        if (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("{x} is outside [{lo}, {hi}]"))
+        }
+    }
+}
+
+fn u64_in(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |v: &str| usize_in(lo as usize, hi as usize)(v).map(|x| x as u64)
+}
+
+/// A clap value parser for a finite number in [lo, hi].
+fn f64_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |v: &str| {
+        let x: f64 = v
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{v}` is not a number ({e})"))?;
+        if x.is_finite() && (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("{x} is outside [{lo}, {hi}]"))
+        }
+    }
+}
+
+fn f32_in(lo: f32, hi: f32) -> impl Fn(&str) -> Result<f32, String> + Clone {
+    move |v: &str| {
+        let x: f32 = v
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{v}` is not a number ({e})"))?;
+        if x.is_finite() && (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("{x} is outside [{lo}, {hi}]"))
+        }
+    }
 }
 
 fn main() -> ExitCode {

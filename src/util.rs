@@ -26,6 +26,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `name` is a plain file name (a bundle's or a dataset's file, named in its metadata):
+/// no folder, no `..`, no absolute path; only letters, digits, `.`, `_` and `-`.
+pub fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Syncs a folder's entries (names) to disk; a no-op where folders cannot be opened.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {

@@ -282,3 +282,75 @@ fn a_panic_while_reading_a_record_stops_the_epoch_with_the_record_named() {
     let e = items[0].as_ref().unwrap_err().to_string();
     assert!(e.contains("batcher failed") && e.contains(".tar"), "{e}");
 }
+
+/// Every number a user passes on the command line has a checked range, the flag named.
+#[test]
+fn numeric_flags_are_range_checked_with_the_flag_named() {
+    for (args, flag) in [
+        (
+            vec!["serve", "--model", "x", "--max-batch", "0"],
+            "--max-batch",
+        ),
+        (
+            vec!["serve", "--model", "x", "--max-samples", "1e9"],
+            "--max-samples",
+        ),
+        (
+            vec!["data", "synth", "--out", "x", "--history-step", "inf"],
+            "--history-step",
+        ),
+        (
+            vec!["data", "synth", "--out", "x", "--routes", "0"],
+            "--routes",
+        ),
+        (
+            vec!["bench", "infer", "--model", "x", "--batch-sizes", "1,0"],
+            "--batch-sizes",
+        ),
+        (
+            vec!["eval", "--model", "x", "--miss-threshold", "NaN"],
+            "--miss-threshold",
+        ),
+        (
+            vec![
+                "data",
+                "import",
+                "lmrc",
+                "--in",
+                "x",
+                "--out",
+                "y",
+                "--speed=-3",
+            ],
+            "--speed",
+        ),
+    ] {
+        let (ok, _, err) = dfm(&args);
+        assert!(!ok, "{args:?} refused");
+        assert!(
+            err.contains(flag) && err.contains("outside") || err.contains("not a"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_manifest_may_list_only_shards_inside_its_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tiny_dataset(tmp.path(), 16);
+    let (dir, _) = copy(&src, tmp.path(), "escape");
+    let m = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        m.replacen("\"train-000000.tar\"", "\"../world16/train-000000.tar\"", 1),
+    )
+    .unwrap();
+    let e = dfm::data::manifest::Manifest::load(&dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not a plain file name") && e.contains("shards[0].file"),
+        "{e}"
+    );
+}

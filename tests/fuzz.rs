@@ -93,17 +93,19 @@ fn mutate(input: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 /// Runs `cases()` mutations of the seeds through `check`; fails on any panic. Returns the number
 /// of cases run and how many ended in an error (a clear refusal).
 fn fuzz(target: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8]) -> bool) -> (u64, u64) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
+    // When the current case started, in seconds since this target started (per target: tests
+    // run in parallel).
+    let last = std::sync::Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let since = move || start.elapsed().as_secs();
-    LAST.store(since(), Ordering::SeqCst);
+    let last_wd = last.clone();
     let name = target.to_string();
     let watchdog_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let wd = watchdog_done.clone();
     let watchdog = std::thread::spawn(move || {
         while !wd.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
-            if since().saturating_sub(LAST.load(Ordering::SeqCst)) > 60 {
+            if since().saturating_sub(last_wd.load(Ordering::SeqCst)) > 60 {
                 eprintln!("fuzz {name}: a case ran for more than 60 s (a hang)");
                 std::process::exit(3);
             }
@@ -121,7 +123,7 @@ fn fuzz(target: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8]) -> bool) -> (u64,
     for case in 0..n {
         let seed = &seeds[rng.gen_range(0..seeds.len())];
         let input = mutate(seed, &mut rng);
-        LAST.store(since(), Ordering::SeqCst);
+        last.store(since(), Ordering::SeqCst);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input))) {
             Ok(ok) => refused += (!ok) as u64,
             Err(p) => {

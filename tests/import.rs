@@ -549,6 +549,7 @@ fn hostile_flags_times_and_routes_are_errors_not_hangs_or_panics() {
         ("--stride", "0", "--stride 0 is outside"),
         ("--max-gap", "1e9", "--max-gap"),
         ("--utc-offset", "99", "--utc-offset 99 is outside"),
+        ("--tz", "Mars/Olympus", "not an IANA time zone"),
     ] {
         let out = tmp.path().join(format!("o{flag}"));
         let (ok, _, err) = dfm(&[

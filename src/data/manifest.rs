@@ -230,6 +230,18 @@ impl Manifest {
         }
         for (split, info) in &m.splits {
             for (i, sh) in info.shards.iter().enumerate() {
+                if !crate::util::plain_file_name(&sh.file) {
+                    return Err(DataError {
+                        field: Some(format!("splits.{split}.shards[{i}].file")),
+                        ..DataError::file(
+                            &path,
+                            format!(
+                                "lists `{}`, not a plain file name inside the dataset folder",
+                                sh.file
+                            ),
+                        )
+                    });
+                }
                 let p = dir.join(&sh.file);
                 if !p.is_file() {
                     return Err(DataError {

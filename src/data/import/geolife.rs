@@ -38,6 +38,7 @@ impl Default for GeolifeOptions {
                 stride: 2,
                 min_move_m: 5.0,
                 utc_offset_h: 8.0,
+                tz: Some("Asia/Shanghai".into()),
             },
             test_users: 0.25,
             val_days: 0.1,
@@ -180,6 +181,7 @@ pub fn import(
     force: bool,
 ) -> anyhow::Result<ImportReport> {
     o.window.validate()?;
+    let clock = o.window.clock()?;
     super::check_share("test_users", o.test_users)?;
     super::check_share("val_days", o.val_days)?;
     super::check_share("test_days", o.test_days)?;
@@ -205,7 +207,7 @@ pub fn import(
             let (pieces, cuts) = resample(&fixes, &o.window);
             report.drop("trip cut at a gap (cuts)", cuts);
             for (pi, piece) in pieces.iter().enumerate() {
-                let day = local_day(piece[0].t, o.window.utc_offset_h);
+                let day = local_day(piece[0].t, clock);
                 let route = format!("{user}-{day}");
                 let split = if test_users.contains(&user) {
                     "test"
@@ -216,7 +218,8 @@ pub fn import(
                     }
                 };
                 let prefix = format!("gl{user}-{fi:03}-{pi:02}");
-                let (samples, still) = windows(piece, &o.window, &route, &prefix, Region::Unknown);
+                let (samples, still) =
+                    windows(piece, &o.window, clock, &route, &prefix, Region::Unknown);
                 report.drop("window does not move", still);
                 for s in &samples {
                     writer.add(split, s)?;

@@ -58,6 +58,7 @@ impl Default for CsvOptions {
                 stride: 1,
                 min_move_m: 5.0,
                 utc_offset_h: 0.0,
+                tz: None,
             },
             val_frac: 0.1,
             test_frac: 0.1,
@@ -197,6 +198,7 @@ pub fn import(
     force: bool,
 ) -> anyhow::Result<ImportReport> {
     o.window.validate()?;
+    let clock = o.window.clock()?;
     super::check_share("val_frac", o.val_frac)?;
     super::check_share("test_frac", o.test_frac)?;
     super::check_share("test_days", o.test_days)?;
@@ -210,7 +212,7 @@ pub fn import(
     let mut days: Vec<i64> = trajs
         .values()
         .filter_map(|v| v.first())
-        .map(|f| local_day(f.t, o.window.utc_offset_h))
+        .map(|f| local_day(f.t, clock))
         .collect();
     days.sort();
     days.dedup();
@@ -221,7 +223,7 @@ pub fn import(
     let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
     for (id, fixes) in &trajs {
         report.records_kept += fixes.len();
-        let split = if local_day(fixes[0].t, o.window.utc_offset_h) >= first_held {
+        let split = if local_day(fixes[0].t, clock) >= first_held {
             "test_days"
         } else {
             hash_split(o.seed, id, o.val_frac, o.test_frac)
@@ -242,6 +244,7 @@ pub fn import(
             let (samples, still) = windows(
                 piece,
                 &o.window,
+                clock,
                 id,
                 &format!("csv{safe}-{pi:03}"),
                 Region::Unknown,

@@ -60,26 +60,7 @@ pub fn station_tz(code: &str) -> Option<Tz> {
     })
 }
 
-/// Parses an IANA time zone name, naming the flag.
-pub fn parse_tz(name: &str) -> anyhow::Result<Tz> {
-    name.parse::<Tz>()
-        .map_err(|e| anyhow::anyhow!("--tz `{name}`: not an IANA time zone ({e})"))
-}
-
-/// Local hour (fractional) and weekday (Monday = 0) of a UNIX time in a time zone.
-pub fn local_hour_weekday(t: f64, tz: Tz) -> (f32, u8) {
-    use chrono::{Datelike, TimeZone, Timelike};
-    let secs = t.floor() as i64;
-    let local = tz
-        .timestamp_opt(secs, 0)
-        .single()
-        .unwrap_or_else(|| chrono::Utc.timestamp_opt(0, 0).unwrap().with_timezone(&tz));
-    let hour = local.hour() as f64 + local.minute() as f64 / 60.0 + local.second() as f64 / 3600.0;
-    (
-        (hour as f32).min(23.999),
-        local.weekday().num_days_from_monday() as u8,
-    )
-}
+use super::parse_tz;
 
 /// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings by `null`.
 pub fn lenient_json(text: &str) -> String {
@@ -413,7 +394,7 @@ impl RouteData {
         let mut listed: Vec<&str> = remaining.to_vec();
         listed.sort();
         // UTC when the zone is unknown (`import` refuses such routes).
-        let (hour, weekday) = local_hour_weekday(t, self.tz.unwrap_or(Tz::UTC));
+        let (hour, weekday, _) = super::Clock::Zone(self.tz.unwrap_or(Tz::UTC)).local(t);
         let stops: Vec<Stop> = listed
             .iter()
             .map(|id| {

@@ -91,8 +91,48 @@ pub struct WindowOptions {
     pub stride: usize,
     /// Keep a window only if some point lies this far from the position at t0.
     pub min_move_m: f64,
-    /// Local time = UTC + this, hours (for the context's hour and weekday).
+    /// Local time = UTC + this, hours (for the context's hour and weekday), when `tz` is None.
     pub utc_offset_h: f64,
+    /// IANA time zone of the data (e.g. `Asia/Shanghai`): local time with daylight saving.
+    pub tz: Option<String>,
+}
+
+/// How UTC becomes local time: a fixed offset, or an IANA zone (daylight saving included).
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    Offset(f64),
+    Zone(chrono_tz::Tz),
+}
+
+impl Clock {
+    /// Local (hour in [0, 24), weekday with Monday = 0, day number since 1970-01-01) of a UNIX
+    /// time.
+    pub fn local(&self, t: f64) -> (f32, u8, i64) {
+        let local_s = match self {
+            Clock::Offset(h) => t + h * 3600.0,
+            Clock::Zone(tz) => {
+                use chrono::{Offset, TimeZone};
+                let secs = t.floor() as i64;
+                let off = chrono::DateTime::from_timestamp(secs, 0)
+                    .map(|utc| tz.offset_from_utc_datetime(&utc.naive_utc()).fix())
+                    .map_or(0, |o| o.local_minus_utc());
+                t + off as f64
+            }
+        };
+        let day = local_s.div_euclid(86_400.0) as i64;
+        (
+            ((local_s.rem_euclid(86_400.0) / 3600.0) as f32).min(23.999),
+            // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+            ((day + 3).rem_euclid(7)) as u8,
+            day,
+        )
+    }
+}
+
+/// Parses an IANA time zone name, naming the flag.
+pub fn parse_tz(name: &str) -> anyhow::Result<chrono_tz::Tz> {
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|e| anyhow::anyhow!("--tz `{name}`: not an IANA time zone ({e})"))
 }
 
 /// The latest time an importer accepts (2100-01-01 UTC), UNIX seconds; the earliest is 1970.
@@ -139,7 +179,16 @@ impl WindowOptions {
         int("--stride", self.stride, 1, 1_000_000)?;
         real("min_move_m", self.min_move_m, 0.0, 1e6)?;
         real("--utc-offset", self.utc_offset_h, -14.0, 14.0)?;
+        self.clock()?;
         Ok(())
+    }
+
+    /// The clock of these options: the IANA zone when given, else the fixed offset.
+    pub fn clock(&self) -> anyhow::Result<Clock> {
+        Ok(match &self.tz {
+            Some(name) => Clock::Zone(parse_tz(name)?),
+            None => Clock::Offset(self.utc_offset_h),
+        })
     }
 }
 
@@ -232,6 +281,7 @@ fn round7(x: f64) -> f64 {
 pub fn windows(
     piece: &[RawFix],
     o: &WindowOptions,
+    clock: Clock,
     route_id: &str,
     key_prefix: &str,
     region: Region,
@@ -255,7 +305,7 @@ pub fn windows(
             i += o.stride.max(1);
             continue;
         }
-        let local = now.t + o.utc_offset_h * 3600.0;
+        let (hour, weekday, _) = clock.local(now.t);
         let history = piece[i + 1 - h..=i]
             .iter()
             .map(|p| Fix {
@@ -273,9 +323,8 @@ pub fn windows(
             region,
             t0: now.t,
             context: Context {
-                hour: ((local.rem_euclid(86_400.0) / 3600.0) as f32).min(23.999),
-                // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
-                weekday: ((local.div_euclid(86_400.0) as i64 + 3).rem_euclid(7)) as u8,
+                hour,
+                weekday,
                 ..Default::default()
             },
             history,
@@ -296,9 +345,9 @@ pub fn windows(
     (out, still)
 }
 
-/// A UTC day number (days since 1970-01-01) of a time, in local time.
-pub fn local_day(t: f64, utc_offset_h: f64) -> i64 {
-    (t + utc_offset_h * 3600.0).div_euclid(86_400.0) as i64
+/// The local day number (days since 1970-01-01) of a time.
+pub fn local_day(t: f64, clock: Clock) -> i64 {
+    clock.local(t).2
 }
 
 /// Deterministic split of a unit (a route, a user-day, a trajectory) by hashing its id:
@@ -359,6 +408,22 @@ mod tests {
     }
 
     #[test]
+    fn clocks_follow_the_zone_and_its_daylight_saving() {
+        // 2018-07-20 14:37:26 UTC: 07:37 in Los Angeles (PDT), 06:37 with a fixed -8 h.
+        let t = parse_date_time("2018-07-20", "14:37:26").unwrap();
+        let la = Clock::Zone(parse_tz("America/Los_Angeles").unwrap()).local(t);
+        assert!((la.0 - (7.0 + 37.0 / 60.0 + 26.0 / 3600.0)).abs() < 1e-4);
+        assert_eq!(la.1, 4, "a Friday");
+        let fixed = Clock::Offset(-8.0).local(t);
+        assert!((fixed.0 - la.0 + 1.0).abs() < 1e-4);
+        // In January Los Angeles is at -8 h.
+        let w = parse_date_time("2018-01-20", "14:37:26").unwrap();
+        let la = Clock::Zone(parse_tz("America/Los_Angeles").unwrap()).local(w);
+        assert_eq!(la, Clock::Offset(-8.0).local(w));
+        assert!(parse_tz("Mars/Olympus").is_err());
+    }
+
+    #[test]
     fn gaps_cut_and_resampling_interpolates() {
         let o = WindowOptions {
             step_s: 5.0,
@@ -368,6 +433,7 @@ mod tests {
             stride: 1,
             min_move_m: 5.0,
             utc_offset_h: 0.0,
+            tz: None,
         };
         let f = |t: f64, lat: f64| RawFix {
             t,
