@@ -427,10 +427,10 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("key `train.devices`: {e}"))?;
         }
         for m in &t.drop_modalities {
-            if !crate::model::MODALITIES.contains(&m.as_str()) {
+            if !crate::modality::MODALITIES.contains(&m.as_str()) {
                 bail!(
                     "key `train.drop_modalities`: `{m}`; allowed: {}",
-                    crate::model::MODALITIES.join(", ")
+                    crate::modality::MODALITIES.join(", ")
                 );
             }
         }

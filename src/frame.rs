@@ -5,10 +5,6 @@
 
 use crate::data::sample::Fix;
 
-/// Largest |latitude| a sample may have, degrees: the tangent plane's longitude scale (cos lat)
-/// vanishes at the poles, where a few meters east would be degrees of longitude.
-pub const MAX_ABS_LAT: f64 = 85.0;
-
 /// Mean Earth radius (IUGG), meters.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 

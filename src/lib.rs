@@ -14,6 +14,7 @@ pub mod error;
 pub mod features;
 pub mod frame;
 pub mod kinematics;
+pub mod modality;
 pub mod progress;
 pub mod util;
 pub mod zones;

@@ -328,6 +328,10 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// Largest |latitude| a sample may have, degrees: the local frame's longitude scale (cos lat)
+/// vanishes at the poles, where a few meters east would be degrees of longitude.
+pub const MAX_ABS_LAT: f64 = 85.0;
+
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -336,8 +340,7 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 }
 
 fn check_lat_lon(field: &str, lat: f64, lon: f64) -> Result<(), FieldError> {
-    if !lat.is_finite() || !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat)
-    {
+    if !lat.is_finite() || !(-MAX_ABS_LAT..=MAX_ABS_LAT).contains(&lat) {
         return Err(err(
             format!("{field}.lat"),
             format!(

@@ -6,6 +6,7 @@ use super::manifest::{Coverage, FORMAT, Manifest, SplitInfo, StatsAcc};
 use super::sample::{SCHEMA_VERSION, Sample, Spec};
 use super::shards::{Record, ShardWriter, encode};
 use crate::features::accumulate_stats;
+use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,7 @@ pub struct DatasetWriter {
 impl DatasetWriter {
     /// Prepares `out` (refusing to overwrite a dataset unless `force`).
     pub fn new(out: &Path, spec: Spec, shard_size: usize, force: bool) -> anyhow::Result<Self> {
-        crate::data::synth::prepare_out_dir(out, force)?;
+        prepare_out_dir(out, force)?;
         Ok(DatasetWriter {
             out: out.to_path_buf(),
             shard_size,
@@ -97,4 +98,31 @@ impl DatasetWriter {
         manifest.write(&self.out)?;
         Ok(manifest)
     }
+}
+
+/// Refuses to overwrite a dataset unless `force`; with `force`, removes the old shards and
+/// manifest (only files dfm writes).
+pub fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ours: Vec<_> = std::fs::read_dir(out)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n == crate::data::manifest::MANIFEST
+                || n.ends_with(".tar")
+                || n.ends_with(".tar.tmp")
+                || n == "bad_records.jsonl"
+        })
+        .collect();
+    if !ours.is_empty() && !force {
+        anyhow::bail!(
+            "{} already holds a dataset; pass --force to replace it",
+            out.display()
+        );
+    }
+    for p in ours {
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! the miss rate is the share of samples whose minFDE exceeds the threshold; brier-minFDE adds
 //! (1 - p)^2 of that mode's probability.
 
+use super::sequence::kendall_tau;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Default)]
@@ -357,31 +358,6 @@ pub struct NextStopMetrics {
     /// while any remain (the model's only; absent for the rules).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_zone_first: Option<super::rollout::RolloutMetrics>,
-}
-
-/// Kendall's tau-b between two score lists (higher = earlier), ties counted per tau-b.
-pub fn kendall_tau(a: &[f64], b: &[f64]) -> Option<f64> {
-    let n = a.len();
-    let (mut conc, mut disc, mut ta, mut tb) = (0f64, 0f64, 0f64, 0f64);
-    for i in 0..n {
-        for j in i + 1..n {
-            let da = (a[i] - a[j]).signum() * ((a[i] - a[j]).abs() > 0.0) as u8 as f64;
-            let db = (b[i] - b[j]).signum() * ((b[i] - b[j]).abs() > 0.0) as u8 as f64;
-            if da == 0.0 && db == 0.0 {
-                continue;
-            } else if da == 0.0 {
-                ta += 1.0;
-            } else if db == 0.0 {
-                tb += 1.0;
-            } else if da == db {
-                conc += 1.0;
-            } else {
-                disc += 1.0;
-            }
-        }
-    }
-    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
-    (denom > 0.0).then(|| (conc - disc) / denom)
 }
 
 impl NextStopAcc {

@@ -6,8 +6,6 @@
 //!   of the MIT-CAVE rc-cli), as a dynamic program over suffixes with the same tie-breaking.
 //! - Kendall's rank correlation between the predicted and the actual positions of the stops.
 
-use super::metrics::kendall_tau;
-
 /// Normalizes a cost matrix as the challenge does: z-score over all entries (the diagonal
 /// included), then shift so the minimum is 0.
 pub fn normalize(m: &[Vec<f64>]) -> Vec<Vec<f64>> {
@@ -99,6 +97,31 @@ pub fn order_krc(actual: &[usize], sub: &[usize]) -> Option<f64> {
         .map(|x| sub.iter().position(|y| y == x).unwrap_or(usize::MAX) as f64)
         .collect();
     kendall_tau(&pos_a, &pos_s)
+}
+
+/// Kendall's tau-b between two score lists (higher = earlier), ties counted per tau-b.
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len();
+    let (mut conc, mut disc, mut ta, mut tb) = (0f64, 0f64, 0f64, 0f64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let da = (a[i] - a[j]).signum() * ((a[i] - a[j]).abs() > 0.0) as u8 as f64;
+            let db = (b[i] - b[j]).signum() * ((b[i] - b[j]).abs() > 0.0) as u8 as f64;
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ta += 1.0;
+            } else if db == 0.0 {
+                tb += 1.0;
+            } else if da == db {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
+    (denom > 0.0).then(|| (conc - disc) / denom)
 }
 
 #[cfg(test)]

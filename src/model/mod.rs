@@ -31,7 +31,7 @@ use image::ImageEncoder;
 use sensor::PatchEncoder;
 
 /// Modalities, in token order.
-pub const MODALITIES: [&str; 5] = ["history", "imu", "image", "stops", "context"];
+pub use crate::modality::{MODALITIES, Modality};
 const QUERY: usize = MODALITIES.len();
 
 #[derive(Module, Debug)]
@@ -218,12 +218,12 @@ impl DfmModel {
         let e = &self.enc;
         let [bs, n_stops, _] = b.stops.dims();
         let device = b.hist.device();
-        let keep = |i: usize| masks.keep.clone().narrow(1, i, 1); // [B, 1]
+        let keep = |m: Modality| masks.keep.clone().narrow(1, m.index(), 1); // [B, 1]
 
         // Tokens per modality, and validity [B, n] (1 = attend).
         let hist_t = self.with_modality(
             self.hide(e.hist.forward(b.hist.clone()), &masks.hide_hist),
-            0,
+            Modality::History.index(),
         );
         let nh = e.hist.tokens();
         let p = e.hist.patch;
@@ -233,25 +233,30 @@ impl DfmModel {
             .reshape([bs, nh, p])
             .max_dim(2)
             .reshape([bs, nh])
-            * keep(0);
+            * keep(Modality::History);
 
-        let imu_t = self.with_modality(self.hide(e.imu.forward(b.imu.clone()), &masks.hide_imu), 1);
+        let imu_t = self.with_modality(
+            self.hide(e.imu.forward(b.imu.clone()), &masks.hide_imu),
+            Modality::Imu.index(),
+        );
         let ni = e.imu.tokens();
-        let imu_valid = (b.imu_mask.clone().unsqueeze_dim::<2>(1) * keep(1)).repeat_dim(1, ni);
+        let imu_valid =
+            (b.imu_mask.clone().unsqueeze_dim::<2>(1) * keep(Modality::Imu)).repeat_dim(1, ni);
 
-        let img_t = self.with_modality(e.image.forward(b.image.clone()), 2);
+        let img_t = self.with_modality(e.image.forward(b.image.clone()), Modality::Image.index());
         let ng = e.image.tokens();
-        let img_valid = (b.image_mask.clone().unsqueeze_dim::<2>(1) * keep(2)).repeat_dim(1, ng);
+        let img_valid =
+            (b.image_mask.clone().unsqueeze_dim::<2>(1) * keep(Modality::Image)).repeat_dim(1, ng);
 
         let stop_t = self.with_modality(
             self.hide(e.stops.forward(b.stops.clone()), &masks.hide_stops),
-            3,
+            Modality::Stops.index(),
         );
-        let stop_valid = b.stops_mask.clone() * keep(3);
+        let stop_valid = b.stops_mask.clone() * keep(Modality::Stops);
 
-        let ctx_t = self.with_modality(e.ctx.forward(b.ctx.clone()), 4);
+        let ctx_t = self.with_modality(e.ctx.forward(b.ctx.clone()), Modality::Context.index());
         let nc = e.ctx.tokens();
-        let ctx_valid = keep(4).repeat_dim(1, nc);
+        let ctx_valid = keep(Modality::Context).repeat_dim(1, nc);
 
         let nq = self.modes + 2;
         let [_, d] = self.queries.dims();
@@ -284,7 +289,8 @@ impl DfmModel {
         // Modes are offsets from the constant-velocity prior (which comes from the history, so
         // it goes when the history is dropped).
         let [_, f, _] = b.prior.dims();
-        let prior = (b.prior.clone() * keep(0).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
+        let prior =
+            (b.prior.clone() * keep(Modality::History).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
         let k = self.modes;
         let gate = self.prior_gate.val();
         let mode_gate = gate.clone().narrow(0, 0, k).reshape([1, k, 1, 1]);

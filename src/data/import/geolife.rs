@@ -101,7 +101,8 @@ pub fn read_plt(
             let lat = num(0, "lat")?;
             let lon = num(1, "lon")?;
             if !lat.is_finite()
-                || !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat)
+                || !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT)
+                    .contains(&lat)
             {
                 return Err(DataError::field(
                     path,

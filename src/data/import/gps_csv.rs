@@ -138,7 +138,9 @@ pub fn read(
             };
             let lat = get(cla, &c.lat)?;
             let lon = get(clo, &c.lon)?;
-            if !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat) {
+            if !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT)
+                .contains(&lat)
+            {
                 return Err(DataError::field(
                     path,
                     &key,

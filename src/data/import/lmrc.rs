@@ -191,7 +191,9 @@ pub fn read(
                     num(&s["lat"]).ok_or_else(|| sf("lat", "missing or not a number".into()))?;
                 let lon =
                     num(&s["lng"]).ok_or_else(|| sf("lng", "missing or not a number".into()))?;
-                if !(-crate::frame::MAX_ABS_LAT..=crate::frame::MAX_ABS_LAT).contains(&lat) {
+                if !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT)
+                    .contains(&lat)
+                {
                     return Err(sf(
                         "lat",
                         format!(

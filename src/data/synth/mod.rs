@@ -13,7 +13,6 @@ use crate::data::manifest::{Coverage, Manifest, StatsAcc};
 use crate::data::sample::Spec;
 use crate::data::shards::{Record, encode};
 use crate::features::accumulate_stats;
-use anyhow::Context as _;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -155,33 +154,6 @@ fn simulate_route(
         stats,
         coverage,
     })
-}
-
-/// Refuses to overwrite a dataset unless `force`; with `force`, removes the old shards and
-/// manifest (only files dfm writes).
-pub fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let ours: Vec<_> = std::fs::read_dir(out)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n == crate::data::manifest::MANIFEST
-                || n.ends_with(".tar")
-                || n.ends_with(".tar.tmp")
-                || n == "bad_records.jsonl"
-        })
-        .collect();
-    if !ours.is_empty() && !force {
-        anyhow::bail!(
-            "{} already holds a dataset; pass --force to replace it",
-            out.display()
-        );
-    }
-    for p in ours {
-        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
-    }
-    Ok(())
 }
 
 /// Simulates the world and writes the sharded dataset into `out`.
