@@ -151,6 +151,17 @@ pub fn select(choice: DeviceChoice, index: usize) -> anyhow::Result<Selected> {
     }
 }
 
+/// The device of a command, by one rule for every command: the `--device` flag when given,
+/// else the config's `run.device` when the command has a config, else `auto` (a real GPU when
+/// there is one, flex otherwise).
+pub fn choose(flag: Option<&str>, config: Option<DeviceChoice>) -> anyhow::Result<Selected> {
+    let (choice, index) = match flag {
+        Some(f) => parse(f)?,
+        None => (config.unwrap_or(DeviceChoice::Auto), 0),
+    };
+    select(choice, index)
+}
+
 /// Parses `flex`, `wgpu`, `cuda`, `cuda:1` into a choice and an index.
 pub fn parse(s: &str) -> anyhow::Result<(DeviceChoice, usize)> {
     let (name, idx) = s.split_once(':').unwrap_or((s, "0"));

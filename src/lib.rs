@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -25,5 +26,6 @@ pub mod export;
 pub mod model;
 pub mod plot;
 pub mod predict;
+pub mod quickstart;
 pub mod serve;
 pub mod train;

@@ -180,6 +180,14 @@ impl Predictor {
         max_image_side(self.loaded.cfg.data.image_size)
     }
 
+    /// Loads a bundle or a run folder onto a device.
+    pub fn load(model: &std::path::Path, device: Device) -> anyhow::Result<Self> {
+        Ok(Predictor::new(
+            crate::eval::source::load(model, &device)?,
+            device,
+        ))
+    }
+
     pub fn new(loaded: LoadedModel, device: Device) -> Self {
         let model = loaded.model.valid().to_device(&device);
         Predictor {
@@ -282,4 +290,44 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+/// Predictions for a JSON-lines file of samples (one per line; empty lines skipped), as JSON
+/// lines, `batch` samples per forward pass. Returns the text and the number of predictions. A
+/// bad line is an error naming the file, the line and the field.
+pub fn predict_jsonl(
+    p: &Predictor,
+    input: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<(String, usize)> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let s = parse_sample(line.as_bytes(), p.max_image_side())
+            .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", input.display(), i + 1))?;
+        samples.push(s);
+    }
+    let mut out = String::new();
+    for chunk in samples.chunks(batch.max(1)) {
+        for pred in p.predict(chunk) {
+            out.push_str(&serde_json::to_string(&pred)?);
+            out.push('\n');
+        }
+    }
+    Ok((out, samples.len()))
+}
+
+/// The first `limit` samples of a split as request-ready JSON lines (`dfm data sample`).
+pub fn request_lines(data: &std::path::Path, split: &str, limit: usize) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for s in crate::data::loader::first_samples(data, split, limit)? {
+        out.push_str(&serde_json::to_string(&to_request_json(&s)?)?);
+        out.push('\n');
+    }
+    Ok(out)
 }

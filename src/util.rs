@@ -26,6 +26,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
 /// Whether `name` is a plain file name (a bundle's or a dataset's file, named in its metadata):
 /// no folder, no `..`, no absolute path; only letters, digits, `.`, `_` and `-`.
 pub fn plain_file_name(name: &str) -> bool {

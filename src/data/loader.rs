@@ -228,6 +228,19 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     crate::device::panic_text(&p)
 }
 
+/// The first `n` samples of a split, in stored order (requests, benchmarks).
+pub fn first_samples(dir: &Path, split: &str, n: usize) -> anyhow::Result<Vec<Sample>> {
+    let m = Manifest::load(dir)?;
+    let opts = LoaderOptions {
+        batch_size: n.max(1),
+        shuffle_buffer: 0,
+        ..Default::default()
+    };
+    let l = Loader::new(dir, &m, split, opts)?;
+    let first = l.epoch(0, 0, Arc::new(|s| s), Arc::new(|b| b)).next();
+    Ok(first.transpose()?.unwrap_or_default())
+}
+
 fn worker<F>(
     shards: Vec<(PathBuf, usize)>,
     spec: Spec,

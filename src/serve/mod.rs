@@ -242,6 +242,50 @@ async fn accept_loop(
     }
 }
 
+/// Reads a bearer token from a file (trimmed; an empty file is an error).
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(!t.is_empty(), "{}: the token file is empty", path.display());
+    Ok(t)
+}
+
+/// Serves `p` on `o.addr` on a runtime of its own until SIGTERM or Ctrl-C (`what` names the
+/// model in the log).
+pub fn serve_blocking(p: Predictor, o: &ServeOptions, what: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    o.validate()?;
+    if !o.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {} (not loopback): anyone who can reach it can call the model{}",
+            o.addr,
+            if o.token.is_none() {
+                "; consider --token-file"
+            } else {
+                ""
+            }
+        );
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(o.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", o.addr))?;
+        eprintln!(
+            "serving {what} on http://{} (max_batch {}, max_wait {} ms)",
+            listener.local_addr()?,
+            o.max_batch,
+            o.max_wait_ms
+        );
+        run(listener, p, o, shutdown_signal()).await?;
+        eprintln!("stopped");
+        anyhow::Ok(())
+    })
+}
+
 /// SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,0 +1,142 @@
+//! `dfm eval`: a model on a split of a dataset, next to the baselines; with `--ablation`, once
+//! more per masked modality.
+
+use super::ranges::*;
+use crate::data::manifest::Manifest;
+use crate::eval::EvalOptions;
+use crate::eval::baselines::TrainStats;
+use crate::eval::report::{EvalReport as Report, ModelInfo};
+use crate::eval::source::LoadedModel;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A run folder (its best checkpoint) or an export bundle.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Dataset folder (default: the one the model was trained on).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// train | val | test | test_days | all
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Write the report as JSON (schema in README).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write PNG plots into this folder.
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
+    /// Mask a modality out: history | imu | image | stops | context (repeatable).
+    #[arg(long)]
+    pub drop: Vec<String>,
+    /// Evaluate with each single modality masked out, next to the full model.
+    #[arg(long)]
+    pub ablation: bool,
+    /// Final-displacement threshold of the miss rate, meters (default: the model's eval config).
+    #[arg(value_parser = f64_in(0.001, 1e6), long)]
+    pub miss_threshold: Option<f64>,
+    #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(value_parser = usize_in(1, 256), long, default_value_t = 2)]
+    pub workers: usize,
+    /// auto | flex | wgpu | cuda[:N] (default: auto).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Evaluate even when the data's feature statistics differ from the model's (out of domain).
+    #[arg(long)]
+    pub allow_shift: bool,
+}
+
+/// What every evaluation of one `dfm eval` shares.
+struct Ctx<'a> {
+    m: &'a LoadedModel,
+    norm: std::sync::Arc<crate::features::Normalizer>,
+    data: &'a Path,
+    manifest: &'a Manifest,
+    stats: &'a TrainStats,
+    device: &'a burn::tensor::Device,
+}
+
+impl Ctx<'_> {
+    /// One evaluation with these options.
+    fn evaluate(&self, o: &EvalOptions) -> anyhow::Result<Report> {
+        let info = ModelInfo {
+            source: self.m.description.clone(),
+            step: self.m.step,
+            dropped: o.drop.clone(),
+        };
+        let (r, _) = crate::eval::evaluate(
+            &self.m.model,
+            &self.norm,
+            info,
+            self.data,
+            self.manifest,
+            self.stats,
+            o,
+            self.device,
+        )?;
+        Ok(r)
+    }
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let sel = crate::device::choose(a.device.as_deref(), None)?;
+    eprintln!("device: {}", sel.description);
+    let m = crate::eval::source::load(&a.model, &sel.device)?;
+    let data = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&m.cfg.data.path));
+    let manifest = Manifest::load(&data)?;
+    m.check(&manifest, &data, a.allow_shift)?;
+    let mut stats = crate::eval::train_stats(&data, &manifest, a.workers)?;
+    stats.ridge = m.ridge.clone().map(std::sync::Arc::new);
+    let o = EvalOptions {
+        split: a.split.clone(),
+        batch_size: a.batch_size,
+        miss_threshold_m: a.miss_threshold.unwrap_or(m.cfg.eval.miss_threshold_m),
+        workers: a.workers,
+        drop: a.drop.clone(),
+        plots: a.plots.clone(),
+    };
+    o.check()?;
+    let ctx = Ctx {
+        m: &m,
+        norm: std::sync::Arc::new(m.normalizer.clone()),
+        data: &data,
+        manifest: &manifest,
+        stats: &stats,
+        device: &sel.device,
+    };
+    let full = ctx.evaluate(&o)?;
+    print!("{}", full.render());
+    if let Some(p) = &a.plots {
+        println!("\nplots written to {}", p.display());
+    }
+    let mut json = serde_json::to_value(&full)?;
+    if a.ablation {
+        let rows = ablation(&ctx, &o)?;
+        println!();
+        print!("{}", crate::eval::ablation::render(&full, &rows));
+        json["ablation"] = serde_json::to_value(&rows)?;
+    }
+    if let Some(p) = &a.json {
+        crate::util::write_json(p, &json)?;
+        println!("report written to {}", p.display());
+    }
+    Ok(())
+}
+
+/// The evaluation once per modality masked out.
+fn ablation(ctx: &Ctx, o: &EvalOptions) -> anyhow::Result<Vec<Report>> {
+    crate::modality::MODALITIES
+        .iter()
+        .map(|d| {
+            let mut od = o.clone();
+            od.drop = vec![d.to_string()];
+            od.plots = None;
+            ctx.evaluate(&od)
+        })
+        .collect()
+}

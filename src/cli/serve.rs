@@ -1,0 +1,126 @@
+//! `dfm predict`, `dfm serve`, `dfm data sample`.
+
+use super::ranges::*;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSON lines, one sample per line (images inline as png_base64, IMU rows inline).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the predictions (JSON lines); standard output by default.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// auto | flex | wgpu | cuda[:N] (default: auto).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// An export bundle or a run folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    #[arg(value_parser = usize_in(1, 4096), long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// How long a forward pass waits for more requests (0: it takes what is queued; requests
+    /// arriving meanwhile form the next batch).
+    #[arg(value_parser = u64_in(0, 10_000), long, default_value_t = 0)]
+    pub max_wait_ms: u64,
+    /// Largest request body, bytes.
+    #[arg(value_parser = usize_in(1024, 1 << 30), long, default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Most samples in one request (413 above).
+    #[arg(value_parser = usize_in(1, 100_000), long, default_value_t = 256)]
+    pub max_samples: usize,
+    /// Most samples waiting for the model, all requests together (503 with Retry-After above).
+    #[arg(value_parser = usize_in(1, 10_000_000), long, default_value_t = 4096)]
+    pub max_queue_samples: usize,
+    /// Longest a request may take, milliseconds (408 after).
+    #[arg(value_parser = u64_in(1, 3_600_000), long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Longest a client may take to send its request headers, milliseconds.
+    #[arg(value_parser = u64_in(1, 600_000), long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Longest shutdown waits for in-flight requests, milliseconds.
+    #[arg(value_parser = u64_in(0, 3_600_000), long, default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+    /// A file holding a bearer token that requests must present.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// auto | flex | wgpu | cuda[:N] (default: auto).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// Dataset folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(value_parser = usize_in(1, 10_000_000), long, default_value_t = 10)]
+    pub limit: usize,
+    /// JSON lines of request-ready samples (images inline); standard output by default.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `dfm predict`: predictions for a JSON-lines file.
+pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    let sel = crate::device::choose(a.device.as_deref(), None)?;
+    let p = crate::predict::Predictor::load(&a.model, sel.device)?;
+    let (out, n) = crate::predict::predict_jsonl(&p, &a.input, a.batch_size)?;
+    match &a.output {
+        Some(path) => {
+            crate::util::write_atomic(path, out.as_bytes())?;
+            eprintln!("{n} predictions written to {}", path.display());
+        }
+        None => print!("{out}"),
+    }
+    Ok(())
+}
+
+/// `dfm serve`: the model over HTTP until SIGTERM or Ctrl-C.
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let sel = crate::device::choose(a.device.as_deref(), None)?;
+    let p = crate::predict::Predictor::load(&a.model, sel.device)?;
+    let token = a
+        .token_file
+        .as_deref()
+        .map(crate::serve::read_token)
+        .transpose()?;
+    let o = crate::serve::ServeOptions {
+        addr: a.addr,
+        max_batch: a.max_batch,
+        max_wait_ms: a.max_wait_ms,
+        max_body_bytes: a.max_body_bytes,
+        max_samples: a.max_samples,
+        max_queue_samples: a.max_queue_samples,
+        request_timeout_ms: a.request_timeout_ms,
+        header_timeout_ms: a.header_timeout_ms,
+        shutdown_grace_ms: a.shutdown_grace_ms,
+        token,
+    };
+    crate::serve::serve_blocking(p, &o, &a.model.display().to_string())
+}
+
+/// `dfm data sample`: request-ready JSON lines of a split's first samples.
+pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
+    let out = crate::predict::request_lines(&a.data, &a.split, a.limit)?;
+    match &a.out {
+        Some(p) => crate::util::write_atomic(p, out.as_bytes())?,
+        None => print!("{out}"),
+    }
+    Ok(())
+}

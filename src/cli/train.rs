@@ -1,0 +1,105 @@
+//! `dfm train`, `dfm quickstart`, `dfm export`.
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config key: --set train.lr=3e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1..)]
+    pub set: Vec<String>,
+    /// auto | flex | wgpu | cuda[:N] (default: the config's run.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue the run in this folder from its last complete checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    #[arg(long, default_value = "configs/quickstart.toml")]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE", num_args = 1..)]
+    pub set: Vec<String>,
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Export the best model by validation loss (the default).
+    #[arg(long, conflicts_with_all = ["step", "last"])]
+    pub best: bool,
+    /// Export the last checkpoint.
+    #[arg(long)]
+    pub last: bool,
+    /// Export the checkpoint of this step.
+    #[arg(long)]
+    pub step: Option<usize>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `dfm train`: a new run from a config, or `--resume RUN` (with `--set` keys a resumed run may
+/// change).
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let (cfg, resume) = match &a.resume {
+        Some(run) => {
+            let p = run.join("config.toml");
+            let mut c = crate::config::Config::load(Some(&p), &a.set)?;
+            c.run.dir = run.display().to_string();
+            (c, true)
+        }
+        None => (
+            crate::config::Config::load(a.config.as_deref(), &a.set)?,
+            false,
+        ),
+    };
+    let sel = crate::device::choose(a.device.as_deref(), Some(cfg.run.device))?;
+    println!("device: {}", sel.description);
+    let out = crate::train::train(cfg, resume, &sel.device, false)?;
+    println!(
+        "run written to {} ({} steps, {:.0} train samples/s)",
+        out.run_dir.display(),
+        out.steps,
+        out.samples_per_s
+    );
+    if let Some(r) = out.report {
+        print!("{}", r.render());
+    }
+    Ok(())
+}
+
+/// `dfm quickstart`: simulate (if needed), train (or continue an unfinished run), evaluate,
+/// export.
+pub fn quickstart(a: QuickstartArgs) -> anyhow::Result<()> {
+    let cfg = crate::config::Config::load(Some(&a.config), &a.set)?;
+    let sel = crate::device::choose(a.device.as_deref(), Some(cfg.run.device))?;
+    println!("device: {}", sel.description);
+    crate::quickstart::run(cfg, &sel.device)
+}
+
+/// `dfm export`: a run's best (or last, or a given step's) checkpoint as a bundle.
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let which = match (a.step, a.last) {
+        (Some(n), _) => crate::export::Which::Step(n),
+        (None, true) => crate::export::Which::Last,
+        _ => crate::export::Which::Best,
+    };
+    let m = crate::export::export(&a.run, which, &a.out)?;
+    println!(
+        "exported step {} of {} to {} ({} files, hashes in bundle.json)",
+        m.step,
+        a.run.display(),
+        a.out.display(),
+        m.files.len() + 1
+    );
+    Ok(())
+}
