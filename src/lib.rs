@@ -27,5 +27,6 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod quickstart;
+pub mod seed;
 pub mod serve;
 pub mod train;

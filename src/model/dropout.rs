@@ -9,7 +9,7 @@
 //! The host stream is per thread and reseeded by the training step (`reseed`), so a resumed run
 //! draws exactly what an uninterrupted one draws, as with `device.seed`.
 
-use crate::data::synth::rng::mix;
+use crate::seed::mix;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use std::cell::Cell;

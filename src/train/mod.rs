@@ -15,7 +15,7 @@ use crate::batch::{Batch, FeatureBatcher};
 use crate::config::{Config, Objective, OnNan};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
-use crate::data::synth::rng::hash;
+use crate::seed::hash;
 use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::{self, Ridge};

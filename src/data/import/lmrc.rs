@@ -11,7 +11,7 @@
 
 use super::ImportReport;
 use crate::data::sample::{Context, Fix, Region, Sample, Spec, Stop, Target};
-use crate::data::synth::rng;
+use crate::seed as rng;
 use crate::data::writer::DatasetWriter;
 use crate::error::DataError;
 use crate::frame::Enu;

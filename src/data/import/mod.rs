@@ -8,7 +8,7 @@ pub mod gps_csv;
 pub mod lmrc;
 
 use crate::data::sample::{Context, Fix, Region, Sample, Target};
-use crate::data::synth::rng;
+use crate::seed as rng;
 use crate::error::DataError;
 use crate::frame::Enu;
 use serde::Serialize;

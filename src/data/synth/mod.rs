@@ -3,7 +3,7 @@
 
 pub mod motion;
 pub mod render;
-pub mod rng;
+use crate::seed as rng;
 pub mod route;
 pub mod samples;
 pub mod sensors;

@@ -3,7 +3,7 @@
 //! between stops, the service at each stop and the outcome of each delivery attempt.
 
 use super::motion::{Driver, PathPt, Track, TrackPt};
-use super::rng::{self, SimRng, chance, lognormal, poisson, uniform};
+use crate::seed::{self as rng, SimRng, chance, lognormal, poisson, uniform};
 use super::world::{Area, P2, dist};
 use crate::data::sample::{Region, RoadClass, Weather};
 use rand::Rng;

@@ -2,7 +2,7 @@
 //! stops still ahead, and the labels from the truth after `t0`.
 
 use super::render::{RasterSpec, render};
-use super::rng::{self, chance, uniform};
+use crate::seed::{self as rng, chance, uniform};
 use super::route::{Route, local_hour};
 use super::sensors::{GpsNoise, ImuModel, round7};
 use super::world::{Area, dist};

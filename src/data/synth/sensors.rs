@@ -3,7 +3,7 @@
 //! shows in `ax`, turning in `ay` and `gz`).
 
 use super::motion::Track;
-use super::rng::{self, SimRng, normal, uniform};
+use crate::seed::{self as rng, SimRng, normal, uniform};
 use super::world::Area;
 use crate::data::sample::Fix;
 use crate::frame::bearing_deg;

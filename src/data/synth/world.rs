@@ -2,7 +2,7 @@
 //! buildings, parks, delivery zones and a depot. Urban, suburban and rural areas differ in road
 //! density, speed limits, stop spacing, building density and GPS quality.
 
-use super::rng::{self, SimRng, chance, normal, uniform};
+use crate::seed::{self as rng, SimRng, chance, normal, uniform};
 use crate::data::sample::{Region, RoadClass};
 use crate::frame::Enu;
 use rand::Rng;

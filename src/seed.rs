@@ -1,6 +1,7 @@
-//! Deterministic randomness for the simulator: every route, area and day draws from its own
-//! stream, derived from the world seed, so routes can be simulated in parallel and in any order
-//! and still give byte-identical output.
+//! Deterministic randomness from seeds, for everything that must reproduce: the simulator (every
+//! route, area and day draws from its own stream derived from the world seed, so routes can be
+//! simulated in parallel and in any order and still give byte-identical output), the importers'
+//! hash splits, the model's dropout masks and the trainer's per-step seeds.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
