@@ -619,6 +619,24 @@ fn hostile_clients_are_bounded_and_the_server_keeps_serving() {
         let (text, _) = raw(&srv.url, req.as_bytes(), std::time::Duration::from_secs(15)).await;
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
         assert!(t0.elapsed().as_secs_f64() < 10.0);
+        // More stops than the model reads: the nearest are read, and the response names the rest.
+        let cap = samples[0].stops.len().max(1);
+        let mut many = good.clone();
+        let first_stop = many["stops"][0].clone();
+        for k in 0..(9 - cap.min(8)) + 3 {
+            let mut st = first_stop.clone();
+            st["id"] = json!(format!("extra-{k}"));
+            st["lat"] = json!(st["lat"].as_f64().unwrap() + 0.05 + 0.001 * k as f64);
+            many["stops"].as_array_mut().unwrap().push(st);
+        }
+        let (s, v) = post(&c, &srv.url, body(&many), t).await;
+        assert_eq!(s, 200, "{v}");
+        let not_scored = v["stops_not_scored"].as_array().expect("named");
+        assert!(!not_scored.is_empty(), "{v}");
+        assert!(
+            not_scored.iter().all(|x| x.as_str().unwrap().starts_with("extra-")),
+            "the farthest stops are the ones not read: {not_scored:?}"
+        );
         // Near the poles: refused, the field named.
         let mut polar = good.clone();
         for f in polar["history"].as_array_mut().unwrap() {
