@@ -575,10 +575,7 @@ fn hostile_flags_times_and_routes_are_errors_not_hangs_or_panics() {
         // The flag's range is checked when the command line is parsed (clap names the flag), and
         // again by the library.
         let named = err.contains(want) || (err.contains(flag) && err.contains("is outside"));
-        assert!(
-            named && !err.contains("panicked"),
-            "{flag}: {err}"
-        );
+        assert!(named && !err.contains("panicked"), "{flag}: {err}");
     }
     // GeoLife: a NaN time and 31 February are bad records (named), not panics.
     for (date, time) in [("2009-02-28", "NaN"), ("2009-02-31", "02:53:04")] {

@@ -10,24 +10,22 @@
 pub mod checkpoint;
 pub mod losses;
 pub mod schedule;
+pub mod trainer;
 
 use crate::batch::{Batch, FeatureBatcher};
-use crate::config::{Config, Objective, OnNan};
+use crate::config::{Config, Objective};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
-use crate::seed::hash;
-use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::{self, Ridge};
 use crate::features::Normalizer;
 use crate::model::{DfmModel, TokenMasks};
+use crate::seed::hash;
 use anyhow::{Context, bail};
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{
-    AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams,
-};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use checkpoint::TrainState;
@@ -235,6 +233,11 @@ struct Micro {
     samples: usize,
 }
 
+/// The most devices one step can use: each (micro-batch, device) pair gets its own mask stream
+/// `micro * MAX_DEVICES + device`, so streams never collide (and a one-device run keeps the
+/// streams it always had).
+const MAX_DEVICES: usize = 64;
+
 /// Forward and backward of one batch. Dropout and masks are seeded by (run seed, micro-batch,
 /// device), so a resumed run draws exactly what an uninterrupted one draws.
 fn micro_step(
@@ -252,7 +255,7 @@ fn micro_step(
         device.seed(dropout_seed);
     }
     crate::model::dropout::reseed(dropout_seed);
-    let mut rng = step_rng(cfg.run.seed, micro * 64 + dev_idx);
+    let mut rng = step_rng(cfg.run.seed, micro * MAX_DEVICES + dev_idx);
     let masks = token_masks(b, model, cfg, &mut rng, true, device);
     let l = batch_loss(model, b, &masks, cfg);
     let loss = scalar(&l.total);
@@ -534,376 +537,9 @@ pub fn lock_run(run_dir: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Trains a run. With `resume`, continues the run in `cfg.run_dir()` from its last complete
-/// checkpoint.
+/// checkpoint (see [`trainer::Trainer`]).
 pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Outcome> {
-    let run_dir = cfg.run_dir();
-    let existing = checkpoint::list(&run_dir)?;
-    let _lock = if resume || run_dir.exists() {
-        Some(lock_run(&run_dir)?)
-    } else {
-        None
-    };
-    let cfg = if resume {
-        resume_config(&run_dir, cfg)?
-    } else {
-        if !existing.is_empty() {
-            bail!(
-                "{} already holds a run; continue it with --resume {} or choose another run.dir",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-        cfg
-    };
-    let setup = Setup::new(cfg)?;
-    let cfg = &setup.cfg;
-    std::fs::create_dir_all(&run_dir)?;
-    let _lock = match _lock {
-        Some(l) => l,
-        None => lock_run(&run_dir)?,
-    };
-    if !resume {
-        crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-    }
-    // A run killed before it wrote its normalization gets it on resume.
-    if !resume || !run_dir.join(crate::export::NORMALIZATION).is_file() {
-        let n = crate::export::Normalization {
-            schema_version: setup.manifest.schema_version,
-            manifest_sha256: setup.manifest_sha256.clone(),
-            spec: setup.manifest.spec.clone(),
-            norm: setup.manifest.norm.clone(),
-        };
-        crate::util::write_atomic(
-            &run_dir.join(crate::export::NORMALIZATION),
-            &serde_json::to_vec_pretty(&n)?,
-        )?;
-    }
-    let ridge = ensure_ridge(&setup, &run_dir, quiet)?;
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let ad_devices = training_devices(cfg, device)?;
-    let ad = ad_devices[0].clone();
-    let mut model = setup.new_model(&ad);
-    if !cfg.train.init_from.is_empty() && !resume {
-        model = init_from(model, Path::new(&cfg.train.init_from), &setup, &ad)?;
-        println!("initialized the encoders from {}", cfg.train.init_from);
-    }
-    if cfg.train.freeze_encoders {
-        model.enc = model.enc.no_grad();
-    }
-    let mut optim = optimizer(cfg);
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        batches_in_epoch: 0,
-        best_val: None,
-        best_step: None,
-        skipped_steps: 0,
-        val_loss: None,
-        manifest_sha256: setup.manifest_sha256.clone(),
-    };
-    if resume {
-        for line in checkpoint::recover(&run_dir)? {
-            println!("{line}");
-        }
-        let (found, warnings) = checkpoint::load_latest_good(&run_dir, &model)?;
-        for w in warnings {
-            eprintln!("warning: {w}");
-        }
-        match found {
-            Some((dir, st, m)) => {
-                state = st;
-                if state.manifest_sha256 != setup.manifest_sha256 {
-                    bail!(
-                        "--resume: the dataset at {} changed since the run started (manifest hash differs)",
-                        setup.data_dir.display()
-                    );
-                }
-                model = m;
-                optim = optim
-                    .load(dir.join("optim.bpk"))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
-                truncate_metrics(&metrics_path, state.step)?;
-                println!(
-                    "resuming {} from step {} (epoch {}, batch {})",
-                    run_dir.display(),
-                    state.step,
-                    state.epoch,
-                    state.batches_in_epoch
-                );
-            }
-            None => {
-                // Killed before its first checkpoint: the run starts again with its config.
-                println!(
-                    "{} has no usable checkpoint yet: starting it again from step 0",
-                    run_dir.display()
-                );
-                if metrics_path.exists() {
-                    std::fs::remove_file(&metrics_path)?;
-                }
-            }
-        }
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path)?;
-    }
-
-    let accum = cfg.train.grad_accum;
-    let loader = setup.train_loader()?;
-    let per_epoch = loader.num_batches() / accum;
-    if per_epoch == 0 {
-        bail!(
-            "the train split has {} samples: less than one batch of {}",
-            loader.num_samples(),
-            cfg.train.batch_size * accum
-        );
-    }
-    let mut total = per_epoch * cfg.train.epochs;
-    if cfg.train.max_steps > 0 {
-        total = total.min(cfg.train.max_steps);
-    }
-    if !quiet {
-        println!(
-            "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
-            run_dir.display(),
-            model.num_params(),
-            model.token_count(setup.manifest.spec.max_stops),
-            loader.num_samples(),
-            total,
-            cfg.train.batch_size * accum
-        );
-    }
-    let bar = crate::progress::bar(total as u64, "training");
-    bar.set_position(state.step as u64);
-    let tty = crate::progress::is_tty();
-    let mut window: BTreeMap<&'static str, f64> = BTreeMap::new();
-    let (mut window_n, mut window_samples, mut window_t) = (0usize, 0usize, Instant::now());
-    let (mut all_samples, all_t) = (0usize, Instant::now());
-    let mut last_ckpt: Option<PathBuf> = checkpoint::list(&run_dir)?.pop().map(|x| x.1);
-    let mut accumulators: Vec<GradientsAccumulator<DfmModel>> = ad_devices
-        .iter()
-        .map(|_| GradientsAccumulator::new())
-        .collect();
-
-    while state.step < total {
-        let epoch = state.epoch;
-        let norm = setup.norm.clone();
-        let dev = ad.clone();
-        let multi = ad_devices.len() > 1;
-        let batches = loader.epoch(
-            epoch as u64,
-            state.batches_in_epoch,
-            Arc::new(move |s| norm.features(&s)),
-            // One device: tensors are built ahead on the prefetch thread. Several: each device
-            // thread builds its own.
-            Arc::new(move |items| {
-                if multi {
-                    StepInput::Host(items)
-                } else {
-                    StepInput::Ready(FeatureBatcher.batch(items, &dev))
-                }
-            }),
-        );
-        let mut micro_in_step = 0usize;
-        let mut step_losses: Vec<(f64, BTreeMap<&'static str, f64>)> = Vec::new();
-        let mut finite = true;
-        let mut pending: Vec<Vec<crate::features::Features>> = Vec::new();
-        let scale = 1.0 / (accum * ad_devices.len()) as f32;
-        // Whether the loader ran out of batches (the epoch is over even when bad records were
-        // skipped and it held fewer than the manifest says).
-        let mut exhausted = true;
-        for item in batches {
-            let micro = state.step * accum + micro_in_step;
-            let results = match item? {
-                StepInput::Ready(b) => vec![micro_step(&model, &b, cfg, micro, 0, &ad, scale)],
-                StepInput::Host(f) => {
-                    pending.push(f);
-                    if pending.len() < ad_devices.len() {
-                        continue;
-                    }
-                    let work: Vec<_> = pending.drain(..).collect();
-                    parallel_micro_step(&model, work, cfg, micro, &ad_devices, scale)
-                }
-            };
-            for (i, r) in results.into_iter().enumerate() {
-                finite &= r.loss.is_finite();
-                step_losses.push((r.loss, r.parts));
-                state.batches_in_epoch += 1;
-                all_samples += r.samples;
-                window_samples += r.samples;
-                if finite && let Some(g) = r.grads {
-                    accumulators[i].accumulate(&model, g);
-                }
-            }
-            micro_in_step += 1;
-            if micro_in_step < accum {
-                continue;
-            }
-            micro_in_step = 0;
-            let mut grads = MultiGradientsParams::default();
-            for (a, d) in accumulators.iter_mut().zip(&ad_devices) {
-                grads.grads.push((a.grads(), d.clone()));
-            }
-            if !finite {
-                let where_ = last_ckpt
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none yet".into());
-                match cfg.train.on_nan {
-                    OnNan::Stop => bail!(
-                        "non-finite loss at step {} (epoch {}): stopping; the last good checkpoint is {} (set train.on_nan = \"skip\" to skip such steps)",
-                        state.step,
-                        epoch,
-                        where_
-                    ),
-                    OnNan::Skip => {
-                        state.skipped_steps += 1;
-                        eprintln!(
-                            "warning: non-finite loss at step {}: step skipped ({} so far)",
-                            state.step, state.skipped_steps
-                        );
-                    }
-                }
-            } else {
-                let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
-                model = if grads.grads.len() == 1 {
-                    optim.step(lr, model, grads.grads.pop().unwrap().0)
-                } else {
-                    optim.step_multi(lr, model, grads)
-                };
-            }
-            finite = true;
-            let lr = schedule::lr_at(state.step, cfg.train.lr, cfg.train.warmup_steps, total);
-            state.step += 1;
-            let per = step_losses.len().max(1) as f64;
-            for (lv, parts) in step_losses.drain(..) {
-                *window.entry("loss").or_default() += lv / per;
-                for (k, v) in parts {
-                    *window.entry(k).or_default() += v / per;
-                }
-            }
-            window_n += 1;
-            bar.set_position(state.step as u64);
-            if tty {
-                bar.set_message(format!(
-                    "loss {:.4} lr {lr:.1e} {:.0} samples/s",
-                    window["loss"] / window_n as f64,
-                    window_samples as f64 / window_t.elapsed().as_secs_f64().max(1e-9)
-                ));
-            }
-            if state.step % cfg.train.log_every == 0 || state.step == total {
-                let sps = window_samples as f64 / window_t.elapsed().as_secs_f64().max(1e-9);
-                let mut v =
-                    json!({"step": state.step, "epoch": epoch, "lr": lr, "samples_per_s": sps});
-                for (k, s) in &window {
-                    v[*k] = json!(s / window_n as f64);
-                }
-                append_metrics(&metrics_path, &v)?;
-                if !tty && !quiet {
-                    println!(
-                        "step {}/{} epoch {} loss {:.4} lr {:.2e} {:.0} samples/s",
-                        state.step,
-                        total,
-                        epoch,
-                        window["loss"] / window_n as f64,
-                        lr,
-                        sps
-                    );
-                }
-                window.clear();
-                window_n = 0;
-                window_samples = 0;
-                window_t = Instant::now();
-            }
-            if state.step % cfg.train.checkpoint_every == 0 && state.step < total {
-                last_ckpt = Some(checkpoint::save(
-                    &run_dir,
-                    &model,
-                    &optim,
-                    &state,
-                    cfg.train.keep_last,
-                )?);
-            }
-            if state.step >= total {
-                exhausted = false;
-                break;
-            }
-        }
-        // End of an epoch, or of the run: validate, keep the best, checkpoint.
-        if exhausted || state.batches_in_epoch >= per_epoch * accum {
-            state.epoch += 1;
-            state.batches_in_epoch = 0;
-        }
-        end_of_epoch(
-            &model,
-            &setup,
-            device,
-            &mut state,
-            epoch,
-            &run_dir,
-            &metrics_path,
-            quiet,
-        )?;
-        last_ckpt = Some(checkpoint::save(
-            &run_dir,
-            &model,
-            &optim,
-            &state,
-            cfg.train.keep_last,
-        )?);
-    }
-    bar.finish_and_clear();
-    let sps = all_samples as f64 / all_t.elapsed().as_secs_f64().max(1e-9);
-    if let Err(e) = crate::plot::loss_curves(&metrics_path, &run_dir.join("loss.png")) {
-        eprintln!("warning: no loss plot: {e:#}");
-    }
-    let report = if cfg.train.objective == Objective::Supervised
-        && setup.manifest.splits.contains_key(&cfg.eval.split)
-    {
-        let best_dir = checkpoint::best_or_last(&run_dir)?;
-        let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
-        let mut stats =
-            crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
-        stats.ridge = ridge.map(Arc::new);
-        let o = EvalOptions {
-            split: cfg.eval.split.clone(),
-            batch_size: cfg.eval.batch_size,
-            miss_threshold_m: cfg.eval.miss_threshold_m,
-            workers: cfg.data.workers,
-            drop: vec![],
-            plots: None,
-        };
-        let info = crate::eval::report::ModelInfo {
-            source: format!(
-                "run {} ({})",
-                run_dir.display(),
-                best_dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
-            ),
-            step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
-            dropped: vec![],
-        };
-        let (r, _) = crate::eval::evaluate(
-            &best,
-            &setup.norm,
-            info,
-            &setup.data_dir,
-            &setup.manifest,
-            &stats,
-            &o,
-            device,
-        )?;
-        crate::util::write_atomic(
-            &run_dir.join(format!("eval_{}.json", o.split)),
-            serde_json::to_string_pretty(&r)?.as_bytes(),
-        )?;
-        Some(r)
-    } else {
-        None
-    };
-    Ok(Outcome {
-        run_dir,
-        steps: state.step,
-        report,
-        samples_per_s: sps,
-    })
+    trainer::Trainer::start(cfg, resume, device, quiet)?.run()
 }
 
 /// The run's ridge baseline: fitted on the training split when the run starts (lambda chosen

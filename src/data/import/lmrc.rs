@@ -11,10 +11,10 @@
 
 use super::ImportReport;
 use crate::data::sample::{Context, Fix, Region, Sample, Spec, Stop, Target};
-use crate::seed as rng;
 use crate::data::writer::DatasetWriter;
 use crate::error::DataError;
 use crate::frame::Enu;
+use crate::seed as rng;
 use chrono_tz::Tz;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -8,9 +8,9 @@ pub mod gps_csv;
 pub mod lmrc;
 
 use crate::data::sample::{Context, Fix, Region, Sample, Target};
-use crate::seed as rng;
 use crate::error::DataError;
 use crate::frame::Enu;
+use crate::seed as rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -3,9 +3,9 @@
 //! between stops, the service at each stop and the outcome of each delivery attempt.
 
 use super::motion::{Driver, PathPt, Track, TrackPt};
-use crate::seed::{self as rng, SimRng, chance, lognormal, poisson, uniform};
 use super::world::{Area, P2, dist};
 use crate::data::sample::{Region, RoadClass, Weather};
+use crate::seed::{self as rng, SimRng, chance, lognormal, poisson, uniform};
 use rand::Rng;
 
 /// Midnight (local) of day 0 of the simulated calendar: Monday 2026-03-02, in UTC seconds.

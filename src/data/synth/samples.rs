@@ -2,12 +2,12 @@
 //! stops still ahead, and the labels from the truth after `t0`.
 
 use super::render::{RasterSpec, render};
-use crate::seed::{self as rng, chance, uniform};
 use super::route::{Route, local_hour};
 use super::sensors::{GpsNoise, ImuModel, round7};
 use super::world::{Area, dist};
 use crate::data::sample::{Context, Image, ImageKind, Imu, LatLon, Sample, Spec, Stop, Target};
 use crate::frame::frame_heading;
+use crate::seed::{self as rng, chance, uniform};
 
 #[derive(Clone, Debug)]
 pub struct CutOptions {

@@ -3,10 +3,10 @@
 //! shows in `ax`, turning in `ay` and `gz`).
 
 use super::motion::Track;
-use crate::seed::{self as rng, SimRng, normal, uniform};
 use super::world::Area;
 use crate::data::sample::Fix;
 use crate::frame::bearing_deg;
+use crate::seed::{self as rng, SimRng, normal, uniform};
 
 /// Correlated GPS error along a route, on a 1 s grid.
 pub struct GpsNoise {

@@ -2,9 +2,9 @@
 //! buildings, parks, delivery zones and a depot. Urban, suburban and rural areas differ in road
 //! density, speed limits, stop spacing, building density and GPS quality.
 
-use crate::seed::{self as rng, SimRng, chance, normal, uniform};
 use crate::data::sample::{Region, RoadClass};
 use crate::frame::Enu;
+use crate::seed::{self as rng, SimRng, chance, normal, uniform};
 use rand::Rng;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -1,0 +1,619 @@
+//! The training loop as a `Trainer`, read top to bottom: [`Trainer::start`] opens a new run or
+//! resumes one, [`Trainer::run`] goes through epochs of optimizer steps (each gathering
+//! `grad_accum` micro-batches on one or several devices), logs, checkpoints, validates at the
+//! end of every epoch, and [`Trainer::finish`] plots the losses and evaluates the best model.
+
+use super::checkpoint::{self, TrainState};
+use super::{
+    Micro, Outcome, Setup, StepInput, append_metrics, end_of_epoch, ensure_ridge, init_from,
+    lock_run, micro_step, optimizer, parallel_micro_step, resume_config, schedule,
+    training_devices, truncate_metrics,
+};
+use crate::batch::FeatureBatcher;
+use crate::config::{Config, Objective, OnNan};
+use crate::data::loader::Loader;
+use crate::eval::EvalOptions;
+use crate::eval::report::EvalReport;
+use crate::eval::ridge::Ridge;
+use crate::model::DfmModel;
+use anyhow::bail;
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, ModuleOptimizer, MultiGradientsParams};
+use burn::prelude::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Losses and samples since the last log line.
+struct LogWindow {
+    sums: BTreeMap<&'static str, f64>,
+    steps: usize,
+    samples: usize,
+    since: Instant,
+}
+
+impl LogWindow {
+    fn new() -> Self {
+        LogWindow {
+            sums: BTreeMap::new(),
+            steps: 0,
+            samples: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn samples_per_s(&self) -> f64 {
+        self.samples as f64 / self.since.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    fn mean(&self, key: &str) -> f64 {
+        self.sums.get(key).copied().unwrap_or(0.0) / self.steps.max(1) as f64
+    }
+
+    /// Adds one optimizer step: the mean of its micro-batches' losses.
+    fn add_step(&mut self, losses: Vec<(f64, BTreeMap<&'static str, f64>)>) {
+        let per = losses.len().max(1) as f64;
+        for (lv, parts) in losses {
+            *self.sums.entry("loss").or_default() += lv / per;
+            for (k, v) in parts {
+                *self.sums.entry(k).or_default() += v / per;
+            }
+        }
+        self.steps += 1;
+    }
+}
+
+/// The micro-batches of the optimizer step being gathered.
+struct StepAcc {
+    micro: usize,
+    losses: Vec<(f64, BTreeMap<&'static str, f64>)>,
+    finite: bool,
+    /// Host batches waiting for every device to have one (data parallelism).
+    pending: Vec<Vec<crate::features::Features>>,
+}
+
+impl StepAcc {
+    fn new() -> Self {
+        StepAcc {
+            micro: 0,
+            losses: Vec::new(),
+            finite: true,
+            pending: Vec::new(),
+        }
+    }
+}
+
+pub struct Trainer {
+    setup: Setup,
+    run_dir: PathBuf,
+    /// Where validation and the final evaluation run.
+    eval_device: Device,
+    /// The autodiff devices (several: data parallelism).
+    devices: Vec<Device>,
+    /// Taken out during an optimizer step (which consumes it) and put back.
+    model: Option<DfmModel>,
+    optim: ModuleOptimizer,
+    state: TrainState,
+    ridge: Option<Ridge>,
+    metrics_path: PathBuf,
+    loader: Loader,
+    /// Optimizer steps per epoch and in the whole run.
+    per_epoch: usize,
+    total: usize,
+    last_ckpt: Option<PathBuf>,
+    accumulators: Vec<GradientsAccumulator<DfmModel>>,
+    window: LogWindow,
+    all_samples: usize,
+    started: Instant,
+    bar: indicatif::ProgressBar,
+    quiet: bool,
+    /// The run folder's lock, held until the trainer is dropped.
+    _lock: std::fs::File,
+}
+
+impl Trainer {
+    /// Opens a run: a new one in `cfg.run_dir()`, or with `resume` the one there, from its
+    /// last good checkpoint (or from step 0 when it has none).
+    pub fn start(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Self> {
+        let run_dir = cfg.run_dir();
+        // An existing run folder is locked before anything is read from it; a new one once the
+        // data is known to be good (a failed start leaves no folder behind).
+        let early = run_dir.exists().then(|| lock_run(&run_dir)).transpose()?;
+        let cfg = settle_config(cfg, &run_dir, resume)?;
+        let setup = Setup::new(cfg)?;
+        let lock = match early {
+            Some(l) => l,
+            None => lock_run(&run_dir)?,
+        };
+        write_run_files(&setup, &run_dir, resume)?;
+        let ridge = ensure_ridge(&setup, &run_dir, quiet)?;
+        let devices = training_devices(&setup.cfg, device)?;
+        let model = initial_model(&setup, &devices[0], resume)?;
+        let loader = setup.train_loader()?;
+        let (per_epoch, total) = run_length(&setup.cfg, &loader)?;
+        let mut t = Trainer {
+            optim: optimizer(&setup.cfg),
+            state: fresh_state(&setup),
+            metrics_path: run_dir.join("metrics.jsonl"),
+            accumulators: devices
+                .iter()
+                .map(|_| GradientsAccumulator::new())
+                .collect(),
+            bar: crate::progress::bar(total as u64, "training"),
+            model: Some(model),
+            eval_device: device.clone(),
+            last_ckpt: None,
+            window: LogWindow::new(),
+            all_samples: 0,
+            started: Instant::now(),
+            _lock: lock,
+            setup,
+            run_dir,
+            devices,
+            ridge,
+            loader,
+            per_epoch,
+            total,
+            quiet,
+        };
+        if resume {
+            t.resume()?;
+        } else if t.metrics_path.exists() {
+            std::fs::remove_file(&t.metrics_path)?;
+        }
+        t.last_ckpt = checkpoint::list(&t.run_dir)?.pop().map(|x| x.1);
+        t.bar.set_position(t.state.step as u64);
+        t.print_plan();
+        Ok(t)
+    }
+
+    fn model(&self) -> &DfmModel {
+        self.model
+            .as_ref()
+            .expect("the model is back after each step")
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.setup.cfg
+    }
+
+    /// Continues from the newest checkpoint that passes its checksums, after finishing any
+    /// folder swap a crash interrupted; without one, the run starts again from step 0.
+    fn resume(&mut self) -> anyhow::Result<()> {
+        for line in checkpoint::recover(&self.run_dir)? {
+            println!("{line}");
+        }
+        let (found, warnings) = checkpoint::load_latest_good(&self.run_dir, self.model())?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        let Some((dir, state, model)) = found else {
+            println!(
+                "{} has no usable checkpoint yet: starting it again from step 0",
+                self.run_dir.display()
+            );
+            if self.metrics_path.exists() {
+                std::fs::remove_file(&self.metrics_path)?;
+            }
+            return Ok(());
+        };
+        if state.manifest_sha256 != self.setup.manifest_sha256 {
+            bail!(
+                "--resume: the dataset at {} changed since the run started (manifest hash differs)",
+                self.setup.data_dir.display()
+            );
+        }
+        self.state = state;
+        self.model = Some(model);
+        let optim = optimizer(self.cfg());
+        self.optim = optim
+            .load(dir.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
+        truncate_metrics(&self.metrics_path, self.state.step)?;
+        println!(
+            "resuming {} from step {} (epoch {}, batch {})",
+            self.run_dir.display(),
+            self.state.step,
+            self.state.epoch,
+            self.state.batches_in_epoch
+        );
+        Ok(())
+    }
+
+    fn print_plan(&self) {
+        if self.quiet {
+            return;
+        }
+        let c = &self.cfg().train;
+        println!(
+            "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
+            self.run_dir.display(),
+            self.model().num_params(),
+            self.model().token_count(self.setup.manifest.spec.max_stops),
+            self.loader.num_samples(),
+            self.total,
+            c.batch_size * c.grad_accum
+        );
+    }
+
+    /// Trains to the last step, then [`Trainer::finish`]es.
+    pub fn run(mut self) -> anyhow::Result<Outcome> {
+        while self.state.step < self.total {
+            self.epoch()?;
+        }
+        self.finish()
+    }
+
+    /// One pass over the training data (or the rest of it after a resume), then validation, the
+    /// best model and a checkpoint.
+    fn epoch(&mut self) -> anyhow::Result<()> {
+        let epoch = self.state.epoch;
+        let batches = self.batches(epoch);
+        let mut acc = StepAcc::new();
+        // Whether the loader ran out of batches (the epoch is over even when bad records were
+        // skipped and it held fewer than the manifest says).
+        let mut exhausted = true;
+        for item in batches {
+            let Some(results) = self.micro_batch(item?, &mut acc) else {
+                continue;
+            };
+            self.gather(results, &mut acc);
+            acc.micro += 1;
+            if acc.micro < self.cfg().train.grad_accum {
+                continue;
+            }
+            self.optimizer_step(&mut acc, epoch)?;
+            if self.state.step >= self.total {
+                exhausted = false;
+                break;
+            }
+        }
+        if exhausted || self.state.batches_in_epoch >= self.per_epoch * self.cfg().train.grad_accum
+        {
+            self.state.epoch += 1;
+            self.state.batches_in_epoch = 0;
+        }
+        end_of_epoch(
+            self.model.as_ref().expect("model"),
+            &self.setup,
+            &self.eval_device,
+            &mut self.state,
+            epoch,
+            &self.run_dir,
+            &self.metrics_path,
+            self.quiet,
+        )?;
+        self.checkpoint()
+    }
+
+    /// The epoch's batches, from where the run stands in it. One device: tensors are built
+    /// ahead on the loader's prefetch thread; several: each device thread builds its own.
+    fn batches(&self, epoch: usize) -> crate::data::loader::Epoch<StepInput> {
+        let norm = self.setup.norm.clone();
+        let dev = self.devices[0].clone();
+        let multi = self.devices.len() > 1;
+        self.loader.epoch(
+            epoch as u64,
+            self.state.batches_in_epoch,
+            Arc::new(move |s| norm.features(&s)),
+            Arc::new(move |items| {
+                if multi {
+                    StepInput::Host(items)
+                } else {
+                    StepInput::Ready(FeatureBatcher.batch(items, &dev))
+                }
+            }),
+        )
+    }
+
+    /// Forward and backward of one micro-batch (or, with several devices, of one batch per
+    /// device once each has one; None while waiting).
+    fn micro_batch(&self, input: StepInput, acc: &mut StepAcc) -> Option<Vec<Micro>> {
+        let cfg = self.cfg();
+        let micro = self.state.step * cfg.train.grad_accum + acc.micro;
+        let scale = 1.0 / (cfg.train.grad_accum * self.devices.len()) as f32;
+        match input {
+            StepInput::Ready(b) => Some(vec![micro_step(
+                self.model(),
+                &b,
+                cfg,
+                micro,
+                0,
+                &self.devices[0],
+                scale,
+            )]),
+            StepInput::Host(f) => {
+                acc.pending.push(f);
+                if acc.pending.len() < self.devices.len() {
+                    return None;
+                }
+                let work: Vec<_> = acc.pending.drain(..).collect();
+                Some(parallel_micro_step(
+                    self.model(),
+                    work,
+                    cfg,
+                    micro,
+                    &self.devices,
+                    scale,
+                ))
+            }
+        }
+    }
+
+    /// Adds micro-batch results to the step: losses, counts, gradients (while all are finite).
+    fn gather(&mut self, results: Vec<Micro>, acc: &mut StepAcc) {
+        for (i, r) in results.into_iter().enumerate() {
+            acc.finite &= r.loss.is_finite();
+            acc.losses.push((r.loss, r.parts));
+            self.state.batches_in_epoch += 1;
+            self.all_samples += r.samples;
+            self.window.samples += r.samples;
+            if acc.finite
+                && let Some(g) = r.grads
+            {
+                let model = self.model.as_ref().expect("model");
+                self.accumulators[i].accumulate(model, g);
+            }
+        }
+    }
+
+    /// Applies the gathered gradients (or applies the NaN policy), then logs and checkpoints.
+    fn optimizer_step(&mut self, acc: &mut StepAcc, epoch: usize) -> anyhow::Result<()> {
+        let mut grads = MultiGradientsParams::default();
+        for (a, d) in self.accumulators.iter_mut().zip(&self.devices) {
+            grads.grads.push((a.grads(), d.clone()));
+        }
+        let c = &self.setup.cfg.train;
+        let lr = schedule::lr_at(self.state.step, c.lr, c.warmup_steps, self.total);
+        if acc.finite {
+            let model = self.model.take().expect("model");
+            self.model = Some(if grads.grads.len() == 1 {
+                self.optim.step(lr, model, grads.grads.pop().unwrap().0)
+            } else {
+                self.optim.step_multi(lr, model, grads)
+            });
+        } else {
+            self.non_finite(epoch)?;
+        }
+        let losses = std::mem::take(&mut acc.losses);
+        *acc = StepAcc {
+            pending: std::mem::take(&mut acc.pending),
+            ..StepAcc::new()
+        };
+        self.state.step += 1;
+        self.window.add_step(losses);
+        self.after_step(epoch, lr)
+    }
+
+    /// A step with a non-finite loss: stop naming the step and the last good checkpoint, or
+    /// skip it (`train.on_nan`).
+    fn non_finite(&mut self, epoch: usize) -> anyhow::Result<()> {
+        let where_ = self
+            .last_ckpt
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none yet".into());
+        match self.cfg().train.on_nan {
+            OnNan::Stop => bail!(
+                "non-finite loss at step {} (epoch {}): stopping; the last good checkpoint is {} (set train.on_nan = \"skip\" to skip such steps)",
+                self.state.step,
+                epoch,
+                where_
+            ),
+            OnNan::Skip => {
+                self.state.skipped_steps += 1;
+                eprintln!(
+                    "warning: non-finite loss at step {}: step skipped ({} so far)",
+                    self.state.step, self.state.skipped_steps
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Progress, the log line every `log_every` steps, a checkpoint every `checkpoint_every`.
+    fn after_step(&mut self, epoch: usize, lr: f64) -> anyhow::Result<()> {
+        let step = self.state.step;
+        self.bar.set_position(step as u64);
+        let tty = crate::progress::is_tty();
+        if tty {
+            self.bar.set_message(format!(
+                "loss {:.4} lr {lr:.1e} {:.0} samples/s",
+                self.window.mean("loss"),
+                self.window.samples_per_s()
+            ));
+        }
+        if step % self.cfg().train.log_every == 0 || step == self.total {
+            self.log(epoch, lr, tty)?;
+        }
+        if step % self.cfg().train.checkpoint_every == 0 && step < self.total {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the window's means to `metrics.jsonl` (and prints them without a terminal).
+    fn log(&mut self, epoch: usize, lr: f64, tty: bool) -> anyhow::Result<()> {
+        let sps = self.window.samples_per_s();
+        let mut v =
+            json!({"step": self.state.step, "epoch": epoch, "lr": lr, "samples_per_s": sps});
+        for k in self.window.sums.keys() {
+            v[*k] = json!(self.window.mean(k));
+        }
+        append_metrics(&self.metrics_path, &v)?;
+        if !tty && !self.quiet {
+            println!(
+                "step {}/{} epoch {} loss {:.4} lr {:.2e} {:.0} samples/s",
+                self.state.step,
+                self.total,
+                epoch,
+                self.window.mean("loss"),
+                lr,
+                sps
+            );
+        }
+        self.window = LogWindow::new();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.last_ckpt = Some(checkpoint::save(
+            &self.run_dir,
+            self.model.as_ref().expect("model"),
+            &self.optim,
+            &self.state,
+            self.cfg().train.keep_last,
+        )?);
+        Ok(())
+    }
+
+    /// The loss plot and, for supervised runs, the best model's evaluation on `eval.split`
+    /// (written as `eval_<split>.json`).
+    pub fn finish(self) -> anyhow::Result<Outcome> {
+        self.bar.finish_and_clear();
+        let sps = self.all_samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        if let Err(e) = crate::plot::loss_curves(&self.metrics_path, &self.run_dir.join("loss.png"))
+        {
+            eprintln!("warning: no loss plot: {e:#}");
+        }
+        let cfg = self.cfg();
+        let report = if cfg.train.objective == Objective::Supervised
+            && self.setup.manifest.splits.contains_key(&cfg.eval.split)
+        {
+            Some(self.final_report()?)
+        } else {
+            None
+        };
+        Ok(Outcome {
+            run_dir: self.run_dir.clone(),
+            steps: self.state.step,
+            report,
+            samples_per_s: sps,
+        })
+    }
+
+    fn final_report(&self) -> anyhow::Result<EvalReport> {
+        let (cfg, setup, device) = (self.cfg(), &self.setup, &self.eval_device);
+        let best_dir = checkpoint::best_or_last(&self.run_dir)?;
+        let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
+        let mut stats =
+            crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
+        stats.ridge = self.ridge.clone().map(Arc::new);
+        let o = EvalOptions {
+            split: cfg.eval.split.clone(),
+            batch_size: cfg.eval.batch_size,
+            miss_threshold_m: cfg.eval.miss_threshold_m,
+            workers: cfg.data.workers,
+            drop: vec![],
+            plots: None,
+        };
+        let info = crate::eval::report::ModelInfo {
+            source: format!(
+                "run {} ({})",
+                self.run_dir.display(),
+                best_dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ),
+            step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
+            dropped: vec![],
+        };
+        let (r, _) = crate::eval::evaluate(
+            &best,
+            &setup.norm,
+            info,
+            &setup.data_dir,
+            &setup.manifest,
+            &stats,
+            &o,
+            device,
+        )?;
+        crate::util::write_json(&self.run_dir.join(format!("eval_{}.json", o.split)), &r)?;
+        Ok(r)
+    }
+}
+
+/// The config of the run: a resumed run's saved one (with the changes `--set` may make), or the
+/// given one for a new run in a folder without checkpoints.
+fn settle_config(cfg: Config, run_dir: &Path, resume: bool) -> anyhow::Result<Config> {
+    if resume {
+        return resume_config(run_dir, cfg);
+    }
+    if !checkpoint::list(run_dir)?.is_empty() {
+        bail!(
+            "{} already holds a run; continue it with --resume {} or choose another run.dir",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    Ok(cfg)
+}
+
+/// `config.toml` (new runs) and `normalization.json` (new runs, and runs killed before they
+/// wrote it).
+fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    if !resume {
+        crate::util::write_atomic(
+            &run_dir.join("config.toml"),
+            setup.cfg.to_toml()?.as_bytes(),
+        )?;
+    }
+    let norm_path = run_dir.join(crate::export::NORMALIZATION);
+    if !resume || !norm_path.is_file() {
+        let n = crate::export::Normalization {
+            schema_version: setup.manifest.schema_version,
+            manifest_sha256: setup.manifest_sha256.clone(),
+            spec: setup.manifest.spec.clone(),
+            norm: setup.manifest.norm.clone(),
+        };
+        crate::util::write_json(&norm_path, &n)?;
+    }
+    Ok(())
+}
+
+/// A new model, with a pretrained run's encoders (`train.init_from`, new runs only) and frozen
+/// encoders when asked.
+fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result<DfmModel> {
+    let cfg = &setup.cfg;
+    let mut model = setup.new_model(device);
+    if !cfg.train.init_from.is_empty() && !resume {
+        model = init_from(model, Path::new(&cfg.train.init_from), setup, device)?;
+        println!("initialized the encoders from {}", cfg.train.init_from);
+    }
+    if cfg.train.freeze_encoders {
+        model.enc = model.enc.no_grad();
+    }
+    Ok(model)
+}
+
+/// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`).
+fn run_length(cfg: &Config, loader: &Loader) -> anyhow::Result<(usize, usize)> {
+    let accum = cfg.train.grad_accum;
+    let per_epoch = loader.num_batches() / accum;
+    if per_epoch == 0 {
+        bail!(
+            "the train split has {} samples: less than one batch of {}",
+            loader.num_samples(),
+            cfg.train.batch_size * accum
+        );
+    }
+    let mut total = per_epoch * cfg.train.epochs;
+    if cfg.train.max_steps > 0 {
+        total = total.min(cfg.train.max_steps);
+    }
+    Ok((per_epoch, total))
+}
+
+fn fresh_state(setup: &Setup) -> TrainState {
+    TrainState {
+        step: 0,
+        epoch: 0,
+        batches_in_epoch: 0,
+        best_val: None,
+        best_step: None,
+        skipped_steps: 0,
+        val_loss: None,
+        manifest_sha256: setup.manifest_sha256.clone(),
+    }
+}
