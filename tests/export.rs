@@ -53,17 +53,16 @@ fn eval_json(
         step: None,
         dropped: vec![],
     };
-    let (r, _) = dfm::eval::evaluate(
+    let norm = std::sync::Arc::new(norm.clone());
+    let inputs = dfm::eval::EvalInputs {
         model,
-        &std::sync::Arc::new(norm.clone()),
-        info,
+        norm: &norm,
         data,
-        &m,
-        &stats,
-        &o,
-        &Device::flex(),
-    )
-    .unwrap();
+        manifest: &m,
+        stats: &stats,
+        device: &Device::flex(),
+    };
+    let (r, _) = dfm::eval::evaluate(&inputs, info, &o).unwrap();
     serde_json::to_string(&r).unwrap()
 }
 

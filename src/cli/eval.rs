@@ -66,16 +66,15 @@ impl Ctx<'_> {
             step: self.m.step,
             dropped: o.drop.clone(),
         };
-        let (r, _) = crate::eval::evaluate(
-            &self.m.model,
-            &self.norm,
-            info,
-            self.data,
-            self.manifest,
-            self.stats,
-            o,
-            self.device,
-        )?;
+        let inputs = crate::eval::EvalInputs {
+            model: &self.m.model,
+            norm: &self.norm,
+            data: self.data,
+            manifest: self.manifest,
+            stats: self.stats,
+            device: self.device,
+        };
+        let (r, _) = crate::eval::evaluate(&inputs, info, o)?;
         Ok(r)
     }
 }

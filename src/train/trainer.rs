@@ -519,16 +519,15 @@ impl Trainer {
             step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
             dropped: vec![],
         };
-        let (r, _) = crate::eval::evaluate(
-            &best,
-            &setup.norm,
-            info,
-            &setup.data_dir,
-            &setup.manifest,
-            &stats,
-            &o,
+        let inputs = crate::eval::EvalInputs {
+            model: &best,
+            norm: &setup.norm,
+            data: &setup.data_dir,
+            manifest: &setup.manifest,
+            stats: &stats,
             device,
-        )?;
+        };
+        let (r, _) = crate::eval::evaluate(&inputs, info, &o)?;
         crate::util::write_json(&self.run_dir.join(format!("eval_{}.json", o.split)), &r)?;
         Ok(r)
     }
