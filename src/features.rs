@@ -33,6 +33,55 @@ use crate::frame::LocalFrame;
 use std::ops::Range;
 
 pub const HIST_CH: usize = 11;
+
+/// History channels (see the layout above).
+pub mod hist_ch {
+    pub const X: usize = 0;
+    pub const Y: usize = 1;
+    pub const SPEED: usize = 2;
+    pub const SPEED_PRESENT: usize = 3;
+    pub const HEADING_COS: usize = 4;
+    pub const HEADING_SIN: usize = 5;
+    pub const HEADING_PRESENT: usize = 6;
+    pub const ACCURACY: usize = 7;
+    pub const DX: usize = 8;
+    pub const DY: usize = 9;
+    pub const LOG_SCALE: usize = 10;
+}
+
+/// Stop channels (see the layout above).
+pub mod stop_ch {
+    pub const X: usize = 0;
+    pub const Y: usize = 1;
+    pub const DIST: usize = 2;
+    pub const TW_START: usize = 3;
+    pub const TW_END: usize = 4;
+    pub const TW_PRESENT: usize = 5;
+    pub const SERVICE: usize = 6;
+    pub const PACKAGES: usize = 7;
+    pub const VOLUME: usize = 8;
+    pub const ATTRS_PRESENT: usize = 9;
+    pub const LOG_DIST: usize = 10;
+    pub const DIST_RANK: usize = 11;
+    pub const SAME_ZONE: usize = 12;
+    pub const RULE_RANK: usize = 13;
+    pub const ZONE_RANK: usize = 14;
+    pub const ZONE_STEP: usize = 15;
+    pub const ZONE_STEP_PRESENT: usize = 16;
+}
+
+/// The labels of a sample, before they join its features.
+struct Targets {
+    future: Vec<f32>,
+    future_mask: f32,
+    eta: Vec<f32>,
+    eta_mask: Vec<f32>,
+    on_time: Vec<f32>,
+    on_time_mask: Vec<f32>,
+    delivered: f32,
+    delivered_mask: f32,
+    next_stop: i64,
+}
 /// Floor of a history's motion scale (meters per step): a standing vehicle's noise is no scale.
 pub const MIN_STEP_M: f64 = 0.5;
 pub const IMU_CH: usize = 4;
@@ -286,186 +335,19 @@ impl Normalizer {
     /// The feature arrays of a validated sample. Labels are read when present; serving calls
     /// this on samples without them.
     pub fn features(&self, s: &Sample) -> Features {
-        let sp = &self.spec;
         let frame = LocalFrame::from_history(&s.history);
-        let h = sp.history_len;
-        // History: right-aligned (the last fix is t0); a shorter history leaves early rows masked.
-        let mut hist = vec![0f32; h * HIST_CH];
-        let mut hist_abs = vec![0f32; h * 2];
-        let mut hist_mask = vec![0f32; h];
-        let local = history_local(&frame, s);
-        let n = s.history.len().min(h);
-        let off = h - n;
-        let first = s.history.len() - n;
-        let path: f64 = (first + 1..s.history.len())
-            .map(|i| (local[i].0 - local[i - 1].0).hypot(local[i].1 - local[i - 1].1))
-            .sum();
-        let step_m = (path / n.saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
-        let span = step_m * h as f64;
-        let log_scale = (span / self.pos_scale.max(1e-6) as f64).ln() as f32;
-        for k in 0..n {
-            let src = s.history.len() - n + k;
-            let f = &s.history[src];
-            let (x, y) = local[src];
-            hist_abs[(off + k) * 2] = x as f32 / self.pos_scale;
-            hist_abs[(off + k) * 2 + 1] = y as f32 / self.pos_scale;
-            let r = &mut hist[(off + k) * HIST_CH..(off + k + 1) * HIST_CH];
-            r[0] = (x / span) as f32;
-            r[1] = (y / span) as f32;
-            if let Some(v) = f.speed {
-                r[2] = z(v, self.speed);
-                r[3] = 1.0;
-            }
-            if let Some(hd) = f.heading {
-                let rel = (hd as f64 - frame.heading_deg).to_radians();
-                r[4] = rel.cos() as f32;
-                r[5] = -rel.sin() as f32; // left-positive, like y
-                r[6] = 1.0;
-            }
-            if let Some(a) = f.accuracy {
-                r[7] = z((1.0 + a).ln(), self.accuracy);
-            }
-            if k > 0 {
-                let (px, py) = local[src - 1];
-                r[8] = ((x - px) / step_m) as f32;
-                r[9] = ((y - py) / step_m) as f32;
-            }
-            r[10] = log_scale;
-            hist_mask[off + k] = 1.0;
-        }
-        // IMU.
-        let mut imu = vec![0f32; sp.imu_len * IMU_CH];
-        let mut imu_mask = 0.0;
-        if let Some(m) = s.imu.as_ref().filter(|m| !m.data.is_empty()) {
-            for (k, row) in resample_rows(&m.data, sp.imu_len).iter().enumerate() {
-                for c in 0..IMU_CH {
-                    imu[k * IMU_CH + c] = z(row[c], self.imu[c]);
-                }
-            }
-            imu_mask = 1.0;
-        }
-        // Image: the first map or aerial raster.
-        let sz = self.image_size;
-        let mut image = vec![0f32; 3 * sz * sz];
-        let mut image_mask = 0.0;
-        if let Some(px) = s
-            .images
-            .iter()
-            .find(|im| matches!(im.kind, ImageKind::Map | ImageKind::Aerial))
-            .and_then(|im| im.pixels.as_ref())
-        {
-            image = image_chw(px, sz);
-            image_mask = 1.0;
-        }
-        // Stops.
-        let ns = sp.max_stops;
-        let mut stops = vec![0f32; ns * STOP_CH];
-        let mut stops_mask = vec![0f32; ns];
-        let local: Vec<(f64, f64)> = s
-            .stops
-            .iter()
-            .take(ns)
-            .map(|st| frame.to_local(st.lat, st.lon))
-            .collect();
-        let dist: Vec<f64> = local.iter().map(|(x, y)| (x * x + y * y).sqrt()).collect();
-        let zone_ids: Vec<Option<&str>> = s
-            .stops
-            .iter()
-            .take(ns)
-            .map(|st| st.zone.as_deref())
-            .collect();
-        let zf = crate::zones::zone_features(&dist, &zone_ids, s.context.zone.as_deref());
-        for (i, st) in s.stops.iter().take(ns).enumerate() {
-            let (x, y) = local[i];
-            let r = &mut stops[i * STOP_CH..(i + 1) * STOP_CH];
-            r[0] = x as f32 / self.stop_scale;
-            r[1] = y as f32 / self.stop_scale;
-            r[2] = (x * x + y * y).sqrt() as f32 / self.stop_scale;
-            if let (Some(a), Some(b)) = (st.tw_start, st.tw_end) {
-                r[3] = (((a - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
-                r[4] = (((b - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
-                r[5] = 1.0;
-            }
-            let mut any = false;
-            if let Some(v) = st.service_s {
-                r[6] = z(v, self.service);
-                any = true;
-            }
-            if let Some(v) = st.packages {
-                r[7] = z(v as f32, self.packages);
-                any = true;
-            }
-            if let Some(v) = st.volume_l {
-                r[8] = z(v, self.volume);
-                any = true;
-            }
-            r[9] = any as u8 as f32;
-            r[10] = (dist[i] / 100.0).ln_1p() as f32 / 3.0;
-            let rank = dist
-                .iter()
-                .enumerate()
-                .filter(|&(j, &d)| d < dist[i] || (d == dist[i] && j < i))
-                .count();
-            r[11] = rank as f32 / (dist.len().max(2) - 1) as f32;
-            r[12] = match (&s.context.zone, &st.zone) {
-                (Some(a), Some(b)) => {
-                    if a == b {
-                        1.0
-                    } else {
-                        -1.0
-                    }
-                }
-                _ => 0.0,
-            };
-            r[13] = zf.rule_rank[i];
-            r[14] = zf.zone_rank[i];
-            (r[15], r[16]) = zf.zone_step[i];
-            stops_mask[i] = 1.0;
-        }
+        let (hist, hist_abs, hist_mask) = self.history(s, &frame);
+        let (imu, imu_mask) = self.imu_rows(s);
+        let (image, image_mask) = self.image(s);
+        let (stops, stops_mask) = self.stops(s, &frame);
         let ctx = self.context(s, &frame);
+        let sp = &self.spec;
         let prior: Vec<f32> =
             crate::kinematics::constant_velocity(s, &frame, sp.future_len, sp.future_step_s as f64)
                 .iter()
                 .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
                 .collect();
-        // Targets.
-        let f = sp.future_len;
-        let mut future = vec![0f32; f * 2];
-        let mut future_mask = 0.0;
-        let mut eta = vec![0f32; ns];
-        let mut eta_mask = vec![0f32; ns];
-        let mut on_time = vec![0f32; ns];
-        let mut on_time_mask = vec![0f32; ns];
-        let (mut delivered, mut delivered_mask, mut next_stop) = (0.0, 0.0, -1i64);
-        if let Some(t) = &s.target {
-            if t.future.len() == f {
-                for (k, p) in t.future.iter().enumerate() {
-                    let (x, y) = frame.to_local(p[0], p[1]);
-                    future[2 * k] = x as f32 / self.traj_scale;
-                    future[2 * k + 1] = y as f32 / self.traj_scale;
-                }
-                future_mask = 1.0;
-            }
-            for (i, a) in t.arrival_s.iter().take(ns).enumerate() {
-                if let Some(a) = a {
-                    eta[i] = self.eta_encode(*a);
-                    eta_mask[i] = 1.0;
-                }
-            }
-            for (i, o) in t.on_time.iter().take(ns).enumerate() {
-                if let Some(o) = o {
-                    on_time[i] = *o as u8 as f32;
-                    on_time_mask[i] = 1.0;
-                }
-            }
-            if let Some(d) = t.delivered {
-                delivered = d as u8 as f32;
-                delivered_mask = 1.0;
-            }
-            if let Some(k) = t.next_stop.filter(|&k| k < ns) {
-                next_stop = k as i64;
-            }
-        }
+        let t = self.targets(s, &frame);
         Features {
             hist,
             hist_abs,
@@ -478,15 +360,15 @@ impl Normalizer {
             stops_mask,
             ctx,
             prior,
-            future,
-            future_mask,
-            eta,
-            eta_mask,
-            on_time,
-            on_time_mask,
-            delivered,
-            delivered_mask,
-            next_stop,
+            future: t.future,
+            future_mask: t.future_mask,
+            eta: t.eta,
+            eta_mask: t.eta_mask,
+            on_time: t.on_time,
+            on_time_mask: t.on_time_mask,
+            delivered: t.delivered,
+            delivered_mask: t.delivered_mask,
+            next_stop: t.next_stop,
             meta: SampleMeta {
                 key: s.key.clone(),
                 route_id: s.route_id.clone(),
@@ -495,9 +377,200 @@ impl Normalizer {
                 peak_day: s.context.peak_day,
                 t0: s.t0,
                 frame,
-                n_stops: s.stops.len().min(ns),
+                n_stops: s.stops.len().min(sp.max_stops),
             },
         }
+    }
+
+    /// History rows [H, HIST_CH], right-aligned (the last fix is t0; a shorter history leaves
+    /// early rows masked), the absolute positions [H, 2] and the mask [H].
+    fn history(&self, s: &Sample, frame: &LocalFrame) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let h = self.spec.history_len;
+        let mut hist = vec![0f32; h * HIST_CH];
+        let mut hist_abs = vec![0f32; h * 2];
+        let mut hist_mask = vec![0f32; h];
+        let local = history_local(frame, s);
+        let n = s.history.len().min(h);
+        let (off, first) = (h - n, s.history.len() - n);
+        let path: f64 = (first + 1..s.history.len())
+            .map(|i| (local[i].0 - local[i - 1].0).hypot(local[i].1 - local[i - 1].1))
+            .sum();
+        let step_m = (path / n.saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
+        let span = step_m * h as f64;
+        let log_scale = (span / self.pos_scale.max(1e-6) as f64).ln() as f32;
+        for k in 0..n {
+            let src = first + k;
+            let f = &s.history[src];
+            let (x, y) = local[src];
+            hist_abs[(off + k) * 2] = x as f32 / self.pos_scale;
+            hist_abs[(off + k) * 2 + 1] = y as f32 / self.pos_scale;
+            let r = &mut hist[(off + k) * HIST_CH..(off + k + 1) * HIST_CH];
+            r[hist_ch::X] = (x / span) as f32;
+            r[hist_ch::Y] = (y / span) as f32;
+            if let Some(v) = f.speed {
+                r[hist_ch::SPEED] = z(v, self.speed);
+                r[hist_ch::SPEED_PRESENT] = 1.0;
+            }
+            if let Some(hd) = f.heading {
+                let rel = (hd as f64 - frame.heading_deg).to_radians();
+                r[hist_ch::HEADING_COS] = rel.cos() as f32;
+                r[hist_ch::HEADING_SIN] = -rel.sin() as f32; // left-positive, like y
+                r[hist_ch::HEADING_PRESENT] = 1.0;
+            }
+            if let Some(a) = f.accuracy {
+                r[hist_ch::ACCURACY] = z((1.0 + a).ln(), self.accuracy);
+            }
+            if k > 0 {
+                let (px, py) = local[src - 1];
+                r[hist_ch::DX] = ((x - px) / step_m) as f32;
+                r[hist_ch::DY] = ((y - py) / step_m) as f32;
+            }
+            r[hist_ch::LOG_SCALE] = log_scale;
+            hist_mask[off + k] = 1.0;
+        }
+        (hist, hist_abs, hist_mask)
+    }
+
+    /// IMU rows [T, IMU_CH], normalized per channel and resampled to the spec's length.
+    fn imu_rows(&self, s: &Sample) -> (Vec<f32>, f32) {
+        let mut imu = vec![0f32; self.spec.imu_len * IMU_CH];
+        let Some(m) = s.imu.as_ref().filter(|m| !m.data.is_empty()) else {
+            return (imu, 0.0);
+        };
+        for (k, row) in resample_rows(&m.data, self.spec.imu_len).iter().enumerate() {
+            for c in 0..IMU_CH {
+                imu[k * IMU_CH + c] = z(row[c], self.imu[c]);
+            }
+        }
+        (imu, 1.0)
+    }
+
+    /// The first map or aerial raster as [3, S, S].
+    fn image(&self, s: &Sample) -> (Vec<f32>, f32) {
+        let sz = self.image_size;
+        match s
+            .images
+            .iter()
+            .find(|im| matches!(im.kind, ImageKind::Map | ImageKind::Aerial))
+            .and_then(|im| im.pixels.as_ref())
+        {
+            Some(px) => (image_chw(px, sz), 1.0),
+            None => (vec![0f32; 3 * sz * sz], 0.0),
+        }
+    }
+
+    /// Stop rows [N, STOP_CH] and their mask.
+    fn stops(&self, s: &Sample, frame: &LocalFrame) -> (Vec<f32>, Vec<f32>) {
+        let ns = self.spec.max_stops;
+        let mut stops = vec![0f32; ns * STOP_CH];
+        let mut stops_mask = vec![0f32; ns];
+        let listed = &s.stops[..s.stops.len().min(ns)];
+        let local: Vec<(f64, f64)> = listed
+            .iter()
+            .map(|st| frame.to_local(st.lat, st.lon))
+            .collect();
+        let dist: Vec<f64> = local.iter().map(|(x, y)| (x * x + y * y).sqrt()).collect();
+        let zone_ids: Vec<Option<&str>> = listed.iter().map(|st| st.zone.as_deref()).collect();
+        let zf = crate::zones::zone_features(&dist, &zone_ids, s.context.zone.as_deref());
+        for (i, st) in listed.iter().enumerate() {
+            let r = &mut stops[i * STOP_CH..(i + 1) * STOP_CH];
+            self.stop_row(r, s, st, local[i], &dist, i);
+            r[stop_ch::RULE_RANK] = zf.rule_rank[i];
+            r[stop_ch::ZONE_RANK] = zf.zone_rank[i];
+            (r[stop_ch::ZONE_STEP], r[stop_ch::ZONE_STEP_PRESENT]) = zf.zone_step[i];
+            stops_mask[i] = 1.0;
+        }
+        (stops, stops_mask)
+    }
+
+    /// One stop's own channels (position, window, attributes, distance and its rank, zone).
+    fn stop_row(
+        &self,
+        r: &mut [f32],
+        s: &Sample,
+        st: &crate::data::sample::Stop,
+        (x, y): (f64, f64),
+        dist: &[f64],
+        i: usize,
+    ) {
+        r[stop_ch::X] = x as f32 / self.stop_scale;
+        r[stop_ch::Y] = y as f32 / self.stop_scale;
+        r[stop_ch::DIST] = (x * x + y * y).sqrt() as f32 / self.stop_scale;
+        if let (Some(a), Some(b)) = (st.tw_start, st.tw_end) {
+            r[stop_ch::TW_START] = (((a - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
+            r[stop_ch::TW_END] = (((b - s.t0) / 3600.0) as f32).clamp(-12.0, 12.0);
+            r[stop_ch::TW_PRESENT] = 1.0;
+        }
+        if let Some(v) = st.service_s {
+            r[stop_ch::SERVICE] = z(v, self.service);
+        }
+        if let Some(v) = st.packages {
+            r[stop_ch::PACKAGES] = z(v as f32, self.packages);
+        }
+        if let Some(v) = st.volume_l {
+            r[stop_ch::VOLUME] = z(v, self.volume);
+        }
+        let any = st.service_s.is_some() || st.packages.is_some() || st.volume_l.is_some();
+        r[stop_ch::ATTRS_PRESENT] = any as u8 as f32;
+        r[stop_ch::LOG_DIST] = (dist[i] / 100.0).ln_1p() as f32 / 3.0;
+        let rank = dist
+            .iter()
+            .enumerate()
+            .filter(|&(j, &d)| d < dist[i] || (d == dist[i] && j < i))
+            .count();
+        r[stop_ch::DIST_RANK] = rank as f32 / (dist.len().max(2) - 1) as f32;
+        r[stop_ch::SAME_ZONE] = match (&s.context.zone, &st.zone) {
+            (Some(a), Some(b)) if a == b => 1.0,
+            (Some(_), Some(_)) => -1.0,
+            _ => 0.0,
+        };
+    }
+
+    /// The labels and their masks.
+    fn targets(&self, s: &Sample, frame: &LocalFrame) -> Targets {
+        let (f, ns) = (self.spec.future_len, self.spec.max_stops);
+        let mut t = Targets {
+            future: vec![0f32; f * 2],
+            future_mask: 0.0,
+            eta: vec![0f32; ns],
+            eta_mask: vec![0f32; ns],
+            on_time: vec![0f32; ns],
+            on_time_mask: vec![0f32; ns],
+            delivered: 0.0,
+            delivered_mask: 0.0,
+            next_stop: -1,
+        };
+        let Some(tg) = &s.target else {
+            return t;
+        };
+        if tg.future.len() == f {
+            for (k, p) in tg.future.iter().enumerate() {
+                let (x, y) = frame.to_local(p[0], p[1]);
+                t.future[2 * k] = x as f32 / self.traj_scale;
+                t.future[2 * k + 1] = y as f32 / self.traj_scale;
+            }
+            t.future_mask = 1.0;
+        }
+        for (i, a) in tg.arrival_s.iter().take(ns).enumerate() {
+            if let Some(a) = a {
+                t.eta[i] = self.eta_encode(*a);
+                t.eta_mask[i] = 1.0;
+            }
+        }
+        for (i, o) in tg.on_time.iter().take(ns).enumerate() {
+            if let Some(o) = o {
+                t.on_time[i] = *o as u8 as f32;
+                t.on_time_mask[i] = 1.0;
+            }
+        }
+        if let Some(d) = tg.delivered {
+            t.delivered = d as u8 as f32;
+            t.delivered_mask = 1.0;
+        }
+        if let Some(k) = tg.next_stop.filter(|&k| k < ns) {
+            t.next_stop = k as i64;
+        }
+        t
     }
 
     fn context(&self, s: &Sample, frame: &LocalFrame) -> Vec<f32> {

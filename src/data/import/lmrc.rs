@@ -64,6 +64,8 @@ use super::parse_tz;
 
 /// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings by `null`.
 pub fn lenient_json(text: &str) -> String {
+    const QUOTE: char = '\u{22}';
+    const BACKSLASH: char = '\u{5c}';
     let mut out = String::with_capacity(text.len());
     let (mut in_str, mut esc) = (false, false);
     let mut rest = text;
@@ -71,12 +73,12 @@ pub fn lenient_json(text: &str) -> String {
         if in_str {
             if esc {
                 esc = false;
-            } else if c == '\\' {
+            } else if c == BACKSLASH {
                 esc = true;
-            } else if c == '"' {
+            } else if c == QUOTE {
                 in_str = false;
             }
-        } else if c == '"' {
+        } else if c == QUOTE {
             in_str = true;
         } else if let Some(tok) = ["-Infinity", "Infinity", "NaN"]
             .iter()
