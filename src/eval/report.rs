@@ -156,6 +156,18 @@ impl EvalReport {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
+        self.render_header(&mut s);
+        self.render_trajectory(&mut s);
+        self.render_eta(&mut s);
+        self.render_outcomes(&mut s);
+        self.render_next_stop(&mut s);
+        self.render_slices(&mut s);
+        self.render_horizon(&mut s);
+        s
+    }
+
+    /// What was evaluated on what.
+    fn render_header(&self, s: &mut String) {
         let dropped = if self.model.dropped.is_empty() {
             String::new()
         } else {
@@ -173,6 +185,10 @@ impl EvalReport {
                 self.samples_over_stop_capacity, self.stop_capacity, self.stop_capacity
             );
         }
+    }
+
+    /// Trajectory errors of the model (K, most likely, most probable mode) and the baselines.
+    fn render_trajectory(&self, s: &mut String) {
         let b = |n: &str| self.baselines.get(n);
         let k = self.trajectory.as_ref().map(|t| t.k).unwrap_or(0);
         let miss = self
@@ -190,17 +206,17 @@ impl EvalReport {
             "brierFDE"
         );
         traj_row(
-            &mut s,
+            s,
             &format!("model K={k}"),
             self.trajectory.as_ref().and_then(|t| t.at_k.as_ref()),
         );
         traj_row(
-            &mut s,
+            s,
             "model K=1",
             self.trajectory.as_ref().and_then(|t| t.at_1.as_ref()),
         );
         traj_row(
-            &mut s,
+            s,
             "model top mode",
             self.trajectory.as_ref().and_then(|t| t.top_mode.as_ref()),
         );
@@ -213,7 +229,7 @@ impl EvalReport {
                 continue;
             }
             traj_row(
-                &mut s,
+                s,
                 label,
                 b(n).and_then(|m| m.trajectory.as_ref())
                     .and_then(|t| t.at_k.as_ref()),
@@ -230,47 +246,62 @@ impl EvalReport {
                 c.mean_top_probability, c.top_is_best_rate, c.ece
             );
         }
+    }
+
+    /// ETA errors.
+    fn render_eta(&self, s: &mut String) {
+        let b = |n: &str| self.baselines.get(n);
         let _ = writeln!(
             s,
             "\nETA{:<25}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}{:>8}",
             "", "MAE s", "RMSE s", "MAPE", "P10-P90", "<=5min", "<=10min", "<=20min"
         );
-        eta_row(&mut s, "model P50", self.eta.as_ref());
+        eta_row(s, "model P50", self.eta.as_ref());
         eta_row(
-            &mut s,
+            s,
             "distance / region speed",
             b("distance_over_speed").and_then(|m| m.eta.as_ref()),
         );
+    }
+
+    /// On-time and delivered.
+    fn render_outcomes(&self, s: &mut String) {
+        let b = |n: &str| self.baselines.get(n);
         let _ = writeln!(
             s,
             "\noutcomes{:<20}{:>9}{:>9}{:>9}{:>9}{:>9}",
             "", "AUROC", "Brier", "ECE", "accuracy", "rate"
         );
-        bin_row(&mut s, "on-time: model", self.on_time.as_ref());
+        bin_row(s, "on-time: model", self.on_time.as_ref());
         bin_row(
-            &mut s,
+            s,
             "on-time: base rate",
             b("base_rate").and_then(|m| m.on_time.as_ref()),
         );
-        bin_row(&mut s, "delivered: model", self.delivered.as_ref());
+        bin_row(s, "delivered: model", self.delivered.as_ref());
         bin_row(
-            &mut s,
+            s,
             "delivered: base rate",
             b("base_rate").and_then(|m| m.delivered.as_ref()),
         );
+    }
+
+    /// Next stop, and the route roll-outs.
+    fn render_next_stop(&self, s: &mut String) {
+        let b = |n: &str| self.baselines.get(n);
         let _ = writeln!(
             s,
             "\nnext stop{:<19}{:>9}{:>9}{:>9}",
             "", "HR@3", "accuracy", "KRC"
         );
-        next_row(&mut s, "model", self.next_stop.as_ref());
+        next_row(s, "model", self.next_stop.as_ref());
         next_row(
-            &mut s,
+            s,
             "nearest stop first",
             b("nearest_stop_first").and_then(|m| m.next_stop.as_ref()),
         );
         next_row(
-            &mut s,
+            s,
             "same zone, then nearest",
             b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
         );
@@ -307,6 +338,10 @@ impl EvalReport {
                 );
             }
         }
+    }
+
+    /// Per region, weather and peak day.
+    fn render_slices(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "\nslices{:<22}{:>8}{:>10}{:>10}{:>9}{:>9}{:>9}{:>9}{:>8}",
@@ -358,6 +393,10 @@ impl EvalReport {
                 );
             }
         }
+    }
+
+    /// Errors per horizon step.
+    fn render_horizon(&self, s: &mut String) {
         if !self.slices.horizon.is_empty() {
             let _ = writeln!(
                 s,
@@ -378,6 +417,5 @@ impl EvalReport {
                 );
             }
         }
-        s
     }
 }
