@@ -377,6 +377,19 @@ fn check_opt_range(field: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), 
 impl Sample {
     /// Checks values and, with a spec, shapes. Returns the first bad field.
     pub fn validate(&self, spec: Option<&Spec>) -> Result<(), FieldError> {
+        self.validate_ids_and_context()?;
+        self.validate_history(spec)?;
+        self.validate_imu(spec)?;
+        self.validate_images()?;
+        self.validate_stops(spec)?;
+        if let Some(t) = &self.target {
+            self.validate_target(t, spec)?;
+        }
+        Ok(())
+    }
+
+    /// Key, route id, t0 and the context.
+    fn validate_ids_and_context(&self) -> Result<(), FieldError> {
         if self.key.is_empty() || self.key.contains(['.', '/']) {
             return Err(err(
                 "key",
@@ -404,6 +417,11 @@ impl Sample {
         if let Some(d) = &c.depot {
             check_lat_lon("context.depot", d.lat, d.lon)?;
         }
+        Ok(())
+    }
+
+    /// The GPS fixes: times increasing to t0, positions, speeds, headings, accuracies.
+    fn validate_history(&self, spec: Option<&Spec>) -> Result<(), FieldError> {
         if self.history.is_empty() {
             return Err(err("history", "must hold at least one fix"));
         }
@@ -435,37 +453,48 @@ impl Sample {
         if (self.history.last().unwrap().t - self.t0).abs() > 1e-3 {
             return Err(err("history", "the last fix must be at t0"));
         }
-        if let Some(imu) = &self.imu {
-            if !imu.rate_hz.is_finite() || imu.rate_hz <= 0.0 {
+        Ok(())
+    }
+
+    /// The IMU rows, when given.
+    fn validate_imu(&self, spec: Option<&Spec>) -> Result<(), FieldError> {
+        let Some(imu) = &self.imu else {
+            return Ok(());
+        };
+        if !imu.rate_hz.is_finite() || imu.rate_hz <= 0.0 {
+            return Err(err(
+                "imu.rate_hz",
+                format!("{} must be positive", imu.rate_hz),
+            ));
+        }
+        if imu.data.is_empty() {
+            return Err(err("imu.data", "no rows (missing or empty array)"));
+        }
+        if let Some(s) = spec
+            && imu.data.len() != s.imu_len
+        {
+            return Err(err(
+                "imu.data",
+                format!(
+                    "has {} rows, the dataset's spec says {}",
+                    imu.data.len(),
+                    s.imu_len
+                ),
+            ));
+        }
+        for (i, row) in imu.data.iter().enumerate() {
+            if row.iter().any(|v| !v.is_finite() || v.abs() > 1_000.0) {
                 return Err(err(
-                    "imu.rate_hz",
-                    format!("{} must be positive", imu.rate_hz),
+                    format!("imu.data[{i}]"),
+                    format!("{row:?} is not finite or out of range"),
                 ));
-            }
-            if imu.data.is_empty() {
-                return Err(err("imu.data", "no rows (missing or empty array)"));
-            }
-            if let Some(s) = spec
-                && imu.data.len() != s.imu_len
-            {
-                return Err(err(
-                    "imu.data",
-                    format!(
-                        "has {} rows, the dataset's spec says {}",
-                        imu.data.len(),
-                        s.imu_len
-                    ),
-                ));
-            }
-            for (i, row) in imu.data.iter().enumerate() {
-                if row.iter().any(|v| !v.is_finite() || v.abs() > 1_000.0) {
-                    return Err(err(
-                        format!("imu.data[{i}]"),
-                        format!("{row:?} is not finite or out of range"),
-                    ));
-                }
             }
         }
+        Ok(())
+    }
+
+    /// Image metadata and decoded pixels.
+    fn validate_images(&self) -> Result<(), FieldError> {
         for (i, im) in self.images.iter().enumerate() {
             check_opt_range(&format!("images[{i}].m_per_px"), im.m_per_px, 1e-3, 1e4)?;
             check_opt_range(
@@ -491,6 +520,11 @@ impl Sample {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The stops: capacity, positions, windows, service times, volumes.
+    fn validate_stops(&self, spec: Option<&Spec>) -> Result<(), FieldError> {
         if let Some(s) = spec
             && self.stops.len() > s.max_stops
         {
@@ -518,9 +552,6 @@ impl Sample {
             }
             check_opt_range(&format!("{p}.service_s"), st.service_s, 0.0, 86_400.0)?;
             check_opt_range(&format!("{p}.volume_l"), st.volume_l, 0.0, 1e6)?;
-        }
-        if let Some(t) = &self.target {
-            self.validate_target(t, spec)?;
         }
         Ok(())
     }
