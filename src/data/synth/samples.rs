@@ -70,21 +70,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         if ahead.is_empty() {
             break;
         }
-        let mut history = Vec::with_capacity(spec.history_len);
-        let mut last_pos = here;
-        for k in 0..spec.history_len {
-            let t = round(
-                this_t0 - (spec.history_len - 1 - k) as f64 * spec.history_step_s as f64,
-                0.1,
-            );
-            let (mut fix, p) = gps.fix(area, track, t, &mut rng);
-            if !route.gps_reports_motion {
-                fix.speed = None;
-                fix.heading = None;
-            }
-            history.push(fix);
-            last_pos = p;
-        }
+        let (history, last_pos) = history_fixes(&gps, area, route, this_t0, spec, &mut rng);
         let imu = chance(&mut rng, o.imu_p).then(|| Imu {
             rate_hz: spec.imu_rate_hz,
             file: None,
@@ -97,25 +83,9 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             ),
         });
         let images = if chance(&mut rng, o.image_p) {
-            let heading = frame_heading(&history);
-            let stops_left: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
-            let pixels = render(
-                area,
-                last_pos,
-                heading,
-                &stops_left,
-                &route.traffic,
-                &o.raster,
-            );
-            vec![Image {
-                kind: ImageKind::Map,
-                m_per_px: Some(o.raster.m_per_px as f32),
-                heading_deg: Some(((heading * 100.0).round() / 100.0 % 360.0) as f32),
-                anchor_px: Some([o.raster.anchor[0] as f32, o.raster.anchor[1] as f32]),
-                file: None,
-                png_base64: None,
-                pixels: Some(pixels),
-            }]
+            vec![map_image(
+                area, route, &ahead, &history, last_pos, &o.raster,
+            )]
         } else {
             Vec::new()
         };
@@ -123,68 +93,22 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             ahead.iter().take(spec.max_stops).copied().collect();
         let next_stop_id = listed[0].stop;
         listed.sort_by_key(|v| order_key(v.stop));
-        let stops: Vec<Stop> = listed
-            .iter()
-            .map(|v| {
-                let st = &route.stops[v.stop];
-                let (lat, lon) = area.lat_lon(st.pos);
-                Stop {
-                    id: st.id.clone(),
-                    lat: round7(lat),
-                    lon: round7(lon),
-                    tw_start: st.tw.map(|w| w.0),
-                    tw_end: st.tw.map(|w| w.1),
-                    service_s: Some(st.service_s as f32),
-                    packages: Some(st.packages),
-                    volume_l: Some(st.volume_l as f32),
-                    zone: Some(area.zone_name(st.zone)),
-                }
-            })
-            .collect();
-        let future = (1..=spec.future_len)
-            .map(|k| {
-                let p = track
-                    .state_at(this_t0 + k as f64 * spec.future_step_s as f64)
-                    .p;
-                let (lat, lon) = area.lat_lon(p);
-                [round7(lat), round7(lon)]
-            })
-            .collect();
-        let target = Target {
-            future_step_s: Some(spec.future_step_s),
-            future,
-            arrival_s: listed
-                .iter()
-                .map(|v| Some(round(v.arrival - this_t0, 0.1)))
-                .collect(),
-            on_time: listed
-                .iter()
-                .map(|v| {
-                    route.stops[v.stop]
-                        .tw
-                        .map(|(a, b)| v.service_start >= a && v.service_start <= b)
-                })
-                .collect(),
-            delivered: Some(ahead[0].delivered),
-            next_stop: listed.iter().position(|v| v.stop == next_stop_id),
-        };
-        let day =
-            ((this_t0 + area.utc_offset_s - super::route::DAY0_UTC) / 86_400.0).floor() as i64;
+        let stops = stop_list(area, route, &listed);
+        let target = target_at(
+            area,
+            route,
+            this_t0,
+            spec,
+            &listed,
+            ahead[0].delivered,
+            next_stop_id,
+        );
         out.push(Sample {
             key: format!("{}-{:04}", route.id, out.len()),
             route_id: route.id.clone(),
             region: area.region,
             t0: this_t0,
-            context: Context {
-                hour: (round(local_hour(area, this_t0), 0.01) as f32).min(23.99),
-                weekday: day.rem_euclid(7) as u8,
-                weather: Some(route.cond.weather),
-                peak_day: Some(route.cond.peak),
-                road_class: Some(track.class_at(this_t0)),
-                zone: Some(area.zone_name(area.zone_of(here))),
-                zone_density: Some((area.zone_density[area.zone_of(here)] * 100.0).round() / 100.0),
-                depot: Some(depot),
-            },
+            context: context_at(area, route, this_t0, here, depot),
             history,
             imu,
             images,
@@ -193,4 +117,134 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         });
     }
     out
+}
+
+/// The GPS fixes of the history ending at `t0` (as the receiver reported them), and the true
+/// position at `t0`.
+fn history_fixes(
+    gps: &GpsNoise,
+    area: &Area,
+    route: &Route,
+    t0: f64,
+    spec: &Spec,
+    rng: &mut rng::SimRng,
+) -> (Vec<crate::data::sample::Fix>, [f64; 2]) {
+    let mut history = Vec::with_capacity(spec.history_len);
+    let mut last_pos = route.track.state_at(t0).p;
+    for k in 0..spec.history_len {
+        let t = round(
+            t0 - (spec.history_len - 1 - k) as f64 * spec.history_step_s as f64,
+            0.1,
+        );
+        let (mut fix, p) = gps.fix(area, &route.track, t, rng);
+        if !route.gps_reports_motion {
+            fix.speed = None;
+            fix.heading = None;
+        }
+        history.push(fix);
+        last_pos = p;
+    }
+    (history, last_pos)
+}
+
+/// The map raster around the vehicle, turned to its heading, with the stops still ahead.
+fn map_image(
+    area: &Area,
+    route: &Route,
+    ahead: &[&super::route::Visit],
+    history: &[crate::data::sample::Fix],
+    at: [f64; 2],
+    raster: &RasterSpec,
+) -> Image {
+    let heading = frame_heading(history);
+    let stops_left: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
+    let pixels = render(area, at, heading, &stops_left, &route.traffic, raster);
+    Image {
+        kind: ImageKind::Map,
+        m_per_px: Some(raster.m_per_px as f32),
+        heading_deg: Some(((heading * 100.0).round() / 100.0 % 360.0) as f32),
+        anchor_px: Some([raster.anchor[0] as f32, raster.anchor[1] as f32]),
+        file: None,
+        png_base64: None,
+        pixels: Some(pixels),
+    }
+}
+
+/// The listed stops (in the order given, which says nothing about the visits).
+fn stop_list(area: &Area, route: &Route, listed: &[&super::route::Visit]) -> Vec<Stop> {
+    listed
+        .iter()
+        .map(|v| {
+            let st = &route.stops[v.stop];
+            let (lat, lon) = area.lat_lon(st.pos);
+            Stop {
+                id: st.id.clone(),
+                lat: round7(lat),
+                lon: round7(lon),
+                tw_start: st.tw.map(|w| w.0),
+                tw_end: st.tw.map(|w| w.1),
+                service_s: Some(st.service_s as f32),
+                packages: Some(st.packages),
+                volume_l: Some(st.volume_l as f32),
+                zone: Some(area.zone_name(st.zone)),
+            }
+        })
+        .collect()
+}
+
+/// The labels from the truth after `t0`: the future track, arrivals and on-time per listed
+/// stop, delivered, and which listed stop is next.
+fn target_at(
+    area: &Area,
+    route: &Route,
+    t0: f64,
+    spec: &Spec,
+    listed: &[&super::route::Visit],
+    delivered: bool,
+    next_stop_id: usize,
+) -> Target {
+    let future = (1..=spec.future_len)
+        .map(|k| {
+            let p = route
+                .track
+                .state_at(t0 + k as f64 * spec.future_step_s as f64)
+                .p;
+            let (lat, lon) = area.lat_lon(p);
+            [round7(lat), round7(lon)]
+        })
+        .collect();
+    Target {
+        future_step_s: Some(spec.future_step_s),
+        future,
+        arrival_s: listed
+            .iter()
+            .map(|v| Some(round(v.arrival - t0, 0.1)))
+            .collect(),
+        on_time: listed
+            .iter()
+            .map(|v| {
+                route.stops[v.stop]
+                    .tw
+                    .map(|(a, b)| v.service_start >= a && v.service_start <= b)
+            })
+            .collect(),
+        delivered: Some(delivered),
+        next_stop: listed.iter().position(|v| v.stop == next_stop_id),
+    }
+}
+
+/// Time, weather, peak day, road, zone and depot at `t0`.
+fn context_at(area: &Area, route: &Route, t0: f64, here: [f64; 2], depot: LatLon) -> Context {
+    let day = ((t0 + area.utc_offset_s - super::route::DAY0_UTC) / 86_400.0).floor() as i64;
+    let zone = area.zone_of(here);
+    Context {
+        hour: (round(local_hour(area, t0), 0.01) as f32).min(23.99),
+        weekday: day.rem_euclid(7) as u8,
+        weather: Some(route.cond.weather),
+        peak_day: Some(route.cond.peak),
+        road_class: Some(route.track.class_at(t0)),
+        zone: Some(area.zone_name(zone)),
+        zone_density: Some((area.zone_density[zone] * 100.0).round() / 100.0),
+        depot: Some(depot),
+    }
 }
