@@ -165,98 +165,15 @@ impl Area {
         let (lat, lon, tz) = ORIGINS[id % ORIGINS.len()];
         let lat = lat + 0.3 * (id / ORIGINS.len()) as f64;
         let n = (p.size_m / p.block_m).round() as usize + 1;
-        let mut nodes = Vec::with_capacity(n * n);
-        for j in 0..n {
-            for i in 0..n {
-                let jx = if i == 0 || i == n - 1 {
-                    0.0
-                } else {
-                    normal(&mut rng) * p.jitter_m * 0.5
-                };
-                let jy = if j == 0 || j == n - 1 {
-                    0.0
-                } else {
-                    normal(&mut rng) * p.jitter_m * 0.5
-                };
-                nodes.push([i as f64 * p.block_m + jx, j as f64 * p.block_m + jy]);
-            }
-        }
-        let idx = |i: usize, j: usize| j * n + i;
-        let mut edges = Vec::new();
-        let highway_line = if region == Region::Rural {
-            Some(n / 2)
-        } else {
-            None
-        };
-        let add = |a: usize, b: usize, line: usize, rng: &mut SimRng, edges: &mut Vec<Edge>| {
-            let class = if Some(line) == highway_line {
-                RoadClass::Highway
-            } else if line % p.arterial_every == 0 {
-                RoadClass::Arterial
-            } else {
-                RoadClass::Local
-            };
-            if class == RoadClass::Local && chance(rng, p.drop_p) {
-                return;
-            }
-            let speed_mps = match class {
-                RoadClass::Local => p.local_mps,
-                RoadClass::Arterial => p.arterial_mps,
-                RoadClass::Highway => 100.0 / 3.6,
-            };
-            let (pa, pb) = (nodes[a], nodes[b]);
-            let mut pts = vec![pa];
-            if class != RoadClass::Highway && chance(rng, p.bend_p) {
-                let (dx, dy) = (pb[0] - pa[0], pb[1] - pa[1]);
-                let off = uniform(rng, -0.18, 0.18);
-                pts.push([pa[0] + 0.5 * dx - off * dy, pa[1] + 0.5 * dy + off * dx]);
-            }
-            pts.push(pb);
-            let len = pts.windows(2).map(|w| dist(w[0], w[1])).sum();
-            edges.push(Edge {
-                a,
-                b,
-                class,
-                speed_mps,
-                pts,
-                len,
-            });
-        };
-        for j in 0..n {
-            for i in 0..n {
-                if i + 1 < n {
-                    add(idx(i, j), idx(i + 1, j), j, &mut rng, &mut edges);
-                }
-                if j + 1 < n {
-                    add(idx(i, j), idx(i, j + 1), i, &mut rng, &mut edges);
-                }
-            }
-        }
+        let nodes = grid_nodes(&p, n, &mut rng);
+        let edges = grid_edges(&p, n, &nodes, region, &mut rng);
         let mut adj = vec![Vec::new(); nodes.len()];
         for (e, ed) in edges.iter().enumerate() {
             adj[ed.a].push((e, ed.b));
             adj[ed.b].push((e, ed.a));
         }
-        // Depot: the arterial intersection nearest to a point off-centre.
-        let target = [
-            p.size_m * uniform(&mut rng, 0.3, 0.7),
-            p.size_m * uniform(&mut rng, 0.3, 0.7),
-        ];
-        let depot = (0..nodes.len())
-            .filter(|&k| (k % n) % p.arterial_every == 0 && (k / n) % p.arterial_every == 0)
-            .min_by(|&a, &b| dist(nodes[a], target).total_cmp(&dist(nodes[b], target)))
-            .unwrap_or(0);
-        let mut reachable = vec![false; nodes.len()];
-        let mut stack = vec![depot];
-        reachable[depot] = true;
-        while let Some(u) = stack.pop() {
-            for &(_, v) in &adj[u] {
-                if !reachable[v] {
-                    reachable[v] = true;
-                    stack.push(v);
-                }
-            }
-        }
+        let depot = pick_depot(&p, n, &nodes, &mut rng);
+        let reachable = reachable_from(depot, &adj);
         let halts = (0..nodes.len())
             .map(|k| adj[k].len() >= 3 && chance(&mut rng, 0.7))
             .collect();
@@ -469,4 +386,116 @@ fn blocks(
         }
     }
     (buildings, parks)
+}
+
+/// The street grid's intersections, jittered inside the area (not on its border).
+fn grid_nodes(p: &RegionParams, n: usize, rng: &mut SimRng) -> Vec<P2> {
+    let mut nodes = Vec::with_capacity(n * n);
+    for j in 0..n {
+        for i in 0..n {
+            let jx = if i == 0 || i == n - 1 {
+                0.0
+            } else {
+                normal(rng) * p.jitter_m * 0.5
+            };
+            let jy = if j == 0 || j == n - 1 {
+                0.0
+            } else {
+                normal(rng) * p.jitter_m * 0.5
+            };
+            nodes.push([i as f64 * p.block_m + jx, j as f64 * p.block_m + jy]);
+        }
+    }
+    nodes
+}
+
+/// The streets between neighbouring intersections: class by grid line (a highway through a
+/// rural area, arterials every few lines), some local streets missing, some bent.
+fn grid_edges(
+    p: &RegionParams,
+    n: usize,
+    nodes: &[P2],
+    region: Region,
+    rng: &mut SimRng,
+) -> Vec<Edge> {
+    let idx = |i: usize, j: usize| j * n + i;
+    let mut edges = Vec::new();
+    let highway_line = if region == Region::Rural {
+        Some(n / 2)
+    } else {
+        None
+    };
+    let add = |a: usize, b: usize, line: usize, rng: &mut SimRng, edges: &mut Vec<Edge>| {
+        let class = if Some(line) == highway_line {
+            RoadClass::Highway
+        } else if line % p.arterial_every == 0 {
+            RoadClass::Arterial
+        } else {
+            RoadClass::Local
+        };
+        if class == RoadClass::Local && chance(rng, p.drop_p) {
+            return;
+        }
+        let speed_mps = match class {
+            RoadClass::Local => p.local_mps,
+            RoadClass::Arterial => p.arterial_mps,
+            RoadClass::Highway => 100.0 / 3.6,
+        };
+        let (pa, pb) = (nodes[a], nodes[b]);
+        let mut pts = vec![pa];
+        if class != RoadClass::Highway && chance(rng, p.bend_p) {
+            let (dx, dy) = (pb[0] - pa[0], pb[1] - pa[1]);
+            let off = uniform(rng, -0.18, 0.18);
+            pts.push([pa[0] + 0.5 * dx - off * dy, pa[1] + 0.5 * dy + off * dx]);
+        }
+        pts.push(pb);
+        let len = pts.windows(2).map(|w| dist(w[0], w[1])).sum();
+        edges.push(Edge {
+            a,
+            b,
+            class,
+            speed_mps,
+            pts,
+            len,
+        });
+    };
+    for j in 0..n {
+        for i in 0..n {
+            if i + 1 < n {
+                add(idx(i, j), idx(i + 1, j), j, rng, &mut edges);
+            }
+            if j + 1 < n {
+                add(idx(i, j), idx(i, j + 1), i, rng, &mut edges);
+            }
+        }
+    }
+    edges
+}
+
+/// The depot: the arterial intersection nearest to a point off-centre.
+fn pick_depot(p: &RegionParams, n: usize, nodes: &[P2], rng: &mut SimRng) -> usize {
+    let target = [
+        p.size_m * uniform(rng, 0.3, 0.7),
+        p.size_m * uniform(rng, 0.3, 0.7),
+    ];
+    (0..nodes.len())
+        .filter(|&k| (k % n) % p.arterial_every == 0 && (k / n) % p.arterial_every == 0)
+        .min_by(|&a, &b| dist(nodes[a], target).total_cmp(&dist(nodes[b], target)))
+        .unwrap_or(0)
+}
+
+/// Which intersections the depot reaches.
+fn reachable_from(depot: usize, adj: &[Vec<(usize, usize)>]) -> Vec<bool> {
+    let mut reachable = vec![false; adj.len()];
+    let mut stack = vec![depot];
+    reachable[depot] = true;
+    while let Some(u) = stack.pop() {
+        for &(_, v) in &adj[u] {
+            if !reachable[v] {
+                reachable[v] = true;
+                stack.push(v);
+            }
+        }
+    }
+    reachable
 }
