@@ -118,7 +118,7 @@ pub fn run(
     let setup = Setup::new(cfg)?;
     let cfg = &setup.cfg;
     let ad = device.clone().autodiff();
-    let mut model = setup.new_model(&ad);
+    let model = setup.new_model(&ad);
     let mut optim = optimizer(cfg);
     let spec = &setup.manifest.spec;
     let pretrain = cfg.train.objective == Objective::Pretrain;
@@ -129,6 +129,71 @@ pub fn run(
         loader.num_batches() > 0,
         "the train split has less than one batch"
     );
+    let (timed, model) = timed_steps(&setup, &loader, &ad, model, &mut optim, o)?;
+    let (mut prof, secs, timed_samples, peak_dev) =
+        (timed.profile, timed.secs, timed.samples, timed.peak_device);
+    let n = o.steps.max(1) as f64;
+    prof.data_ms /= n;
+    prof.forward_ms /= n;
+    prof.backward_ms /= n;
+    prof.optimizer_ms /= n;
+    prof.step_ms = secs * 1e3 / n;
+    let samples_per_s = timed_samples as f64 / secs;
+    let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
+    let compute_samples_per_s = cfg.train.batch_size as f64 / compute_s.max(1e-12);
+    let peak = matmul_peak(device, o.matmul_size, 10);
+    let d = cfg.model.d_model;
+    let model_shape = [cfg.train.batch_size * tokens, d, d * cfg.model.ff_mult];
+    let model_shape_flops = matmul_rate(device, model_shape, 20);
+    let achieved = 3.0 * fwd * samples_per_s;
+    let parts = flops_by_part(cfg, spec, pretrain);
+    Ok(TrainBench {
+        bench: "train",
+        config: config_name.to_string(),
+        device: device_name.to_string(),
+        objective: format!("{:?}", cfg.train.objective).to_lowercase(),
+        batch_size: cfg.train.batch_size,
+        steps: o.steps,
+        warmup_steps: o.warmup,
+        params: model.num_params(),
+        tokens_per_sample: tokens,
+        samples_per_s,
+        compute_samples_per_s,
+        tokens_per_s: samples_per_s * tokens as f64,
+        flops_per_sample: 3.0 * fwd,
+        forward_flops_per_sample: fwd,
+        achieved_flops: achieved,
+        peak_flops: peak,
+        matmul_size: o.matmul_size,
+        model_shape_flops,
+        model_shape,
+        mfu: achieved / peak,
+        mfu_compute: 3.0 * fwd * compute_samples_per_s / peak,
+        profile: prof,
+        peak_device_mib: peak_dev.map(|b| b as f64 / (1024.0 * 1024.0)),
+        peak_rss_mib: peak_rss_mib(),
+        flops_by_part: parts,
+    })
+}
+
+/// What the timed steps measured.
+struct Timed {
+    profile: Profile,
+    secs: f64,
+    samples: usize,
+    peak_device: Option<u64>,
+}
+
+/// `o.warmup` untimed steps, then `o.steps` timed ones (data, forward, backward, optimizer).
+fn timed_steps(
+    setup: &Setup,
+    loader: &crate::data::loader::Loader,
+    ad: &Device,
+    mut model: crate::model::DfmModel,
+    optim: &mut burn::optim::ModuleOptimizer,
+    o: &Options,
+) -> anyhow::Result<(Timed, crate::model::DfmModel)> {
+    let cfg = &setup.cfg;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut prof = Profile::default();
     let mut peak_dev: Option<u64> = None;
@@ -166,15 +231,15 @@ pub fn run(
             let l = batch_loss(&model, &b, &masks, cfg);
             let loss = l.total.clone().into_scalar::<f32>();
             anyhow::ensure!(loss.is_finite(), "non-finite loss {loss} at step {done}");
-            sample_mem(&ad);
+            sample_mem(ad);
             let t2 = Instant::now();
             let grads = GradientsParams::from_grads(l.total.backward(), &model);
             ad.sync().ok();
-            sample_mem(&ad);
+            sample_mem(ad);
             let t3 = Instant::now();
             model = optim.step(cfg.train.lr, model, grads);
             ad.sync().ok();
-            sample_mem(&ad);
+            sample_mem(ad);
             let t4 = Instant::now();
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
             prof.data_ms += ms(t0, t1);
@@ -191,24 +256,24 @@ pub fn run(
         }
         epoch += 1;
     }
-    let secs = timed_start
-        .expect("timed steps ran")
-        .elapsed()
-        .as_secs_f64();
-    let n = o.steps.max(1) as f64;
-    prof.data_ms /= n;
-    prof.forward_ms /= n;
-    prof.backward_ms /= n;
-    prof.optimizer_ms /= n;
-    prof.step_ms = secs * 1e3 / n;
-    let samples_per_s = timed_samples as f64 / secs;
-    let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
-    let compute_samples_per_s = cfg.train.batch_size as f64 / compute_s.max(1e-12);
-    let peak = matmul_peak(device, o.matmul_size, 10);
-    let d = cfg.model.d_model;
-    let model_shape = [cfg.train.batch_size * tokens, d, d * cfg.model.ff_mult];
-    let model_shape_flops = matmul_rate(device, model_shape, 20);
-    let achieved = 3.0 * fwd * samples_per_s;
+    let timed = Timed {
+        profile: prof,
+        secs: timed_start
+            .expect("timed steps ran")
+            .elapsed()
+            .as_secs_f64(),
+        samples: timed_samples,
+        peak_device: peak_dev,
+    };
+    Ok((timed, model))
+}
+
+/// Forward FLOPs per sample by part of the model (per-layer terms grouped).
+fn flops_by_part(
+    cfg: &Config,
+    spec: &crate::data::sample::Spec,
+    pretrain: bool,
+) -> BTreeMap<String, f64> {
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
     for t in flops::terms(&cfg.model, spec, cfg.data.image_size, pretrain) {
         // Group per-layer terms: "layer 0 mlp in" -> "transformer mlp".
@@ -223,33 +288,7 @@ pub fn run(
         *parts.entry(name).or_default() += t.flops;
     }
     parts.retain(|_, f| *f > 0.0);
-    Ok(TrainBench {
-        bench: "train",
-        config: config_name.to_string(),
-        device: device_name.to_string(),
-        objective: format!("{:?}", cfg.train.objective).to_lowercase(),
-        batch_size: cfg.train.batch_size,
-        steps: o.steps,
-        warmup_steps: o.warmup,
-        params: model.num_params(),
-        tokens_per_sample: tokens,
-        samples_per_s,
-        compute_samples_per_s,
-        tokens_per_s: samples_per_s * tokens as f64,
-        flops_per_sample: 3.0 * fwd,
-        forward_flops_per_sample: fwd,
-        achieved_flops: achieved,
-        peak_flops: peak,
-        matmul_size: o.matmul_size,
-        model_shape_flops,
-        model_shape,
-        mfu: achieved / peak,
-        mfu_compute: 3.0 * fwd * compute_samples_per_s / peak,
-        profile: prof,
-        peak_device_mib: peak_dev.map(|b| b as f64 / (1024.0 * 1024.0)),
-        peak_rss_mib: peak_rss_mib(),
-        flops_by_part: parts,
-    })
+    parts
 }
 
 impl TrainBench {
