@@ -21,13 +21,17 @@ pub fn u64_in(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone 
 }
 
 /// A clap value parser for a finite number in [lo, hi].
-pub fn f64_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+pub fn real_in<T>(lo: T, hi: T) -> impl Fn(&str) -> Result<T, String> + Clone
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Into<f64>,
+    T::Err: std::fmt::Display,
+{
     move |v: &str| {
-        let x: f64 = v
+        let x: T = v
             .trim()
             .parse()
             .map_err(|e| format!("`{v}` is not a number ({e})"))?;
-        if x.is_finite() && (lo..=hi).contains(&x) {
+        if x.into().is_finite() && lo <= x && x <= hi {
             Ok(x)
         } else {
             Err(format!("{x} is outside [{lo}, {hi}]"))
@@ -35,16 +39,10 @@ pub fn f64_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone 
     }
 }
 
+pub fn f64_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    real_in(lo, hi)
+}
+
 pub fn f32_in(lo: f32, hi: f32) -> impl Fn(&str) -> Result<f32, String> + Clone {
-    move |v: &str| {
-        let x: f32 = v
-            .trim()
-            .parse()
-            .map_err(|e| format!("`{v}` is not a number ({e})"))?;
-        if x.is_finite() && (lo..=hi).contains(&x) {
-            Ok(x)
-        } else {
-            Err(format!("{x} is outside [{lo}, {hi}]"))
-        }
-    }
+    real_in(lo, hi)
 }
