@@ -58,7 +58,7 @@ fn open_compute_adapter() -> Result<Opened, String> {
             Ok(device) => {
                 let (name, physical) = match device.identity() {
                     Some(id) => (id.name, id.physical.is_some()),
-                    None => ("unknown adapter".to_string(), false),
+                    None => ("unnamed adapter (no identity)".to_string(), false),
                 };
                 return Ok((device, format!("{name}, {api:?}"), physical));
             }

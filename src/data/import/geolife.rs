@@ -94,7 +94,7 @@ pub fn read_plt(
                         path,
                         &key,
                         name,
-                        format!("`{}` is not a number", cols[c].trim()),
+                        format!("`{}` is not numeric", cols[c].trim()),
                     )
                 })
             };
