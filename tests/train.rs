@@ -518,3 +518,66 @@ fn a_run_killed_before_its_first_checkpoint_starts_again() {
     assert!(out.contains("starting it again from step 0"), "{out}");
     assert_eq!(checkpoint::list(&run).unwrap().pop().unwrap().0, 5);
 }
+
+/// Gradient accumulation consumes `grad_accum` micro-batches per optimizer step; a dropped
+/// modality is masked out of every training sample (and modality dropout masks some, never all).
+#[test]
+fn grad_accum_and_dropped_modalities_do_what_they_say() {
+    use burn::data::dataloader::batcher::Batcher;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 38);
+    let run = tmp.path().join("accum");
+    let c = cfg(
+        &data,
+        &run,
+        &[
+            "train.batch_size=8",
+            "train.grad_accum=2",
+            "train.max_steps=6",
+            "train.epochs=100",
+            "train.checkpoint_every=3",
+        ],
+    );
+    dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    let (step, dir) = checkpoint::list(&run).unwrap()[0].clone();
+    assert_eq!(step, 3);
+    let st = checkpoint::read_state(&dir).unwrap();
+    assert_eq!(st.batches_in_epoch, 6, "two micro-batches per step");
+
+    let c = cfg(
+        &data,
+        &tmp.path().join("drop"),
+        &[
+            "train.drop_modalities=[\"image\"]",
+            "model.modality_dropout=0.3",
+        ],
+    );
+    let setup = Setup::new(c).unwrap();
+    let model = setup.new_model(&Device::flex());
+    let samples = dfm::data::loader::first_samples(&data, "train", 64).unwrap();
+    let feats: Vec<_> = samples.iter().map(|s| setup.norm.features(s)).collect();
+    let b = dfm::batch::FeatureBatcher.batch(feats, &Device::flex());
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let m = dfm::train::token_masks(&b, &model, &setup.cfg, &mut rng, true, &Device::flex());
+    let keep: Vec<f32> = m.keep.into_data().convert::<f32>().try_into_vec().unwrap();
+    let image = dfm::modality::Modality::Image.index();
+    let n = dfm::modality::MODALITIES.len();
+    assert!(
+        keep.chunks(n).all(|r| r[image] == 0.0),
+        "image always dropped"
+    );
+    let others: Vec<f32> = keep
+        .chunks(n)
+        .flat_map(|r| {
+            r.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != image)
+                .map(|(_, v)| *v)
+        })
+        .collect();
+    let kept = others.iter().filter(|&&v| v == 1.0).count() as f64 / others.len() as f64;
+    assert!(
+        (0.55..0.85).contains(&kept),
+        "modality dropout 0.3 keeps about 70%: {kept}"
+    );
+}

@@ -127,7 +127,12 @@ pub fn read(
                     .ok()
                     .filter(|x| x.is_finite())
                     .ok_or_else(|| {
-                        DataError::field(path, &key, name, format!("`{v}` is not finite or not numeric"))
+                        DataError::field(
+                            path,
+                            &key,
+                            name,
+                            format!("`{v}` is not finite or not numeric"),
+                        )
                     })
             };
             let opt = |idx: Option<usize>, name: &str| -> Result<Option<f32>, DataError> {
