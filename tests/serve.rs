@@ -964,3 +964,58 @@ fn load_with_hostile_clients_keeps_good_requests_served_and_memory_bounded() {
     load.join().unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
+
+/// Concurrent requests share forward passes, never more than `max_batch` samples each.
+#[test]
+fn concurrent_requests_are_batched_up_to_max_batch() {
+    let _timing = timing();
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let body = serde_json::to_vec(&to_request_json(&samples[0]).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let o = ServeOptions {
+            max_batch: 4,
+            max_wait_ms: 300,
+            ..Default::default()
+        };
+        let mut srv = start(&bundle, o).await;
+        let c = reqwest::Client::new();
+        let mut reqs = Vec::new();
+        for _ in 0..12 {
+            let (c, url, b) = (c.clone(), srv.url.clone(), body.clone());
+            reqs.push(tokio::spawn(async move { post(&c, &url, b, None).await.0 }));
+        }
+        for r in reqs {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        let m = c
+            .get(format!("{}/metrics", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = |name: &str| -> u64 {
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {m}"))
+        };
+        let passes = count("dfm_batch_size_count");
+        assert_eq!(count("dfm_samples_total"), 12);
+        assert!(
+            passes < 12,
+            "requests shared forward passes ({passes} for 12 samples)"
+        );
+        assert_eq!(
+            count("dfm_batch_size_bucket{le=\"4\"}"),
+            passes,
+            "no pass over max_batch"
+        );
+        srv.stop.take().unwrap().send(()).unwrap();
+        srv.handle.await.unwrap().unwrap();
+    });
+}
