@@ -246,7 +246,7 @@ pub struct BinaryAcc {
     cal: [(u64, f64, f64); ECE_BINS],
 }
 
-const AUC_BINS: usize = 4096;
+pub const AUC_BINS: usize = 4096;
 pub const ECE_BINS: usize = 15;
 
 impl Default for BinaryAcc {

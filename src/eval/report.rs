@@ -284,6 +284,14 @@ impl EvalReport {
             "delivered: base rate",
             b("base_rate").and_then(|m| m.delivered.as_ref()),
         );
+        if self.on_time.is_some() || self.delivered.is_some() {
+            let _ = writeln!(
+                s,
+                "  (AUROC from {} probability bins, ECE from {}: streaming, memory bounded)",
+                super::metrics::AUC_BINS,
+                super::metrics::ECE_BINS
+            );
+        }
     }
 
     /// Next stop, and the route roll-outs.
