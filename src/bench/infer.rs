@@ -1,5 +1,7 @@
-//! `dfm bench infer`: model forward latency per batch size after warm-up (features and batch
-//! built once; the timing covers the forward pass and reading the outputs back).
+//! `dfm bench infer`: latency per batch size after warm-up, in three parts: the forward pass
+//! alone (features and batch built once; reading the outputs back included), preparing a batch
+//! from request JSON (parse, validate, features, tensors), and what a caller sees (parse, then
+//! `Predictor::predict`: features, forward, predictions in both frames).
 
 use super::serve::percentile;
 use crate::batch::FeatureBatcher;
@@ -17,6 +19,10 @@ pub struct Row {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub samples_per_s: f64,
+    /// Parsing request JSON, validating, features and batch tensors (median).
+    pub prepare_p50_ms: f64,
+    /// Parse + `Predictor::predict` (median): the latency a caller sees without HTTP.
+    pub caller_p50_ms: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -72,12 +78,15 @@ pub fn run(
         }
         lat.sort_by(f64::total_cmp);
         let p50 = percentile(&lat, 0.5);
+        let (prepare, caller) = caller_side(p, samples, bs, iterations, device)?;
         rows.push(Row {
             batch_size: bs,
             iterations,
             p50_ms: p50,
             p99_ms: percentile(&lat, 0.99),
             samples_per_s: bs as f64 / (p50 / 1e3),
+            prepare_p50_ms: prepare,
+            caller_p50_ms: caller,
         });
     }
     let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
@@ -96,18 +105,77 @@ pub fn run(
     })
 }
 
+/// Medians (ms) of preparing a batch from request JSON, and of parse + predict.
+fn caller_side(
+    p: &Predictor,
+    samples: &[crate::Sample],
+    bs: usize,
+    iterations: usize,
+    device: &Device,
+) -> anyhow::Result<(f64, f64)> {
+    let bodies: Vec<Vec<u8>> = (0..bs)
+        .map(|i| {
+            let v = crate::predict::to_request_json(&samples[i % samples.len()])?;
+            Ok(serde_json::to_vec(&v)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let side = p.max_image_side();
+    let parse = || -> Vec<crate::Sample> {
+        bodies
+            .iter()
+            .map(|b| crate::predict::parse_sample(b, side).expect("a stored sample parses"))
+            .collect()
+    };
+    let norm = &p.loaded.normalizer;
+    let (mut prep, mut caller) = (Vec::new(), Vec::new());
+    for i in 0..iterations + 2 {
+        let t = Instant::now();
+        let feats: Vec<_> = parse().iter().map(|s| norm.features(s)).collect();
+        let _ = FeatureBatcher.batch(feats, device);
+        let t_prep = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let _ = p.predict(&parse());
+        let t_caller = t.elapsed().as_secs_f64() * 1e3;
+        if i >= 2 {
+            prep.push(t_prep);
+            caller.push(t_caller);
+        }
+    }
+    prep.sort_by(f64::total_cmp);
+    caller.sort_by(f64::total_cmp);
+    Ok((percentile(&prep, 0.5), percentile(&caller, 0.5)))
+}
+
 impl InferBench {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "infer: {} on {}\n{:>11} {:>6} {:>9} {:>9} {:>12}\n",
-            self.model, self.device, "batch size", "iters", "p50 ms", "p99 ms", "samples/s"
+            "infer: {} on {}\n{:>11} {:>6} {:>9} {:>9} {:>12} {:>12} {:>12}\n",
+            self.model,
+            self.device,
+            "batch size",
+            "iters",
+            "p50 ms",
+            "p99 ms",
+            "samples/s",
+            "prepare ms",
+            "caller ms"
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "{:>11} {:>6} {:>9.2} {:>9.2} {:>12.0}\n",
-                r.batch_size, r.iterations, r.p50_ms, r.p99_ms, r.samples_per_s
+                "{:>11} {:>6} {:>9.2} {:>9.2} {:>12.0} {:>12.2} {:>12.2}\n",
+                r.batch_size,
+                r.iterations,
+                r.p50_ms,
+                r.p99_ms,
+                r.samples_per_s,
+                r.prepare_p50_ms,
+                r.caller_p50_ms
             ));
         }
+        s.push_str(
+            "(p50/p99/samples/s: the forward pass; prepare: request JSON to batch tensors; caller: \
+             parse + predict)\n",
+        );
         s
     }
 }
