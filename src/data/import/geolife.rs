@@ -181,12 +181,12 @@ pub fn import(
     skip_bad: bool,
     force: bool,
 ) -> anyhow::Result<ImportReport> {
-    o.window.validate()?;
-    let clock = o.window.clock()?;
-    super::check_share("test_users", o.test_users)?;
-    super::check_share("val_days", o.val_days)?;
-    super::check_share("test_days", o.test_days)?;
-    super::check_shard_size(o.shard_size)?;
+    let shares = [
+        ("test_users", o.test_users),
+        ("val_days", o.val_days),
+        ("test_days", o.test_days),
+    ];
+    let clock = super::check_trajectory_import(&o.window, &shares, o.shard_size)?;
     let users = user_dirs(input)?;
     let n_test = ((users.len() as f64 * o.test_users).ceil() as usize)
         .clamp(1, users.len().saturating_sub(1).max(1));

@@ -204,12 +204,12 @@ pub fn import(
     skip_bad: bool,
     force: bool,
 ) -> anyhow::Result<ImportReport> {
-    o.window.validate()?;
-    let clock = o.window.clock()?;
-    super::check_share("val_frac", o.val_frac)?;
-    super::check_share("test_frac", o.test_frac)?;
-    super::check_share("test_days", o.test_days)?;
-    super::check_shard_size(o.shard_size)?;
+    let shares = [
+        ("val_frac", o.val_frac),
+        ("test_frac", o.test_frac),
+        ("test_days", o.test_days),
+    ];
+    let clock = super::check_trajectory_import(&o.window, &shares, o.shard_size)?;
     let mut report = ImportReport {
         files: 1,
         ..Default::default()

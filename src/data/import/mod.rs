@@ -201,6 +201,21 @@ pub fn check_share(flag: &str, v: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks a trajectory import's options (window flags, held-out shares, shard size) and returns
+/// its clock.
+pub fn check_trajectory_import(
+    window: &WindowOptions,
+    shares: &[(&str, f64)],
+    shard_size: usize,
+) -> anyhow::Result<Clock> {
+    window.validate()?;
+    for (name, v) in shares {
+        check_share(name, *v)?;
+    }
+    check_shard_size(shard_size)?;
+    window.clock()
+}
+
 /// Checks a shard size (samples per shard), naming the flag.
 pub fn check_shard_size(v: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
