@@ -108,6 +108,49 @@ fn bundle_round_trips_and_tampering_is_refused() {
         eval_json(&ckpt, &setup.norm, &data)
     );
 
+    // model.safetensors: one tensor per parameter, named by its module path, with its shape.
+    let st = std::fs::read(out.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    let names: Vec<&String> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .collect();
+    let mut params = Vec::new();
+    struct Names<'a>(&'a mut Vec<(usize, Vec<usize>)>);
+    impl burn::module::ModuleVisitor for Names<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0
+                .push((p.val().shape().num_elements(), p.val().dims().to_vec()));
+        }
+    }
+    b.model.visit(&mut Names(&mut params));
+    assert_eq!(names.len(), params.len(), "one tensor per parameter");
+    let mut shapes: Vec<Vec<usize>> = names
+        .iter()
+        .map(|k| {
+            header[k.as_str()]["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect()
+        })
+        .collect();
+    let mut want: Vec<Vec<usize>> = params.iter().map(|p| p.1.clone()).collect();
+    shapes.sort();
+    want.sort();
+    assert_eq!(shapes, want, "the same shapes as the model's parameters");
+    for prefix in ["enc.hist.", "enc.stops.", "enc.ctx.", "heads."] {
+        assert!(
+            names.iter().any(|k| k.starts_with(prefix)),
+            "{prefix} in {names:?}"
+        );
+    }
+    assert_eq!(header["__metadata__"]["format"], "dfm-model");
+
     // One flipped byte in the weights: refused, naming the file.
     let bad = tmp.path().join("tampered");
     copy_dir(&out, &bad);
