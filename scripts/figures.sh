@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Regenerates the figures of README.md on the code as it stands, each with the command that
+# gives it, into one folder (default figures/<commit>/):
+#   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run)
+#   real_data.txt    README "Real data": the GeoLife and LMRC tables over seeds 1-3
+#   bench_*.txt      README "Performance": the training step, loader, inference and serving
+#   pytorch.txt      README "Performance": the PyTorch twin (only where `import torch` works)
+#   reliability.txt  README "Reliability": fuzzing, load and kill -9 at full size (--full only)
+# Usage (from the project root): bash scripts/figures.sh [--full] [OUT]
+# About 30 minutes on a 2-core machine after the build (2 hours with --full).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+full=0
+if [ "${1:-}" = "--full" ]; then full=1; shift; fi
+commit=$(git rev-parse --short HEAD)
+out=${1:-figures/$commit}
+mkdir -p "$out"
+cargo build --release
+dfm=target/release/dfm
+stamp() { echo "# commit $commit, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores: $*"; }
+
+# The quickstart, fresh, in its own folders (the README's block).
+work=$(mktemp -d)
+{
+  stamp "dfm quickstart (fresh world and run)"
+  "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run"
+} >"$out/quickstart.txt" 2>&1
+
+# Real data (needs ../shared/data).
+{ stamp "python3 scripts/real_data.py"; python3 scripts/real_data.py --out "$work/real"; } >"$out/real_data.txt" 2>&1
+
+# Benchmarks on the quickstart's world and bundle.
+bundle="$work/run/export"
+{ stamp "dfm bench train --config configs/quickstart.toml --device flex"
+  "$dfm" bench train --config configs/quickstart.toml --device flex --set "data.path=$work/world"; } >"$out/bench_train.txt" 2>&1
+{ stamp "dfm bench loader --workers 1,2"
+  "$dfm" bench loader --data "$work/world" --workers 1,2 --max-samples 20000; } >"$out/bench_loader.txt" 2>&1
+{ stamp "dfm bench infer --device flex"
+  "$dfm" bench infer --model "$bundle" --device flex; } >"$out/bench_infer.txt" 2>&1
+{ stamp "dfm bench serve --device flex"
+  "$dfm" bench serve --model "$bundle" --device flex; } >"$out/bench_serve.txt" 2>&1
+if python3 -c "import torch" 2>/dev/null; then
+  { stamp "bench/pytorch/compare.sh"; bash bench/pytorch/compare.sh; } >"$out/pytorch.txt" 2>&1
+else
+  echo "PyTorch is not installed: the twin's row was not measured" >"$out/pytorch.txt"
+fi
+
+if [ "$full" = 1 ]; then
+  {
+    stamp "fuzzing, load and kill -9 at full size"
+    DFM_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture 2>&1 | grep -E "^fuzz"
+    DFM_LOAD_REQUESTS=100000 cargo test --release --test serve load_with -- --nocapture 2>&1 | grep -E "^load"
+    DFM_KILL9_TIMES=20 cargo test --release --test train killed_run -- --nocapture 2>&1 | grep -E "^kill"
+  } >"$out/reliability.txt"
+fi
+rm -rf "$work"
+echo "figures written to $out"
