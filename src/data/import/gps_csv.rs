@@ -120,72 +120,15 @@ pub fn read(
                 continue;
             }
         };
-        let parsed = (|| -> Result<(String, RawFix), DataError> {
-            let get = |idx: usize, name: &str| -> Result<f64, DataError> {
-                let v = row.get(idx).unwrap_or("");
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| {
-                        DataError::field(
-                            path,
-                            &key,
-                            name,
-                            format!("`{v}` is not finite or not numeric"),
-                        )
-                    })
-            };
-            let opt = |idx: Option<usize>, name: &str| -> Result<Option<f32>, DataError> {
-                match idx.and_then(|i| row.get(i)).filter(|v| !v.is_empty()) {
-                    None => Ok(None),
-                    Some(_) => get(idx.unwrap(), name).map(|x| Some(x as f32)),
-                }
-            };
-            let lat = get(cla, &c.lat)?;
-            let lon = get(clo, &c.lon)?;
-            if !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT)
-                .contains(&lat)
-            {
-                return Err(DataError::field(
-                    path,
-                    &key,
-                    &c.lat,
-                    format!(
-                        "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-                    ),
-                ));
-            }
-            if !(-180.0..=180.0).contains(&lon) {
-                return Err(DataError::field(
-                    path,
-                    &key,
-                    &c.lon,
-                    format!("{lon} is not a longitude in [-180, 180]"),
-                ));
-            }
-            let speed = opt(cs, &c.speed)?;
-            if speed.is_some_and(|v| v < 0.0) {
-                return Err(DataError::field(path, &key, &c.speed, "negative speed"));
-            }
-            let heading = opt(ch, &c.heading)?.map(|h| h.rem_euclid(360.0));
-            let id = row.get(ci).unwrap_or("").to_string();
-            if id.is_empty() {
-                return Err(DataError::field(path, &key, &c.id, "empty trajectory id"));
-            }
-            let t = get(ct, &c.time)?;
-            let t =
-                super::check_unix_time(t).map_err(|m| DataError::field(path, &key, &c.time, m))?;
-            Ok((
-                id,
-                RawFix {
-                    t,
-                    lat,
-                    lon,
-                    speed,
-                    heading,
-                },
-            ))
-        })();
+        let cols = RowColumns {
+            id: ci,
+            time: ct,
+            lat: cla,
+            lon: clo,
+            speed: cs,
+            heading: ch,
+        };
+        let parsed = parse_row(&row, &cols, c, path, &key);
         match parsed {
             Ok((id, f)) => out.entry(id).or_default().push(f),
             Err(e) => report.bad(e, skip_bad)?,
@@ -195,6 +138,87 @@ pub fn read(
         *v = super::geolife::clean(std::mem::take(v), report);
     }
     Ok(out)
+}
+
+/// Where each field is in a row.
+struct RowColumns {
+    id: usize,
+    time: usize,
+    lat: usize,
+    lon: usize,
+    speed: Option<usize>,
+    heading: Option<usize>,
+}
+
+/// One row: its trajectory id and fix, checked (errors name the row and the column).
+fn parse_row(
+    row: &csv::StringRecord,
+    cols: &RowColumns,
+    c: &Columns,
+    path: &Path,
+    key: &str,
+) -> Result<(String, RawFix), DataError> {
+    let get = |idx: usize, name: &str| -> Result<f64, DataError> {
+        let v = row.get(idx).unwrap_or("");
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| {
+                DataError::field(
+                    path,
+                    key,
+                    name,
+                    format!("`{v}` is not finite or not numeric"),
+                )
+            })
+    };
+    let opt = |idx: Option<usize>, name: &str| -> Result<Option<f32>, DataError> {
+        match idx.and_then(|i| row.get(i)).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(_) => get(idx.unwrap(), name).map(|x| Some(x as f32)),
+        }
+    };
+    let lat = get(cols.lat, &c.lat)?;
+    let lon = get(cols.lon, &c.lon)?;
+    if !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT).contains(&lat) {
+        return Err(DataError::field(
+            path,
+            key,
+            &c.lat,
+            format!(
+                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+            ),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(DataError::field(
+            path,
+            key,
+            &c.lon,
+            format!("{lon} is not a longitude in [-180, 180]"),
+        ));
+    }
+    let speed = opt(cols.speed, &c.speed)?;
+    if speed.is_some_and(|v| v < 0.0) {
+        return Err(DataError::field(path, key, &c.speed, "negative speed"));
+    }
+    let heading = opt(cols.heading, &c.heading)?.map(|h| h.rem_euclid(360.0));
+    let id = row.get(cols.id).unwrap_or("").to_string();
+    if id.is_empty() {
+        return Err(DataError::field(path, key, &c.id, "empty trajectory id"));
+    }
+    let t = get(cols.time, &c.time)?;
+    let t = super::check_unix_time(t).map_err(|m| DataError::field(path, key, &c.time, m))?;
+    Ok((
+        id,
+        RawFix {
+            t,
+            lat,
+            lon,
+            speed,
+            heading,
+        },
+    ))
 }
 
 pub fn import(
