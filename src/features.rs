@@ -608,3 +608,97 @@ impl Normalizer {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::{Context, Fix, Stop, Target};
+    use crate::frame::Enu;
+
+    /// A vehicle driving north at 10 m/s (fixes 10 m apart), one stop 30 m ahead in its own
+    /// zone, the truth 20 m ahead after one step; unit statistics (every scale 1).
+    #[test]
+    fn features_of_a_hand_made_sample() {
+        let enu = Enu::new(48.0, 11.0);
+        let at = |n: f64| enu.to_lat_lon(0.0, n);
+        let fix = |t: f64, n: f64| {
+            let (lat, lon) = at(n);
+            Fix {
+                t,
+                lat,
+                lon,
+                speed: Some(10.0),
+                heading: None,
+                accuracy: None,
+            }
+        };
+        let (slat, slon) = at(30.0);
+        let (flat, flon) = at(20.0);
+        let s = Sample {
+            key: "k".into(),
+            route_id: "r".into(),
+            region: Region::Urban,
+            t0: 1.0,
+            context: Context {
+                zone: Some("A-1.1A".into()),
+                ..Default::default()
+            },
+            history: vec![fix(0.0, -10.0), fix(1.0, 0.0)],
+            imu: None,
+            images: Vec::new(),
+            stops: vec![Stop {
+                id: "s".into(),
+                lat: slat,
+                lon: slon,
+                tw_start: None,
+                tw_end: None,
+                service_s: None,
+                packages: None,
+                volume_l: None,
+                zone: Some("A-1.1A".into()),
+            }],
+            target: Some(Target {
+                future: vec![[flat, flon]],
+                ..Default::default()
+            }),
+        };
+        let spec = Spec {
+            history_len: 2,
+            history_step_s: 1.0,
+            future_len: 1,
+            future_step_s: 1.0,
+            imu_len: 1,
+            imu_rate_hz: 1.0,
+            max_stops: 2,
+        };
+        let f = Normalizer::new(&spec, &NormStats::default(), 8).features(&s);
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
+        let row = |k: usize| &f.hist[k * HIST_CH..(k + 1) * HIST_CH];
+        // Motion scale: 10 m per step, positions over 10 m x 2 fixes = 20 m.
+        assert!(close(row(0)[hist_ch::X], -0.5) && close(row(0)[hist_ch::Y], 0.0));
+        assert!(close(row(1)[hist_ch::X], 0.0));
+        assert_eq!(
+            row(0)[hist_ch::DX],
+            0.0,
+            "no displacement for the first fix"
+        );
+        assert!(close(row(1)[hist_ch::DX], 1.0) && close(row(1)[hist_ch::DY], 0.0));
+        assert!(close(row(1)[hist_ch::LOG_SCALE], 20f32.ln()));
+        assert!(close(row(1)[hist_ch::SPEED], 10.0) && row(1)[hist_ch::SPEED_PRESENT] == 1.0);
+        assert_eq!(row(1)[hist_ch::HEADING_PRESENT], 0.0);
+        assert_eq!(f.hist_mask, vec![1.0, 1.0]);
+        // The stop: 30 m ahead, nearest, same zone; the second slot is masked.
+        let st = &f.stops[..STOP_CH];
+        assert!(close(st[stop_ch::X], 30.0) && close(st[stop_ch::Y], 0.0));
+        assert!(close(st[stop_ch::DIST], 30.0));
+        assert!(close(st[stop_ch::LOG_DIST], (1.3f64.ln() / 3.0) as f32));
+        assert_eq!(st[stop_ch::DIST_RANK], 0.0);
+        assert_eq!(st[stop_ch::SAME_ZONE], 1.0);
+        assert_eq!(st[stop_ch::ATTRS_PRESENT], 0.0);
+        assert_eq!(f.stops_mask, vec![1.0, 0.0]);
+        // The truth and the constant-velocity prior: 20 m and 10 m ahead.
+        assert!(close(f.future[0], 20.0) && close(f.future[1], 0.0) && f.future_mask == 1.0);
+        assert!(close(f.prior[0], 10.0) && close(f.prior[1], 0.0));
+        assert_eq!((f.image_mask, f.imu_mask), (0.0, 0.0));
+    }
+}
