@@ -143,3 +143,35 @@ fn batches_have_shapes_and_masks_for_missing_modalities() {
         "final future x ahead of the vehicle on average: {mean_x}"
     );
 }
+
+/// Normalization statistics come from the training split only: held-out samples moving ten
+/// times faster do not move the speed statistics.
+#[test]
+fn normalization_statistics_come_from_the_training_split_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_dataset(tmp.path(), 23);
+    let m = Manifest::load(&dir).unwrap();
+    let samples = dfm::data::loader::first_samples(&dir, "train", 40).unwrap();
+    let write = |out: &std::path::Path, held_out_speed: f32| {
+        let mut w = dfm::data::writer::DatasetWriter::new(out, m.spec.clone(), 100, false).unwrap();
+        for (i, s) in samples.iter().enumerate() {
+            let mut s = s.clone();
+            let (split, speed) = if i % 2 == 0 {
+                ("train", 5.0)
+            } else {
+                ("test", held_out_speed)
+            };
+            s.route_id = format!("{split}-{}", s.route_id);
+            for f in &mut s.history {
+                f.speed = Some(speed);
+            }
+            w.add(split, &s).unwrap();
+        }
+        w.finish("test", serde_json::json!({})).unwrap();
+        Manifest::load(out).unwrap().norm.get("speed")
+    };
+    let slow = write(&tmp.path().join("slow"), 5.0);
+    let fast = write(&tmp.path().join("fast"), 50.0);
+    assert!((slow.0 - 5.0).abs() < 1e-4, "{slow:?}");
+    assert_eq!(slow, fast, "held-out samples do not change the statistics");
+}
