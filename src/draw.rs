@@ -1,6 +1,11 @@
 //! A tiny RGB painter (filled convex polygons, thick segments, discs) used to render the
 //! simulator's map rasters and evaluation plots over them. Pixel centres are at +0.5; no
 //! anti-aliasing, so output is exactly reproducible.
+//!
+//! Why three drawing modules: this one paints pixels that become model inputs (the simulator's
+//! rasters), so it must be byte-reproducible and free of fonts; `plot.rs` draws charts with
+//! plotters (axes, labels, a system font when there is one) and holds the training loss plot;
+//! `eval/plots.rs` builds the evaluation's charts from its metrics with those two.
 
 pub struct Canvas {
     pub w: i32,

@@ -8,7 +8,7 @@
 //! makes the totals disagree.
 
 use super::MODALITIES;
-use super::geo::FOURIER;
+use super::stop_context::FOURIER;
 use crate::config::ModelConfig;
 use crate::data::sample::Spec;
 use crate::features::{CTX_GROUPS, HIST_CH, IMU_CH, STOP_CH};

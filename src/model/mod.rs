@@ -12,10 +12,10 @@
 pub mod dropout;
 pub mod flops;
 pub mod fusion;
-pub mod geo;
 pub mod heads;
 pub mod image;
 pub mod sensor;
+pub mod stop_context;
 
 use crate::batch::Batch;
 use crate::config::ModelConfig;
@@ -25,10 +25,10 @@ use burn::module::Param;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use fusion::FusionEncoder;
-use geo::{ContextEncoder, StopEncoder};
 use heads::{Heads, Recon};
 use image::ImageEncoder;
 use sensor::PatchEncoder;
+use stop_context::{ContextEncoder, StopEncoder};
 
 /// Modalities, in token order.
 pub use crate::modality::{MODALITIES, Modality};
