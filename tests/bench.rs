@@ -89,4 +89,32 @@ batch_size = 8
         parts <= step * 1.01 + 0.01 && parts >= step * 0.5,
         "{parts} vs {step}"
     );
+    // An independent count from the real model's parameters: every fusion weight multiplies
+    // every token (2 FLOPs per multiply-add), and each layer's attention scores and mix are
+    // T^2 x d multiply-adds each; the counted transformer terms agree within 5% (layer norms'
+    // few parameters, counted here as if they multiplied, and biases are the difference).
+    let setup = dfm::train::Setup::new(cfg.clone()).unwrap();
+    let model = setup.new_model(&burn::tensor::Device::flex());
+    let t = model.token_count(spec.max_stops) as f64;
+    let d = cfg.model.d_model as f64;
+    let fusion = burn::module::Module::num_params(&model.enc.fusion) as f64;
+    let floor = 2.0 * fusion * t + cfg.model.layers as f64 * 4.0 * t * t * d;
+    let counted: f64 = flops::terms(&cfg.model, &spec, 16, false)
+        .iter()
+        .filter(|x| x.name.starts_with("layer "))
+        .map(|x| x.flops)
+        .sum();
+    assert!(
+        (counted - floor).abs() <= 0.05 * floor,
+        "the transformer's counted FLOPs {counted} against {floor} from its parameters"
+    );
+    assert!(
+        fwd > counted,
+        "the whole model counts more than its transformer"
+    );
+    assert_eq!(
+        t as usize,
+        flops::tokens(&cfg.model, &spec, 16).total,
+        "the count's tokens are the model's"
+    );
 }
