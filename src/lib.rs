@@ -21,8 +21,8 @@ pub mod util;
 pub mod zones;
 
 pub use data::sample::{SCHEMA_VERSION, Sample};
+pub mod bundle;
 pub mod eval;
-pub mod export;
 pub mod model;
 pub mod plot;
 pub mod predict;

@@ -3,9 +3,9 @@
 //! one training used. `dfm predict` and `dfm serve` both go through [`Predictor`].
 
 use crate::batch::FeatureBatcher;
+use crate::bundle::LoadedModel;
 use crate::data::sample::Sample;
 use crate::data::shards::{parse_json, png_bytes, resolve};
-use crate::eval::source::LoadedModel;
 use crate::model::{DfmModel, TokenMasks};
 use base64::Engine;
 use burn::data::dataloader::batcher::Batcher;
@@ -182,10 +182,7 @@ impl Predictor {
 
     /// Loads a bundle or a run folder onto a device.
     pub fn load(model: &std::path::Path, device: Device) -> anyhow::Result<Self> {
-        Ok(Predictor::new(
-            crate::eval::source::load(model, &device)?,
-            device,
-        ))
+        Ok(Predictor::new(crate::bundle::load(model, &device)?, device))
     }
 
     pub fn new(loaded: LoadedModel, device: Device) -> Self {

@@ -31,7 +31,7 @@ pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
         print!("{}", r.render());
     }
     let bundle = out.run_dir.join("export");
-    let m = crate::export::export(&out.run_dir, crate::export::Which::Best, &bundle)?;
+    let m = crate::bundle::export(&out.run_dir, crate::bundle::Which::Best, &bundle)?;
     println!(
         "exported the best model (step {}) to {}",
         m.step,

@@ -58,7 +58,7 @@ fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
     )
     .unwrap();
     let bundle = tmp.join("bundle");
-    dfm::export::export(&run, dfm::export::Which::Best, &bundle).unwrap();
+    dfm::bundle::export(&run, dfm::bundle::Which::Best, &bundle).unwrap();
     let m = Manifest::load(&data).unwrap();
     let l = Loader::new(
         &data,
@@ -84,7 +84,7 @@ fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
 
 fn predictor(bundle: &Path) -> Predictor {
     Predictor::new(
-        dfm::eval::source::load(bundle, &Device::flex()).unwrap(),
+        dfm::bundle::load(bundle, &Device::flex()).unwrap(),
         Device::flex(),
     )
 }

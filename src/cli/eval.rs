@@ -2,11 +2,11 @@
 //! more per masked modality.
 
 use super::ranges::*;
+use crate::bundle::LoadedModel;
 use crate::data::manifest::Manifest;
 use crate::eval::EvalOptions;
 use crate::eval::baselines::TrainStats;
 use crate::eval::report::{EvalReport as Report, ModelInfo};
-use crate::eval::source::LoadedModel;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,7 @@ impl Ctx<'_> {
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), None)?;
     eprintln!("device: {}", sel.description);
-    let m = crate::eval::source::load(&a.model, &sel.device)?;
+    let m = crate::bundle::load(&a.model, &sel.device)?;
     let data = a
         .data
         .clone()

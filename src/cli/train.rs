@@ -89,11 +89,11 @@ pub fn quickstart(a: QuickstartArgs) -> anyhow::Result<()> {
 /// `dfm export`: a run's best (or last, or a given step's) checkpoint as a bundle.
 pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     let which = match (a.step, a.last) {
-        (Some(n), _) => crate::export::Which::Step(n),
-        (None, true) => crate::export::Which::Last,
-        _ => crate::export::Which::Best,
+        (Some(n), _) => crate::bundle::Which::Step(n),
+        (None, true) => crate::bundle::Which::Last,
+        _ => crate::bundle::Which::Best,
     };
-    let m = crate::export::export(&a.run, which, &a.out)?;
+    let m = crate::bundle::export(&a.run, which, &a.out)?;
     println!(
         "exported step {} of {} to {} ({} files, hashes in bundle.json)",
         m.step,

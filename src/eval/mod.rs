@@ -14,7 +14,6 @@ pub mod run;
 
 pub use run::{EvalInputs, evaluate};
 pub mod sequence;
-pub mod source;
 
 use crate::batch::{Batch, FeatureBatcher};
 use crate::data::loader::{Loader, LoaderOptions};

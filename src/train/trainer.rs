@@ -558,9 +558,9 @@ fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Resul
             setup.cfg.to_toml()?.as_bytes(),
         )?;
     }
-    let norm_path = run_dir.join(crate::export::NORMALIZATION);
+    let norm_path = run_dir.join(crate::bundle::NORMALIZATION);
     if !resume || !norm_path.is_file() {
-        let n = crate::export::Normalization {
+        let n = crate::bundle::Normalization {
             schema_version: setup.manifest.schema_version,
             manifest_sha256: setup.manifest_sha256.clone(),
             spec: setup.manifest.spec.clone(),

@@ -1,10 +1,10 @@
 //! Where a model to evaluate (or serve) comes from: a run folder (its best checkpoint) or an
 //! export bundle; and the checks that the data fits what the model was trained with.
 
+use super::export::{self, NORMALIZATION, Normalization};
 use crate::config::Config;
 use crate::data::manifest::Manifest;
 use crate::eval::ridge::Ridge;
-use crate::export::{self, NORMALIZATION, Normalization};
 use crate::features::Normalizer;
 use crate::model::DfmModel;
 use crate::train::checkpoint;

@@ -1,0 +1,16 @@
+//! Bundles and model loading, in one place:
+//! - `export.rs`: a run's checkpoint becomes a self-contained bundle (weights as burnpack and
+//!   safetensors, config, normalization, the ridge baseline, SHA-256 of every file), and a
+//!   bundle is loaded with every file verified;
+//! - `load.rs`: a bundle or a run folder becomes a [`LoadedModel`] (the model with what its
+//!   feature code needs), for `eval`, `predict`, `serve` and the benchmarks, and data is checked
+//!   against the model it is given to.
+
+pub mod export;
+pub mod load;
+
+pub use export::load as load_bundle;
+pub use export::{
+    Bundle, BundleMeta, FORMAT, NORMALIZATION, Normalization, Which, checkpoint_dir, export,
+};
+pub use load::{LoadedModel, check_data, load};
