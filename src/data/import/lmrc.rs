@@ -120,8 +120,8 @@ pub struct StopInfo {
 pub struct RouteData {
     pub id: String,
     pub departure: f64,
-    /// The route's time zone (from its station code, or `--tz`); None when unknown.
-    pub tz: Option<Tz>,
+    /// The route's time zone (`--tz`, or from its station code).
+    pub tz: Tz,
     pub stops: BTreeMap<String, StopInfo>,
     /// Stop ids in the driven order, the station first.
     pub actual: Vec<String>,
@@ -144,6 +144,8 @@ struct Files {
     packages: Value,
     actual: Value,
     travel: Option<Value>,
+    /// The time zone of every route (`--tz`), else each route's station's.
+    tz: Option<Tz>,
     rpath: std::path::PathBuf,
     ppath: std::path::PathBuf,
     apath: std::path::PathBuf,
@@ -155,8 +157,19 @@ pub fn read(
     report: &mut ImportReport,
     skip_bad: bool,
 ) -> Result<Vec<RouteData>, DataError> {
+    read_routes(dir, None, report, skip_bad)
+}
+
+/// [`read`], with every route in time zone `tz` when given.
+pub fn read_routes(
+    dir: &Path,
+    tz: Option<Tz>,
+    report: &mut ImportReport,
+    skip_bad: bool,
+) -> Result<Vec<RouteData>, DataError> {
     let tpath = dir.join("travel_times.json");
     let files = Files {
+        tz,
         rpath: dir.join("route_data.json"),
         ppath: dir.join("package_data.json"),
         apath: dir.join("actual_sequences.json"),
@@ -212,7 +225,16 @@ fn parse_route(files: &Files, rid: &str, r: &Value) -> Result<RouteData, DataErr
     Ok(RouteData {
         id: rid.to_string(),
         departure,
-        tz: r["station_code"].as_str().and_then(station_tz),
+        tz: files
+            .tz
+            .or_else(|| r["station_code"].as_str().and_then(station_tz))
+            .ok_or_else(|| {
+                f(
+                    "station_code",
+                    "no known time zone for this station; pass --tz with an IANA zone name \
+                     (e.g. America/Chicago)",
+                )
+            })?,
         stops,
         actual,
         travel: travel_matrix(files, rid),
@@ -418,7 +440,7 @@ impl RouteData {
         let mut listed: Vec<&str> = remaining.to_vec();
         listed.sort();
         // UTC when the zone is unknown (`import` refuses such routes).
-        let (hour, weekday, _) = super::Clock::Zone(self.tz.unwrap_or(Tz::UTC)).local(t);
+        let (hour, weekday, _) = super::Clock::Zone(self.tz).local(t);
         let stops: Vec<Stop> = listed
             .iter()
             .map(|id| {
@@ -566,24 +588,7 @@ pub fn import(
     );
     let tz = o.tz.as_deref().map(parse_tz).transpose()?;
     let mut report = ImportReport::default();
-    let mut routes = Vec::new();
-    let rpath = input.join("route_data.json");
-    for mut r in read(input, &mut report, skip_bad)? {
-        r.tz = tz.or(r.tz);
-        if r.tz.is_none() {
-            let e = DataError::field(
-                &rpath,
-                &r.id,
-                "station_code",
-                "no known time zone for this station; pass --tz with an IANA zone name \
-                 (e.g. America/Chicago)",
-            );
-            report.bad(e, skip_bad)?;
-            report.records_kept -= 1;
-            continue;
-        }
-        routes.push(r);
-    }
+    let routes = read_routes(input, tz, &mut report, skip_bad)?;
     anyhow::ensure!(!routes.is_empty(), "{}: no routes", input.display());
     let longest = routes.iter().map(|r| r.stops.len() - 1).max().unwrap_or(1);
     let max_stops = if o.max_stops == 0 {
