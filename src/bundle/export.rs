@@ -197,8 +197,13 @@ fn read_regular(p: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads every file `bundle.json` lists, checking names and SHA-256 on the bytes that will be
-/// used (no window between the check and the use).
-fn read_verified(dir: &Path, meta: &BundleMeta) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+/// used (no window between the check and the use); keeps the bytes of the files in `keep`, and
+/// drops the others once verified.
+fn read_verified(
+    dir: &Path,
+    meta: &BundleMeta,
+    keep: &[&str],
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let meta_path = dir.join("bundle.json");
     let mut out = BTreeMap::new();
     for (f, want) in &meta.files {
@@ -217,7 +222,9 @@ fn read_verified(dir: &Path, meta: &BundleMeta) -> anyhow::Result<BTreeMap<Strin
                 p.display()
             );
         }
-        out.insert(f.clone(), bytes);
+        if keep.contains(&f.as_str()) {
+            out.insert(f.clone(), bytes);
+        }
     }
     Ok(out)
 }
@@ -248,7 +255,11 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
             bail!("{}: lists no hash for {f}", meta_path.display());
         }
     }
-    let mut files = read_verified(dir, &meta)?;
+    let mut files = read_verified(
+        dir,
+        &meta,
+        &["config.toml", NORMALIZATION, RIDGE, "model.bpk"],
+    )?;
     let name = |f: &str| dir.join(f).display().to_string();
     let text = String::from_utf8(files.remove("config.toml").unwrap_or_default())
         .with_context(|| format!("{}: not UTF-8", name("config.toml")))?;
