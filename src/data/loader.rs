@@ -223,11 +223,6 @@ impl Loader {
     }
 }
 
-/// A panic's message, for the error that replaces it.
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    crate::device::panic_text(&p)
-}
-
 /// The first `n` samples of a split, in stored order (requests, benchmarks).
 pub fn first_samples(dir: &Path, split: &str, n: usize) -> anyhow::Result<Vec<Sample>> {
     let m = Manifest::load(dir)?;
@@ -269,7 +264,10 @@ fn worker<F>(
                     Err(DataError::record(
                         &path,
                         &rec.key,
-                        format!("reading the record panicked: {}", panic_message(p)),
+                        format!(
+                            "reading the record panicked: {}",
+                            crate::device::panic_text(&p)
+                        ),
                     ))
                 });
                 match handled {
@@ -287,7 +285,10 @@ fn worker<F>(
             })
         }));
         let res = read.unwrap_or_else(|p| {
-            let what = format!("reading the shard panicked: {}", panic_message(p));
+            let what = format!(
+                "reading the shard panicked: {}",
+                crate::device::panic_text(&p)
+            );
             Err(match &last_key {
                 Some(k) => DataError::record(&path, k, what),
                 None => DataError::file(&path, what),
@@ -332,7 +333,7 @@ fn merge<F, T>(
                 shard,
                 format!(
                     "building a batch from this shard panicked: {}",
-                    panic_message(p)
+                    crate::device::panic_text(&p)
                 ),
             )
         })

@@ -159,13 +159,6 @@ pub async fn count_predictions(State(st): State<AppState>, req: Request, next: N
     resp
 }
 
-pub async fn predict(
-    State(st): State<AppState>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    predict_inner(&st, body).await
-}
-
 /// Takes `n` samples' room in the queue, or None when it is full.
 fn reserve(st: &AppState, n: usize) -> Option<()> {
     let before = st.shared.queued_samples.fetch_add(n, Ordering::SeqCst);
@@ -176,10 +169,11 @@ fn reserve(st: &AppState, n: usize) -> Option<()> {
     Some(())
 }
 
-async fn predict_inner(
-    st: &AppState,
+pub async fn predict(
+    State(st): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let st = &st;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -427,7 +427,7 @@ pub fn init_from(
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
 /// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
 /// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
-const RESUMABLE_KEYS: [&str; 12] = [
+const RESUMABLE_KEYS: [&str; 11] = [
     "run.device",
     "train.epochs",
     "train.max_steps",
@@ -439,7 +439,6 @@ const RESUMABLE_KEYS: [&str; 12] = [
     "data.prefetch",
     "data.skip_bad",
     "eval.",
-    "run.dir",
 ];
 
 /// Dotted keys and values of a config, for comparing two.
