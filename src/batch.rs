@@ -44,8 +44,12 @@ pub struct Batch {
     pub stops_mask: Tensor<2>,
     /// [B, CTX_CH]
     pub ctx: Tensor<2>,
-    /// [B, F, 2] constant-velocity prior of the trajectory, scaled like the targets.
+    /// [B, F, 2] constant-velocity prior of the trajectory at the samples' horizons, scaled
+    /// like the targets.
     pub prior: Tensor<3>,
+    /// [B, F, G]: the model's G knots -> the F horizons (`time_grid`); None when every sample's
+    /// horizons are the knots.
+    pub future_w: Option<Tensor<3>>,
 
     pub targets: Targets,
     pub meta: Vec<SampleMeta>,
@@ -79,6 +83,47 @@ fn stack<const D: usize>(
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// Repeats a sample's last horizon (prior, labels, knot weights) up to `fl` points.
+fn pad_horizons(mut f: Features, fl: usize) -> Features {
+    let have = f.prior.len() / 2;
+    if have == fl || have == 0 {
+        return f;
+    }
+    let g = f.future_w.len() / have;
+    for _ in have..fl {
+        f.prior.extend_from_within((have - 1) * 2..have * 2);
+        f.future.extend_from_within((have - 1) * 2..have * 2);
+        if g > 0 {
+            f.future_w.extend_from_within((have - 1) * g..have * g);
+        }
+    }
+    f
+}
+
+/// The batch's knot weights [B, F, G], None when every sample is on the knots (the identity
+/// for those among others).
+fn knot_weights(items: &[Features], fl: usize, device: &Device) -> Option<Tensor<3>> {
+    let g = items
+        .iter()
+        .find(|f| !f.future_w.is_empty())?
+        .future_w
+        .len()
+        / fl;
+    let mut w = Vec::with_capacity(items.len() * fl * g);
+    for f in items {
+        if f.future_w.is_empty() {
+            // On the knots: the identity (padded rows repeat the last knot).
+            w.extend((0..fl).flat_map(|r| (0..g).map(move |c| (c == r.min(g - 1)) as u8 as f32)));
+        } else {
+            w.extend_from_slice(&f.future_w);
+        }
+    }
+    Some(Tensor::from_data(
+        TensorData::new(w, [items.len(), fl, g]),
+        device,
+    ))
+}
+
 impl Batcher<Features, Batch> for FeatureBatcher {
     fn batch(&self, items: Vec<Features>, device: &Device) -> Batch {
         let b = items.len();
@@ -87,7 +132,10 @@ impl Batcher<Features, Batch> for FeatureBatcher {
         let t = f0.imu.len() / IMU_CH;
         let s = ((f0.image.len() / 3) as f64).sqrt() as usize;
         let n = f0.stops_mask.len();
-        let fl = f0.future.len() / 2;
+        // Samples asking for fewer horizons than others repeat their last (callers read each
+        // sample's own `meta.horizons_s`).
+        let fl = items.iter().map(|f| f.prior.len() / 2).max().unwrap_or(0);
+        let items: Vec<Features> = items.into_iter().map(|f| pad_horizons(f, fl)).collect();
         let scalar = |get: &dyn Fn(&Features) -> f32| {
             Tensor::<1>::from_data(
                 TensorData::new(items.iter().map(get).collect::<Vec<f32>>(), [b]),
@@ -106,6 +154,7 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),
             prior: stack(&items, [b, fl, 2], |f| &f.prior, device),
+            future_w: knot_weights(&items, fl, device),
             targets: Targets {
                 future: stack(&items, [b, fl, 2], |f| &f.future, device),
                 future_mask: scalar(&|f| f.future_mask),

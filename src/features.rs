@@ -30,6 +30,7 @@
 use crate::data::manifest::{NormStats, StatsAcc};
 use crate::data::sample::{ImageKind, Region, RoadClass, Sample, Spec, Weather};
 use crate::frame::LocalFrame;
+use crate::time_grid;
 use std::ops::Range;
 
 pub const HIST_CH: usize = 11;
@@ -154,6 +155,9 @@ pub struct SampleMeta {
     pub t0: f64,
     pub frame: LocalFrame,
     pub n_stops: usize,
+    /// Seconds after `t0` of the trajectory's points (the labels' times, a request's horizons,
+    /// or the model's knots): `prior`, `future` and the model's trajectories have one point each.
+    pub horizons_s: Vec<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +173,9 @@ pub struct Features {
     pub stops_mask: Vec<f32>,
     pub ctx: Vec<f32>,
     pub prior: Vec<f32>,
+    /// [F, G] weights of the model's G trajectory knots at the F horizons (`time_grid`); empty
+    /// when the horizons are the knots.
+    pub future_w: Vec<f32>,
     pub future: Vec<f32>,
     pub future_mask: f32,
     pub eta: Vec<f32>,
@@ -287,21 +294,25 @@ fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
     out
 }
 
-/// Linear resampling of IMU rows to `n` rows over the same span.
-fn resample_rows(rows: &[[f32; 4]], n: usize) -> Vec<[f32; 4]> {
-    if rows.len() == n {
+/// IMU rows at `rate` Hz ending at `t0`, put on `n` rows at `to_rate` Hz ending at `t0`:
+/// linear in time between the rows around each time; times the data does not cover stay 0 (the
+/// channel's mean once normalized). The same rate and length pass through unchanged.
+fn imu_on_grid(rows: &[[f32; 4]], rate: f64, n: usize, to_rate: f64) -> Vec<[f32; 4]> {
+    if rows.len() == n && (rate - to_rate).abs() <= 1e-6 * to_rate {
         return rows.to_vec();
     }
-    (0..n)
-        .map(|k| {
-            let f = if n > 1 {
-                k as f32 * (rows.len() - 1) as f32 / (n - 1) as f32
-            } else {
-                (rows.len() - 1) as f32
-            };
-            let (i, t) = (f.floor() as usize, f.fract());
-            let j = (i + 1).min(rows.len() - 1);
-            std::array::from_fn(|c| rows[i][c] * (1.0 - t) + rows[j][c] * t)
+    let at = |len: usize, r: f64| -> Vec<f64> {
+        (0..len).map(|i| -((len - 1 - i) as f64) / r).collect()
+    };
+    let (have, want) = (at(rows.len(), rate), at(n, to_rate));
+    let tol = time_grid::ON_GRID / to_rate;
+    want.iter()
+        .map(|&t| match time_grid::locate(&have, t, tol) {
+            None => [0.0; 4],
+            Some((i, j, w)) => {
+                let w = w as f32;
+                std::array::from_fn(|c| rows[i][c] * (1.0 - w) + rows[j][c] * w)
+            }
         })
         .collect()
 }
@@ -312,10 +323,9 @@ impl Normalizer {
         ((1.0 + seconds.max(0.0) / ETA_TAU_S).ln() as f32) / self.eta_scale
     }
 
-    /// Trajectory `index` of a flat model output of `[.., F, 2]` trajectories -> meters in the
+    /// Trajectory `index` of a flat model output of `[.., f, 2]` trajectories -> meters in the
     /// sample's local frame.
-    pub fn traj_m(&self, flat: &[f32], index: usize) -> Vec<[f64; 2]> {
-        let f = self.spec.future_len;
+    pub fn traj_m(&self, flat: &[f32], index: usize, f: usize) -> Vec<[f64; 2]> {
         flat[index * f * 2..(index + 1) * f * 2]
             .chunks(2)
             .map(|p| {
@@ -342,12 +352,18 @@ impl Normalizer {
         let (stops, stops_mask) = self.stops(s, &frame);
         let ctx = self.context(s, &frame);
         let sp = &self.spec;
-        let prior: Vec<f32> =
-            crate::kinematics::constant_velocity(s, &frame, sp.future_len, sp.future_step_s as f64)
-                .iter()
-                .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
-                .collect();
-        let t = self.targets(s, &frame);
+        let horizons = self.horizons(s);
+        let (knots, knot_step) = (sp.future_len, sp.future_step_s as f64);
+        let future_w = if time_grid::on_knots(&horizons, knots, knot_step) {
+            Vec::new()
+        } else {
+            time_grid::knot_weights(&horizons, knots, knot_step)
+        };
+        let prior: Vec<f32> = crate::kinematics::constant_velocity_at(s, &frame, &horizons)
+            .iter()
+            .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
+            .collect();
+        let t = self.targets(s, &frame, horizons.len());
         Features {
             hist,
             hist_abs,
@@ -360,6 +376,7 @@ impl Normalizer {
             stops_mask,
             ctx,
             prior,
+            future_w,
             future: t.future,
             future_mask: t.future_mask,
             eta: t.eta,
@@ -378,33 +395,73 @@ impl Normalizer {
                 t0: s.t0,
                 frame,
                 n_stops: s.stops.len().min(sp.max_stops),
+                horizons_s: horizons,
             },
         }
     }
 
-    /// History rows [H, HIST_CH], right-aligned (the last fix is t0; a shorter history leaves
-    /// early rows masked), the absolute positions [H, 2] and the mask [H].
+    /// The model's trajectory horizon, seconds (its last knot).
+    pub fn horizon_s(&self) -> f64 {
+        time_grid::horizon(self.spec.future_len, self.spec.future_step_s as f64)
+    }
+
+    /// The seconds after `t0` at which a sample's trajectory is wanted: its labels' times, else
+    /// a request's `horizons_s`, else the model's knots.
+    pub fn horizons(&self, s: &Sample) -> Vec<f64> {
+        let sp = &self.spec;
+        if let Some(t) = s.target.as_ref().filter(|t| !t.future.is_empty()) {
+            let step = t.future_step_s.unwrap_or(sp.future_step_s) as f64;
+            return time_grid::knots(t.future.len(), step);
+        }
+        if !s.horizons_s.is_empty() {
+            return s.horizons_s.clone();
+        }
+        time_grid::knots(sp.future_len, sp.future_step_s as f64)
+    }
+
+    /// The history's local positions at the model's grid times (`t0 - (H-1-k) step`, oldest
+    /// first), with the fix whose other fields a row takes (the nearer one); None where the
+    /// history does not reach.
+    fn history_on_grid(&self, s: &Sample, frame: &LocalFrame) -> Vec<Option<((f64, f64), usize)>> {
+        let (h, step) = (self.spec.history_len, self.spec.history_step_s as f64);
+        let local = history_local(frame, s);
+        let times: Vec<f64> = s.history.iter().map(|f| f.t).collect();
+        (0..h)
+            .map(|k| {
+                let t = s.t0 - (h - 1 - k) as f64 * step;
+                let (i, j, w) = time_grid::locate(&times, t, time_grid::ON_GRID * step)?;
+                let (a, b) = (local[i], local[j]);
+                let p = (a.0 + (b.0 - a.0) * w, a.1 + (b.1 - a.1) * w);
+                Some((p, if w < 0.5 { i } else { j }))
+            })
+            .collect()
+    }
+
+    /// History rows [H, HIST_CH] on the model's time grid (the last row is t0; rows before the
+    /// first fix are masked), the absolute positions [H, 2] and the mask [H].
     fn history(&self, s: &Sample, frame: &LocalFrame) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let h = self.spec.history_len;
         let mut hist = vec![0f32; h * HIST_CH];
         let mut hist_abs = vec![0f32; h * 2];
         let mut hist_mask = vec![0f32; h];
-        let local = history_local(frame, s);
-        let n = s.history.len().min(h);
-        let (off, first) = (h - n, s.history.len() - n);
-        let path: f64 = (first + 1..s.history.len())
-            .map(|i| (local[i].0 - local[i - 1].0).hypot(local[i].1 - local[i - 1].1))
+        let rows = self.history_on_grid(s, frame);
+        let present: Vec<(usize, (f64, f64), usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(k, r)| r.map(|(p, src)| (k, p, src)))
+            .collect();
+        let path: f64 = present
+            .windows(2)
+            .map(|w| (w[1].1.0 - w[0].1.0).hypot(w[1].1.1 - w[0].1.1))
             .sum();
-        let step_m = (path / n.saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
+        let step_m = (path / present.len().saturating_sub(1).max(1) as f64).max(MIN_STEP_M);
         let span = step_m * h as f64;
         let log_scale = (span / self.pos_scale.max(1e-6) as f64).ln() as f32;
-        for k in 0..n {
-            let src = first + k;
+        for (n, &(k, (x, y), src)) in present.iter().enumerate() {
             let f = &s.history[src];
-            let (x, y) = local[src];
-            hist_abs[(off + k) * 2] = x as f32 / self.pos_scale;
-            hist_abs[(off + k) * 2 + 1] = y as f32 / self.pos_scale;
-            let r = &mut hist[(off + k) * HIST_CH..(off + k + 1) * HIST_CH];
+            hist_abs[k * 2] = x as f32 / self.pos_scale;
+            hist_abs[k * 2 + 1] = y as f32 / self.pos_scale;
+            let r = &mut hist[k * HIST_CH..(k + 1) * HIST_CH];
             r[hist_ch::X] = (x / span) as f32;
             r[hist_ch::Y] = (y / span) as f32;
             if let Some(v) = f.speed {
@@ -420,24 +477,28 @@ impl Normalizer {
             if let Some(a) = f.accuracy {
                 r[hist_ch::ACCURACY] = z((1.0 + a).ln(), self.accuracy);
             }
-            if k > 0 {
-                let (px, py) = local[src - 1];
+            if n > 0 {
+                let (px, py) = present[n - 1].1;
                 r[hist_ch::DX] = ((x - px) / step_m) as f32;
                 r[hist_ch::DY] = ((y - py) / step_m) as f32;
             }
             r[hist_ch::LOG_SCALE] = log_scale;
-            hist_mask[off + k] = 1.0;
+            hist_mask[k] = 1.0;
         }
         (hist, hist_abs, hist_mask)
     }
 
-    /// IMU rows [T, IMU_CH], normalized per channel and resampled to the spec's length.
+    /// IMU rows [T, IMU_CH] on the model's grid, normalized per channel.
     fn imu_rows(&self, s: &Sample) -> (Vec<f32>, f32) {
         let mut imu = vec![0f32; self.spec.imu_len * IMU_CH];
         let Some(m) = s.imu.as_ref().filter(|m| !m.data.is_empty()) else {
             return (imu, 0.0);
         };
-        for (k, row) in resample_rows(&m.data, self.spec.imu_len).iter().enumerate() {
+        let (rate, to_rate) = (m.rate_hz as f64, self.spec.imu_rate_hz as f64);
+        for (k, row) in imu_on_grid(&m.data, rate, self.spec.imu_len, to_rate)
+            .iter()
+            .enumerate()
+        {
             for c in 0..IMU_CH {
                 imu[k * IMU_CH + c] = z(row[c], self.imu[c]);
             }
@@ -526,9 +587,9 @@ impl Normalizer {
         };
     }
 
-    /// The labels and their masks.
-    fn targets(&self, s: &Sample, frame: &LocalFrame) -> Targets {
-        let (f, ns) = (self.spec.future_len, self.spec.max_stops);
+    /// The labels and their masks; `f` trajectory points (the labels' own, when present).
+    fn targets(&self, s: &Sample, frame: &LocalFrame, f: usize) -> Targets {
+        let ns = self.spec.max_stops;
         let mut t = Targets {
             future: vec![0f32; f * 2],
             future_mask: 0.0,
@@ -657,6 +718,7 @@ mod tests {
                 volume_l: None,
                 zone: Some("A-1.1A".into()),
             }],
+            horizons_s: Vec::new(),
             target: Some(Target {
                 future: vec![[flat, flon]],
                 ..Default::default()
@@ -700,5 +762,78 @@ mod tests {
         assert!(close(f.future[0], 20.0) && close(f.future[1], 0.0) && f.future_mask == 1.0);
         assert!(close(f.prior[0], 10.0) && close(f.prior[1], 0.0));
         assert_eq!((f.image_mask, f.imu_mask), (0.0, 0.0));
+    }
+
+    /// A vehicle driving north at 10 m/s sampled every 1 s and every 2 s over the same 4 s: on
+    /// a model's 1 s grid both give the same history rows (linear motion interpolates exactly),
+    /// and a history that starts later leaves the earlier rows masked. Labels at 3 s steps are
+    /// blended from the model's 2 s knots.
+    #[test]
+    fn any_sampling_meets_the_model_grid_by_time() {
+        let enu = Enu::new(48.0, 11.0);
+        let sample = |times: &[f64]| {
+            let history = times
+                .iter()
+                .map(|&t| {
+                    let (lat, lon) = enu.to_lat_lon(0.0, 10.0 * t);
+                    Fix {
+                        t,
+                        lat,
+                        lon,
+                        speed: Some(10.0),
+                        heading: None,
+                        accuracy: None,
+                    }
+                })
+                .collect();
+            let future = [30.0, 60.0].map(|n| {
+                let (lat, lon) = enu.to_lat_lon(0.0, n);
+                [lat, lon]
+            });
+            Sample {
+                key: "k".into(),
+                route_id: "r".into(),
+                region: Region::Urban,
+                t0: 0.0,
+                context: Context::default(),
+                history,
+                imu: None,
+                images: Vec::new(),
+                stops: Vec::new(),
+                horizons_s: Vec::new(),
+                target: Some(Target {
+                    future_step_s: Some(3.0),
+                    future: future.to_vec(),
+                    ..Default::default()
+                }),
+            }
+        };
+        let spec = Spec {
+            history_len: 5,
+            history_step_s: 1.0,
+            future_len: 3,
+            future_step_s: 2.0,
+            imu_len: 1,
+            imu_rate_hz: 1.0,
+            max_stops: 1,
+        };
+        let n = Normalizer::new(&spec, &NormStats::default(), 8);
+        let every_1s = n.features(&sample(&[-4.0, -3.0, -2.0, -1.0, 0.0]));
+        let every_2s = n.features(&sample(&[-4.0, -2.0, 0.0]));
+        assert_eq!(every_2s.hist_mask, vec![1.0; 5]);
+        for (a, b) in every_1s.hist.iter().zip(&every_2s.hist) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "{:?}\nvs {:?}",
+                every_1s.hist,
+                every_2s.hist
+            );
+        }
+        let late = n.features(&sample(&[-2.0, 0.0]));
+        assert_eq!(late.hist_mask, vec![0.0, 0.0, 1.0, 1.0, 1.0]);
+        // Labels at 3 s and 6 s: knots at 2, 4, 6 s; 3 s is half of knots 1 and 2.
+        assert_eq!(every_1s.meta.horizons_s, vec![3.0, 6.0]);
+        assert_eq!(every_1s.future_w, vec![0.5, 0.5, 0.0, 0.0, 0.0, 1.0]);
+        assert!((every_1s.prior[0] - 30.0).abs() < 1e-3 && (every_1s.prior[2] - 60.0).abs() < 1e-3);
     }
 }

@@ -29,10 +29,14 @@ pub fn velocity(s: &Sample, frame: &LocalFrame) -> (f64, f64) {
 
 /// Constant-velocity future positions (meters, local frame) at `step` seconds apart.
 pub fn constant_velocity(s: &Sample, frame: &LocalFrame, n: usize, step: f64) -> Vec<[f64; 2]> {
+    let times: Vec<f64> = (1..=n).map(|k| k as f64 * step).collect();
+    constant_velocity_at(s, frame, &times)
+}
+
+/// Constant-velocity positions (meters, local frame) at the given seconds after `t0`.
+pub fn constant_velocity_at(s: &Sample, frame: &LocalFrame, times: &[f64]) -> Vec<[f64; 2]> {
     let (vx, vy) = velocity(s, frame);
-    (1..=n)
-        .map(|k| [vx * k as f64 * step, vy * k as f64 * step])
-        .collect()
+    times.iter().map(|&t| [vx * t, vy * t]).collect()
 }
 
 /// Yaw rate (rad/s, counter-clockwise positive, as in the local frame) from the last reported
@@ -141,6 +145,7 @@ mod tests {
             imu: None,
             images: Vec::new(),
             stops: Vec::new(),
+            horizons_s: Vec::new(),
             target: None,
         }
     }

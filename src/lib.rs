@@ -29,4 +29,5 @@ pub mod predict;
 pub mod quickstart;
 pub mod seed;
 pub mod serve;
+pub mod time_grid;
 pub mod train;

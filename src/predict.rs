@@ -26,17 +26,39 @@ impl std::fmt::Display for InputError {
     }
 }
 
+/// What a model can take in a request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestLimits {
+    /// See [`max_image_side`].
+    pub max_image_side: u32,
+    /// The model's trajectory horizon, seconds: `horizons_s` may not reach past it.
+    pub max_horizon_s: f64,
+}
+
 /// Parses and validates one request sample (targets, if present, are ignored).
-pub fn parse_sample(json: &[u8], max_image_side: u32) -> Result<Sample, InputError> {
+pub fn parse_sample(json: &[u8], limits: &RequestLimits) -> Result<Sample, InputError> {
     let s = parse_json(json).map_err(|(field, error)| InputError { field, error })?;
-    sample_from_request(s, max_image_side)
+    sample_from_request(s, limits)
 }
 
 /// Resolves inline images/IMU, validates values, drops targets. Only the image the model reads
 /// (the first map or aerial raster, as the feature code picks it) is decoded, at most
 /// `max_image_side` pixels a side; other images (photos) are dropped undecoded.
-pub fn sample_from_request(mut s: Sample, max_image_side: u32) -> Result<Sample, InputError> {
+pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Sample, InputError> {
     s.target = None;
+    if let Some(i) = s
+        .horizons_s
+        .iter()
+        .position(|&h| h > limits.max_horizon_s * (1.0 + 1e-9))
+    {
+        return Err(InputError {
+            field: format!("horizons_s[{i}]"),
+            error: format!(
+                "{} s is past the model's horizon of {} s",
+                s.horizons_s[i], limits.max_horizon_s
+            ),
+        });
+    }
     let used = s.images.iter().position(|im| {
         matches!(
             im.kind,
@@ -66,7 +88,7 @@ pub fn sample_from_request(mut s: Sample, max_image_side: u32) -> Result<Sample,
             error: "required inline when imu is given".into(),
         });
     }
-    resolve(s, &|_| None, None, max_image_side).map_err(|(field, mut error)| {
+    resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
         // Name the image by its place in the request.
         let field = match (field.strip_prefix("images[0]"), used) {
             (Some(rest), Some(u)) => format!("images[{u}]{rest}"),
@@ -97,7 +119,7 @@ pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Mode {
     pub probability: f64,
-    /// Future positions `[lat, lon]`, one per step.
+    /// Future positions `[lat, lon]`, one per horizon.
     pub lat_lon: Vec<[f64; 2]>,
     /// The same in the vehicle frame: meters forward, meters to the left.
     pub local_m: Vec<[f64; 2]>,
@@ -117,7 +139,7 @@ fn lat_lon(frame: &crate::frame::LocalFrame, local_m: &[[f64; 2]]) -> Vec<[f64; 
 /// One predicted trajectory, in both frames.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Trajectory {
-    /// Future positions `[lat, lon]`, one per step.
+    /// Future positions `[lat, lon]`, one per horizon.
     pub lat_lon: Vec<[f64; 2]>,
     /// The same in the vehicle frame: meters forward, meters to the left.
     pub local_m: Vec<[f64; 2]>,
@@ -138,7 +160,9 @@ pub struct StopPrediction {
 pub struct Prediction {
     pub key: String,
     pub t0: f64,
-    pub step_s: f64,
+    /// Seconds after `t0` of each trajectory point (the request's `horizons_s`, else the
+    /// model's own).
+    pub horizons_s: Vec<f64>,
     /// The single most likely trajectory (the one to act on: a plan, an ETA, a promise).
     pub most_likely: Trajectory,
     /// Trajectory modes, most probable first (the spread of futures).
@@ -180,6 +204,14 @@ impl Predictor {
         max_image_side(self.loaded.cfg.data.image_size)
     }
 
+    /// What this model takes in a request.
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_image_side: self.max_image_side(),
+            max_horizon_s: self.loaded.normalizer.horizon_s(),
+        }
+    }
+
     /// Loads a bundle or a run folder onto a device.
     pub fn load(model: &std::path::Path, device: Device) -> anyhow::Result<Self> {
         Ok(Predictor::new(crate::bundle::load(model, &device)?, device))
@@ -218,6 +250,7 @@ impl Predictor {
             .collect();
         let feats: Vec<_> = samples.iter().map(|s| norm.features(s)).collect();
         let frames: Vec<_> = feats.iter().map(|f| f.meta.frame).collect();
+        let mut horizons: Vec<Vec<f64>> = feats.iter().map(|f| f.meta.horizons_s.clone()).collect();
         let b = FeatureBatcher.batch(feats, &self.device);
         let n = b.len();
         let masks = TokenMasks {
@@ -228,6 +261,8 @@ impl Predictor {
         };
         let out = self.model.forward(&b, &masks);
         let (k, ns) = (self.model.modes, norm.spec.max_stops);
+        // Points per sample in the batch (samples asking for fewer read their first ones).
+        let fb = out.point.dims()[1];
         let traj = values(out.traj);
         let point = values(out.point);
         let probs = values(softmax(out.mode_logits, 1));
@@ -235,7 +270,6 @@ impl Predictor {
         let on_time = values(sigmoid(out.on_time_logits));
         let next = values(softmax(out.next_logits, 1));
         let delivered = values(sigmoid(out.delivered_logits));
-        let step = norm.spec.future_step_s as f64;
         samples
             .iter()
             .enumerate()
@@ -243,7 +277,8 @@ impl Predictor {
                 let frame = frames[i];
                 let mut modes: Vec<Mode> = (0..k)
                     .map(|m| {
-                        let local_m = norm.traj_m(&traj, i * k + m);
+                        let mut local_m = norm.traj_m(&traj, i * k + m, fb);
+                        local_m.truncate(horizons[i].len());
                         Mode {
                             probability: probs[i * k + m] as f64,
                             lat_lon: lat_lon(&frame, &local_m),
@@ -252,7 +287,8 @@ impl Predictor {
                     })
                     .collect();
                 modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-                let local_m = norm.traj_m(&point, i);
+                let mut local_m = norm.traj_m(&point, i, fb);
+                local_m.truncate(horizons[i].len());
                 let most_likely = Trajectory {
                     lat_lon: lat_lon(&frame, &local_m),
                     local_m,
@@ -276,7 +312,7 @@ impl Predictor {
                 Prediction {
                     key: s.key.clone(),
                     t0: s.t0,
-                    step_s: step,
+                    horizons_s: std::mem::take(&mut horizons[i]),
                     most_likely,
                     modes,
                     next_stop_ranking: ranking.iter().map(|p| p.stop_id.clone()).collect(),
@@ -305,7 +341,7 @@ pub fn predict_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let s = parse_sample(line.as_bytes(), p.max_image_side())
+        let s = parse_sample(line.as_bytes(), &p.limits())
             .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", input.display(), i + 1))?;
         samples.push(s);
     }

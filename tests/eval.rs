@@ -286,13 +286,55 @@ fn absent_labels_and_mismatched_data() {
     assert!(!r["on_time"].is_null());
     assert!(out.contains("delivered: model") && out.contains("absent"));
 
-    // Another sampling of the future: refused, naming the field.
+    // Another sampling of the same world (history every 2 s where the model saw 1 s, the
+    // future every 3 s where it saw 2 s, IMU at 5 Hz where it saw 10 Hz): evaluated on the
+    // model's time grid, and the most likely trajectory still beats constant velocity.
+    let mut cfg = tiny_config(31);
+    cfg.spec.history_len = 15;
+    cfg.spec.history_step_s = 2.0;
+    cfg.spec.future_len = 10;
+    cfg.spec.future_step_s = 3.0;
+    cfg.spec.imu_len = 150;
+    cfg.spec.imu_rate_hz = 5.0;
+    let resampled = tmp.path().join("resampled");
+    dfm::data::synth::generate(&resampled, &cfg, false).unwrap();
+    let json = tmp.path().join("resampled.json");
+    let (ok, out, err) = eval_cli(&[
+        "--model",
+        model,
+        "--data",
+        resampled.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let horizon = r["slices"]["horizon"].as_array().unwrap();
+    assert_eq!(horizon.len(), 10);
+    assert_eq!(num(&horizon[9], "t_s"), 30.0);
+    let (top1, cv) = (
+        num(&r, "trajectory.at_1.min_fde_m"),
+        num(&r, "baselines.constant_velocity.trajectory.at_k.min_fde_m"),
+    );
+    assert!(
+        top1 < cv,
+        "another sampling: most likely {top1} m vs CV {cv} m"
+    );
+    assert!(
+        r["baselines"]["ridge"].is_null(),
+        "the ridge answers on its own grid only: {}",
+        r["baselines"]["ridge"]
+    );
+
+    // A future past the model's horizon: refused, naming the fields.
     let other = tmp.path().join("other_spec");
     copy_dir(&data, &other);
-    edit_manifest(&other, |v| v["spec"]["future_step_s"] = 1.0.into());
+    edit_manifest(&other, |v| v["spec"]["future_step_s"] = 10.0.into());
     let (ok, _, err) = eval_cli(&["--model", model, "--data", other.to_str().unwrap()]);
     assert!(
-        !ok && err.contains("spec.future_step_s") && err.contains("manifest.json"),
+        !ok && err.contains("horizon")
+            && err.contains("future_step_s")
+            && err.contains("manifest.json"),
         "{err}"
     );
 

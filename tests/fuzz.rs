@@ -24,6 +24,12 @@ fn cases() -> u64 {
         .unwrap_or(2_000)
 }
 
+/// Request limits of a model with 64 px images and a 30 s horizon.
+const LIMITS: dfm::predict::RequestLimits = dfm::predict::RequestLimits {
+    max_image_side: 256,
+    max_horizon_s: 30.0,
+};
+
 const INTERESTING: [&[u8]; 14] = [
     b"0",
     b"-1",
@@ -244,7 +250,7 @@ fn shard_sample_npy_png_and_request_readers_never_panic() {
     }
     assert!(!requests.is_empty());
     fuzz("request body", &requests, |bytes| {
-        dfm::serve::handlers::parse_body(bytes, 64, 256).is_ok()
+        dfm::serve::handlers::parse_body(bytes, 64, &LIMITS).is_ok()
     });
 }
 

@@ -263,6 +263,76 @@ fn predict_serve_and_memory_agree() {
     });
 }
 
+/// Mean distance between two trajectories of the same length, meters.
+fn mean_gap(a: &[[f64; 2]], b: &[[f64; 2]]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p[0] - q[0]).hypot(p[1] - q[1]))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// A request may ask for any horizons up to the model's (trajectories between its 2 s knots are
+/// blended linearly, the constant-velocity prior included), in one batch with requests that do
+/// not; and a history sampled every 2 s (the model saw 1 s) is read on the model's grid.
+#[test]
+fn requested_horizons_and_any_history_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let p = predictor(&bundle);
+    let parse = |v: &Value| {
+        dfm::predict::parse_sample(&serde_json::to_vec(v).unwrap(), &p.limits()).unwrap()
+    };
+    let plain = parse(&to_request_json(&samples[0]).unwrap());
+    let mut asked = plain.clone();
+    asked.horizons_s = vec![2.0, 5.0, 30.0];
+    let both = p.predict(&[plain.clone(), asked.clone()]);
+    let (d, h) = (&both[0].most_likely.local_m, &both[1].most_likely.local_m);
+    assert_eq!(d.len(), 15);
+    assert_eq!(both[0].horizons_s[14], 30.0);
+    assert_eq!(both[1].horizons_s, vec![2.0, 5.0, 30.0]);
+    assert_eq!(h.len(), 3);
+    let mid = [(d[1][0] + d[2][0]) / 2.0, (d[1][1] + d[2][1]) / 2.0];
+    for (got, want) in [(h[0], d[0]), (h[1], mid), (h[2], d[14])] {
+        assert!(
+            (got[0] - want[0]).abs() < 1e-3 && (got[1] - want[1]).abs() < 1e-3,
+            "{got:?} vs {want:?}"
+        );
+    }
+    assert_eq!(both[1].modes[0].local_m.len(), 3);
+    // Alone, the same answer as in the mixed batch.
+    let alone = p.predict(std::slice::from_ref(&asked));
+    assert!(mean_gap(&alone[0].most_likely.local_m, h) < 1e-4);
+
+    // Every other fix of a moving vehicle's 1 s history: a 2 s history ending at t0.
+    let moving = samples
+        .iter()
+        .map(|s| parse(&to_request_json(s).unwrap()))
+        .find(|s| {
+            let (a, b) = (&s.history[0], s.history.last().unwrap());
+            (a.lat - b.lat).abs() + (a.lon - b.lon).abs() > 1e-4
+        })
+        .expect("a moving vehicle among the test samples");
+    let mut sparse = moving.clone();
+    let n = sparse.history.len();
+    sparse.history = (0..n)
+        .filter(|i| (n - 1 - i) % 2 == 0)
+        .map(|i| moving.history[i])
+        .collect();
+    sparse.imu = None;
+    let mut full = moving.clone();
+    full.imu = None;
+    let out = p.predict(&[full, sparse]);
+    let (a, b) = (&out[0].most_likely.local_m, &out[1].most_likely.local_m);
+    let travel = a[14][0].hypot(a[14][1]);
+    let gap = mean_gap(a, b);
+    assert!(
+        gap < 0.1 * travel + 1.0,
+        "a 2 s history predicts {gap:.2} m away from the 1 s one ({travel:.1} m travelled)"
+    );
+}
+
 #[test]
 fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
@@ -329,6 +399,15 @@ fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
             (400, Some("history[0].lat")),
             "{v}"
         );
+        // Horizons past the model's (30 s), or not increasing.
+        for bad in [json!([10.0, 31.0]), json!([10.0, 5.0])] {
+            let (s, v) = post(&c, &srv.url, with(&|v| v["horizons_s"] = bad.clone()), t).await;
+            assert_eq!(
+                (s, v["field"].as_str()),
+                (422, Some("horizons_s[1]")),
+                "{v}"
+            );
+        }
         // Out-of-range coordinates.
         let (s, v) = post(
             &c,
@@ -693,7 +772,10 @@ fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
         max_body: 1024,
         max_samples: 4,
         max_queue_samples: 8,
-        max_image_side: 256,
+        limits: dfm::predict::RequestLimits {
+            max_image_side: 256,
+            max_horizon_s: 30.0,
+        },
         shared: shared.clone(),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

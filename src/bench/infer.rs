@@ -119,11 +119,11 @@ fn caller_side(
             Ok(serde_json::to_vec(&v)?)
         })
         .collect::<anyhow::Result<_>>()?;
-    let side = p.max_image_side();
+    let limits = p.limits();
     let parse = || -> Vec<crate::Sample> {
         bodies
             .iter()
-            .map(|b| crate::predict::parse_sample(b, side).expect("a stored sample parses"))
+            .map(|b| crate::predict::parse_sample(b, &limits).expect("a stored sample parses"))
             .collect()
     };
     let norm = &p.loaded.normalizer;

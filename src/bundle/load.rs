@@ -71,8 +71,9 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
     })
 }
 
-/// Checks that a dataset can be fed to a model: same schema version, same shapes and steps
-/// (stops are a set: any number is read, the nearest `max_stops` of the model when more),
+/// Checks that a dataset can be fed to a model: same schema version, a future within the
+/// model's horizon (any sampling rate and history length is put on the model's time grid; stops
+/// are a set: any number is read, the nearest `max_stops` of the model when more),
 /// and feature statistics of the same scale (a 3x difference in a position, speed or time
 /// scale means other units, another sampling or another kind of movement). `allow_shift`
 /// accepts different statistics (evaluating out of domain on purpose).
@@ -91,32 +92,19 @@ pub fn check_data(
             n.schema_version
         );
     }
+    // Any sampling meets the model's grid by time (`time_grid`); only a future past the
+    // model's horizon is out of its reach.
     let (a, b) = (&manifest.spec, &n.spec);
-    let diffs: Vec<String> = [
-        ("history_len", a.history_len as f64, b.history_len as f64),
-        (
-            "history_step_s",
-            a.history_step_s as f64,
-            b.history_step_s as f64,
-        ),
-        ("future_len", a.future_len as f64, b.future_len as f64),
-        (
-            "future_step_s",
-            a.future_step_s as f64,
-            b.future_step_s as f64,
-        ),
-        ("imu_len", a.imu_len as f64, b.imu_len as f64),
-        ("imu_rate_hz", a.imu_rate_hz as f64, b.imu_rate_hz as f64),
-    ]
-    .iter()
-    .filter(|(_, x, y)| (x - y).abs() > 1e-6)
-    .map(|(k, x, y)| format!("spec.{k} is {x} in the data, {y} for the model"))
-    .collect();
-    if !diffs.is_empty() {
+    let (data_h, model_h) = (
+        crate::time_grid::horizon(a.future_len, a.future_step_s as f64),
+        crate::time_grid::horizon(b.future_len, b.future_step_s as f64),
+    );
+    if data_h > model_h * (1.0 + 1e-6) {
         bail!(
-            "{}: the data does not have the shapes the model was trained with: {}",
+            "{}: the data's future reaches {data_h} s (spec.future_len {} x future_step_s {}), past the model's horizon of {model_h} s",
             mpath.display(),
-            diffs.join("; ")
+            a.future_len,
+            a.future_step_s
         );
     }
     if allow_shift || manifest.norm.channels.is_empty() {

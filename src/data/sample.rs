@@ -47,7 +47,15 @@ pub struct Sample {
     /// Labels from the truth; absent at serving time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
+    /// A request's own question: the seconds after `t0` at which the trajectory is wanted
+    /// (increasing, each at most the model's horizon). Empty: the model's own horizons. Stored
+    /// samples never carry it (their labels' times are the horizons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub horizons_s: Vec<f64>,
 }
+
+/// Most horizons one request may ask for.
+pub const MAX_HORIZONS: usize = 256;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -384,6 +392,38 @@ impl Sample {
         self.validate_stops(spec)?;
         if let Some(t) = &self.target {
             self.validate_target(t, spec)?;
+        }
+        self.validate_horizons(spec.is_some())
+    }
+
+    /// The requested horizons: at most `MAX_HORIZONS`, positive, increasing, within a day; a
+    /// request field only (`in_dataset`: a stored record, which must not carry it).
+    fn validate_horizons(&self, in_dataset: bool) -> Result<(), FieldError> {
+        let h = &self.horizons_s;
+        if h.is_empty() {
+            return Ok(());
+        }
+        if in_dataset {
+            return Err(err(
+                "horizons_s",
+                "is a request field: a stored sample's horizons are its labels' times",
+            ));
+        }
+        if h.len() > MAX_HORIZONS {
+            return Err(err(
+                "horizons_s",
+                format!("{} horizons, at most {MAX_HORIZONS}", h.len()),
+            ));
+        }
+        let mut prev = 0.0;
+        for (i, &v) in h.iter().enumerate() {
+            if !v.is_finite() || v <= prev || v > 86_400.0 {
+                return Err(err(
+                    format!("horizons_s[{i}]"),
+                    format!("{v}: horizons must increase, each in (0, 86400] seconds"),
+                ));
+            }
+            prev = v;
         }
         Ok(())
     }

@@ -112,6 +112,7 @@ mod tests {
             imu: None,
             images: vec![],
             stops,
+            horizons_s: Vec::new(),
             target: Some(Target {
                 arrival_s: vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)],
                 on_time: vec![None, Some(true), None, Some(false)],

@@ -13,7 +13,9 @@
 
 use crate::data::sample::{Region, Sample};
 use crate::frame::LocalFrame;
-pub use crate::kinematics::{constant_turn_rate, constant_velocity, velocity, yaw_rate};
+pub use crate::kinematics::{
+    constant_turn_rate, constant_velocity, constant_velocity_at, velocity, yaw_rate,
+};
 use std::collections::BTreeMap;
 
 /// Mean speed per region (m/s) from (distance, arrival) pairs.
@@ -177,6 +179,7 @@ mod tests {
             imu: None,
             images: vec![],
             stops: vec![],
+            horizons_s: Vec::new(),
             target: None,
         }
     }

@@ -293,6 +293,7 @@ mod tests {
             imu: None,
             images: Vec::new(),
             stops,
+            horizons_s: Vec::new(),
             target: None,
         };
         let mut log = RouteLog::default();

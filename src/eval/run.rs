@@ -31,7 +31,8 @@ pub fn evaluate(
     };
     let loader = Loader::new(inp.data, inp.manifest, &o.split, opts)?;
     let model = inp.model.valid().to_device(inp.device);
-    let mut run = Running::new(&model);
+    // The data's own horizons (the model blends its knots to them).
+    let mut run = Running::new(&model, inp.manifest.spec.future_len);
     let routes_mode = inp.manifest.source == "lmrc";
     let dev = inp.device.clone();
     let per_batch = Arc::new(move |items: Vec<(Features, Truth)>| {
@@ -76,8 +77,7 @@ fn truth_of(
     decision: Option<crate::Sample>,
     over_capacity: bool,
 ) -> Truth {
-    let spec = &norm.spec;
-    let step = spec.future_step_s as f64;
+    let horizons = &f.meta.horizons_s;
     let frame = f.meta.frame;
     let local = |lat: f64, lon: f64| {
         let (x, y) = frame.to_local(lat, lon);
@@ -92,13 +92,21 @@ fn truth_of(
     let unknown = || "unknown".to_string();
     Truth {
         future: t
-            .filter(|t| t.future.len() == spec.future_len)
+            .filter(|t| t.future.len() == horizons.len())
             .map(|t| t.future.iter().map(|p| local(p[0], p[1])).collect()),
-        cv: baselines::constant_velocity(s, &frame, spec.future_len, step),
-        ctrv: baselines::constant_turn_rate(s, &frame, spec.future_len, step),
+        cv: baselines::constant_velocity_at(s, &frame, horizons),
+        // Labels come `step` apart (the first at `step`).
+        ctrv: baselines::constant_turn_rate(
+            s,
+            &frame,
+            horizons.len(),
+            horizons.first().copied().unwrap_or(1.0),
+        ),
+        // The ridge was fitted on the model's own grid: it answers only there.
         ridge: stats
             .ridge
             .as_ref()
+            .filter(|_| f.future_w.is_empty())
             .and_then(|r| r.predict_m(f, norm.traj_scale)),
         arrival: t.map(|t| t.arrival_s.clone()).unwrap_or_default(),
         eta_base: baselines::eta_distance_over_speed(s, &frame, stats.speeds.speed(s.region)),
@@ -127,6 +135,8 @@ fn truth_of(
 
 /// The model's outputs for a batch, on the host.
 struct Outputs {
+    /// Trajectory points per sample.
+    f: usize,
     traj: Vec<f32>,
     point: Vec<f32>,
     probs: Vec<f32>,
@@ -146,6 +156,7 @@ impl Outputs {
         };
         let out = model.forward(batch, &masks);
         Outputs {
+            f: out.point.dims()[1],
             traj: to_vec(out.traj),
             point: to_vec(out.point),
             probs: to_vec(softmax(out.mode_logits, 1)),
@@ -161,8 +172,10 @@ impl Outputs {
         let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         Pred {
             t,
-            modes: (0..k).map(|m| norm.traj_m(&self.traj, i * k + m)).collect(),
-            point: norm.traj_m(&self.point, i),
+            modes: (0..k)
+                .map(|m| norm.traj_m(&self.traj, i * k + m, self.f))
+                .collect(),
+            point: norm.traj_m(&self.point, i, self.f),
             probs: f64s(&self.probs[i * k..(i + 1) * k]),
             eta: (0..n)
                 .map(|j| std::array::from_fn(|c| norm.eta_decode(self.eta_q[(i * n + j) * 3 + c])))
@@ -196,13 +209,14 @@ fn err(p: &[f64; 2], q: &[f64; 2]) -> f64 {
 }
 
 impl Running {
-    fn new(model: &DfmModel) -> Self {
+    /// `fl`: trajectory points of the data.
+    fn new(model: &DfmModel, fl: usize) -> Self {
         Running {
             k: model.modes,
-            fl: model.future_len,
+            fl,
             all: Acc::default(),
             groups: Default::default(),
-            horizon: vec![HorizonSums::default(); model.future_len],
+            horizon: vec![HorizonSums::default(); fl],
             horizon_n: 0,
             route_logs: BTreeMap::new(),
             over_capacity: 0,
@@ -379,7 +393,7 @@ impl Running {
         let miss = o.miss_threshold_m;
         let (mut model_m, mut baselines) = self.all.finish(self.k, miss);
         self.rollouts(model, inp, o.batch_size, &mut model_m, &mut baselines);
-        let horizon = self.horizon_rows(inp.norm.spec.future_step_s as f64);
+        let horizon = self.horizon_rows(inp.manifest.spec.future_step_s as f64);
         self.plot.on_time_reliability = self.all.on_time.reliability();
         self.plot.delivered_reliability = self.all.delivered.reliability();
         self.plot.horizon = horizon.clone();

@@ -61,6 +61,7 @@ pub struct DfmModel {
     pub prior_gate: Param<Tensor<1>>,
     pub recon: Recon,
     pub modes: usize,
+    /// Trajectory knots (the training data's future grid; other times are blended from them).
     pub future_len: usize,
 }
 
@@ -286,6 +287,17 @@ impl DfmModel {
         let mode_h = h.clone().narrow(1, q0, self.modes + 1);
         let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
         let mut out = self.heads.forward(mode_h, out_h, stop_h, stop_valid);
+        // The heads give the trajectories at the model's knots; a batch asking for other times
+        // blends the two knots around each (`time_grid`).
+        if let Some(w) = &b.future_w {
+            let k = self.modes;
+            out.traj = w
+                .clone()
+                .unsqueeze_dim::<4>(1)
+                .repeat_dim(1, k)
+                .matmul(out.traj);
+            out.point = w.clone().matmul(out.point);
+        }
         // Modes are offsets from the constant-velocity prior (which comes from the history, so
         // it goes when the history is dropped).
         let [_, f, _] = b.prior.dims();

@@ -6,7 +6,7 @@
 use super::metrics::Metrics;
 use super::model_thread::{Job, Shared};
 use crate::data::sample::Sample;
-use crate::predict::{InputError, sample_from_request};
+use crate::predict::{InputError, RequestLimits, sample_from_request};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -31,7 +31,7 @@ pub struct AppState {
     pub max_body: usize,
     pub max_samples: usize,
     pub max_queue_samples: usize,
-    pub max_image_side: u32,
+    pub limits: RequestLimits,
     pub shared: Arc<Shared>,
 }
 
@@ -91,7 +91,7 @@ fn unprocessable(field: String, error: String) -> (StatusCode, InputError) {
 pub fn parse_body(
     body: &[u8],
     max_samples: usize,
-    max_image_side: u32,
+    limits: &RequestLimits,
 ) -> Result<(Vec<Sample>, bool), (StatusCode, InputError)> {
     let list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let classify = |e: serde_path_to_error::Error<serde_json::Error>| {
@@ -134,7 +134,7 @@ pub fn parse_body(
     }
     let mut out = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
-        out.push(sample_from_request(s, max_image_side).map_err(|e| {
+        out.push(sample_from_request(s, limits).map_err(|e| {
             let field = if list {
                 format!("[{i}].{}", e.field)
             } else {
@@ -185,7 +185,7 @@ pub async fn predict(
         }
         Err(e) => return error(e.status(), None, e.body_text()),
     };
-    let (samples, list) = match parse_body(&body, st.max_samples, st.max_image_side) {
+    let (samples, list) = match parse_body(&body, st.max_samples, &st.limits) {
         Ok(x) => x,
         Err((status, e)) => {
             return error(

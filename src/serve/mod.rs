@@ -116,6 +116,7 @@ pub fn model_info_json(p: &Predictor) -> Value {
         "model": l.cfg.model,
         "image_size": l.cfg.data.image_size,
         "max_image_side": p.max_image_side(),
+        "max_horizon_s": p.loaded.normalizer.horizon_s(),
         "dfm_version": env!("CARGO_PKG_VERSION"),
     })
 }
@@ -157,7 +158,7 @@ pub async fn run(
     o.validate()?;
     let metrics = Arc::new(Metrics::default());
     let info = Arc::new(model_info_json(&predictor));
-    let max_image_side = predictor.max_image_side();
+    let limits = predictor.limits();
     let shared = Arc::new(Shared::default());
     shared
         .alive
@@ -179,7 +180,7 @@ pub async fn run(
         max_body: o.max_body_bytes,
         max_samples: o.max_samples,
         max_queue_samples: o.max_queue_samples,
-        max_image_side,
+        limits,
         shared,
     };
     let app = router(state, o);

@@ -153,6 +153,7 @@ mod tests {
             imu: None,
             images: Vec::new(),
             stops: Vec::new(),
+            horizons_s: Vec::new(),
             target: None,
         }
     }

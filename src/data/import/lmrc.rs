@@ -486,6 +486,7 @@ impl RouteData {
             imu: None,
             images: Vec::new(),
             stops,
+            horizons_s: Vec::new(),
             target: Some(Target {
                 next_stop: next_idx,
                 delivered,

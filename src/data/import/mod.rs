@@ -346,6 +346,7 @@ pub fn windows(
             imu: None,
             images: Vec::new(),
             stops: Vec::new(),
+            horizons_s: Vec::new(),
             target: Some(Target {
                 future_step_s: Some(o.step_s as f32),
                 future: piece[i + 1..=i + f]

@@ -113,6 +113,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             imu,
             images,
             stops,
+            horizons_s: Vec::new(),
             target: Some(target),
         });
     }
