@@ -79,6 +79,44 @@ pub struct DataConfig {
     /// Side of the image fed to the model (rasters are resized to it).
     pub image_size: usize,
     pub skip_bad: bool,
+    /// Several datasets trained together (a mixture); the first is the primary: the model's
+    /// time grid starts from its sampling, its training split fits the ridge baseline, and
+    /// `data.path` names it. Empty: `data.path` alone.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One dataset of a mixture (`[[data.sources]]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Dataset folder (holding `manifest.json`).
+    pub path: String,
+    /// Share of the training batches drawn from this source (relative to the others' weights).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Name in metrics and reports (default: the folder's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Most datasets one mixture may hold.
+pub const MAX_SOURCES: usize = 16;
+
+impl SourceConfig {
+    /// The source's name: given, or its folder's.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(&self.path)
+                .to_string()
+        })
+    }
 }
 
 impl Default for DataConfig {
@@ -92,6 +130,7 @@ impl Default for DataConfig {
             shuffle_buffer: 2048,
             image_size: 32,
             skip_bad: false,
+            sources: Vec::new(),
         }
     }
 }
@@ -260,6 +299,25 @@ impl Default for EvalConfig {
     }
 }
 
+/// With `data.sources` and no `data.path`, `data.path` names the first source.
+fn default_path_to_first_source(table: &mut toml::Table) {
+    let Some(data) = table.get_mut("data").and_then(|d| d.as_table_mut()) else {
+        return;
+    };
+    if data.contains_key("path") {
+        return;
+    }
+    let first = data
+        .get("sources")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.first())
+        .and_then(|f| f.get("path"))
+        .cloned();
+    if let Some(p) = first {
+        data.insert("path".into(), p);
+    }
+}
+
 /// Parses `a.b=value`: the value as a TOML value when it is one (`3e-4`, `true`, `[1, 2]`,
 /// `"x"`), else as a plain string.
 fn parse_override(s: &str) -> anyhow::Result<(Vec<String>, toml::Value)> {
@@ -328,6 +386,7 @@ impl Config {
             let (k, v) = parse_override(o)?;
             apply(&mut table, &k, v)?;
         }
+        default_path_to_first_source(&mut table);
         let cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
@@ -336,6 +395,45 @@ impl Config {
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
+    }
+
+    /// `data.sources`: at most `MAX_SOURCES`, each with a path and a positive weight, names
+    /// unique and plain (they name files), the first at `data.path`.
+    fn validate_sources(&self) -> anyhow::Result<()> {
+        let src = &self.data.sources;
+        if src.len() > MAX_SOURCES {
+            bail!(
+                "key `data.sources`: {} sources, at most {MAX_SOURCES}",
+                src.len()
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in src.iter().enumerate() {
+            let key = format!("data.sources[{i}]");
+            if s.path.is_empty() {
+                bail!("key `{key}.path`: must not be empty");
+            }
+            if !(s.weight.is_finite() && s.weight > 0.0 && s.weight <= 1e6) {
+                bail!("key `{key}.weight`: {} is outside (0, 1e6]", s.weight);
+            }
+            let name = s.name();
+            if !crate::util::plain_file_name(&name) || name.starts_with('.') {
+                bail!("key `{key}.name`: {name:?} must be a plain name (letters, digits, - _ .)");
+            }
+            if !names.insert(name.clone()) {
+                bail!("key `{key}.name`: {name:?} names two sources (give each a `name`)");
+            }
+        }
+        if let Some(first) = src.first()
+            && first.path != self.data.path
+        {
+            bail!(
+                "key `data.path`: {:?} is not the first source's path {:?} (with data.sources, data.path names the first)",
+                self.data.path,
+                first.path
+            );
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -361,6 +459,7 @@ impl Config {
         int("data.prefetch", d.prefetch, 1, 1024)?;
         int("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
         int("data.image_size", d.image_size, 8, 1024)?;
+        self.validate_sources()?;
         int("model.d_model", m.d_model, 1, 8192)?;
         int("model.layers", m.layers, 1, 128)?;
         int("model.heads", m.heads, 1, 256)?;

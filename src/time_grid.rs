@@ -10,6 +10,8 @@
 //! model's grid passes through unchanged, so a token keeps one meaning, a fixed span of time
 //! before `t0`, whatever the source's sampling.
 
+use crate::data::sample::Spec;
+
 /// Fraction of a step within which a time counts as on the grid (float noise of `t0 + k·step`).
 pub const ON_GRID: f64 = 0.01;
 
@@ -70,6 +72,40 @@ pub fn horizon(n: usize, step: f64) -> f64 {
     n as f64 * step
 }
 
+/// The grid of a model trained on several datasets: the first's steps and rates, long enough
+/// for every source's history, IMU window and future (a lone dataset's spec is its own), and
+/// room for every source's stops.
+pub fn model_spec(specs: &[&Spec]) -> Spec {
+    let first = specs[0];
+    let max = |f: &dyn Fn(&Spec) -> f64| specs.iter().map(|s| f(s)).fold(0.0, f64::max);
+    let (hs, fs, rate) = (
+        first.history_step_s as f64,
+        first.future_step_s as f64,
+        first.imu_rate_hz as f64,
+    );
+    let history_span = max(&|s| s.history_len.saturating_sub(1) as f64 * s.history_step_s as f64);
+    let horizon_s = max(&|s| horizon(s.future_len, s.future_step_s as f64));
+    let imu_span = max(&|s| s.imu_len as f64 / (s.imu_rate_hz as f64).max(1e-9));
+    // A mixture's windows are a whole number of the first source's patches.
+    let whole = |n: usize, of: usize| {
+        let p = if specs.len() > 1 {
+            crate::config::auto_patch(of)
+        } else {
+            1
+        };
+        n.div_ceil(p) * p
+    };
+    Spec {
+        history_len: whole((history_span / hs).round() as usize + 1, first.history_len),
+        history_step_s: first.history_step_s,
+        future_len: (horizon_s / fs - 1e-6).ceil() as usize,
+        future_step_s: first.future_step_s,
+        imu_len: whole((imu_span * rate).round() as usize, first.imu_len),
+        imu_rate_hz: first.imu_rate_hz,
+        max_stops: specs.iter().map(|s| s.max_stops).max().unwrap_or(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +135,31 @@ mod tests {
         assert!(!on_knots(&[5.0, 10.0, 15.0], 3, 2.0));
         let id = knot_weights(&knots(3, 2.0), 3, 2.0);
         assert_eq!(id, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    }
+
+    /// The simulator (30 fixes at 1 s, 15 x 2 s ahead) with GeoLife-like 5 s data (13 fixes,
+    /// 12 x 5 s ahead): the simulator's steps over a 60 s window (61 rows, rounded up to whole
+    /// patches) and a 60 s horizon.
+    #[test]
+    fn a_mixture_grid_covers_every_source() {
+        let sim = Spec::default();
+        assert_eq!(model_spec(&[&sim]), sim);
+        let geo = Spec {
+            history_len: 13,
+            history_step_s: 5.0,
+            future_len: 12,
+            future_step_s: 5.0,
+            imu_len: 0,
+            imu_rate_hz: 10.0,
+            max_stops: 0,
+        };
+        let m = model_spec(&[&sim, &geo]);
+        let p = crate::config::auto_patch(sim.history_len);
+        assert_eq!(
+            (m.history_len, m.history_step_s),
+            (61usize.div_ceil(p) * p, 1.0)
+        );
+        assert_eq!((m.future_len, m.future_step_s), (30, 2.0));
+        assert_eq!((m.imu_len, m.max_stops), (sim.imu_len, sim.max_stops));
     }
 }

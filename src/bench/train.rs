@@ -120,7 +120,7 @@ pub fn run(
     let ad = device.clone().autodiff();
     let model = setup.new_model(&ad);
     let mut optim = optimizer(cfg);
-    let spec = &setup.manifest.spec;
+    let spec = &setup.spec;
     let pretrain = cfg.train.objective == Objective::Pretrain;
     let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, pretrain);
     let tokens = flops::tokens(&cfg.model, spec, cfg.data.image_size).total;
@@ -187,7 +187,7 @@ struct Timed {
 /// `o.warmup` untimed steps, then `o.steps` timed ones (data, forward, backward, optimizer).
 fn timed_steps(
     setup: &Setup,
-    loader: &crate::data::loader::Loader,
+    loader: &crate::data::mixture::Mixture,
     ad: &Device,
     mut model: crate::model::DfmModel,
     optim: &mut burn::optim::ModuleOptimizer,

@@ -71,6 +71,7 @@ impl From<&DataError> for BadRecord {
     }
 }
 
+#[derive(Clone)]
 pub struct Loader {
     shards: Vec<(PathBuf, usize)>,
     spec: Spec,

@@ -101,6 +101,49 @@ pub struct NormStats {
 }
 
 impl NormStats {
+    /// The statistics of a mixture: each channel pooled over the sources that have it, each
+    /// source counting by its weight (its share of training batches), so the features are
+    /// normalized for the distribution the model trains on. One normalization for all
+    /// sources: a served request does not say where it comes from.
+    pub fn mix(parts: &[(&NormStats, f64)]) -> NormStats {
+        if let [(one, _)] = parts {
+            return (*one).clone();
+        }
+        let names: std::collections::BTreeSet<&String> =
+            parts.iter().flat_map(|(n, _)| n.channels.keys()).collect();
+        let mut channels = BTreeMap::new();
+        for name in names {
+            let have: Vec<(&Moments, f64)> = parts
+                .iter()
+                .filter_map(|(n, w)| {
+                    n.channels
+                        .get(name)
+                        .filter(|m| m.count > 0)
+                        .map(|m| (m, *w))
+                })
+                .collect();
+            let total: f64 = have.iter().map(|(_, w)| w).sum();
+            if have.is_empty() || total <= 0.0 {
+                continue;
+            }
+            let mean: f64 = have.iter().map(|(m, w)| w * m.mean).sum::<f64>() / total;
+            let second: f64 = have
+                .iter()
+                .map(|(m, w)| w * (m.std * m.std + m.mean * m.mean))
+                .sum::<f64>()
+                / total;
+            channels.insert(
+                name.clone(),
+                Moments {
+                    count: have.iter().map(|(m, _)| m.count).sum(),
+                    mean,
+                    std: (second - mean * mean).max(0.0).sqrt(),
+                },
+            );
+        }
+        NormStats { channels }
+    }
+
     /// (mean, std) of a channel; (0, 1) when the channel was never seen. The std has a floor so
     /// a constant channel does not blow up.
     pub fn get(&self, name: &str) -> (f32, f32) {

@@ -149,6 +149,32 @@ fn next_row(s: &mut String, name: &str, m: Option<&NextStopMetrics>) {
     );
 }
 
+/// A report in one line (a mixture's other sources at the end of training): the most likely
+/// trajectory's and the best of K's final error against constant velocity, and the next stop.
+pub fn one_line(source: &str, r: &EvalReport) -> String {
+    let fde = |t: Option<&TrajBlock>, k1: bool| {
+        t.and_then(|t| if k1 { t.at_1.as_ref() } else { t.at_k.as_ref() })
+            .map(|m| format!("{:.2} m", m.min_fde_m))
+            .unwrap_or_else(|| "absent".into())
+    };
+    let cv = r
+        .baseline("constant_velocity")
+        .and_then(|m| m.trajectory.as_ref());
+    let next = r
+        .next_stop
+        .as_ref()
+        .map(|n| format!("{:.3}", n.hr_at_3))
+        .unwrap_or_else(|| "absent".into());
+    format!(
+        "evaluation on {source} `{}`: {} samples; minFDE K=1 {} (constant velocity {}), best of K {}; next stop HR@3 {next}",
+        r.split,
+        r.samples,
+        fde(r.trajectory.as_ref(), true),
+        fde(cv, false),
+        fde(r.trajectory.as_ref(), false),
+    )
+}
+
 impl EvalReport {
     pub fn baseline(&self, name: &str) -> Option<&Metrics> {
         self.baselines.get(name)

@@ -321,13 +321,19 @@ fn normal_equations(
 }
 
 /// Fits the ridge baseline of a run on its training split (lambda chosen on `val`), or None
-/// when the training split has no trajectory labels.
+/// when the training split has no trajectory labels, or labels off the model's knots (a
+/// mixture whose primary source looks less far ahead than another: the ridge answers at the
+/// knots only).
 pub fn fit_on(
     dir: &Path,
     manifest: &Manifest,
     norm: &Arc<Normalizer>,
     workers: usize,
 ) -> anyhow::Result<Option<Ridge>> {
+    let (data, model) = (&manifest.spec, &norm.spec);
+    if data.future_len != model.future_len || data.future_step_s != model.future_step_s {
+        return Ok(None);
+    }
     let train = normal_equations(dir, manifest, "train", norm, workers)?;
     if train.n == 0 {
         return Ok(None);

@@ -15,7 +15,9 @@ pub mod trainer;
 use crate::batch::{Batch, FeatureBatcher};
 use crate::config::{Config, Objective};
 use crate::data::loader::{Loader, LoaderOptions};
-use crate::data::manifest::Manifest;
+use crate::data::manifest::{Manifest, NormStats};
+use crate::data::mixture::Mixture;
+use crate::data::sample::Spec;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::{self, Ridge};
 use crate::features::Normalizer;
@@ -78,51 +80,135 @@ pub fn ensure_dataset(cfg: &Config) -> anyhow::Result<PathBuf> {
 /// while the initialization draws from it.
 static DEVICE_SEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// One dataset of a run (`data.path`, or each of `data.sources`).
+pub struct Source {
+    pub name: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Relative share of the training batches.
+    pub weight: f64,
+}
+
 /// Everything a run needs from its data and config.
 pub struct Setup {
     pub cfg: Config,
+    /// The primary dataset (the first source).
     pub data_dir: PathBuf,
     pub manifest: Manifest,
+    /// The data the model is tied to: the primary's manifest hash, or for a mixture the hash of
+    /// every source's name and manifest hash.
     pub manifest_sha256: String,
+    /// The model's time grid and stop capacity (`time_grid::model_spec` of the sources).
+    pub spec: Spec,
+    /// The normalization statistics (`NormStats::mix` of the sources).
+    pub stats: NormStats,
     pub norm: Arc<Normalizer>,
+    /// Every dataset of the run, the primary first.
+    pub sources: Vec<Source>,
+}
+
+/// The run's datasets: the primary (simulated first when missing and the config says so),
+/// then the other `data.sources`, each of which must exist.
+fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
+    let data_dir = ensure_dataset(cfg)?;
+    let first = cfg.data.sources.first();
+    let mut out = vec![Source {
+        name: first.map_or_else(
+            || {
+                crate::config::SourceConfig {
+                    path: cfg.data.path.clone(),
+                    weight: 1.0,
+                    name: None,
+                }
+                .name()
+            },
+            |f| f.name(),
+        ),
+        manifest: Manifest::load(&data_dir)?,
+        dir: data_dir,
+        weight: first.map_or(1.0, |f| f.weight),
+    }];
+    for (i, sc) in cfg.data.sources.iter().enumerate().skip(1) {
+        let dir = PathBuf::from(&sc.path);
+        let manifest = Manifest::load(&dir)
+            .with_context(|| format!("key `data.sources[{i}].path`: no dataset at {}", sc.path))?;
+        out.push(Source {
+            name: sc.name(),
+            dir,
+            manifest,
+            weight: sc.weight,
+        });
+    }
+    Ok(out)
+}
+
+/// The hash a model records of its training data.
+fn data_hash(sources: &[Source]) -> anyhow::Result<String> {
+    if let [one] = sources {
+        return Ok(Manifest::hash(&one.dir)?);
+    }
+    let mut all = String::new();
+    for s in sources {
+        all.push_str(&format!("{}={}\n", s.name, Manifest::hash(&s.dir)?));
+    }
+    use sha2::Digest;
+    Ok(crate::data::shards::hex(&sha2::Sha256::digest(
+        all.as_bytes(),
+    )))
 }
 
 impl Setup {
     pub fn new(cfg: Config) -> anyhow::Result<Setup> {
         let mut cfg = cfg;
-        let data_dir = ensure_dataset(&cfg)?;
-        let manifest = Manifest::load(&data_dir)?;
+        let sources = load_sources(&cfg)?;
+        let specs: Vec<&Spec> = sources.iter().map(|s| &s.manifest.spec).collect();
+        let spec = crate::time_grid::model_spec(&specs);
+        let parts: Vec<(&NormStats, f64)> = sources
+            .iter()
+            .map(|s| (&s.manifest.norm, s.weight))
+            .collect();
+        let stats = NormStats::mix(&parts);
         // The run's config names the patch sizes it derived, so the model is rebuilt the same.
-        cfg.model = cfg.model.for_spec(&manifest.spec);
-        DfmModel::check_shapes(&cfg.model, &manifest.spec, cfg.data.image_size)?;
-        let manifest_sha256 = Manifest::hash(&data_dir)?;
-        let norm = Arc::new(Normalizer::new(
-            &manifest.spec,
-            &manifest.norm,
-            cfg.data.image_size,
-        ));
+        cfg.model = cfg.model.for_spec(&spec);
+        DfmModel::check_shapes(&cfg.model, &spec, cfg.data.image_size)?;
+        let manifest_sha256 = data_hash(&sources)?;
+        let norm = Arc::new(Normalizer::new(&spec, &stats, cfg.data.image_size));
         Ok(Setup {
             cfg,
-            data_dir,
-            manifest,
+            data_dir: sources[0].dir.clone(),
+            manifest: sources[0].manifest.clone(),
             manifest_sha256,
+            spec,
+            stats,
             norm,
+            sources,
         })
     }
 
-    /// The training split's loader as the config sets it (shuffled, seeded, full batches).
-    pub fn train_loader(&self) -> anyhow::Result<Loader> {
+    /// A split's loader options as the config sets them.
+    fn loader_options(&self, batch_size: usize, train: bool) -> LoaderOptions {
         let cfg = &self.cfg;
-        let opts = LoaderOptions {
-            batch_size: cfg.train.batch_size,
+        LoaderOptions {
+            batch_size,
             workers: cfg.data.workers,
             prefetch: cfg.data.prefetch,
-            shuffle_buffer: cfg.data.shuffle_buffer,
+            shuffle_buffer: if train { cfg.data.shuffle_buffer } else { 0 },
             seed: cfg.run.seed,
             skip_bad: cfg.data.skip_bad,
-            drop_last: true,
-        };
-        Ok(Loader::new(&self.data_dir, &self.manifest, "train", opts)?)
+            drop_last: train,
+        }
+    }
+
+    /// The training split's batches (shuffled, seeded, full batches), drawn from the sources
+    /// by weight.
+    pub fn train_loader(&self) -> anyhow::Result<Mixture> {
+        let opts = self.loader_options(self.cfg.train.batch_size, true);
+        let mut loaders = Vec::new();
+        for s in &self.sources {
+            loaders.push(Loader::new(&s.dir, &s.manifest, "train", opts.clone())?);
+        }
+        let weights = self.sources.iter().map(|s| s.weight).collect();
+        Ok(Mixture::new(loaders, weights, self.cfg.run.seed))
     }
 
     pub fn new_model(&self, device: &Device) -> DfmModel {
@@ -133,7 +219,7 @@ impl Setup {
         device.seed(self.cfg.run.seed);
         DfmModel::new(
             &self.cfg.model,
-            &self.manifest.spec,
+            &self.spec,
             self.cfg.data.image_size,
             device,
         )
@@ -326,22 +412,55 @@ fn scalar(t: &Tensor<1>) -> f64 {
     t.clone().into_scalar::<f32>() as f64
 }
 
-/// Mean validation loss over the `val` split (deterministic masks).
-pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<Option<f64>> {
-    if !setup.manifest.splits.contains_key("val") {
-        return Ok(None);
-    }
-    let cfg = &setup.cfg;
-    let opts = LoaderOptions {
-        batch_size: cfg.eval.batch_size,
-        workers: cfg.data.workers,
-        shuffle_buffer: 0,
-        skip_bad: cfg.data.skip_bad,
-        ..Default::default()
-    };
-    let loader = Loader::new(&setup.data_dir, &setup.manifest, "val", opts)?;
+/// Mean validation loss of each source with a `val` split (deterministic masks), by name.
+pub fn validate_sources(
+    model: &DfmModel,
+    setup: &Setup,
+    device: &Device,
+) -> anyhow::Result<Vec<(String, f64)>> {
     // After a data-parallel step parameters may sit on several devices: gather them.
     let model = model.valid().to_device(device);
+    let mut out = Vec::new();
+    for s in &setup.sources {
+        if !s.manifest.splits.contains_key("val") {
+            continue;
+        }
+        let opts = setup.loader_options(setup.cfg.eval.batch_size, false);
+        let loader = Loader::new(&s.dir, &s.manifest, "val", opts)?;
+        if let Some(v) = validation_loss(&model, &loader, setup, device)? {
+            out.push((s.name.clone(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The validation loss of the run: the sources' losses weighted like their training batches
+/// (a lone source's own). None without a `val` split.
+pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<Option<f64>> {
+    let by_source = validate_sources(model, setup, device)?;
+    Ok(weighted_loss(setup, &by_source))
+}
+
+fn weighted_loss(setup: &Setup, by_source: &[(String, f64)]) -> Option<f64> {
+    let weight = |n: &str| {
+        setup
+            .sources
+            .iter()
+            .find(|s| s.name == n)
+            .map_or(0.0, |s| s.weight)
+    };
+    let total: f64 = by_source.iter().map(|(n, _)| weight(n)).sum();
+    (total > 0.0).then(|| by_source.iter().map(|(n, v)| weight(n) * v).sum::<f64>() / total)
+}
+
+/// Mean loss over one loader's batches.
+fn validation_loss(
+    model: &DfmModel,
+    loader: &Loader,
+    setup: &Setup,
+    device: &Device,
+) -> anyhow::Result<Option<f64>> {
+    let cfg = &setup.cfg;
     let (mut sum, mut n) = (0.0, 0usize);
     let norm = setup.norm.clone();
     let dev = device.clone();
@@ -356,8 +475,8 @@ pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Res
     {
         let b = b?;
         let mut rng = step_rng(cfg.run.seed ^ 0x5A17, i);
-        let masks = token_masks(&b, &model, cfg, &mut rng, false, device);
-        let l = batch_loss(&model, &b, &masks, cfg);
+        let masks = token_masks(&b, model, cfg, &mut rng, false, device);
+        let l = batch_loss(model, &b, &masks, cfg);
         sum += scalar(&l.total) * b.len() as f64;
         n += b.len();
     }
@@ -409,12 +528,7 @@ pub fn init_from(
 ) -> anyhow::Result<DfmModel> {
     let pcfg = Config::load(Some(&run.join("config.toml")), &[])
         .with_context(|| format!("init_from {}: cannot read its config", run.display()))?;
-    let pm = DfmModel::new(
-        &pcfg.model,
-        &setup.manifest.spec,
-        pcfg.data.image_size,
-        device,
-    );
+    let pm = DfmModel::new(&pcfg.model, &setup.spec, pcfg.data.image_size, device);
     let dir = checkpoint::best_or_last(run)?;
     let pm = checkpoint::load_model(pm, &dir).with_context(|| {
         format!("init_from {}: its model does not fit this config (model.* keys must match the pretrained run's)", run.display())
@@ -582,15 +696,23 @@ fn end_of_epoch(
     metrics_path: &Path,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let val = validate(model, setup, device)?;
+    let by_source = validate_sources(model, setup, device)?;
+    let val = weighted_loss(setup, &by_source);
     state.val_loss = val;
     if let Some(v) = val {
-        append_metrics(
-            metrics_path,
-            &json!({"step": state.step, "epoch": epoch, "val_loss": v}),
-        )?;
+        let mut line = json!({"step": state.step, "epoch": epoch, "val_loss": v});
+        if setup.sources.len() > 1 {
+            line["val_loss_by_source"] =
+                json!(by_source.iter().cloned().collect::<BTreeMap<_, _>>());
+        }
+        append_metrics(metrics_path, &line)?;
         if !quiet {
             println!("step {} epoch {epoch}: validation loss {v:.4}", state.step);
+            if setup.sources.len() > 1 {
+                for (name, l) in &by_source {
+                    println!("  {name}: {l:.4}");
+                }
+            }
         }
         if !v.is_finite() {
             eprintln!(

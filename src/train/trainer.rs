@@ -11,7 +11,7 @@ use super::{
 };
 use crate::batch::FeatureBatcher;
 use crate::config::{Config, Objective, OnNan};
-use crate::data::loader::Loader;
+use crate::data::mixture::{MixEpoch, Mixture};
 use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::Ridge;
@@ -99,7 +99,7 @@ pub struct Trainer {
     state: TrainState,
     ridge: Option<Ridge>,
     metrics_path: PathBuf,
-    loader: Loader,
+    loader: Mixture,
     /// Optimizer steps per epoch and in the whole run.
     per_epoch: usize,
     total: usize,
@@ -232,7 +232,7 @@ impl Trainer {
             "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
             self.run_dir.display(),
             self.model().num_params(),
-            self.model().token_count(self.setup.manifest.spec.max_stops),
+            self.model().token_count(self.setup.spec.max_stops),
             self.loader.num_samples(),
             self.total,
             c.batch_size * c.grad_accum
@@ -291,7 +291,7 @@ impl Trainer {
 
     /// The epoch's batches, from where the run stands in it. One device: tensors are built
     /// ahead on the loader's prefetch thread; several: each device thread builds its own.
-    fn batches(&self, epoch: usize) -> crate::data::loader::Epoch<StepInput> {
+    fn batches(&self, epoch: usize) -> MixEpoch<crate::features::Features, StepInput> {
         let norm = self.setup.norm.clone();
         let dev = self.devices[0].clone();
         let multi = self.devices.len() > 1;
@@ -480,13 +480,18 @@ impl Trainer {
             eprintln!("warning: no loss plot: {e:#}");
         }
         let cfg = self.cfg();
-        let report = if cfg.train.objective == Objective::Supervised
-            && self.setup.manifest.splits.contains_key(&cfg.eval.split)
-        {
-            Some(self.final_report()?)
-        } else {
-            None
-        };
+        let mut report = None;
+        if cfg.train.objective == Objective::Supervised {
+            for (i, src) in self.setup.sources.iter().enumerate() {
+                if !src.manifest.splits.contains_key(&cfg.eval.split) {
+                    continue;
+                }
+                let r = self.final_report(src, i == 0)?;
+                if i == 0 {
+                    report = Some(r);
+                }
+            }
+        }
         Ok(Outcome {
             run_dir: self.run_dir.clone(),
             steps: self.state.step,
@@ -495,13 +500,15 @@ impl Trainer {
         })
     }
 
-    fn final_report(&self) -> anyhow::Result<EvalReport> {
+    /// The best model's evaluation on a source's `eval.split`, written as
+    /// `eval_<split>.json` for the primary and `eval_<split>_<source>.json` for the others.
+    fn final_report(&self, src: &super::Source, primary: bool) -> anyhow::Result<EvalReport> {
         let (cfg, setup, device) = (self.cfg(), &self.setup, &self.eval_device);
         let best_dir = checkpoint::best_or_last(&self.run_dir)?;
         let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
-        let mut stats =
-            crate::eval::train_stats(&setup.data_dir, &setup.manifest, cfg.data.workers)?;
-        stats.ridge = self.ridge.clone().map(Arc::new);
+        let mut stats = crate::eval::train_stats(&src.dir, &src.manifest, cfg.data.workers)?;
+        // The ridge was fitted on the primary's training split, on the model's knots.
+        stats.ridge = self.ridge.clone().filter(|_| primary).map(Arc::new);
         let o = EvalOptions {
             split: cfg.eval.split.clone(),
             batch_size: cfg.eval.batch_size,
@@ -522,13 +529,21 @@ impl Trainer {
         let inputs = crate::eval::EvalInputs {
             model: &best,
             norm: &setup.norm,
-            data: &setup.data_dir,
-            manifest: &setup.manifest,
+            data: &src.dir,
+            manifest: &src.manifest,
             stats: &stats,
             device,
         };
         let (r, _) = crate::eval::evaluate(&inputs, info, &o)?;
-        crate::util::write_json(&self.run_dir.join(format!("eval_{}.json", o.split)), &r)?;
+        let name = if primary {
+            format!("eval_{}.json", o.split)
+        } else {
+            format!("eval_{}_{}.json", o.split, src.name)
+        };
+        crate::util::write_json(&self.run_dir.join(name), &r)?;
+        if !primary && !self.quiet {
+            println!("{}", crate::eval::report::one_line(&src.name, &r));
+        }
         Ok(r)
     }
 }
@@ -563,8 +578,8 @@ fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Resul
         let n = crate::bundle::Normalization {
             schema_version: setup.manifest.schema_version,
             manifest_sha256: setup.manifest_sha256.clone(),
-            spec: setup.manifest.spec.clone(),
-            norm: setup.manifest.norm.clone(),
+            spec: setup.spec.clone(),
+            norm: setup.stats.clone(),
         };
         crate::util::write_json(&norm_path, &n)?;
     }
@@ -587,7 +602,7 @@ fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result
 }
 
 /// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`).
-fn run_length(cfg: &Config, loader: &Loader) -> anyhow::Result<(usize, usize)> {
+fn run_length(cfg: &Config, loader: &Mixture) -> anyhow::Result<(usize, usize)> {
     let accum = cfg.train.grad_accum;
     let per_epoch = loader.num_batches() / accum;
     if per_epoch == 0 {

@@ -1,0 +1,180 @@
+//! Several datasets of different sampling trained as one (`data.sources`): batches are drawn by
+//! weight and resume exactly; one run learns both sources (per-source validation losses, an
+//! evaluation of each, the most likely trajectory ahead of constant velocity on each).
+
+mod common;
+use burn::prelude::*;
+use common::*;
+use dfm::config::Config;
+use dfm::data::loader::{Loader, LoaderOptions};
+use dfm::data::manifest::Manifest;
+use dfm::data::mixture::Mixture;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Two small worlds: the simulator's own sampling (1 s history, 2 s future over 30 s), and
+/// another world sampled every 2 s with a future every 4 s over 40 s and IMU at 5 Hz.
+fn two_worlds(tmp: &Path) -> (PathBuf, PathBuf) {
+    let a = tiny_dataset(tmp, 41);
+    let mut cfg = tiny_config(42);
+    cfg.spec.history_len = 15;
+    cfg.spec.history_step_s = 2.0;
+    cfg.spec.future_len = 10;
+    cfg.spec.future_step_s = 4.0;
+    cfg.spec.imu_len = 150;
+    cfg.spec.imu_rate_hz = 5.0;
+    let b = tmp.join("coarse");
+    dfm::data::synth::generate(&b, &cfg, false).unwrap();
+    (a, b)
+}
+
+fn mixture(a: &Path, b: &Path, weights: [f64; 2], batch: usize) -> Mixture {
+    let opts = LoaderOptions {
+        batch_size: batch,
+        shuffle_buffer: 64,
+        seed: 5,
+        drop_last: true,
+        ..Default::default()
+    };
+    let loaders = [a, b]
+        .iter()
+        .map(|d| Loader::new(d, &Manifest::load(d).unwrap(), "train", opts.clone()).unwrap())
+        .collect();
+    Mixture::new(loaders, weights.to_vec(), 5)
+}
+
+/// Each batch's sample keys and history steps (1 s in the first world, 2 s in the other).
+fn keys(m: &Mixture, epoch: u64, skip: usize) -> Vec<Vec<(String, i64)>> {
+    m.epoch(
+        epoch,
+        skip,
+        Arc::new(|s: dfm::Sample| {
+            let n = s.history.len();
+            (
+                s.key,
+                (s.history[n - 1].t - s.history[n - 2].t).round() as i64,
+            )
+        }),
+        Arc::new(|b: Vec<(String, i64)>| b),
+    )
+    .map(|b| b.unwrap())
+    .collect()
+}
+
+#[test]
+fn batches_follow_the_weights_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_worlds(tmp.path());
+    let m = mixture(&a, &b, [3.0, 1.0], 8);
+    let picks = m.picks(0);
+    assert_eq!(picks.len(), m.num_batches());
+    let share = picks.iter().filter(|&&s| s == 0).count() as f64 / picks.len() as f64;
+    assert!((share - 0.75).abs() < 0.08, "share of source 0: {share:.3}");
+    assert_eq!(picks, m.picks(0), "the picks come from the seed");
+    assert_ne!(picks, m.picks(1), "each epoch draws anew");
+
+    // Every batch comes from one source (keys of the two worlds never mix), a source drawn
+    // more often than it holds starts another pass, and resuming mid-epoch (past a second
+    // pass of source 0) gives the same batches as the uninterrupted epoch.
+    let full = keys(&m, 0, 0);
+    assert_eq!(full.len(), picks.len());
+    let per_pass = m.source_batches();
+    assert!(
+        picks.iter().filter(|&&s| s == 0).count() > per_pass[0],
+        "source 0 is drawn past one pass"
+    );
+    for (batch, &s) in full.iter().zip(&picks) {
+        assert!(
+            batch.iter().all(|(_, step)| *step == s as i64 + 1),
+            "one source per batch"
+        );
+    }
+    for skip in [1, full.len() / 2, full.len() - 3] {
+        assert_eq!(
+            keys(&m, 0, skip),
+            full[skip..].to_vec(),
+            "resume at batch {skip}"
+        );
+    }
+}
+
+#[test]
+fn one_run_learns_two_samplings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_worlds(tmp.path());
+    let run = tmp.path().join("run");
+    let sources = format!(
+        "data.sources=[{{path = {:?}}}, {{path = {:?}, name = \"coarse\"}}]",
+        a.display().to_string(),
+        b.display().to_string()
+    );
+    let o: Vec<String> = [
+        sources,
+        format!("run.dir={}", run.display()),
+        "data.image_size=16".into(),
+        "data.shuffle_buffer=256".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "model.ff_mult=2".into(),
+        "train.batch_size=16".into(),
+        "train.lr=3e-3".into(),
+        "train.warmup_steps=20".into(),
+        "train.max_steps=600".into(),
+        "train.epochs=100".into(),
+        "train.log_every=10".into(),
+    ]
+    .to_vec();
+    let cfg = Config::load(None, &o).unwrap();
+    assert_eq!(
+        cfg.data.path,
+        a.display().to_string(),
+        "data.path names the first source"
+    );
+    dfm::train::train(cfg, false, &Device::flex(), true).unwrap();
+
+    let lines: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&losses[..3]), mean(&losses[losses.len() - 3..]));
+    assert!(
+        last < 0.8 * first,
+        "training loss falls: {first:.3} -> {last:.3}"
+    );
+    let by_source = lines
+        .iter()
+        .find_map(|v| v["val_loss_by_source"].as_object().cloned())
+        .expect("per-source validation losses logged");
+    let world = a.file_name().unwrap().to_str().unwrap();
+    assert!(
+        by_source.contains_key(world) && by_source.contains_key("coarse"),
+        "{by_source:?}"
+    );
+
+    // The model's grid reaches the longer horizon: 40 s at the first source's 2 s.
+    let norm: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("normalization.json")).unwrap())
+            .unwrap();
+    assert_eq!(norm["spec"]["future_len"], 20, "{}", norm["spec"]);
+
+    for (file, what) in [
+        ("eval_test.json", world),
+        ("eval_test_coarse.json", "coarse"),
+    ] {
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join(file)).unwrap()).unwrap();
+        let top1 = r["trajectory"]["at_1"]["min_fde_m"].as_f64().unwrap();
+        let cv = r["baselines"]["constant_velocity"]["trajectory"]["at_k"]["min_fde_m"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            top1 < 0.9 * cv,
+            "{what}: most likely {top1:.2} m vs CV {cv:.2} m"
+        );
+    }
+}
