@@ -657,4 +657,49 @@ mod tests {
             "{e}"
         );
     }
+
+    /// `data.sources`: the first names `data.path`; weights, names and the count are checked,
+    /// naming the entry.
+    #[test]
+    fn sources_are_checked_and_the_first_is_the_path() {
+        let c = Config::load(
+            None,
+            &[r#"data.sources=[{path = "a/geo"}, {path = "b", weight = 2.0}]"#.into()],
+        )
+        .unwrap();
+        assert_eq!(c.data.path, "a/geo");
+        assert_eq!(c.data.sources[0].name(), "geo");
+        assert_eq!(c.data.sources[0].weight, 1.0);
+        for (set, want) in [
+            (
+                r#"data.sources=[{path = "a", weight = 0.0}]"#,
+                "data.sources[0].weight",
+            ),
+            (
+                r#"data.sources=[{path = "a"}, {path = "x/a"}]"#,
+                "data.sources[1].name",
+            ),
+            (
+                r#"data.sources=[{path = "a", name = "../up"}]"#,
+                "data.sources[0].name",
+            ),
+            (r#"data.sources=[{path = ""}]"#, "data.sources[0].path"),
+            (r#"data.sources=[{path = "a", colour = 1}]"#, "colour"),
+        ] {
+            let e = Config::load(None, &[set.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{set}: {e}");
+        }
+        let e = Config::load(
+            None,
+            &[
+                "data.path=elsewhere".into(),
+                r#"data.sources=[{path = "a"}]"#.into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("data.path") && e.contains("first source"), "{e}");
+    }
 }

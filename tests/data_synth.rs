@@ -107,3 +107,71 @@ fn synth_refuses_to_overwrite_without_force() {
     assert!(err.contains("--force"), "{err}");
     dfm::data::synth::generate(&dir, &tiny_config(5), true).unwrap();
 }
+
+/// `dfm data subset`: a share of the training routes (the smaller subset inside the larger one
+/// for a seed), the other splits whole, statistics of the kept routes; at least one route.
+#[test]
+fn subsets_keep_a_share_of_training_routes_and_every_other_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_dataset(tmp.path(), 9);
+    let m = Manifest::load(&dir).unwrap();
+    let routes = |m: &Manifest, s: &str| -> BTreeSet<String> {
+        m.split(s).unwrap().routes.iter().cloned().collect()
+    };
+    let (small, large) = (tmp.path().join("small"), tmp.path().join("large"));
+    let out = |d: &std::path::Path, f: &str| {
+        let (ok, o, e) = dfm(&[
+            "data",
+            "subset",
+            "--in",
+            dir.to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+            "--fraction",
+            f,
+            "--seed",
+            "4",
+        ]);
+        assert!(ok, "{o}\n{e}");
+        Manifest::load(d).unwrap()
+    };
+    let (ms, ml) = (out(&small, "0.2"), out(&large, "0.6"));
+    let all = routes(&m, "train");
+    let (rs, rl) = (routes(&ms, "train"), routes(&ml, "train"));
+    assert!(
+        !rs.is_empty() && rs.len() < rl.len() && rl.len() < all.len(),
+        "{} {} {}",
+        rs.len(),
+        rl.len(),
+        all.len()
+    );
+    assert!(
+        rs.is_subset(&rl) && rl.is_subset(&all),
+        "nested subsets of the training routes"
+    );
+    for split in ["val", "test"] {
+        assert_eq!(
+            ms.split(split).unwrap().samples,
+            m.split(split).unwrap().samples
+        );
+    }
+    assert!(ms.split("train").unwrap().samples < m.split("train").unwrap().samples);
+    assert_ne!(ms.norm, m.norm, "statistics of the kept routes");
+    let tiny = tmp.path().join("tiny");
+    assert_eq!(
+        routes(&out(&tiny, "0.000001"), "train").len(),
+        1,
+        "at least one route"
+    );
+    let (ok, _, e) = dfm(&[
+        "data",
+        "subset",
+        "--in",
+        dir.to_str().unwrap(),
+        "--out",
+        "x",
+        "--fraction",
+        "1.5",
+    ]);
+    assert!(!ok && e.contains("--fraction"), "{e}");
+}

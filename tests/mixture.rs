@@ -162,6 +162,50 @@ fn one_run_learns_two_samplings() {
             .unwrap();
     assert_eq!(norm["spec"]["future_len"], 20, "{}", norm["spec"]);
 
+    // Fine-tuning on one source starts from the whole model with its grid and normalization:
+    // its first logged loss is already below the mixture run's first.
+    let ft = tmp.path().join("fine-tuned");
+    let o: Vec<String> = [
+        format!("data.path={}", b.display()),
+        format!("run.dir={}", ft.display()),
+        format!("train.init_from={}", run.display()),
+        "data.image_size=16".into(),
+        "model.d_model=32".into(),
+        "model.layers=1".into(),
+        "model.heads=2".into(),
+        "model.ff_mult=2".into(),
+        "train.batch_size=16".into(),
+        "train.lr=3e-4".into(),
+        "train.max_steps=20".into(),
+        "train.log_every=10".into(),
+    ]
+    .to_vec();
+    dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    let ft_norm: Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("normalization.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (&ft_norm["spec"], &ft_norm["norm"]),
+        (&norm["spec"], &norm["norm"]),
+        "the fine-tuned run keeps the grid and normalization it started from"
+    );
+    let ft_first = std::fs::read_to_string(ft.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
+        .unwrap();
+    assert!(
+        ft_first < 0.8 * losses[0],
+        "fine-tuning starts at {ft_first:.3}, the mixture run at {:.3}",
+        losses[0]
+    );
+
     for (file, what) in [
         ("eval_test.json", world),
         ("eval_test_coarse.json", "coarse"),

@@ -15,6 +15,8 @@ pub enum DataCmd {
     Inspect(InspectArgs),
     /// Write samples of a dataset as request-ready JSON lines (for predict and serve).
     Sample(SampleArgs),
+    /// A copy of a dataset with a share of its training routes (the other splits whole).
+    Subset(SubsetArgs),
     /// Import real data (GeoLife, GPS CSV, Amazon LMRC) into a sharded dataset.
     Import {
         #[command(subcommand)]
@@ -129,6 +131,11 @@ pub struct GpsCsvArgs {
     pub speed_col: String,
     #[arg(long, default_value = "heading")]
     pub heading_col: String,
+    /// Shares of the trajectories (by a hash of their id) held out as `val` and `test`.
+    #[arg(value_parser = f64_in(0.0, 0.99), long, default_value_t = 0.1)]
+    pub val_frac: f64,
+    #[arg(value_parser = f64_in(0.0, 0.99), long, default_value_t = 0.1)]
+    pub test_frac: f64,
 }
 
 #[derive(Args)]
@@ -194,6 +201,25 @@ pub struct SynthArgs {
 }
 
 #[derive(Args)]
+pub struct SubsetArgs {
+    /// Dataset folder to read.
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Output dataset folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of the training routes kept, in (0, 1] (at least one route).
+    #[arg(value_parser = f64_in(1e-6, 1.0), long)]
+    pub fraction: f64,
+    /// Which routes: subsets of one seed are nested (the 1% inside the 10%).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Replace a dataset already in the output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
 pub struct InspectArgs {
     /// Dataset folder.
     pub dir: PathBuf,
@@ -212,6 +238,19 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
         DataCmd::Synth(a) => synth(a),
         DataCmd::Inspect(a) => inspect(a),
         DataCmd::Sample(a) => super::serve::sample(a),
+        DataCmd::Subset(a) => {
+            let m = crate::data::subset::subset(&a.input, &a.out, a.fraction, a.seed, a.force)?;
+            let n = |s: &str| m.split(s).map_or(0, |i| i.samples);
+            println!(
+                "{}: {} training samples ({} routes), {} validation, {} test",
+                a.out.display(),
+                n("train"),
+                m.split("train").map_or(0, |i| i.routes.len()),
+                n("val"),
+                n("test")
+            );
+            Ok(())
+        }
         DataCmd::Import { cmd } => import(cmd),
     }
 }
@@ -300,8 +339,16 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
             )
         }
         ImportCmd::GpsCsv(a) => {
+            anyhow::ensure!(
+                a.val_frac + a.test_frac < 1.0,
+                "--val-frac {} + --test-frac {} leave no training data",
+                a.val_frac,
+                a.test_frac
+            );
             let mut o = gps_csv::CsvOptions {
                 seed: a.common.seed,
+                val_frac: a.val_frac,
+                test_frac: a.test_frac,
                 ..Default::default()
             };
             a.window.apply(&mut o.window);

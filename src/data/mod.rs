@@ -9,5 +9,6 @@ pub mod npy;
 pub mod sample;
 pub mod shards;
 pub mod stop_set;
+pub mod subset;
 pub mod synth;
 pub mod writer;

@@ -142,6 +142,30 @@ fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
     Ok(out)
 }
 
+/// A run that starts from another (`train.init_from`) keeps its time grid and normalization:
+/// the features must mean what they meant when its weights learned them, whatever the new
+/// data's sampling (which must fit within its horizon).
+fn inherited_grid(
+    cfg: &Config,
+    sources: &[Source],
+) -> anyhow::Result<Option<crate::bundle::Normalization>> {
+    if cfg.train.init_from.is_empty() {
+        return Ok(None);
+    }
+    let p = Path::new(&cfg.train.init_from).join(crate::bundle::NORMALIZATION);
+    let n = crate::bundle::Normalization::load(&p).with_context(|| {
+        format!(
+            "key `train.init_from`: {} is not a run folder",
+            cfg.train.init_from
+        )
+    })?;
+    for s in sources {
+        crate::bundle::check_data(&s.manifest, &s.dir, &n, true)
+            .with_context(|| format!("train.init_from {}", cfg.train.init_from))?;
+    }
+    Ok(Some(n))
+}
+
 /// The hash a model records of its training data.
 fn data_hash(sources: &[Source]) -> anyhow::Result<String> {
     if let [one] = sources {
@@ -161,13 +185,17 @@ impl Setup {
     pub fn new(cfg: Config) -> anyhow::Result<Setup> {
         let mut cfg = cfg;
         let sources = load_sources(&cfg)?;
-        let specs: Vec<&Spec> = sources.iter().map(|s| &s.manifest.spec).collect();
-        let spec = crate::time_grid::model_spec(&specs);
-        let parts: Vec<(&NormStats, f64)> = sources
-            .iter()
-            .map(|s| (&s.manifest.norm, s.weight))
-            .collect();
-        let stats = NormStats::mix(&parts);
+        let (spec, stats) = match inherited_grid(&cfg, &sources)? {
+            Some(n) => (n.spec, n.norm),
+            None => {
+                let specs: Vec<&Spec> = sources.iter().map(|s| &s.manifest.spec).collect();
+                let parts: Vec<(&NormStats, f64)> = sources
+                    .iter()
+                    .map(|s| (&s.manifest.norm, s.weight))
+                    .collect();
+                (crate::time_grid::model_spec(&specs), NormStats::mix(&parts))
+            }
+        };
         // The run's config names the patch sizes it derived, so the model is rebuilt the same.
         cfg.model = cfg.model.for_spec(&spec);
         DfmModel::check_shapes(&cfg.model, &spec, cfg.data.image_size)?;
@@ -519,13 +547,16 @@ pub fn optimizer(cfg: &Config) -> ModuleOptimizer {
         .init()
 }
 
-/// Loads the encoders of a pretrained run into `model`.
+/// Starts `model` from another run's best (or last) weights: the whole model when that run
+/// was supervised (a foundation model fine-tuned on a new source keeps its trajectory and
+/// outcome heads), its encoders only after self-supervised pretraining (whose heads never
+/// trained). Returns the model and what was taken.
 pub fn init_from(
     model: DfmModel,
     run: &Path,
     setup: &Setup,
     device: &Device,
-) -> anyhow::Result<DfmModel> {
+) -> anyhow::Result<(DfmModel, &'static str)> {
     let pcfg = Config::load(Some(&run.join("config.toml")), &[])
         .with_context(|| format!("init_from {}: cannot read its config", run.display()))?;
     let pm = DfmModel::new(&pcfg.model, &setup.spec, pcfg.data.image_size, device);
@@ -533,9 +564,12 @@ pub fn init_from(
     let pm = checkpoint::load_model(pm, &dir).with_context(|| {
         format!("init_from {}: its model does not fit this config (model.* keys must match the pretrained run's)", run.display())
     })?;
+    if pcfg.train.objective == Objective::Supervised {
+        return Ok((pm, "the whole model"));
+    }
     let mut model = model;
     model.enc = pm.enc;
-    Ok(model)
+    Ok((model, "the encoders"))
 }
 
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs

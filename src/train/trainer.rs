@@ -592,8 +592,9 @@ fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result
     let cfg = &setup.cfg;
     let mut model = setup.new_model(device);
     if !cfg.train.init_from.is_empty() && !resume {
-        model = init_from(model, Path::new(&cfg.train.init_from), setup, device)?;
-        println!("initialized the encoders from {}", cfg.train.init_from);
+        let (m, what) = init_from(model, Path::new(&cfg.train.init_from), setup, device)?;
+        model = m;
+        println!("initialized {what} from {}", cfg.train.init_from);
     }
     if cfg.train.freeze_encoders {
         model.enc = model.enc.no_grad();

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Regenerates README's transfer report: does one model trained on several sources carry over to
+a source (and a sampling rate) it never saw, and how much of that source's data does fine-tuning
+need? Prints the tables (mean +- sample standard deviation over seeds) and writes
+OUT/transfer.json and OUT/transfer.png.
+
+Usage (from the project root, after `cargo build --release`; the plot needs matplotlib):
+    python3 scripts/transfer.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/transfer]
+
+Sources (all made from the shared samples and the simulator):
+- GeoLife users 000-003 at 5 s (`dfm data import geolife`: users 000-002 train, 003 test);
+- a "fleet": GeoLife users 004-007 written as a GPS CSV and imported at 10 s (other people, another
+  sampling; trajectories split by a hash: 25% test);
+- the simulator (60 routes: 1 s history, 2 s future, rasters, IMU, stops).
+Experiments, per seed (`configs/foundation.toml`, the same model everywhere):
+- fleet left out: train on GeoLife + simulator, evaluate zero-shot on the fleet's test split; then
+  fine-tune that model (whole model, its grid and normalization) on 1%, 10% and 100% of the fleet's
+  training routes, and train the same model from scratch on the same subsets;
+- GeoLife left out: train on fleet + simulator, evaluate zero-shot on GeoLife's held-out user.
+Trajectory error is the minFDE (m) of the most likely trajectory (K=1) and of the best of 6, with
+constant velocity on the same windows.
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+DFM = os.path.join("target", "release", "dfm")
+CONFIG = "configs/foundation.toml"
+FRACTIONS = [0.01, 0.1, 1.0]
+
+
+def run(args, log):
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        r = subprocess.run([DFM] + args, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit(f"dfm {' '.join(args)} failed; see {log}")
+
+
+def manifest(d):
+    return json.load(open(os.path.join(d, "manifest.json")))
+
+
+def prepare(a):
+    d = os.path.join(a.out, "data")
+    os.makedirs(d, exist_ok=True)
+    geo, fleet, sim = (os.path.join(d, n) for n in ["geolife", "fleet", "sim"])
+    if not os.path.isfile(os.path.join(geo, "manifest.json")):
+        users = os.path.join(d, "geolife-users")
+        os.makedirs(users, exist_ok=True)
+        for u in ["000", "001", "002", "003"]:
+            link = os.path.join(users, u)
+            if not os.path.exists(link):
+                os.symlink(os.path.abspath(os.path.join(a.shared, "geolife", u)), link)
+        run(["data", "import", "geolife", "--in", users, "--out", geo, "--force"], geo + ".log")
+    if not os.path.isfile(os.path.join(fleet, "manifest.json")):
+        csv = os.path.join(d, "fleet.csv")
+        subprocess.run([sys.executable, "scripts/geolife_csv.py", "--in", os.path.join(a.shared, "geolife"),
+                        "--users", "004,005,006,007", "--out", csv], check=True)
+        run(["data", "import", "gps-csv", "--in", csv, "--out", fleet, "--tz", "Asia/Shanghai",
+             "--test-frac", "0.25", "--force"], fleet + ".log")
+    if not os.path.isfile(os.path.join(sim, "manifest.json")):
+        run(["data", "synth", "--out", sim, "--routes", "60", "--seed", "1", "--force"], sim + ".log")
+    return geo, fleet, sim
+
+
+def sources(*paths):
+    return "data.sources=[" + ", ".join(f'{{path = "{p}"}}' for p in paths) + "]"
+
+
+def train(rd, seed, extra):
+    if not os.path.isfile(os.path.join(rd, "normalization.json")) or not os.path.isdir(os.path.join(rd, "best")):
+        subprocess.run(["rm", "-rf", rd])
+        run(["train", "--config", CONFIG, "--device", "flex", "--set", f"run.seed={seed}", "--set",
+             f"run.dir={rd}"] + [x for e in extra for x in ("--set", e)], rd + ".log")
+
+
+def evaluate(rd, data, split="test"):
+    out = os.path.join(rd, f"transfer_eval_{os.path.basename(data)}_{split}.json")
+    if not os.path.isfile(out):
+        run(["eval", "--model", rd, "--data", data, "--split", split, "--device", "flex", "--json", out],
+            out + ".log")
+    r = json.load(open(out))
+    t, cv = r["trajectory"], r["baselines"]["constant_velocity"]["trajectory"]["at_k"]
+    return {"k1": t["at_1"]["min_fde_m"], "best_of_6": t["at_k"]["min_fde_m"], "cv": cv["min_fde_m"],
+            "samples": r["samples"]}
+
+
+def steps_for(data, epochs, floor):
+    """Optimizer steps for `epochs` passes over a dataset's training split at batch 64."""
+    n = manifest(data)["splits"]["train"]["samples"]
+    return max(floor, epochs * n // 64)
+
+
+def ms(xs):
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def cell(xs):
+    m, s = ms(xs)
+    return f"{m:.1f} ± {s:.1f}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--shared", default="../shared/data")
+    p.add_argument("--out", default="checkpoints/transfer")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    geo, fleet, sim = prepare(a)
+    res = {"seeds": seeds, "zero_shot_fleet": [], "zero_shot_geolife": [],
+           "fine_tuned": {str(f): [] for f in FRACTIONS}, "scratch": {str(f): [] for f in FRACTIONS}}
+    for s in seeds:
+        base = os.path.join(a.out, f"no-fleet-s{s}")
+        train(base, s, [sources(geo, sim)])
+        res["zero_shot_fleet"].append(evaluate(base, fleet))
+        nogeo = os.path.join(a.out, f"no-geolife-s{s}")
+        train(nogeo, s, [sources(fleet, sim)])
+        res["zero_shot_geolife"].append(evaluate(nogeo, geo))
+        for f in FRACTIONS:
+            data = fleet
+            if f < 1.0:
+                data = os.path.join(a.out, "data", f"fleet-{f}-s{s}")
+                if not os.path.isfile(os.path.join(data, "manifest.json")):
+                    run(["data", "subset", "--in", fleet, "--out", data, "--fraction", str(f), "--seed", str(s),
+                         "--force"], data + ".log")
+            ft = os.path.join(a.out, f"fine-tuned-{f}-s{s}")
+            train(ft, s, [sources(data), f"train.init_from={base}", "train.lr=5e-4", "train.warmup_steps=20",
+                          "train.epochs=100000", f"train.max_steps={steps_for(data, 2, 150)}"])
+            res["fine_tuned"][str(f)].append(evaluate(ft, fleet))
+            sc = os.path.join(a.out, f"scratch-{f}-s{s}")
+            train(sc, s, [sources(data), "train.epochs=100000", f"train.max_steps={steps_for(data, 6, 300)}"])
+            res["scratch"][str(f)].append(evaluate(sc, fleet))
+    json.dump(res, open(os.path.join(a.out, "transfer.json"), "w"), indent=1)
+    report(res, a.out)
+
+
+def report(res, out):
+    seeds = ",".join(map(str, res["seeds"]))
+    col = lambda rows, k: cell([r[k] for r in rows])
+    print(f"\nZero-shot (the source never seen in training), minFDE m, seeds {seeds}:\n")
+    print("| left out | samples | model K=1 | model best of 6 | constant velocity | K=1 / CV |")
+    print("|---|---|---|---|---|---|")
+    for name, key in [("fleet (10 s)", "zero_shot_fleet"), ("GeoLife user 003 (5 s)", "zero_shot_geolife")]:
+        rows = res[key]
+        ratio = [r["k1"] / r["cv"] for r in rows]
+        print(f"| {name} | {rows[0]['samples']} | {col(rows, 'k1')} | {col(rows, 'best_of_6')} | "
+              f"{col(rows, 'cv')} | {ms(ratio)[0]:.3f} ± {ms(ratio)[1]:.3f} |")
+    print(f"\nThe fleet's test split, minFDE m of the most likely trajectory (K=1), seeds {seeds}:\n")
+    print("| fleet training data | fine-tuned from the model without the fleet | from scratch |")
+    print("|---|---|---|")
+    for f in FRACTIONS:
+        print(f"| {f:.0%} | {col(res['fine_tuned'][str(f)], 'k1')} | {col(res['scratch'][str(f)], 'k1')} |")
+    ft10 = ms([r["k1"] for r in res["fine_tuned"]["0.1"]])[0]
+    sc100 = ms([r["k1"] for r in res["scratch"]["1.0"]])[0]
+    print(f"\nfine-tuned on 10% / from scratch on 100%: {ft10 / sc100:.3f}")
+    plot(res, os.path.join(out, "transfer.png"))
+
+
+def plot(res, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no matplotlib: no plot)")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [f * 100 for f in FRACTIONS]
+    for key, label in [("fine_tuned", "fine-tuned from the model without the fleet"), ("scratch", "from scratch")]:
+        m = [ms([r["k1"] for r in res[key][str(f)]]) for f in FRACTIONS]
+        ax.errorbar(xs, [x[0] for x in m], yerr=[x[1] for x in m], marker="o", capsize=3, label=label)
+    z = ms([r["k1"] for r in res["zero_shot_fleet"]])[0]
+    cv = ms([r["cv"] for r in res["zero_shot_fleet"]])[0]
+    ax.axhline(z, color="gray", linestyle="--", label="zero-shot")
+    ax.axhline(cv, color="black", linestyle=":", label="constant velocity")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of the fleet's training routes (%)")
+    ax.set_ylabel("minFDE of the most likely trajectory (m)")
+    ax.set_title("Transfer to an unseen 10 s fleet (mean ± sd over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
