@@ -12,22 +12,15 @@ use std::path::{Path, PathBuf};
 fn tiny_run(tmp: &Path) -> (PathBuf, PathBuf) {
     let data = tiny_dataset(tmp, 31);
     let run = tmp.join("run");
-    let o: Vec<String> = [
+    let mut o = tiny_model();
+    o.extend([
         format!("data.path={}", data.display()),
         format!("run.dir={}", run.display()),
-        "data.image_size=16".into(),
-        "model.d_model=32".into(),
-        "model.layers=1".into(),
-        "model.heads=2".into(),
-        "model.ff_mult=2".into(),
-        "train.batch_size=16".into(),
         "train.lr=3e-3".into(),
         "train.warmup_steps=20".into(),
         "train.max_steps=600".into(),
         "train.epochs=100".into(),
-        "data.shuffle_buffer=256".into(),
-    ]
-    .to_vec();
+    ]);
     dfm::train::train(
         Config::load(None, &o).unwrap(),
         false,
@@ -289,15 +282,8 @@ fn absent_labels_and_mismatched_data() {
     // Another sampling of the same world (history every 2 s where the model saw 1 s, the
     // future every 3 s where it saw 2 s, IMU at 5 Hz where it saw 10 Hz): evaluated on the
     // model's time grid, and the most likely trajectory still beats constant velocity.
-    let mut cfg = tiny_config(31);
-    cfg.spec.history_len = 15;
-    cfg.spec.history_step_s = 2.0;
-    cfg.spec.future_len = 10;
-    cfg.spec.future_step_s = 3.0;
-    cfg.spec.imu_len = 150;
-    cfg.spec.imu_rate_hz = 5.0;
     let resampled = tmp.path().join("resampled");
-    dfm::data::synth::generate(&resampled, &cfg, false).unwrap();
+    dfm::data::synth::generate(&resampled, &resampled_config(31, 10, 3.0), false).unwrap();
     let json = tmp.path().join("resampled.json");
     let (ok, out, err) = eval_cli(&[
         "--model",

@@ -17,15 +17,8 @@ use std::sync::Arc;
 /// another world sampled every 2 s with a future every 4 s over 40 s and IMU at 5 Hz.
 fn two_worlds(tmp: &Path) -> (PathBuf, PathBuf) {
     let a = tiny_dataset(tmp, 41);
-    let mut cfg = tiny_config(42);
-    cfg.spec.history_len = 15;
-    cfg.spec.history_step_s = 2.0;
-    cfg.spec.future_len = 10;
-    cfg.spec.future_step_s = 4.0;
-    cfg.spec.imu_len = 150;
-    cfg.spec.imu_rate_hz = 5.0;
     let b = tmp.join("coarse");
-    dfm::data::synth::generate(&b, &cfg, false).unwrap();
+    dfm::data::synth::generate(&b, &resampled_config(42, 10, 4.0), false).unwrap();
     (a, b)
 }
 
@@ -109,23 +102,16 @@ fn one_run_learns_two_samplings() {
         a.display().to_string(),
         b.display().to_string()
     );
-    let o: Vec<String> = [
+    let mut o = tiny_model();
+    o.extend([
         sources,
         format!("run.dir={}", run.display()),
-        "data.image_size=16".into(),
-        "data.shuffle_buffer=256".into(),
-        "model.d_model=32".into(),
-        "model.layers=1".into(),
-        "model.heads=2".into(),
-        "model.ff_mult=2".into(),
-        "train.batch_size=16".into(),
         "train.lr=3e-3".into(),
         "train.warmup_steps=20".into(),
         "train.max_steps=600".into(),
         "train.epochs=100".into(),
         "train.log_every=10".into(),
-    ]
-    .to_vec();
+    ]);
     let cfg = Config::load(None, &o).unwrap();
     assert_eq!(
         cfg.data.path,
@@ -165,21 +151,15 @@ fn one_run_learns_two_samplings() {
     // Fine-tuning on one source starts from the whole model with its grid and normalization:
     // its first logged loss is already below the mixture run's first.
     let ft = tmp.path().join("fine-tuned");
-    let o: Vec<String> = [
+    let mut o = tiny_model();
+    o.extend([
         format!("data.path={}", b.display()),
         format!("run.dir={}", ft.display()),
         format!("train.init_from={}", run.display()),
-        "data.image_size=16".into(),
-        "model.d_model=32".into(),
-        "model.layers=1".into(),
-        "model.heads=2".into(),
-        "model.ff_mult=2".into(),
-        "train.batch_size=16".into(),
         "train.lr=3e-4".into(),
         "train.max_steps=20".into(),
         "train.log_every=10".into(),
-    ]
-    .to_vec();
+    ]);
     dfm::train::train(
         Config::load(None, &o).unwrap(),
         false,

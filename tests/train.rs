@@ -314,7 +314,10 @@ fn finetune_loads_pretrained_encoders_and_can_freeze_them() {
         "a fresh model differs"
     );
     let (loaded, what) = dfm::train::init_from(fresh, &pre, &setup, &Device::flex()).unwrap();
-    assert_eq!(what, "the encoders", "a pretraining run's heads never trained");
+    assert_eq!(
+        what, "the encoders",
+        "a pretraining run's heads never trained"
+    );
     assert_eq!(
         max_abs_diff(&weights(&loaded.enc), &weights(&pre_model.enc)),
         0.0

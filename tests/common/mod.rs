@@ -15,6 +15,34 @@ pub fn tiny_config(seed: u64) -> SynthConfig {
     }
 }
 
+/// The tiny world sampled otherwise: history every 2 s (15 fixes), `future_len` positions every
+/// `future_step_s`, IMU at 5 Hz (the simulator's own: 1 s, 2 s, 10 Hz).
+pub fn resampled_config(seed: u64, future_len: usize, future_step_s: f32) -> SynthConfig {
+    let mut cfg = tiny_config(seed);
+    cfg.spec.history_len = 15;
+    cfg.spec.history_step_s = 2.0;
+    cfg.spec.future_len = future_len;
+    cfg.spec.future_step_s = future_step_s;
+    cfg.spec.imu_len = 150;
+    cfg.spec.imu_rate_hz = 5.0;
+    cfg
+}
+
+/// The tiny model and optimizer of the training tests (config overrides).
+pub fn tiny_model() -> Vec<String> {
+    [
+        "data.image_size=16",
+        "data.shuffle_buffer=256",
+        "model.d_model=32",
+        "model.layers=1",
+        "model.heads=2",
+        "model.ff_mult=2",
+        "train.batch_size=16",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub fn tiny_dataset(dir: &Path, seed: u64) -> PathBuf {
     let out = dir.join(format!("world{seed}"));
     generate(&out, &tiny_config(seed), false).expect("synth");
