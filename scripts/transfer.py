@@ -13,6 +13,7 @@ Sources (all made from the shared samples and the simulator):
   sampling; trajectories split by a hash: 25% test);
 - the simulator (60 routes: 1 s history, 2 s future, rasters, IMU, stops).
 Experiments, per seed (`configs/foundation.toml`, the same model everywhere):
+- all three sources in one run, evaluated on each source's test split;
 - fleet left out: train on GeoLife + simulator, evaluate zero-shot on the fleet's test split; then
   fine-tune that model (whole model, its grid and normalization) on 1%, 10% and 100% of the fleet's
   training routes, and train the same model from scratch on the same subsets;
@@ -67,7 +68,7 @@ def sources(*paths):
 
 
 def train(rd, seed, extra):
-    if not os.path.isfile(os.path.join(rd, "normalization.json")) or not os.path.isdir(os.path.join(rd, "best")):
+    if not os.path.isfile(os.path.join(rd, "eval_test.json")):  # written when a run finishes
         subprocess.run(["rm", "-rf", rd])
         run(["train", "--config", CONFIG, "--device", "flex", "--set", f"run.seed={seed}", "--set",
              f"run.dir={rd}"] + [x for e in extra for x in ("--set", e)], rd + ".log")
@@ -84,10 +85,12 @@ def evaluate(rd, data, split="test"):
             "samples": r["samples"]}
 
 
-def steps_for(data, epochs, floor):
-    """Optimizer steps for `epochs` passes over a dataset's training split at batch 64."""
+def budget(data, epochs, floor):
+    """Batch size (64, smaller for a tiny subset) and optimizer steps for `epochs` passes over a
+    dataset's training split, at least `floor`."""
     n = manifest(data)["splits"]["train"]["samples"]
-    return max(floor, epochs * n // 64)
+    batch = 64 if n >= 256 else max(4, n // 4)
+    return [f"train.batch_size={batch}", f"train.max_steps={max(floor, epochs * n // batch)}"]
 
 
 def ms(xs):
@@ -107,9 +110,13 @@ def main():
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     geo, fleet, sim = prepare(a)
-    res = {"seeds": seeds, "zero_shot_fleet": [], "zero_shot_geolife": [],
+    res = {"seeds": seeds, "fleet_train_samples": {}, "all_sources": {"geolife": [], "fleet": [], "sim": []}, "zero_shot_fleet": [], "zero_shot_geolife": [],
            "fine_tuned": {str(f): [] for f in FRACTIONS}, "scratch": {str(f): [] for f in FRACTIONS}}
     for s in seeds:
+        every = os.path.join(a.out, f"all-s{s}")
+        train(every, s, [sources(geo, fleet, sim)])
+        for name, data in [("geolife", geo), ("fleet", fleet), ("sim", sim)]:
+            res["all_sources"][name].append(evaluate(every, data))
         base = os.path.join(a.out, f"no-fleet-s{s}")
         train(base, s, [sources(geo, sim)])
         res["zero_shot_fleet"].append(evaluate(base, fleet))
@@ -123,12 +130,13 @@ def main():
                 if not os.path.isfile(os.path.join(data, "manifest.json")):
                     run(["data", "subset", "--in", fleet, "--out", data, "--fraction", str(f), "--seed", str(s),
                          "--force"], data + ".log")
+            res["fleet_train_samples"].setdefault(str(f), []).append(manifest(data)["splits"]["train"]["samples"])
             ft = os.path.join(a.out, f"fine-tuned-{f}-s{s}")
             train(ft, s, [sources(data), f"train.init_from={base}", "train.lr=5e-4", "train.warmup_steps=20",
-                          "train.epochs=100000", f"train.max_steps={steps_for(data, 2, 150)}"])
+                          "train.epochs=100000"] + budget(data, 2, 150))
             res["fine_tuned"][str(f)].append(evaluate(ft, fleet))
             sc = os.path.join(a.out, f"scratch-{f}-s{s}")
-            train(sc, s, [sources(data), "train.epochs=100000", f"train.max_steps={steps_for(data, 6, 300)}"])
+            train(sc, s, [sources(data), "train.epochs=100000"] + budget(data, 6, 300))
             res["scratch"][str(f)].append(evaluate(sc, fleet))
     json.dump(res, open(os.path.join(a.out, "transfer.json"), "w"), indent=1)
     report(res, a.out)
@@ -137,6 +145,14 @@ def main():
 def report(res, out):
     seeds = ",".join(map(str, res["seeds"]))
     col = lambda rows, k: cell([r[k] for r in rows])
+    print(f"\nOne model on all three sources, each source's test split, minFDE m, seeds {seeds}:\n")
+    print("| source | samples | model K=1 | model best of 6 | constant velocity | K=1 / CV |")
+    print("|---|---|---|---|---|---|")
+    for name, label in [("geolife", "GeoLife user 003 (5 s)"), ("fleet", "fleet (10 s)"), ("sim", "simulator (1 s / 2 s)")]:
+        rows = res["all_sources"][name]
+        ratio = [r["k1"] / r["cv"] for r in rows]
+        print(f"| {label} | {rows[0]['samples']} | {col(rows, 'k1')} | {col(rows, 'best_of_6')} | "
+              f"{col(rows, 'cv')} | {ms(ratio)[0]:.3f} ± {ms(ratio)[1]:.3f} |")
     print(f"\nZero-shot (the source never seen in training), minFDE m, seeds {seeds}:\n")
     print("| left out | samples | model K=1 | model best of 6 | constant velocity | K=1 / CV |")
     print("|---|---|---|---|---|---|")
@@ -146,10 +162,12 @@ def report(res, out):
         print(f"| {name} | {rows[0]['samples']} | {col(rows, 'k1')} | {col(rows, 'best_of_6')} | "
               f"{col(rows, 'cv')} | {ms(ratio)[0]:.3f} ± {ms(ratio)[1]:.3f} |")
     print(f"\nThe fleet's test split, minFDE m of the most likely trajectory (K=1), seeds {seeds}:\n")
-    print("| fleet training data | fine-tuned from the model without the fleet | from scratch |")
-    print("|---|---|---|")
+    print("| fleet training routes | training samples | fine-tuned from the model without the fleet | from scratch |")
+    print("|---|---|---|---|")
     for f in FRACTIONS:
-        print(f"| {f:.0%} | {col(res['fine_tuned'][str(f)], 'k1')} | {col(res['scratch'][str(f)], 'k1')} |")
+        n = res["fleet_train_samples"][str(f)]
+        print(f"| {f:.0%} | {min(n)}-{max(n)} | {col(res['fine_tuned'][str(f)], 'k1')} | "
+              f"{col(res['scratch'][str(f)], 'k1')} |")
     ft10 = ms([r["k1"] for r in res["fine_tuned"]["0.1"]])[0]
     sc100 = ms([r["k1"] for r in res["scratch"]["1.0"]])[0]
     print(f"\nfine-tuned on 10% / from scratch on 100%: {ft10 / sc100:.3f}")
