@@ -102,7 +102,7 @@ fn pad_horizons(mut f: Features, fl: usize) -> Features {
 
 /// The batch's knot weights [B, F, G], None when every sample is on the knots (the identity
 /// for those among others).
-fn knot_weights(items: &[Features], fl: usize, device: &Device) -> Option<Tensor<3>> {
+fn stack_knot_weights(items: &[Features], fl: usize, device: &Device) -> Option<Tensor<3>> {
     let g = items
         .iter()
         .find(|f| !f.future_w.is_empty())?
@@ -154,7 +154,7 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),
             prior: stack(&items, [b, fl, 2], |f| &f.prior, device),
-            future_w: knot_weights(&items, fl, device),
+            future_w: stack_knot_weights(&items, fl, device),
             targets: Targets {
                 future: stack(&items, [b, fl, 2], |f| &f.future, device),
                 future_mask: scalar(&|f| f.future_mask),

@@ -109,14 +109,17 @@ pub const MAX_SOURCES: usize = 16;
 impl SourceConfig {
     /// The source's name: given, or its folder's.
     pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            std::path::Path::new(&self.path)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(&self.path)
-                .to_string()
-        })
+        self.name.clone().unwrap_or_else(|| folder_name(&self.path))
     }
+}
+
+/// The last component of a dataset path (the default name of a source).
+pub fn folder_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
+        .to_string()
 }
 
 impl Default for DataConfig {

@@ -92,9 +92,6 @@ pub struct Source {
 /// Everything a run needs from its data and config.
 pub struct Setup {
     pub cfg: Config,
-    /// The primary dataset (the first source).
-    pub data_dir: PathBuf,
-    pub manifest: Manifest,
     /// The data the model is tied to: the primary's manifest hash, or for a mixture the hash of
     /// every source's name and manifest hash.
     pub manifest_sha256: String,
@@ -113,17 +110,7 @@ fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
     let data_dir = ensure_dataset(cfg)?;
     let first = cfg.data.sources.first();
     let mut out = vec![Source {
-        name: first.map_or_else(
-            || {
-                crate::config::SourceConfig {
-                    path: cfg.data.path.clone(),
-                    weight: 1.0,
-                    name: None,
-                }
-                .name()
-            },
-            |f| f.name(),
-        ),
+        name: first.map_or_else(|| crate::config::folder_name(&cfg.data.path), |f| f.name()),
         manifest: Manifest::load(&data_dir)?,
         dir: data_dir,
         weight: first.map_or(1.0, |f| f.weight),
@@ -203,14 +190,17 @@ impl Setup {
         let norm = Arc::new(Normalizer::new(&spec, &stats, cfg.data.image_size));
         Ok(Setup {
             cfg,
-            data_dir: sources[0].dir.clone(),
-            manifest: sources[0].manifest.clone(),
             manifest_sha256,
             spec,
             stats,
             norm,
             sources,
         })
+    }
+
+    /// The primary dataset (the first source).
+    pub fn primary(&self) -> &Source {
+        &self.sources[0]
     }
 
     /// A split's loader options as the config sets them.
@@ -701,8 +691,8 @@ fn ensure_ridge(setup: &Setup, run_dir: &Path, quiet: bool) -> anyhow::Result<Op
     }
     let t = Instant::now();
     let fitted = ridge::fit_on(
-        &setup.data_dir,
-        &setup.manifest,
+        &setup.primary().dir,
+        &setup.primary().manifest,
         &setup.norm,
         setup.cfg.data.workers,
     )?;

@@ -203,7 +203,7 @@ impl Trainer {
         if state.manifest_sha256 != self.setup.manifest_sha256 {
             bail!(
                 "--resume: the dataset at {} changed since the run started (manifest hash differs)",
-                self.setup.data_dir.display()
+                self.setup.primary().dir.display()
             );
         }
         self.state = state;
@@ -576,7 +576,7 @@ fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Resul
     let norm_path = run_dir.join(crate::bundle::NORMALIZATION);
     if !resume || !norm_path.is_file() {
         let n = crate::bundle::Normalization {
-            schema_version: setup.manifest.schema_version,
+            schema_version: setup.primary().manifest.schema_version,
             manifest_sha256: setup.manifest_sha256.clone(),
             spec: setup.spec.clone(),
             norm: setup.stats.clone(),
