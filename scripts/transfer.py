@@ -17,7 +17,8 @@ Experiments, per seed (`configs/foundation.toml`, the same model everywhere):
 - fleet left out: train on GeoLife + simulator, evaluate zero-shot on the fleet's test split; then
   fine-tune that model (whole model, its grid and normalization) on 1%, 10% and 100% of the fleet's
   training routes, and train the same model from scratch on the same subsets;
-- GeoLife left out: train on fleet + simulator, evaluate zero-shot on GeoLife's held-out user.
+- GeoLife left out: train on fleet + simulator, evaluate zero-shot on GeoLife's held-out user; then
+  the same fine-tuning and from-scratch curve on GeoLife's training routes.
 Trajectory error is the minFDE (m) of the most likely trajectory (K=1) and of the best of 6, with
 constant velocity on the same windows.
 """
@@ -102,6 +103,30 @@ def cell(xs):
     return f"{m:.1f} ± {s:.1f}"
 
 
+def curve(a, s, name, data, base, res):
+    """Fine-tunes `base` (a run that never saw `data`) on 1%, 10% and 100% of `data`'s training
+    routes, and trains the same model from scratch on them; scores both on `data`'s test split."""
+    prefix = "" if name == "fleet" else f"{name}-"
+    for f in FRACTIONS:
+        sub = data
+        if f < 1.0:
+            sub = os.path.join(a.out, "data", f"{name}-{f}-s{s}")
+            if not os.path.isfile(os.path.join(sub, "manifest.json")):
+                run(["data", "subset", "--in", data, "--out", sub, "--fraction", str(f), "--seed", str(s),
+                     "--force"], sub + ".log")
+        res["train_samples"][name].setdefault(str(f), []).append(manifest(sub)["splits"]["train"]["samples"])
+        ft = os.path.join(a.out, f"{prefix}fine-tuned-{f}-s{s}")
+        train(ft, s, [sources(sub), f"train.init_from={base}", "train.lr=5e-4", "train.warmup_steps=20",
+                      "train.epochs=100000"] + budget(sub, 2, 150))
+        res["fine_tuned"][name][str(f)].append(evaluate(ft, data))
+        sc = os.path.join(a.out, f"{prefix}scratch-{f}-s{s}")
+        train(sc, s, [sources(sub), "train.epochs=100000"] + budget(sub, 6, 300))
+        # A model trained from scratch on a few routes has their statistics (at 1% of the fleet,
+        # a 3x smaller position scale than the whole source's): scoring it on the source it is a
+        # subset of needs --allow-shift. The zero-shot and fine-tuned models never do.
+        res["scratch"][name][str(f)].append(evaluate(sc, data, allow_shift=f < 1.0))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", default="1,2,3")
@@ -110,37 +135,25 @@ def main():
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     geo, fleet, sim = prepare(a)
-    res = {"seeds": seeds, "fleet_train_samples": {}, "all_sources": {"geolife": [], "fleet": [], "sim": []}, "zero_shot_fleet": [], "zero_shot_geolife": [],
-           "fine_tuned": {str(f): [] for f in FRACTIONS}, "scratch": {str(f): [] for f in FRACTIONS}}
+    targets = ["fleet", "geolife"]
+    res = {"seeds": seeds, "all_sources": {"geolife": [], "fleet": [], "sim": []},
+           "zero_shot_fleet": [], "zero_shot_geolife": [],
+           "train_samples": {t: {} for t in targets},
+           "fine_tuned": {t: {str(f): [] for f in FRACTIONS} for t in targets},
+           "scratch": {t: {str(f): [] for f in FRACTIONS} for t in targets}}
     for s in seeds:
         every = os.path.join(a.out, f"all-s{s}")
         train(every, s, [sources(geo, fleet, sim)])
         for name, data in [("geolife", geo), ("fleet", fleet), ("sim", sim)]:
             res["all_sources"][name].append(evaluate(every, data))
-        base = os.path.join(a.out, f"no-fleet-s{s}")
-        train(base, s, [sources(geo, sim)])
-        res["zero_shot_fleet"].append(evaluate(base, fleet))
+        nofleet = os.path.join(a.out, f"no-fleet-s{s}")
+        train(nofleet, s, [sources(geo, sim)])
+        res["zero_shot_fleet"].append(evaluate(nofleet, fleet))
         nogeo = os.path.join(a.out, f"no-geolife-s{s}")
         train(nogeo, s, [sources(fleet, sim)])
         res["zero_shot_geolife"].append(evaluate(nogeo, geo))
-        for f in FRACTIONS:
-            data = fleet
-            if f < 1.0:
-                data = os.path.join(a.out, "data", f"fleet-{f}-s{s}")
-                if not os.path.isfile(os.path.join(data, "manifest.json")):
-                    run(["data", "subset", "--in", fleet, "--out", data, "--fraction", str(f), "--seed", str(s),
-                         "--force"], data + ".log")
-            res["fleet_train_samples"].setdefault(str(f), []).append(manifest(data)["splits"]["train"]["samples"])
-            ft = os.path.join(a.out, f"fine-tuned-{f}-s{s}")
-            train(ft, s, [sources(data), f"train.init_from={base}", "train.lr=5e-4", "train.warmup_steps=20",
-                          "train.epochs=100000"] + budget(data, 2, 150))
-            res["fine_tuned"][str(f)].append(evaluate(ft, fleet))
-            sc = os.path.join(a.out, f"scratch-{f}-s{s}")
-            train(sc, s, [sources(data), "train.epochs=100000"] + budget(data, 6, 300))
-            # A model trained from scratch on one route has that route's statistics (a 3x smaller
-            # position scale than the whole fleet's at 1%): scoring it on the fleet it is a subset
-            # of needs --allow-shift. The zero-shot and fine-tuned models never do.
-            res["scratch"][str(f)].append(evaluate(sc, fleet, allow_shift=f < 1.0))
+        curve(a, s, "fleet", fleet, nofleet, res)
+        curve(a, s, "geolife", geo, nogeo, res)
     json.dump(res, open(os.path.join(a.out, "transfer.json"), "w"), indent=1)
     report(res, a.out)
 
@@ -164,16 +177,18 @@ def report(res, out):
         ratio = [r["k1"] / r["cv"] for r in rows]
         print(f"| {name} | {rows[0]['samples']} | {col(rows, 'k1')} | {col(rows, 'best_of_6')} | "
               f"{col(rows, 'cv')} | {ms(ratio)[0]:.3f} ± {ms(ratio)[1]:.3f} |")
-    print(f"\nThe fleet's test split, minFDE m of the most likely trajectory (K=1), seeds {seeds}:\n")
-    print("| fleet training routes | training samples | fine-tuned from the model without the fleet | from scratch |")
-    print("|---|---|---|---|")
-    for f in FRACTIONS:
-        n = res["fleet_train_samples"][str(f)]
-        print(f"| {f:.0%} | {min(n)}-{max(n)} | {col(res['fine_tuned'][str(f)], 'k1')} | "
-              f"{col(res['scratch'][str(f)], 'k1')} |")
-    ft10 = ms([r["k1"] for r in res["fine_tuned"]["0.1"]])[0]
-    sc100 = ms([r["k1"] for r in res["scratch"]["1.0"]])[0]
-    print(f"\nfine-tuned on 10% / from scratch on 100%: {ft10 / sc100:.3f}")
+    for t, label in [("fleet", "the fleet"), ("geolife", "GeoLife")]:
+        print(f"\nThe left-out source, {label}: its test split, minFDE m of the most likely trajectory (K=1), "
+              f"seeds {seeds}:\n")
+        print("| training routes | training samples | fine-tuned from the model without it | from scratch |")
+        print("|---|---|---|---|")
+        for f in FRACTIONS:
+            n = res["train_samples"][t][str(f)]
+            print(f"| {f:.0%} | {min(n)}-{max(n)} | {col(res['fine_tuned'][t][str(f)], 'k1')} | "
+                  f"{col(res['scratch'][t][str(f)], 'k1')} |")
+        ft10 = ms([r["k1"] for r in res["fine_tuned"][t]["0.1"]])[0]
+        sc100 = ms([r["k1"] for r in res["scratch"][t]["1.0"]])[0]
+        print(f"\n{label}: fine-tuned on 10% / from scratch on 100%: {ft10 / sc100:.3f}")
     plot(res, os.path.join(out, "transfer.png"))
 
 
@@ -185,22 +200,25 @@ def plot(res, path):
     except ImportError:
         print("(no matplotlib: no plot)")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     xs = [f * 100 for f in FRACTIONS]
-    for key, label in [("fine_tuned", "fine-tuned from the model without the fleet"), ("scratch", "from scratch")]:
-        m = [ms([r["k1"] for r in res[key][str(f)]]) for f in FRACTIONS]
-        ax.errorbar(xs, [x[0] for x in m], yerr=[x[1] for x in m], marker="o", capsize=3, label=label)
-    z = ms([r["k1"] for r in res["zero_shot_fleet"]])[0]
-    cv = ms([r["cv"] for r in res["zero_shot_fleet"]])[0]
-    ax.axhline(z, color="gray", linestyle="--", label="zero-shot")
-    ax.axhline(cv, color="black", linestyle=":", label="constant velocity")
-    ax.set_xscale("log")
-    ax.set_xlabel("share of the fleet's training routes (%)")
-    ax.set_ylabel("minFDE of the most likely trajectory (m)")
-    ax.set_title("Transfer to an unseen 10 s fleet (mean ± sd over seeds)")
-    ax.legend(fontsize=8)
+    for ax, t, title, zkey in [(axes[0], "fleet", "an unseen 10 s fleet", "zero_shot_fleet"),
+                               (axes[1], "geolife", "an unseen GeoLife user (5 s)", "zero_shot_geolife")]:
+        for key, label in [("fine_tuned", "fine-tuned from the model without it"), ("scratch", "from scratch")]:
+            m = [ms([r["k1"] for r in res[key][t][str(f)]]) for f in FRACTIONS]
+            ax.errorbar(xs, [x[0] for x in m], yerr=[x[1] for x in m], marker="o", capsize=3, label=label)
+        z = ms([r["k1"] for r in res[zkey]])[0]
+        cv = ms([r["cv"] for r in res[zkey]])[0]
+        ax.axhline(z, color="gray", linestyle="--", label="zero-shot")
+        ax.axhline(cv, color="black", linestyle=":", label="constant velocity")
+        ax.set_xscale("log")
+        ax.set_xlabel("share of its training routes (%)")
+        ax.set_ylabel("minFDE of the most likely trajectory (m)")
+        ax.set_title(f"Transfer to {title}")
+        ax.legend(fontsize=7, loc="center right")
+    fig.suptitle("mean ± sd over seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     print(f"plot: {path}")
 
 

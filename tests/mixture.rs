@@ -1,6 +1,7 @@
 //! Several datasets of different sampling trained as one (`data.sources`): batches are drawn by
 //! weight and resume exactly; one run learns both sources (per-source validation losses, an
-//! evaluation of each, the most likely trajectory ahead of constant velocity on each).
+//! evaluation of each, the most likely trajectory ahead of constant velocity on each); a source
+//! without trajectory labels trains the heads it has; fine-tuning keeps the grid.
 
 mod common;
 use burn::prelude::*;
@@ -201,4 +202,55 @@ fn one_run_learns_two_samplings() {
             "{what}: most likely {top1:.2} m vs CV {cv:.2} m"
         );
     }
+}
+
+/// A source without trajectory labels (like LMRC) trains only the heads it has labels for: the
+/// run goes on, logs its validation loss, and its evaluation reports the trajectory as absent
+/// while scoring the next stop.
+#[test]
+fn a_source_without_trajectories_trains_the_heads_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tiny_dataset(tmp.path(), 43);
+    let b = tmp.path().join("stops-only");
+    copy_dir(&tiny_dataset(tmp.path(), 44), &b);
+    for split in ["train", "val", "test", "test_days"] {
+        edit_records(&b, split, |v| {
+            let t = v["target"].as_object_mut().unwrap();
+            t.remove("future");
+            t.remove("future_step_s");
+        });
+    }
+    let run = tmp.path().join("run");
+    let mut o = tiny_model();
+    o.extend([
+        format!(
+            "data.sources=[{{path = {:?}}}, {{path = {:?}}}]",
+            a.display().to_string(),
+            b.display().to_string()
+        ),
+        format!("run.dir={}", run.display()),
+        "train.max_steps=80".into(),
+        "train.log_every=10".into(),
+    ]);
+    dfm::train::train(
+        Config::load(None, &o).unwrap(),
+        false,
+        &Device::flex(),
+        true,
+    )
+    .unwrap();
+    let by_source = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["val_loss_by_source"]["stops-only"].as_f64()
+        })
+        .expect("the source's validation loss is logged");
+    assert!(by_source.is_finite());
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval_test_stops-only.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(r["trajectory"].is_null(), "{}", r["trajectory"]);
+    assert!(r["next_stop"]["hr_at_3"].as_f64().unwrap() > 0.0);
 }

@@ -85,3 +85,48 @@ pub fn skip(reason: &str) {
     }
     eprintln!("SKIPPED: {reason}");
 }
+
+/// Rewrites the JSON of every record of a split's shards with `f`.
+pub fn edit_records(dir: &Path, split: &str, f: impl Fn(&mut serde_json::Value)) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with(&format!("{split}-")) {
+            continue;
+        }
+        let mut ar = tar::Archive::new(std::fs::File::open(&p).unwrap());
+        let members: Vec<(String, Vec<u8>)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let n = e.path().unwrap().to_string_lossy().to_string();
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+                if n.ends_with(".json") {
+                    let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                    f(&mut v);
+                    b = serde_json::to_vec(&v).unwrap();
+                }
+                (n, b)
+            })
+            .collect();
+        let mut w = tar::Builder::new(std::fs::File::create(&p).unwrap());
+        for (n, b) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(b.len() as u64);
+            h.set_mode(0o644);
+            w.append_data(&mut h, n, b.as_slice()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+}
+
+/// Rewrites a dataset's manifest with `f`.
+pub fn edit_manifest(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
