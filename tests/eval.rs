@@ -3,9 +3,7 @@
 //! evaluation is deterministic, and data the model was not trained for is refused.
 
 mod common;
-use burn::prelude::*;
 use common::*;
-use dfm::config::Config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -21,13 +19,7 @@ fn tiny_run(tmp: &Path) -> (PathBuf, PathBuf) {
         "train.max_steps=600".into(),
         "train.epochs=100".into(),
     ]);
-    dfm::train::train(
-        Config::load(None, &o).unwrap(),
-        false,
-        &Device::flex(),
-        true,
-    )
-    .unwrap();
+    train_with(&o);
     (data, run)
 }
 

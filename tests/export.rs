@@ -23,13 +23,7 @@ fn tiny_run(tmp: &Path) -> std::path::PathBuf {
         "eval.split=val".into(),
     ]
     .to_vec();
-    dfm::train::train(
-        Config::load(None, &o).unwrap(),
-        false,
-        &Device::flex(),
-        true,
-    )
-    .unwrap();
+    train_with(&o);
     run
 }
 

@@ -161,13 +161,7 @@ fn one_run_learns_two_samplings() {
         "train.max_steps=20".into(),
         "train.log_every=10".into(),
     ]);
-    dfm::train::train(
-        Config::load(None, &o).unwrap(),
-        false,
-        &Device::flex(),
-        true,
-    )
-    .unwrap();
+    train_with(&o);
     let ft_norm: Value =
         serde_json::from_str(&std::fs::read_to_string(ft.join("normalization.json")).unwrap())
             .unwrap();
@@ -232,13 +226,7 @@ fn a_source_without_trajectories_trains_the_heads_it_has() {
         "train.max_steps=80".into(),
         "train.log_every=10".into(),
     ]);
-    dfm::train::train(
-        Config::load(None, &o).unwrap(),
-        false,
-        &Device::flex(),
-        true,
-    )
-    .unwrap();
+    train_with(&o);
     let by_source = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()

@@ -5,7 +5,6 @@
 mod common;
 use burn::prelude::*;
 use common::*;
-use dfm::config::Config;
 use dfm::data::loader::{Loader, LoaderOptions};
 use dfm::data::manifest::Manifest;
 use dfm::predict::{Predictor, to_request_json};
@@ -50,13 +49,7 @@ fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
         "eval.split=val".into(),
     ]
     .to_vec();
-    dfm::train::train(
-        Config::load(None, &o).unwrap(),
-        false,
-        &Device::flex(),
-        true,
-    )
-    .unwrap();
+    train_with(&o);
     let bundle = tmp.join("bundle");
     dfm::bundle::export(&run, dfm::bundle::Which::Best, &bundle).unwrap();
     let m = Manifest::load(&data).unwrap();

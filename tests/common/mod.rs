@@ -43,6 +43,12 @@ pub fn tiny_model() -> Vec<String> {
     .to_vec()
 }
 
+/// Trains a run from config overrides on the CPU (quietly).
+pub fn train_with(overrides: &[String]) -> dfm::train::Outcome {
+    let cfg = dfm::config::Config::load(None, overrides).expect("a valid config");
+    dfm::train::train(cfg, false, &burn::prelude::Device::flex(), true).expect("training")
+}
+
 pub fn tiny_dataset(dir: &Path, seed: u64) -> PathBuf {
     let out = dir.join(format!("world{seed}"));
     generate(&out, &tiny_config(seed), false).expect("synth");
