@@ -54,11 +54,6 @@ impl Mixture {
         self.loaders.iter().map(Loader::num_batches).collect()
     }
 
-    /// The bad records every source skipped.
-    pub fn bad_records(&self) -> Vec<super::loader::BadRecord> {
-        self.loaders.iter().flat_map(|l| l.bad_records()).collect()
-    }
-
     /// The source of each batch of `epoch`, drawn by weight from the run's seed (sources with
     /// no full batch are never drawn).
     pub fn picks(&self, epoch: u64) -> Vec<usize> {

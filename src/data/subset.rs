@@ -9,11 +9,10 @@ use super::writer::DatasetWriter;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Whether `route` is among the `fraction` of training routes kept for `seed` (a hash, so the
-/// 1% subset is inside the 10% one for the same seed).
-fn kept(seed: u64, route: &str, fraction: f64) -> bool {
-    let h = crate::seed::hash(seed, &format!("subset:{route}"), &[]);
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+/// A route's draw in [0, 1) for `seed`: the routes drawn below `fraction` are kept, so the 1%
+/// subset is inside the 10% one for the same seed.
+fn draw(seed: u64, route: &str) -> f64 {
+    crate::seed::unit(crate::seed::hash(seed, &format!("subset:{route}"), &[]))
 }
 
 /// Writes `out`: the `fraction` (in (0, 1]) of `input`'s training routes picked by `seed`
@@ -36,12 +35,12 @@ pub fn subset(
         .unwrap_or_default();
     let mut keep: Vec<&String> = train_routes
         .iter()
-        .filter(|r| kept(seed, r, fraction))
+        .filter(|r| draw(seed, r) < fraction)
         .collect();
     if keep.is_empty()
         && let Some(first) = train_routes
             .iter()
-            .min_by_key(|r| crate::seed::hash(seed, &format!("subset:{r}"), &[]))
+            .min_by(|a, b| draw(seed, a).total_cmp(&draw(seed, b)))
     {
         keep.push(first);
     }

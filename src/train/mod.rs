@@ -454,11 +454,6 @@ pub fn validate_sources(
 
 /// The validation loss of the run: the sources' losses weighted like their training batches
 /// (a lone source's own). None without a `val` split.
-pub fn validate(model: &DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<Option<f64>> {
-    let by_source = validate_sources(model, setup, device)?;
-    Ok(weighted_loss(setup, &by_source))
-}
-
 fn weighted_loss(setup: &Setup, by_source: &[(String, f64)]) -> Option<f64> {
     let weight = |n: &str| {
         setup
