@@ -247,7 +247,7 @@ pub struct TrainConfig {
     pub loss_weights: BTreeMap<String, f64>,
 }
 
-pub const LOSS_HEADS: [&str; 8] = [
+pub const LOSS_HEADS: [&str; 10] = [
     "traj",
     "point",
     "mode",
@@ -256,6 +256,8 @@ pub const LOSS_HEADS: [&str; 8] = [
     "delivered",
     "next_stop",
     "recon",
+    "next",
+    "align",
 ];
 
 impl Default for TrainConfig {

@@ -253,12 +253,7 @@ impl Predictor {
         let mut horizons: Vec<Vec<f64>> = feats.iter().map(|f| f.meta.horizons_s.clone()).collect();
         let b = FeatureBatcher.batch(feats, &self.device);
         let n = b.len();
-        let masks = TokenMasks {
-            keep: crate::eval::keep_mask(&[], n, &self.device),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(crate::eval::keep_mask(&[], n, &self.device));
         let out = self.model.forward(&b, &masks);
         let (k, ns) = (self.model.modes, norm.spec.max_stops);
         // Points per sample in the batch (samples asking for fewer read their first ones).

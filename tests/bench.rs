@@ -70,7 +70,7 @@ batch_size = 8
     // FLOPs come from the config: 3 x the forward count.
     let cfg = Config::load(Some(&cfg_path), &[]).unwrap();
     let spec = dfm::data::manifest::Manifest::load(&data).unwrap().spec;
-    let fwd = flops::forward_flops(&cfg.model, &spec, 16, false);
+    let fwd = flops::forward_flops(&cfg.model, &spec, 16, flops::Work::Supervised);
     assert_eq!(v["flops_per_sample"].as_f64().unwrap(), 3.0 * fwd);
     assert_eq!(
         v["tokens_per_sample"].as_u64().unwrap() as usize,
@@ -99,7 +99,7 @@ batch_size = 8
     let d = cfg.model.d_model as f64;
     let fusion = burn::module::Module::num_params(&model.enc.fusion) as f64;
     let floor = 2.0 * fusion * t + cfg.model.layers as f64 * 4.0 * t * t * d;
-    let counted: f64 = flops::terms(&cfg.model, &spec, 16, false)
+    let counted: f64 = flops::terms(&cfg.model, &spec, 16, flops::Work::Supervised)
         .iter()
         .filter(|x| x.name.starts_with("layer "))
         .map(|x| x.flops)

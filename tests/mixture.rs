@@ -1,7 +1,8 @@
 //! Several datasets of different sampling trained as one (`data.sources`): batches are drawn by
 //! weight and resume exactly; one run learns both sources (per-source validation losses, an
 //! evaluation of each, the most likely trajectory ahead of constant velocity on each); a source
-//! without trajectory labels trains the heads it has; fine-tuning keeps the grid.
+//! without trajectory labels trains the heads it has; fine-tuning keeps the grid; self-supervised
+//! pretraining (reconstruction, next-patch prediction, contrastive alignment) learns on both.
 
 mod common;
 use burn::prelude::*;
@@ -241,4 +242,151 @@ fn a_source_without_trajectories_trains_the_heads_it_has() {
     .unwrap();
     assert!(r["trajectory"].is_null(), "{}", r["trajectory"]);
     assert!(r["next_stop"]["hr_at_3"].as_f64().unwrap() > 0.0);
+}
+
+/// Self-supervised pretraining on two samplings at once: reconstruction, next-patch prediction
+/// and contrastive alignment all learn (alignment well past chance), the next-patch view hides
+/// exactly a sample's latest patches, and a supervised run on one source starts from the
+/// pretrained encoders on the pretrained grid.
+#[test]
+fn pretraining_on_two_samplings_learns_every_objective() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_worlds(tmp.path());
+    let run = tmp.path().join("pretrained");
+    let mut o = tiny_model();
+    o.extend([
+        format!(
+            "data.sources=[{{path = {:?}}}, {{path = {:?}, name = \"coarse\"}}]",
+            a.display().to_string(),
+            b.display().to_string()
+        ),
+        format!("run.dir={}", run.display()),
+        "train.objective=pretrain".into(),
+        "train.lr=3e-3".into(),
+        "train.warmup_steps=20".into(),
+        "train.max_steps=300".into(),
+        "train.epochs=100".into(),
+        "train.log_every=10".into(),
+    ]);
+    train_with(&o);
+    let lines: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for part in ["recon", "next", "align"] {
+        assert!(lines.iter().any(|l| l[part].is_number()), "{part} logged");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["val_loss_by_source"]["coarse"].is_number()),
+        "per-source validation losses"
+    );
+
+    // On each source's validation samples, under the same masks, the pretrained model beats
+    // the model it started from (whose reconstructions are about the features' mean) on every
+    // objective, and its alignment is past chance.
+    let cfg = Config::load(None, &o).unwrap();
+    let setup = dfm::train::Setup::new(cfg).unwrap();
+    let start = setup.new_model(&Device::flex());
+    let trained = dfm::train::checkpoint::load_model(
+        setup.new_model(&Device::flex()),
+        &dfm::train::checkpoint::best_or_last(&run).unwrap(),
+    )
+    .unwrap();
+    let batch_of = |data: &Path, split: &str| {
+        let feats: Vec<_> = dfm::data::loader::first_samples(data, split, 32)
+            .unwrap()
+            .iter()
+            .map(|s| setup.norm.features(s))
+            .collect();
+        burn::data::dataloader::batcher::Batcher::batch(
+            &dfm::batch::FeatureBatcher,
+            feats,
+            &Device::flex(),
+        )
+    };
+    let parts = |model: &dfm::model::DfmModel, batch: &dfm::batch::Batch| {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
+        let m = dfm::train::token_masks(batch, model, &setup.cfg, &mut rng, true, &Device::flex());
+        let l = dfm::train::batch_loss(model, batch, &m, &setup.cfg);
+        l.parts
+            .into_iter()
+            .map(|(k, v)| (k, v.into_scalar::<f32>() as f64))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    for data in [&a, &b] {
+        let batch = batch_of(data, "val");
+        let (before, after) = (parts(&start, &batch), parts(&trained, &batch));
+        for part in ["recon", "next", "align"] {
+            assert!(
+                after[part] < 0.8 * before[part],
+                "{}: {part} {:.3} -> {:.3}",
+                data.display(),
+                before[part],
+                after[part]
+            );
+        }
+        // Chance gives each sample's own other view probability 1/B (loss ln B); ask for at
+        // least twice that, on consecutive windows of the same routes (hard negatives).
+        let chance = (batch.len() as f64).ln();
+        assert!(
+            after["align"] < chance - 2f64.ln(),
+            "alignment {:.3} vs chance {chance:.3}",
+            after["align"]
+        );
+    }
+
+    // The next-patch view: a sample either hides its latest third of history tokens (and only
+    // those) as `next`, or hides tokens at random with no `next`.
+    let model = start;
+    let batch = batch_of(&a, "train");
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+    let m = dfm::train::token_masks(&batch, &model, &setup.cfg, &mut rng, true, &Device::flex());
+    let n = model.enc.hist.tokens();
+    let rows = |t: Option<Tensor<2>>| -> Vec<Vec<f32>> {
+        let v: Vec<f32> = t
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .unwrap();
+        v.chunks(n).map(|r| r.to_vec()).collect()
+    };
+    let (hide, next) = (rows(m.hide_hist), rows(m.next_hist));
+    let tail: Vec<f32> = (0..n)
+        .map(|t| (t >= n - n.div_ceil(3)) as u8 as f32)
+        .collect();
+    let mut forecast = 0;
+    for (h, x) in hide.iter().zip(&next) {
+        if x.iter().any(|v| *v > 0.0) {
+            assert_eq!((h, x), (&tail, &tail));
+            forecast += 1;
+        }
+    }
+    assert!(
+        (8..=24).contains(&forecast),
+        "half forecast: {forecast} of 32"
+    );
+
+    // Fine-tuning on the coarse source starts from the pretrained encoders and grid.
+    let ft = tmp.path().join("fine-tuned");
+    let mut o = tiny_model();
+    o.extend([
+        format!("data.path={}", b.display()),
+        format!("run.dir={}", ft.display()),
+        format!("train.init_from={}", run.display()),
+        "train.max_steps=10".into(),
+    ]);
+    let ft_setup = dfm::train::Setup::new(Config::load(None, &o).unwrap()).unwrap();
+    let (_, what) = dfm::train::init_from(
+        ft_setup.new_model(&Device::flex()),
+        &run,
+        &ft_setup,
+        &Device::flex(),
+    )
+    .unwrap();
+    assert_eq!(what, "the encoders");
+    assert_eq!(ft_setup.spec, setup.spec, "the pretrained grid");
 }

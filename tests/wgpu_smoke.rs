@@ -70,12 +70,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
     let model = DfmModel::new(&cfg.model, &m.spec, 16, &flex);
     let run = |model: &DfmModel, device: &Device| {
         let b = FeatureBatcher.batch(feats.clone(), device);
-        let masks = TokenMasks {
-            keep: dfm::eval::keep_mask(&[], b.len(), device),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(dfm::eval::keep_mask(&[], b.len(), device));
         let out = model.forward(&b, &masks);
         [
             values(out.traj),
@@ -220,12 +215,7 @@ fn wgpu_trains_like_flex() {
         let ad = device.clone().autodiff();
         let net = model.clone().fork(&ad);
         let b = FeatureBatcher.batch(feats.clone(), &ad);
-        let masks = TokenMasks {
-            keep: dfm::eval::keep_mask(&[], b.len(), &ad),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(dfm::eval::keep_mask(&[], b.len(), &ad));
         let loss = dfm::train::batch_loss(&net, &b, &masks, &cfg).total;
         let l = values(loss.clone())[0];
         let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);

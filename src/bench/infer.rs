@@ -56,12 +56,7 @@ pub fn run(
             .map(|i| norm.features(&samples[i % samples.len()]))
             .collect();
         let b = FeatureBatcher.batch(feats, device);
-        let masks = TokenMasks {
-            keep: crate::eval::keep_mask(&[], bs, device),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(crate::eval::keep_mask(&[], bs, device));
         let run = || {
             let out = m.forward(&b, &masks);
             let _ = out.traj.into_data();

@@ -121,8 +121,13 @@ pub fn run(
     let model = setup.new_model(&ad);
     let mut optim = optimizer(cfg);
     let spec = &setup.spec;
-    let pretrain = cfg.train.objective == Objective::Pretrain;
-    let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, pretrain);
+    let work = match cfg.train.objective {
+        Objective::Supervised => flops::Work::Supervised,
+        Objective::Pretrain => flops::Work::Pretrain {
+            align: cfg.train.loss_weights.get("align").is_none_or(|w| *w > 0.0),
+        },
+    };
+    let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, work);
     let tokens = flops::tokens(&cfg.model, spec, cfg.data.image_size).total;
     let loader = setup.train_loader()?;
     anyhow::ensure!(
@@ -146,7 +151,7 @@ pub fn run(
     let model_shape = [cfg.train.batch_size * tokens, d, d * cfg.model.ff_mult];
     let model_shape_flops = matmul_rate(device, model_shape, 20);
     let achieved = 3.0 * fwd * samples_per_s;
-    let parts = flops_by_part(cfg, spec, pretrain);
+    let parts = flops_by_part(cfg, spec, work);
     Ok(TrainBench {
         bench: "train",
         config: config_name.to_string(),
@@ -272,10 +277,10 @@ fn timed_steps(
 fn flops_by_part(
     cfg: &Config,
     spec: &crate::data::sample::Spec,
-    pretrain: bool,
+    work: flops::Work,
 ) -> BTreeMap<String, f64> {
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
-    for t in flops::terms(&cfg.model, spec, cfg.data.image_size, pretrain) {
+    for t in flops::terms(&cfg.model, spec, cfg.data.image_size, work) {
         // Group per-layer terms: "layer 0 mlp in" -> "transformer mlp".
         let name = if t.name.starts_with("layer ") {
             format!(

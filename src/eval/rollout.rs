@@ -118,12 +118,7 @@ pub fn model_chooser<'a>(
             .collect();
         let feats: Vec<_> = fitted.iter().map(|(s, _)| norm.features(s)).collect();
         let b = FeatureBatcher.batch(feats, device);
-        let masks = TokenMasks {
-            keep: super::keep_mask(&[], batch.len(), device),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(super::keep_mask(&[], batch.len(), device));
         let logits: Vec<f32> = model
             .forward(&b, &masks)
             .next_logits

@@ -148,12 +148,7 @@ struct Outputs {
 
 impl Outputs {
     fn of(model: &DfmModel, batch: &Batch, o: &EvalOptions, device: &Device) -> Self {
-        let masks = TokenMasks {
-            keep: keep_mask(&o.drop, batch.len(), device),
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        let masks = TokenMasks::keep(keep_mask(&o.drop, batch.len(), device));
         let out = model.forward(batch, &masks);
         Outputs {
             f: out.point.dims()[1],

@@ -70,9 +70,21 @@ fn params(name: &str, params: usize) -> Term {
     }
 }
 
-/// Every term of the forward pass. `pretrain` adds the reconstruction decoders' work (their
-/// parameters are always counted).
-pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) -> Vec<Term> {
+/// What a training step runs per sample, beyond the supervised forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Supervised,
+    /// Self-supervised pretraining: the reconstruction decoders, and with `align` two more
+    /// forward passes (the history alone, the other modalities alone) for contrastive alignment.
+    Pretrain {
+        align: bool,
+    },
+}
+
+/// Every term of the forward pass under `work` (the reconstruction decoders' and the alignment
+/// projection's parameters are always counted).
+pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> Vec<Term> {
+    let pretrain = work != Work::Supervised;
     let cfg = &cfg.for_spec(spec);
     let d = cfg.d_model;
     let ff = d * cfg.ff_mult;
@@ -146,12 +158,30 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) 
         }
         v.push(r);
     }
+    let mut align = linear("alignment projection", 2, d, d);
+    if work == (Work::Pretrain { align: true }) {
+        // The two views run the model again with a share of the tokens padded; attention and
+        // the layers still cost their full size.
+        let once: f64 = v.iter().map(|t| t.flops).sum::<f64>()
+            - v.iter()
+                .filter(|t| t.name.starts_with("reconstruct"))
+                .map(|t| t.flops)
+                .sum::<f64>();
+        v.push(Term {
+            name: "alignment views (2 more forward passes)".into(),
+            flops: 2.0 * once,
+            params: 0,
+        });
+    } else {
+        align.flops = 0.0;
+    }
+    v.push(align);
     v
 }
 
 /// Forward FLOPs per sample.
-pub fn forward_flops(cfg: &ModelConfig, spec: &Spec, image_size: usize, pretrain: bool) -> f64 {
-    terms(cfg, spec, image_size, pretrain)
+pub fn forward_flops(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> f64 {
+    terms(cfg, spec, image_size, work)
         .iter()
         .map(|t| t.flops)
         .sum()
@@ -165,7 +195,7 @@ mod tests {
 
     fn check(cfg: &ModelConfig, spec: &Spec, image_size: usize) {
         let m = DfmModel::new(cfg, spec, image_size, &Device::flex());
-        let counted: usize = terms(cfg, spec, image_size, false)
+        let counted: usize = terms(cfg, spec, image_size, Work::Supervised)
             .iter()
             .map(|t| t.params)
             .sum();
@@ -202,7 +232,7 @@ mod tests {
         let spec = Spec::default();
         let n = tokens(&cfg, &spec, 32).total as f64;
         let d = 64.0;
-        let layer: f64 = terms(&cfg, &spec, 32, false)
+        let layer: f64 = terms(&cfg, &spec, 32, Work::Supervised)
             .iter()
             .filter(|t| t.name.starts_with("layer 0"))
             .map(|t| t.flops)
@@ -211,7 +241,12 @@ mod tests {
             layer,
             2.0 * n * (4.0 * d * d + 8.0 * d * d) + 4.0 * n * n * d
         );
-        // Pretraining adds the decoders.
-        assert!(forward_flops(&cfg, &spec, 32, true) > forward_flops(&cfg, &spec, 32, false));
+        // Pretraining adds the decoders, and alignment two more passes of everything else.
+        let f = |w| forward_flops(&cfg, &spec, 32, w);
+        let (sup, rec) = (f(Work::Supervised), f(Work::Pretrain { align: false }));
+        assert!(rec > sup);
+        let aligned = f(Work::Pretrain { align: true });
+        let projection = 2.0 * (2 * cfg.d_model * cfg.d_model) as f64;
+        assert!((aligned - rec - 2.0 * sup - projection).abs() < 1e-6 * aligned);
     }
 }

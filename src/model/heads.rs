@@ -63,6 +63,7 @@ impl Heads {
             .forward(gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1))))
             .reshape([b, self.future_len, 2]);
         let mode_logits = self.mode.forward(mode_h.narrow(1, 0, k)).reshape([b, k]);
+        let summary = out_h.clone();
         let delivered_logits = self.delivered.forward(out_h).reshape([b]);
         let s = gelu(self.stop1.forward(stop_h));
         let raw = self.eta.forward(s.clone()); // [B, N, 3]
@@ -84,6 +85,7 @@ impl Heads {
             recon_hist: None,
             recon_imu: None,
             recon_stops: None,
+            summary,
         }
     }
 }
@@ -94,6 +96,8 @@ pub struct Recon {
     pub hist: Linear,
     pub imu: Linear,
     pub stops: Linear,
+    /// Projection of a view's summary token for contrastive alignment.
+    pub align: Linear,
 }
 
 impl Recon {
@@ -102,6 +106,7 @@ impl Recon {
             hist: LinearConfig::new(d, hist).init(device),
             imu: LinearConfig::new(d, imu).init(device),
             stops: LinearConfig::new(d, stops).init(device),
+            align: LinearConfig::new(d, d).init(device),
         }
     }
 }

@@ -75,6 +75,24 @@ pub struct TokenMasks {
     pub hide_hist: Option<Tensor<2>>,
     pub hide_imu: Option<Tensor<2>>,
     pub hide_stops: Option<Tensor<2>>,
+    /// [B, n_hist], [B, n_imu]: the hidden tokens that are the latest patches of a sample whose
+    /// whole tail is hidden (next-patch prediction); the other hidden tokens are reconstruction.
+    pub next_hist: Option<Tensor<2>>,
+    pub next_imu: Option<Tensor<2>>,
+}
+
+impl TokenMasks {
+    /// Modalities kept per `keep` [B, 5], nothing hidden (inference, supervised training).
+    pub fn keep(keep: Tensor<2>) -> Self {
+        TokenMasks {
+            keep,
+            hide_hist: None,
+            hide_imu: None,
+            hide_stops: None,
+            next_hist: None,
+            next_imu: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +117,9 @@ pub struct Output {
     pub recon_hist: Option<Tensor<3>>,
     pub recon_imu: Option<Tensor<3>>,
     pub recon_stops: Option<Tensor<3>>,
+    /// [B, d]: the fused outcome token, the sample's summary (what contrastive alignment
+    /// compares between two views of a sample).
+    pub summary: Tensor<2>,
 }
 
 impl DfmModel {

@@ -10,6 +10,8 @@
 //! - `on_time`, `delivered`: binary cross-entropy with logits.
 //! - `next_stop`: cross-entropy of the pointer over the stop tokens.
 //! - `recon`: mean squared error of reconstructed hidden history/IMU patches and stops.
+//! - `next`: the same for a sample's hidden latest history/IMU patches (next-patch prediction).
+//! - `align`: symmetric InfoNCE between a sample's history view and its other modalities' view.
 
 use crate::batch::{Batch, Targets};
 use crate::model::{Output, TokenMasks};
@@ -94,53 +96,108 @@ pub fn supervised(out: &Output, t: &Targets, w: &BTreeMap<String, f64>) -> LossP
     weighted(parts, w)
 }
 
-/// Reconstruction of hidden tokens (pretraining).
+/// Self-supervised pretraining: reconstruction of randomly hidden tokens (`recon`), prediction of
+/// a sample's hidden latest history/IMU patches (`next`), and contrastive alignment of the
+/// history's view of a sample with the other modalities' view (`align`, when `views` is given).
 pub fn pretrain(
     model_patches: (Tensor<3>, Tensor<3>),
     out: &Output,
+    views: Option<(Tensor<2>, Tensor<2>)>,
     b: &Batch,
     m: &TokenMasks,
     w: &BTreeMap<String, f64>,
 ) -> LossParts {
     let (hist_target, imu_target) = model_patches;
-    let mut parts = BTreeMap::new();
-    let term = |pred: &Option<Tensor<3>>,
-                target: Tensor<3>,
-                hide: &Option<Tensor<2>>,
-                valid: Tensor<2>|
-     -> Option<Tensor<1>> {
-        let (pred, hide) = (pred.clone()?, hide.clone()?);
-        let [bs, n, c] = target.dims();
-        let se = (pred - target).powi_scalar(2).mean_dim(2).reshape([bs, n]);
-        let _ = c;
-        Some(masked_mean(se, hide * valid))
-    };
+    let device = b.hist.device();
     let [bs, nh, _] = hist_target.dims();
     let [_, ni, _] = imu_target.dims();
-    let hist_valid = Tensor::<2>::ones([bs, nh], &b.hist.device());
+    // A history patch counts when it holds a fix (data of another sampling may have none early
+    // on); IMU patches count when the sample has IMU.
+    let hist_valid = b
+        .hist_mask
+        .clone()
+        .reshape([bs, nh, b.hist_mask.dims()[1] / nh])
+        .max_dim(2)
+        .reshape([bs, nh]);
     let imu_valid = b.imu_mask.clone().unsqueeze_dim::<2>(1).repeat_dim(1, ni);
+    let none = || Tensor::<2>::zeros([bs, 1], &device);
+    let (next_hist, next_imu) = (
+        m.next_hist.clone().unwrap_or_else(none),
+        m.next_imu.clone().unwrap_or_else(none),
+    );
     let mut recon = Vec::new();
-    if let Some(l) = term(&out.recon_hist, hist_target, &m.hide_hist, hist_valid) {
-        recon.push(l);
+    let mut next = Vec::new();
+    if let (Some(pred), Some(hide)) = (&out.recon_hist, &m.hide_hist) {
+        let se = patch_error(pred.clone(), hist_target);
+        recon.push(masked_mean(
+            se.clone(),
+            (hide.clone() - next_hist.clone()) * hist_valid.clone(),
+        ));
+        next.push(masked_mean(se, next_hist * hist_valid.clone()));
     }
-    if let Some(l) = term(&out.recon_imu, imu_target, &m.hide_imu, imu_valid) {
-        recon.push(l);
+    if let (Some(pred), Some(hide)) = (&out.recon_imu, &m.hide_imu) {
+        let se = patch_error(pred.clone(), imu_target);
+        recon.push(masked_mean(
+            se.clone(),
+            (hide.clone() - next_imu.clone()) * imu_valid.clone(),
+        ));
+        next.push(masked_mean(se, next_imu * imu_valid));
     }
-    if let Some(l) = term(
-        &out.recon_stops,
-        b.stops.clone(),
-        &m.hide_stops,
-        b.stops_mask.clone(),
-    ) {
-        recon.push(l);
+    if let (Some(pred), Some(hide)) = (&out.recon_stops, &m.hide_stops) {
+        let se = patch_error(pred.clone(), b.stops.clone());
+        recon.push(masked_mean(se, hide.clone() * b.stops_mask.clone()));
     }
-    let n = recon.len().max(1) as f32;
-    let sum = recon
+    let mut parts = BTreeMap::new();
+    parts.insert("recon", mean_of(recon, &device));
+    if m.next_hist.is_some() {
+        parts.insert("next", mean_of(next, &device));
+    }
+    if let Some((za, zb)) = views {
+        let has_history = hist_valid.max_dim(1).reshape([bs]);
+        parts.insert("align", info_nce(za, zb, has_history));
+    }
+    weighted(parts, w)
+}
+
+/// Mean squared error per token: [B, n, C] -> [B, n].
+fn patch_error(pred: Tensor<3>, target: Tensor<3>) -> Tensor<2> {
+    let [bs, n, _] = target.dims();
+    (pred - target).powi_scalar(2).mean_dim(2).reshape([bs, n])
+}
+
+fn mean_of(terms: Vec<Tensor<1>>, device: &Device) -> Tensor<1> {
+    let n = terms.len().max(1) as f32;
+    terms
         .into_iter()
         .reduce(|a, b| a + b)
-        .unwrap_or_else(|| Tensor::zeros([1], &b.hist.device()));
-    parts.insert("recon", sum / n);
-    weighted(parts, w)
+        .unwrap_or_else(|| Tensor::zeros([1], device))
+        / n
+}
+
+/// Temperature of the contrastive loss (CLIP's learned value settles near 0.01-0.1; fixed here,
+/// as in SimCLR).
+const ALIGN_TEMPERATURE: f32 = 0.1;
+
+/// Symmetric InfoNCE between two views of the same samples, [B, d] each: each sample's view
+/// should be nearer (in cosine) its own other view than any other sample's in the batch.
+/// Samples with `valid` 0 neither anchor nor serve as negatives.
+pub fn info_nce(za: Tensor<2>, zb: Tensor<2>, valid: Tensor<1>) -> Tensor<1> {
+    let unit = |z: Tensor<2>| z.clone() / (z.powi_scalar(2).sum_dim(1).sqrt() + 1e-6);
+    let [b, _] = za.dims();
+    let device = za.device();
+    let logits = unit(za).matmul(unit(zb).transpose()) / ALIGN_TEMPERATURE; // [B, B]
+    let absent = valid
+        .clone()
+        .lower_elem(0.5)
+        .unsqueeze_dim::<2>(0)
+        .repeat_dim(0, b);
+    let eye = Tensor::<2>::eye(b, &device);
+    let side = |l: Tensor<2>| {
+        let lp = log_softmax(l.mask_fill(absent.clone(), -1e4), 1);
+        (lp * eye.clone()).sum_dim(1).reshape([b]).neg()
+    };
+    let both = (side(logits.clone()) + side(logits.transpose())) / 2.0;
+    masked_mean(both, valid)
 }
 
 fn weighted(parts: BTreeMap<&'static str, Tensor<1>>, w: &BTreeMap<String, f64>) -> LossParts {
@@ -164,5 +221,52 @@ fn weighted(parts: BTreeMap<&'static str, Tensor<1>>, w: &BTreeMap<String, f64>)
     LossParts {
         total: total.unwrap_or_else(|| Tensor::zeros([1], &device)),
         parts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn rows(v: &[[f32; 4]]) -> Tensor<2> {
+        let flat: Vec<f32> = v.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [v.len(), 4]), &Device::flex())
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()[0]
+    }
+
+    fn valid(v: &[f32]) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Device::flex())
+    }
+
+    const Z: [[f32; 4]; 4] = [
+        [1.0, 0.0, 0.0, 0.2],
+        [0.0, 1.0, 0.1, 0.0],
+        [0.0, -0.2, 1.0, 0.0],
+        [0.3, 0.0, 0.0, -1.0],
+    ];
+
+    #[test]
+    fn info_nce_rewards_matching_views_and_ignores_invalid_samples() {
+        let all = valid(&[1.0; 4]);
+        let matched = scalar(info_nce(rows(&Z), rows(&Z), all.clone()));
+        let swapped = [Z[1], Z[0], Z[3], Z[2]];
+        let mismatched = scalar(info_nce(rows(&Z), rows(&swapped), all));
+        let chance = (4.0f32).ln();
+        assert!(matched < 0.05 * chance, "{matched}");
+        assert!(mismatched > chance, "{mismatched}");
+        // A sample marked invalid neither anchors nor competes: the loss is that of the others.
+        let mut noisy = Z;
+        noisy[0] = [0.0, 1.0, 0.1, 0.0]; // the same as sample 1: would confuse it if it counted
+        let masked = scalar(info_nce(
+            rows(&noisy),
+            rows(&Z),
+            valid(&[0.0, 1.0, 1.0, 1.0]),
+        ));
+        let rest = scalar(info_nce(rows(&Z[1..]), rows(&Z[1..]), valid(&[1.0; 3])));
+        assert!((masked - rest).abs() < 1e-5, "{masked} vs {rest}");
     }
 }

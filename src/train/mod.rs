@@ -21,6 +21,7 @@ use crate::data::sample::Spec;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::{self, Ridge};
 use crate::features::Normalizer;
+use crate::modality::Modality;
 use crate::model::{DfmModel, TokenMasks};
 use crate::seed::hash;
 use anyhow::{Context, bail};
@@ -276,30 +277,74 @@ pub fn token_masks(
         .collect();
     let keep = Tensor::from_data(TensorData::new(keep, [bs, nm]), device);
     if cfg.train.objective != Objective::Pretrain {
-        return TokenMasks {
-            keep,
-            hide_hist: None,
-            hide_imu: None,
-            hide_stops: None,
-        };
+        return TokenMasks::keep(keep);
     }
-    let mut hide = |n: usize| {
-        let v: Vec<f32> = (0..bs * n)
-            .map(|_| if rng.r#gen::<f64>() < 0.3 { 1.0 } else { 0.0 })
-            .collect();
-        Some(Tensor::<2>::from_data(TensorData::new(v, [bs, n]), device))
+    // Next-patch view: a share of the samples hide the latest third of their history and IMU
+    // tokens (predicting what comes next from what came before, the shape of the downstream
+    // forecast); the others hide tokens at random (reconstruction).
+    let forecast: Vec<bool> = (0..bs)
+        .map(|_| weight(cfg, "next") > 0.0 && rng.r#gen::<f64>() < NEXT_VIEW_SHARE)
+        .collect();
+    let mut hide = |n: usize, temporal: bool| {
+        let tail = n.div_ceil(3);
+        let (mut hide, mut next) = (vec![0.0f32; bs * n], vec![0.0f32; bs * n]);
+        for s in 0..bs {
+            for t in 0..n {
+                let i = s * n + t;
+                if temporal && forecast[s] {
+                    if t >= n - tail {
+                        (hide[i], next[i]) = (1.0, 1.0);
+                    }
+                } else if rng.r#gen::<f64>() < MASK_RATE {
+                    hide[i] = 1.0;
+                }
+            }
+        }
+        let t = |v: Vec<f32>| Some(Tensor::<2>::from_data(TensorData::new(v, [bs, n]), device));
+        (t(hide), t(next))
     };
-    let hide_hist = hide(model.enc.hist.tokens());
-    let hide_imu = hide(model.enc.imu.tokens());
-    let hide_stops = hide(b.stops.dims()[1]);
+    let (hide_hist, next_hist) = hide(model.enc.hist.tokens(), true);
+    let (hide_imu, next_imu) = hide(model.enc.imu.tokens(), true);
+    let (hide_stops, _) = hide(b.stops.dims()[1], false);
     // Pretraining keeps every modality: hiding does the masking.
-    let keep = keep.ones_like();
     TokenMasks {
-        keep,
+        keep: keep.ones_like(),
         hide_hist,
         hide_imu,
         hide_stops,
+        next_hist,
+        next_imu,
     }
+}
+
+/// Share of the tokens hidden at random for reconstruction (as in masked autoencoders of
+/// sequences; 30% keeps enough context at ~6 tokens per modality).
+const MASK_RATE: f64 = 0.3;
+/// Share of pretraining samples that hide their latest patches instead (when `next` counts).
+const NEXT_VIEW_SHARE: f64 = 0.5;
+
+fn weight(cfg: &Config, head: &str) -> f64 {
+    cfg.train.loss_weights.get(head).copied().unwrap_or(1.0)
+}
+
+/// Contrastive views of a batch: the fused summary of its history alone and of everything
+/// else (IMU, map, stops, context) alone, each projected for alignment: ([B, d], [B, d]).
+fn alignment_views(model: &DfmModel, b: &Batch) -> (Tensor<2>, Tensor<2>) {
+    let device = b.hist.device();
+    let only = |history: bool| {
+        let row: Vec<f32> = crate::model::MODALITIES
+            .iter()
+            .enumerate()
+            .map(|(i, _)| ((i == Modality::History.index()) == history) as u8 as f32)
+            .collect();
+        let nm = row.len();
+        let keep = Tensor::<1>::from_data(TensorData::new(row, [nm]), &device)
+            .unsqueeze_dim::<2>(0)
+            .repeat_dim(0, b.len());
+        let out = model.forward(b, &TokenMasks::keep(keep));
+        model.recon.align.forward(out.summary)
+    };
+    (only(true), only(false))
 }
 
 /// The loss of a batch under the run's objective.
@@ -317,7 +362,8 @@ pub fn batch_loss(
                 model.enc.hist.patches(b.hist.clone()),
                 model.enc.imu.patches(b.imu.clone()),
             );
-            losses::pretrain(targets, &out, b, masks, &cfg.train.loss_weights)
+            let views = (weight(cfg, "align") > 0.0).then(|| alignment_views(model, b));
+            losses::pretrain(targets, &out, views, b, masks, &cfg.train.loss_weights)
         }
     }
 }
