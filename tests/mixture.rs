@@ -246,8 +246,8 @@ fn a_source_without_trajectories_trains_the_heads_it_has() {
 
 /// Self-supervised pretraining on two samplings at once: reconstruction, next-patch prediction
 /// and contrastive alignment all learn (alignment well past chance), the next-patch view hides
-/// exactly a sample's latest patches, and a supervised run on one source starts from the
-/// pretrained encoders on the pretrained grid.
+/// exactly a sample's latest patches, and a supervised run on routes with more stops starts from
+/// the pretrained encoders on the pretrained grid.
 #[test]
 fn pretraining_on_two_samplings_learns_every_objective() {
     let tmp = tempfile::tempdir().unwrap();
@@ -370,11 +370,16 @@ fn pretraining_on_two_samplings_learns_every_objective() {
         "half forecast: {forecast} of 32"
     );
 
-    // Fine-tuning on the coarse source starts from the pretrained encoders and grid.
+    // Fine-tuning on routes that list more stops than any pretraining source starts from the
+    // pretrained encoders and grid, with the stop capacity of its data.
+    let more_stops = tmp.path().join("more-stops");
+    let mut c = common::resampled_config(46, 10, 4.0);
+    c.spec.max_stops = 12;
+    dfm::data::synth::generate(&more_stops, &c, false).unwrap();
     let ft = tmp.path().join("fine-tuned");
     let mut o = tiny_model();
     o.extend([
-        format!("data.path={}", b.display()),
+        format!("data.path={}", more_stops.display()),
         format!("run.dir={}", ft.display()),
         format!("train.init_from={}", run.display()),
         "train.max_steps=10".into(),
@@ -388,5 +393,12 @@ fn pretraining_on_two_samplings_learns_every_objective() {
     )
     .unwrap();
     assert_eq!(what, "the encoders");
-    assert_eq!(ft_setup.spec, setup.spec, "the pretrained grid");
+    assert_eq!(
+        ft_setup.spec,
+        dfm::data::sample::Spec {
+            max_stops: 12,
+            ..setup.spec.clone()
+        },
+        "the pretrained grid, the data's stop capacity"
+    );
 }

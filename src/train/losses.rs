@@ -9,7 +9,8 @@
 //! - `eta`: pinball loss of the P10 / P50 / P90 arrival quantiles per stop.
 //! - `on_time`, `delivered`: binary cross-entropy with logits.
 //! - `next_stop`: cross-entropy of the pointer over the stop tokens.
-//! - `recon`: mean squared error of reconstructed hidden history/IMU patches and stops.
+//! - `recon`: mean squared error of reconstructed hidden history/IMU patches and stops, each
+//!   channel standardized over the batch.
 //! - `next`: the same for a sample's hidden latest history/IMU patches (next-patch prediction).
 //! - `align`: symmetric InfoNCE between a sample's history view and its other modalities' view.
 
@@ -128,7 +129,7 @@ pub fn pretrain(
     let mut recon = Vec::new();
     let mut next = Vec::new();
     if let (Some(pred), Some(hide)) = (&out.recon_hist, &m.hide_hist) {
-        let se = patch_error(pred.clone(), hist_target);
+        let se = patch_error(pred.clone(), standardized(hist_target, hist_valid.clone()));
         recon.push(masked_mean(
             se.clone(),
             (hide.clone() - next_hist.clone()) * hist_valid.clone(),
@@ -136,7 +137,7 @@ pub fn pretrain(
         next.push(masked_mean(se, next_hist * hist_valid.clone()));
     }
     if let (Some(pred), Some(hide)) = (&out.recon_imu, &m.hide_imu) {
-        let se = patch_error(pred.clone(), imu_target);
+        let se = patch_error(pred.clone(), standardized(imu_target, imu_valid.clone()));
         recon.push(masked_mean(
             se.clone(),
             (hide.clone() - next_imu.clone()) * imu_valid.clone(),
@@ -144,7 +145,8 @@ pub fn pretrain(
         next.push(masked_mean(se, next_imu * imu_valid));
     }
     if let (Some(pred), Some(hide)) = (&out.recon_stops, &m.hide_stops) {
-        let se = patch_error(pred.clone(), b.stops.clone());
+        let target = standardized(b.stops.clone(), b.stops_mask.clone());
+        let se = patch_error(pred.clone(), target);
         recon.push(masked_mean(se, hide.clone() * b.stops_mask.clone()));
     }
     let mut parts = BTreeMap::new();
@@ -157,6 +159,19 @@ pub fn pretrain(
         parts.insert("align", info_nce(za, zb, has_history));
     }
     weighted(parts, w)
+}
+
+/// A reconstruction target with each channel standardized over the batch's valid tokens
+/// (`weight` [B, n]): every input channel counts alike, whatever its units (a zone-step count, a
+/// log distance and a unit flag would otherwise weigh by their squares), as MAE's normalized
+/// targets do. The decoders that predict it are dropped after pretraining.
+fn standardized(x: Tensor<3>, weight: Tensor<2>) -> Tensor<3> {
+    let w = weight.unsqueeze_dim::<3>(2); // [B, n, 1]
+    let total = w.clone().sum().clamp_min(1.0).reshape([1, 1, 1]);
+    let mean = (x.clone() * w.clone()).sum_dim(0).sum_dim(1) / total.clone(); // [1, 1, C]
+    let centered = x - mean;
+    let var = (centered.clone().powi_scalar(2) * w).sum_dim(0).sum_dim(1) / total;
+    centered / (var + 1e-4).sqrt()
 }
 
 /// Mean squared error per token: [B, n, C] -> [B, n].

@@ -132,7 +132,9 @@ fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
 
 /// A run that starts from another (`train.init_from`) keeps its time grid and normalization:
 /// the features must mean what they meant when its weights learned them, whatever the new
-/// data's sampling (which must fit within its horizon).
+/// data's sampling (which must fit within its horizon). Its stop capacity grows to the new
+/// data's (stops are a set: no weight depends on how many there are), so a foundation model
+/// trained where routes list 8 stops fine-tunes on routes that list 200.
 fn inherited_grid(
     cfg: &Config,
     sources: &[Source],
@@ -151,6 +153,11 @@ fn inherited_grid(
         crate::bundle::check_data(&s.manifest, &s.dir, &n, true)
             .with_context(|| format!("train.init_from {}", cfg.train.init_from))?;
     }
+    let mut n = n;
+    n.spec.max_stops = sources
+        .iter()
+        .map(|s| s.manifest.spec.max_stops)
+        .fold(n.spec.max_stops, usize::max);
     Ok(Some(n))
 }
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Does self-supervised pretraining help a model transfer to a source it never saw? Regenerates
+README's pretraining table: prints it (mean +- sample standard deviation over seeds) and writes
+OUT/pretraining.json.
+
+Usage (from the project root, after `cargo build --release`; shares its data and its from-scratch
+and supervised runs with scripts/transfer.py when given the same --out):
+    python3 scripts/pretraining.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/transfer]
+
+For each left-out source (the 10 s fleet, the GeoLife user group) and seed, the same model
+(`configs/foundation.toml`) is trained on the other sources (GeoLife or the fleet, plus the
+simulator) four ways, then fine-tuned on 1% and 10% of the left-out source's training routes and
+scored on its test split (minFDE of the most likely trajectory):
+- from scratch (no pretraining);
+- supervised on the other sources (scripts/transfer.py's foundation model; the whole model
+  carries over);
+- self-supervised on the other sources, masked reconstruction only (`train.objective = "pretrain"`,
+  loss weights next = align = 0; the encoders carry over);
+- self-supervised with every objective: reconstruction, next-patch prediction and contrastive
+  alignment of the history with the other modalities.
+Fine-tuning from self-supervised encoders trains fresh heads, so it runs on the from-scratch
+schedule; fine-tuning a supervised model runs on transfer.py's shorter one.
+"""
+import argparse, json, os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import transfer as T  # noqa: E402
+
+FRACTIONS = [0.01, 0.1]
+VARIANTS = {
+    "recon": ["train.loss_weights.next=0", "train.loss_weights.align=0"],
+    "all": [],
+}
+
+
+def subset(a, name, data, f, s):
+    sub = os.path.join(a.out, "data", f"{name}-{f}-s{s}")
+    if not os.path.isfile(os.path.join(sub, "manifest.json")):
+        T.run(["data", "subset", "--in", data, "--out", sub, "--fraction", str(f), "--seed", str(s), "--force"],
+              sub + ".log")
+    return sub
+
+
+def pretrain(rd, seed, srcs, variant):
+    """A self-supervised run; done when its last checkpoint's metrics say so."""
+    done = os.path.join(rd, "done")
+    if not os.path.isfile(done):
+        os.system(f"rm -rf '{rd}'")
+        T.run(["train", "--config", T.CONFIG, "--device", "flex", "--set", f"run.seed={seed}", "--set",
+               f"run.dir={rd}", "--set", "train.objective=pretrain", "--set", T.sources(*srcs)]
+              + [x for e in VARIANTS[variant] for x in ("--set", e)], rd + ".log")
+        open(done, "w").close()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--shared", default="../shared/data")
+    p.add_argument("--out", default="checkpoints/transfer")
+    p.add_argument("--targets", default="fleet,geolife", help="left-out sources (one process each runs in parallel)")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    geo, fleet, sim = T.prepare(a)
+    every = {"fleet": (fleet, [geo, sim]), "geolife": (geo, [fleet, sim])}
+    targets = {t: every[t] for t in a.targets.split(",")}
+    arms = ["scratch", "supervised", "ssl-recon", "ssl-all"]
+    res = {"seeds": seeds, **{t: {arm: {str(f): [] for f in FRACTIONS} for arm in arms} for t in targets}}
+    for s in seeds:
+        for t, (data, others) in targets.items():
+            prefix = "" if t == "fleet" else f"{t}-"
+            sup = os.path.join(a.out, f"no-{t}-s{s}")
+            T.train(sup, s, [T.sources(*others)])
+            bases = {"supervised": sup}
+            for v in VARIANTS:
+                rd = os.path.join(a.out, f"ssl-{v}-no-{t}-s{s}")
+                pretrain(rd, s, others, v)
+                bases[f"ssl-{v}"] = rd
+            for f in FRACTIONS:
+                sub = subset(a, t, data, f, s)
+                sc = os.path.join(a.out, f"{prefix}scratch-{f}-s{s}")
+                T.train(sc, s, [T.sources(sub), "train.epochs=100000"] + T.budget(sub, 6, 300))
+                res[t]["scratch"][str(f)].append(T.evaluate(sc, data, allow_shift=True))
+                ft = os.path.join(a.out, f"{prefix}fine-tuned-{f}-s{s}")
+                T.train(ft, s, [T.sources(sub), f"train.init_from={sup}", "train.lr=5e-4", "train.warmup_steps=20",
+                                "train.epochs=100000"] + T.budget(sub, 2, 150))
+                res[t]["supervised"][str(f)].append(T.evaluate(ft, data))
+                for v in VARIANTS:
+                    rd = os.path.join(a.out, f"{prefix}ssl-{v}-fine-tuned-{f}-s{s}")
+                    T.train(rd, s, [T.sources(sub), f"train.init_from={bases['ssl-' + v]}", "train.epochs=100000"]
+                            + T.budget(sub, 6, 300))
+                    res[t][f"ssl-{v}"][str(f)].append(T.evaluate(rd, data))
+    json.dump(res, open(os.path.join(a.out, "pretraining.json"), "w"), indent=1)
+    report(res)
+
+
+def report(res):
+    seeds = ",".join(map(str, res["seeds"]))
+    print(f"\nThe left-out source's test split, minFDE (m) of the most likely trajectory, after fine-tuning on a "
+          f"share of its training routes; seeds {seeds}:\n")
+    print("| left out | share | from scratch | supervised foundation | self-supervised: reconstruction | "
+          "self-supervised: + next patch + alignment |")
+    print("|---|---|---|---|---|---|")
+    for t, label in [("fleet", "fleet (10 s)"), ("geolife", "GeoLife user 003 (5 s)")]:
+        if t not in res:
+            continue
+        for f in FRACTIONS:
+            row = [T.cell([r["k1"] for r in res[t][arm][str(f)]]) for arm in
+                   ["scratch", "supervised", "ssl-recon", "ssl-all"]]
+            print(f"| {label} | {f:.0%} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
