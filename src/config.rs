@@ -567,6 +567,29 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Every shipped config parses and passes validation; the foundation family shares one model.
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "{n} configs");
+        let model = |f: &str| Config::load(Some(&dir.join(f)), &[]).unwrap().model;
+        for f in [
+            "foundation-pretrain.toml",
+            "finetune-fleet.toml",
+            "finetune-lmrc.toml",
+        ] {
+            assert_eq!(model(f), model("foundation.toml"), "{f}");
+        }
+    }
+
     #[test]
     fn overrides_apply_and_types_parse() {
         let c = Config::load(
