@@ -52,6 +52,13 @@ pub struct RunConfig {
     pub dir: String,
     pub seed: u64,
     pub device: DeviceChoice,
+    /// An MLflow tracking server to log the run to (`--track`; empty: the environment's
+    /// `MLFLOW_TRACKING_URI`, else no tracking).
+    pub track: String,
+    /// The MLflow experiment the run is logged in.
+    pub experiment: String,
+    /// How long the end of a run waits for queued tracking events, seconds.
+    pub track_flush_s: f64,
 }
 
 impl Default for RunConfig {
@@ -61,6 +68,9 @@ impl Default for RunConfig {
             dir: String::new(),
             seed: 42,
             device: DeviceChoice::Auto,
+            track: String::new(),
+            experiment: "dfm".into(),
+            track_flush_s: 30.0,
         }
     }
 }
@@ -513,6 +523,15 @@ impl Config {
             if !(0.0..1.0).contains(&v) {
                 bail!("key `{key}`: {v} is outside [0, 1)");
             }
+        }
+        real("run.track_flush_s", self.run.track_flush_s, 0.0, 3600.0)?;
+        if !self.run.track.is_empty() {
+            crate::track::mlflow::check_uri(&self.run.track)
+                .map_err(|e| anyhow::anyhow!("key `run.track`: {e}"))?;
+        }
+        let exp = &self.run.experiment;
+        if exp.trim().is_empty() || exp.len() > 500 {
+            bail!("key `run.experiment`: {exp:?} must be 1 to 500 characters");
         }
         for (k, v) in &t.loss_weights {
             if !LOSS_HEADS.contains(&k.as_str()) {

@@ -30,4 +30,5 @@ pub mod quickstart;
 pub mod seed;
 pub mod serve;
 pub mod time_grid;
+pub mod track;
 pub mod train;

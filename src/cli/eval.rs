@@ -46,6 +46,10 @@ pub struct EvalArgs {
     /// Evaluate even when the data's feature statistics differ from the model's (out of domain).
     #[arg(long)]
     pub allow_shift: bool,
+    /// Log the evaluation to this MLflow server: into the run's MLflow run when the model is a
+    /// run folder tracked there, else a new run (default: $MLFLOW_TRACKING_URI).
+    #[arg(long, value_name = "URI")]
+    pub track: Option<String>,
 }
 
 /// What every evaluation of one `dfm eval` shares.
@@ -124,6 +128,49 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         crate::util::write_json(p, &json)?;
         println!("report written to {}", p.display());
     }
+    if let Some(target) = crate::track::Target::from_flag(a.track.as_deref(), &m.cfg)? {
+        track(&target, &a, &data, &json, m.step)?;
+    }
+    Ok(())
+}
+
+/// Logs an evaluation to MLflow: its numbers as metrics named `<split>.<path>` (prefixed by the
+/// data folder's name when it is not the model's own data), the report and plots as artifacts.
+fn track(
+    target: &crate::track::Target,
+    a: &EvalArgs,
+    data: &Path,
+    json: &serde_json::Value,
+    step: Option<usize>,
+) -> anyhow::Result<()> {
+    let run_dir = a
+        .model
+        .join("config.toml")
+        .is_file()
+        .then_some(a.model.as_path());
+    let own = crate::config::Config::load(Some(&a.model.join("config.toml")), &[])
+        .ok()
+        .is_some_and(|c| Path::new(&c.data.path) == data);
+    let prefix = match own {
+        true => a.split.clone(),
+        false => format!(
+            "{}.{}",
+            crate::config::folder_name(&data.to_string_lossy()),
+            a.split
+        ),
+    };
+    let name = format!("eval {}", a.model.display());
+    let t = crate::track::attach(target, run_dir, &name)?;
+    t.metrics(&prefix, step.unwrap_or(0) as u64, json);
+    let report = std::env::temp_dir().join(format!("dfm-eval-{}.json", std::process::id()));
+    crate::util::write_json(&report, json)?;
+    t.artifact(&report, &format!("eval/{prefix}.json"));
+    if let Some(p) = &a.plots {
+        t.artifact_dir(p, &format!("eval/{prefix}_plots"));
+    }
+    let s = t.finish(true);
+    let _ = std::fs::remove_file(&report);
+    println!("{}", s.render());
     Ok(())
 }
 

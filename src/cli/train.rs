@@ -17,6 +17,10 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its last complete checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
+    /// Log the run to this MLflow tracking server (sets run.track; default: the config's, else
+    /// $MLFLOW_TRACKING_URI).
+    #[arg(long, value_name = "URI")]
+    pub track: Option<String>,
 }
 
 #[derive(Args)]
@@ -45,11 +49,19 @@ pub struct ExportArgs {
     pub step: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Log the bundle's files to this MLflow server, into the run's MLflow run when it has one
+    /// there (default: $MLFLOW_TRACKING_URI).
+    #[arg(long, value_name = "URI")]
+    pub track: Option<String>,
 }
 
 /// `dfm train`: a new run from a config, or `--resume RUN` (with `--set` keys a resumed run may
 /// change).
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let mut a = a;
+    if let Some(uri) = &a.track {
+        a.set.push(format!("run.track={uri}"));
+    }
     let (cfg, resume) = match &a.resume {
         Some(run) => {
             let p = run.join("config.toml");
@@ -101,5 +113,12 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         a.out.display(),
         m.files.len() + 1
     );
+    let cfg = crate::config::Config::load(Some(&a.run.join("config.toml")), &[])?;
+    if let Some(target) = crate::track::Target::from_flag(a.track.as_deref(), &cfg)? {
+        let name = format!("{} export", a.run.display());
+        let t = crate::track::attach(&target, Some(&a.run), &name)?;
+        t.artifact_dir(&a.out, "bundle");
+        println!("{}", t.finish(true).render());
+    }
     Ok(())
 }

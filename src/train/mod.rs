@@ -613,8 +613,10 @@ pub fn init_from(
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
 /// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
 /// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
-const RESUMABLE_KEYS: [&str; 11] = [
+const RESUMABLE_KEYS: [&str; 13] = [
     "run.device",
+    "run.track",
+    "run.track_flush_s",
     "train.epochs",
     "train.max_steps",
     "train.checkpoint_every",
@@ -628,7 +630,7 @@ const RESUMABLE_KEYS: [&str; 11] = [
 ];
 
 /// Dotted keys and values of a config, for comparing two.
-fn flat_keys(cfg: &Config) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+pub(crate) fn flat_keys(cfg: &Config) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
         match v.as_object() {
             Some(o) => {
@@ -767,10 +769,11 @@ fn end_of_epoch(
     run_dir: &Path,
     metrics_path: &Path,
     quiet: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<serde_json::Value>> {
     let by_source = validate_sources(model, setup, device)?;
     let val = weighted_loss(setup, &by_source);
     state.val_loss = val;
+    let mut logged = None;
     if let Some(v) = val {
         let mut line = json!({"step": state.step, "epoch": epoch, "val_loss": v});
         if setup.sources.len() > 1 {
@@ -778,6 +781,7 @@ fn end_of_epoch(
                 json!(by_source.iter().cloned().collect::<BTreeMap<_, _>>());
         }
         append_metrics(metrics_path, &line)?;
+        logged = Some(line);
         if !quiet {
             println!("step {} epoch {epoch}: validation loss {v:.4}", state.step);
             if setup.sources.len() > 1 {
@@ -797,5 +801,5 @@ fn end_of_epoch(
             checkpoint::save_best(run_dir, model, state)?;
         }
     }
-    Ok(())
+    Ok(logged)
 }

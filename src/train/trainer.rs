@@ -16,6 +16,7 @@ use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
 use crate::eval::ridge::Ridge;
 use crate::model::DfmModel;
+use crate::track::{Link, RunRef, Target, Tracker};
 use anyhow::bail;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
@@ -110,6 +111,8 @@ pub struct Trainer {
     started: Instant,
     bar: indicatif::ProgressBar,
     quiet: bool,
+    /// The MLflow run this run logs to (`run.track`).
+    tracker: Option<Tracker>,
     /// The run folder's lock, held until the trainer is dropped.
     _lock: std::fs::File,
 }
@@ -134,7 +137,9 @@ impl Trainer {
         let model = initial_model(&setup, &devices[0], resume)?;
         let loader = setup.train_loader()?;
         let (per_epoch, total) = run_length(&setup.cfg, &loader)?;
+        let tracker = start_tracking(&setup, &run_dir, resume, device, quiet)?;
         let mut t = Trainer {
+            tracker,
             optim: optimizer(&setup.cfg),
             state: fresh_state(&setup),
             metrics_path: run_dir.join("metrics.jsonl"),
@@ -276,7 +281,7 @@ impl Trainer {
             self.state.epoch += 1;
             self.state.batches_in_epoch = 0;
         }
-        end_of_epoch(
+        let line = end_of_epoch(
             self.model.as_ref().expect("model"),
             &self.setup,
             &self.eval_device,
@@ -286,6 +291,9 @@ impl Trainer {
             &self.metrics_path,
             self.quiet,
         )?;
+        if let (Some(t), Some(line)) = (&self.tracker, line) {
+            t.metrics_line(&line);
+        }
         self.checkpoint()
     }
 
@@ -444,6 +452,9 @@ impl Trainer {
             v[*k] = json!(self.window.mean(k));
         }
         append_metrics(&self.metrics_path, &v)?;
+        if let Some(t) = &self.tracker {
+            t.metrics_line(&v);
+        }
         if !tty && !self.quiet {
             println!(
                 "step {}/{} epoch {} loss {:.4} lr {:.2e} {:.0} samples/s",
@@ -472,7 +483,7 @@ impl Trainer {
 
     /// The loss plot and, for supervised runs, the best model's evaluation on `eval.split`
     /// (written as `eval_<split>.json`).
-    pub fn finish(self) -> anyhow::Result<Outcome> {
+    pub fn finish(mut self) -> anyhow::Result<Outcome> {
         self.bar.finish_and_clear();
         let sps = self.all_samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         if let Err(e) = crate::plot::loss_curves(&self.metrics_path, &self.run_dir.join("loss.png"))
@@ -487,9 +498,23 @@ impl Trainer {
                     continue;
                 }
                 let r = self.final_report(src, i == 0)?;
+                if let Some(t) = &self.tracker {
+                    let prefix = match i {
+                        0 => cfg.eval.split.clone(),
+                        _ => format!("{}.{}", cfg.eval.split, src.name),
+                    };
+                    t.metrics(&prefix, self.state.step as u64, &serde_json::to_value(&r)?);
+                }
                 if i == 0 {
                     report = Some(r);
                 }
+            }
+        }
+        if let Some(t) = self.tracker.take() {
+            log_run_artifacts(&t, &self.run_dir);
+            let s = t.finish(true);
+            if !self.quiet || !s.complete() {
+                println!("{}", s.render());
             }
         }
         Ok(Outcome {
@@ -566,6 +591,73 @@ fn settle_config(cfg: Config, run_dir: &Path, resume: bool) -> anyhow::Result<Co
 
 /// `config.toml` (new runs) and `normalization.json` (new runs, and runs killed before they
 /// wrote it).
+/// Opens the run's MLflow run when tracking is on: a new one (with the resolved config as
+/// params and dfm's tags), or on resume the one the run folder names.
+fn start_tracking(
+    setup: &Setup,
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    quiet: bool,
+) -> anyhow::Result<Option<Tracker>> {
+    let Some(target) = Target::resolve(None, &setup.cfg)? else {
+        return Ok(None);
+    };
+    let existing = Link::load(run_dir).filter(|l| resume && l.uri == target.uri);
+    let name = run_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(&setup.cfg.run.name)
+        .to_string();
+    let want = match &existing {
+        Some(l) => RunRef::Existing(l.run.run_id.clone()),
+        None => RunRef::New {
+            name,
+            tags: crate::track::standard_tags(&setup.manifest_sha256, &format!("{device:?}")),
+        },
+    };
+    let t = Tracker::start(&target, want, Some(run_dir.to_path_buf()))?;
+    if existing.is_none() {
+        let params = super::flat_keys(&setup.cfg)?
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                v => (k, v.to_string()),
+            })
+            .collect();
+        t.params(params);
+    }
+    if !quiet {
+        println!(
+            "tracking to {} (experiment {:?})",
+            target.uri, setup.cfg.run.experiment
+        );
+    }
+    Ok(Some(t))
+}
+
+/// The run's files a tracker keeps: config, normalization, metrics, loss plot, ridge baseline,
+/// evaluations.
+fn log_run_artifacts(t: &Tracker, run_dir: &Path) {
+    for f in [
+        "config.toml",
+        crate::bundle::NORMALIZATION,
+        "metrics.jsonl",
+        "loss.png",
+        crate::eval::ridge::FILE,
+    ] {
+        t.artifact(&run_dir.join(f), f);
+    }
+    if let Ok(rd) = std::fs::read_dir(run_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("eval_") && name.ends_with(".json") {
+                t.artifact(&e.path(), &name);
+            }
+        }
+    }
+}
+
 fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     if !resume {
         crate::util::write_atomic(
