@@ -57,17 +57,35 @@ pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
             .filter(|p| p.1.is_finite())
             .collect()
     };
-    let mut curves: Vec<(String, Vec<(f64, f64)>)> = vec![
-        ("train loss".into(), series("loss")),
-        ("validation loss".into(), series("val_loss")),
+    let curve = |label: &str, points, bold| Curve {
+        label: label.to_string(),
+        points,
+        bold,
+    };
+    let mut all = vec![
+        curve("train loss", series("loss"), true),
+        curve("validation loss", series("val_loss"), true),
     ];
     for k in crate::config::LOSS_HEADS {
         let s = series(k);
         if s.iter().any(|p| p.1 != 0.0) {
-            curves.push((k.to_string(), s));
+            all.push(curve(k, s, false));
         }
     }
-    curves.retain(|c| !c.1.is_empty());
+    all.retain(|c| !c.points.is_empty());
+    curves("training losses (log scale)", &all, out)
+}
+
+/// One line of a plot: (step, value) points.
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn thicker.
+    pub bold: bool,
+}
+
+/// Curves by step on a log scale, with a legend.
+pub fn curves(title: &str, curves: &[Curve], out: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(!curves.is_empty(), "no losses logged yet");
     let (w, h) = (900u32, 560u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -75,23 +93,14 @@ pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE)?;
-        let xmax = curves
-            .iter()
-            .flat_map(|c| c.1.iter().map(|p| p.0))
-            .fold(1.0, f64::max);
-        let ymax = curves
-            .iter()
-            .flat_map(|c| c.1.iter().map(|p| p.1))
-            .fold(1e-3, f64::max);
-        let ymin = curves
-            .iter()
-            .flat_map(|c| c.1.iter().map(|p| p.1))
-            .fold(f64::MAX, f64::min)
-            .max(1e-4);
+        let values = || curves.iter().flat_map(|c| c.points.iter());
+        let xmax = values().map(|p| p.0).fold(1.0, f64::max);
+        let ymax = values().map(|p| p.1).fold(1e-3, f64::max);
+        let ymin = values().map(|p| p.1).fold(f64::MAX, f64::min).max(1e-4);
         let mut b = ChartBuilder::on(&root);
         b.margin(20);
         if text {
-            b.caption("training losses (log scale)", ("sans-serif", 22))
+            b.caption(title, ("sans-serif", 22))
                 .x_label_area_size(40)
                 .y_label_area_size(60);
         }
@@ -103,15 +112,15 @@ pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
             mesh.disable_x_axis().disable_y_axis();
         }
         mesh.draw()?;
-        for (i, (name, pts)) in curves.iter().enumerate() {
+        for (i, c) in curves.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let width = if i < 2 { 3 } else { 1 };
+            let width = if c.bold { 3 } else { 1 };
             let s = chart.draw_series(LineSeries::new(
-                pts.iter().copied(),
+                c.points.iter().copied(),
                 color.stroke_width(width),
             ))?;
             if text {
-                s.label(name.as_str()).legend(move |(x, y)| {
+                s.label(c.label.as_str()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
                 });
             }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod ranges;
+pub mod runs;
 pub mod serve;
 pub mod train;
 
@@ -46,6 +47,13 @@ pub enum Cmd {
     Predict(PredictArgs),
     /// Serve a model over HTTP.
     Serve(ServeArgs),
+    /// List and compare run folders.
+    Runs {
+        #[command(subcommand)]
+        cmd: runs::RunsCmd,
+    },
+    /// Train every combination of a grid of config values, then compare them.
+    Sweep(runs::SweepArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -63,6 +71,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Quickstart(a) => train::quickstart(a),
         Cmd::Predict(a) => serve::predict(a),
         Cmd::Serve(a) => serve::serve(a),
+        Cmd::Runs { cmd } => runs::runs(cmd),
+        Cmd::Sweep(a) => runs::sweep(a),
         Cmd::Bench { cmd } => bench::run(cmd),
     }
 }

@@ -1,0 +1,202 @@
+//! Sweeps from one config: every combination of `--grid KEY=V1,V2` values (times `--seeds N`)
+//! as a normal run folder under one sweep folder, trained one after another (or printed as
+//! commands for an array job), then compared (`runs::render_compare`). Running a sweep again goes
+//! on where it stopped: finished runs are kept, stopped ones resumed.
+
+use crate::config::Config;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+
+/// The most runs one sweep may plan.
+pub const MAX_RUNS: usize = 256;
+
+/// One `--grid` axis: a config key and its values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+impl std::str::FromStr for Axis {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Axis> {
+        let (key, values) = s
+            .split_once('=')
+            .with_context(|| format!("--grid {s:?}: expected KEY=V1,V2,..."))?;
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+        if key.trim().is_empty() || values.iter().any(String::is_empty) {
+            bail!("--grid {s:?}: expected KEY=V1,V2,... with no empty value");
+        }
+        Ok(Axis {
+            key: key.trim().to_string(),
+            values,
+        })
+    }
+}
+
+/// One planned run: its folder and the overrides that make it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub dir: PathBuf,
+    pub sets: Vec<String>,
+}
+
+/// Every combination of the axes' values, per seed, each checked as a config (a bad key or
+/// value is refused before anything runs). `seeds` empty: the config's own seed.
+pub fn plan(
+    config: Option<&Path>,
+    base_sets: &[String],
+    axes: &[Axis],
+    seeds: &[u64],
+    out: &Path,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
+    for a in axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                a.values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((a.key.clone(), v.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    let seeds: Vec<Option<u64>> = match seeds {
+        [] => vec![None],
+        s => s.iter().copied().map(Some).collect(),
+    };
+    let n = combos.len() * seeds.len();
+    if n > MAX_RUNS {
+        bail!("the sweep has {n} runs, at most {MAX_RUNS}");
+    }
+    let mut out_runs = Vec::new();
+    for c in &combos {
+        for seed in &seeds {
+            let mut name: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut sets: Vec<String> = base_sets.to_vec();
+            sets.extend(c.iter().map(|(k, v)| format!("{k}={v}")));
+            if let Some(s) = seed {
+                name.push(format!("seed={s}"));
+                sets.push(format!("run.seed={s}"));
+            }
+            let folder = if name.is_empty() {
+                "run".to_string()
+            } else {
+                name.join(",").replace(['/', ' '], "_")
+            };
+            let dir = out.join(folder);
+            sets.push(format!("run.dir={}", dir.display()));
+            Config::load(config, &sets).with_context(|| format!("sweep run {}", dir.display()))?;
+            out_runs.push(Planned { dir, sets });
+        }
+    }
+    Ok(out_runs)
+}
+
+/// The `dfm train` command line of a planned run (for array jobs).
+pub fn command(config: Option<&Path>, p: &Planned) -> String {
+    let mut s = "dfm train".to_string();
+    if let Some(c) = config {
+        s.push_str(&format!(
+            " --config {}",
+            shell_word(&c.display().to_string())
+        ));
+    }
+    for x in &p.sets {
+        s.push_str(&format!(" --set {}", shell_word(x)));
+    }
+    s
+}
+
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.=/:,+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Trains every planned run in turn: a finished one is kept, a stopped one resumed.
+pub fn run(
+    config: Option<&Path>,
+    planned: &[Planned],
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    for (i, p) in planned.iter().enumerate() {
+        let status = p
+            .dir
+            .join("config.toml")
+            .is_file()
+            .then(|| crate::runs::summarize(&p.dir).map(|s| s.status))
+            .transpose()?;
+        println!("[{}/{}] {}", i + 1, planned.len(), p.dir.display());
+        let (cfg, resume) = match status {
+            Some(crate::runs::Status::Finished) => {
+                println!("  finished before: kept");
+                continue;
+            }
+            Some(_) => {
+                let c = Config::load(Some(&p.dir.join("config.toml")), &[])?;
+                (c, true)
+            }
+            None => (Config::load(config, &p.sets)?, false),
+        };
+        crate::train::train(cfg, resume, device, false)
+            .with_context(|| format!("sweep run {}", p.dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_is_every_combination_per_seed() {
+        let axes: Vec<Axis> = ["train.lr=1e-3,3e-4", "model.d_model=32,64"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let p = plan(None, &[], &axes, &[1, 2], Path::new("sw")).unwrap();
+        assert_eq!(p.len(), 8);
+        assert_eq!(
+            p[0].dir,
+            Path::new("sw/train.lr=1e-3,model.d_model=32,seed=1")
+        );
+        assert!(p[7].sets.contains(&"model.d_model=64".to_string()));
+        assert!(p[7].sets.contains(&"run.seed=2".to_string()));
+        let dirs: std::collections::BTreeSet<_> = p.iter().map(|x| x.dir.clone()).collect();
+        assert_eq!(dirs.len(), 8, "one folder each");
+        assert!(
+            command(Some(Path::new("configs/q.toml")), &p[0]).starts_with(
+                "dfm train --config configs/q.toml --set train.lr=1e-3 --set model.d_model=32"
+            )
+        );
+    }
+
+    #[test]
+    fn bad_axes_are_refused_before_anything_runs() {
+        assert!("train.lr".parse::<Axis>().is_err());
+        assert!("train.lr=1e-3,".parse::<Axis>().is_err());
+        let bad: Axis = "train.lr=-1".parse().unwrap();
+        let e = format!(
+            "{:#}",
+            plan(None, &[], &[bad], &[], Path::new("sw")).unwrap_err()
+        );
+        assert!(e.contains("sweep run") && e.contains("train.lr"), "{e}");
+        let big: Axis = format!(
+            "train.lr={}",
+            (1..=300)
+                .map(|i| format!("{i}e-5"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .parse()
+        .unwrap();
+        assert!(plan(None, &[], &[big], &[], Path::new("sw")).is_err());
+    }
+}
