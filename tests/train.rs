@@ -585,3 +585,30 @@ fn grad_accum_and_dropped_modalities_do_what_they_say() {
         "modality dropout 0.3 keeps about 70%: {kept}"
     );
 }
+
+/// A model saved before pretraining's alignment projection existed (`tests/fixtures`, written by
+/// dfm at commit 20181b7) still loads, the projection (used by pretraining only) starting fresh;
+/// a model of another shape is still refused.
+#[test]
+fn a_model_saved_before_the_alignment_projection_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model-before-align");
+    let cfg = Config::load(Some(&dir.join("config.toml")), &[]).unwrap();
+    let n = dfm::bundle::Normalization::load(&dir.join("normalization.json")).unwrap();
+    let model = |m: &dfm::config::ModelConfig| {
+        DfmModel::new(m, &n.spec, cfg.data.image_size, &Device::flex())
+    };
+    let a = checkpoint::load_model(model(&cfg.model), &dir).unwrap();
+    let b = checkpoint::load_model(model(&cfg.model), &dir).unwrap();
+    assert_eq!(
+        max_abs_diff(&weights(&a.enc), &weights(&b.enc)),
+        0.0,
+        "the file's weights"
+    );
+    let mut wider = cfg.model.clone();
+    wider.d_model = 32;
+    let e = checkpoint::load_model(model(&wider), &dir).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("does not fit this model"),
+        "{e:#}"
+    );
+}

@@ -271,20 +271,48 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
 /// Loads model weights from a checkpoint folder (`model.bpk`) into `model`.
 pub fn load_model(model: DfmModel, dir: &Path) -> anyhow::Result<DfmModel> {
     let p = dir.join("model.bpk");
-    let rec =
-        burn::store::ModuleRecord::load(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-    model
-        .try_load_record(rec)
-        .map_err(|e| anyhow::anyhow!("{}: does not fit this model: {e}", p.display()))
+    let read =
+        || burn::store::ModuleRecord::load(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    load_record(model, read, &p.display().to_string())
 }
 
 /// Loads model weights from the bytes of a `model.bpk` (`name` names it in errors).
 pub fn load_model_bytes(model: DfmModel, bytes: Vec<u8>, name: &str) -> anyhow::Result<DfmModel> {
-    let rec = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    model
-        .try_load_record(rec)
-        .map_err(|e| anyhow::anyhow!("{name}: does not fit this model: {e}"))
+    let bytes = burn::tensor::Bytes::from_bytes_vec(bytes);
+    let read = || {
+        burn::store::ModuleRecord::from_bytes(bytes.clone())
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    load_record(model, read, name)
+}
+
+/// Parameters added after models were first saved, used by pretraining only: a model saved
+/// before them loads with them freshly initialized (every other missing tensor is an error).
+const ADDED_LATER: [&str; 1] = ["recon.align."];
+
+fn load_record(
+    model: DfmModel,
+    read: impl Fn() -> anyhow::Result<burn::store::ModuleRecord>,
+    name: &str,
+) -> anyhow::Result<DfmModel> {
+    let err = match model.clone().try_load_record(read()?) {
+        Ok(m) => return Ok(m),
+        Err(e) => e.to_string(),
+    };
+    let only_added_later = err
+        .split_once("Missing tensors: [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .is_some_and(|(list, _)| {
+            list.split(',')
+                .map(|t| t.trim().trim_matches('"'))
+                .all(|t| ADDED_LATER.iter().any(|a| t.starts_with(a)))
+        });
+    if only_added_later {
+        return model
+            .try_load_record(read()?.allow_partial(true))
+            .map_err(|e| anyhow::anyhow!("{name}: does not fit this model: {e}"));
+    }
+    Err(anyhow::anyhow!("{name}: does not fit this model: {err}"))
 }
 
 /// The folder holding a run's best model, or its last checkpoint when none is marked best.
