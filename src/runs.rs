@@ -262,17 +262,23 @@ fn short(s: &str, n: usize) -> String {
 }
 
 fn common_root(runs: &[RunSummary]) -> PathBuf {
-    let mut root = runs
+    let dirs: Vec<PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
+    common_folder(&dirs)
+}
+
+/// The deepest folder holding all of `dirs` ("." when they share none).
+pub fn common_folder(dirs: &[PathBuf]) -> PathBuf {
+    let mut root = dirs
         .first()
-        .and_then(|r| r.dir.parent())
+        .and_then(|d| d.parent())
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    while !runs.iter().all(|r| r.dir.starts_with(&root)) {
-        if !root.pop() {
-            break;
-        }
+    while !dirs.iter().all(|d| d.starts_with(&root)) && root.pop() {}
+    if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
     }
-    root
 }
 
 /// Training and validation loss of each run on one plot.

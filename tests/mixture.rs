@@ -24,6 +24,18 @@ fn two_worlds(tmp: &Path) -> (PathBuf, PathBuf) {
     (a, b)
 }
 
+/// The `data.sources` override of datasets (with an optional name each).
+fn sources(list: &[(&Path, Option<&str>)]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|(p, name)| match name {
+            Some(n) => format!("{{path = {:?}, name = {n:?}}}", p.display().to_string()),
+            None => format!("{{path = {:?}}}", p.display().to_string()),
+        })
+        .collect();
+    format!("data.sources=[{}]", items.join(", "))
+}
+
 fn mixture(a: &Path, b: &Path, weights: [f64; 2], batch: usize) -> Mixture {
     let opts = LoaderOptions {
         batch_size: batch,
@@ -99,11 +111,7 @@ fn one_run_learns_two_samplings() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = two_worlds(tmp.path());
     let run = tmp.path().join("run");
-    let sources = format!(
-        "data.sources=[{{path = {:?}}}, {{path = {:?}, name = \"coarse\"}}]",
-        a.display().to_string(),
-        b.display().to_string()
-    );
+    let sources = sources(&[(&a, None), (&b, Some("coarse"))]);
     let mut o = tiny_model();
     o.extend([
         sources,
@@ -218,11 +226,7 @@ fn a_source_without_trajectories_trains_the_heads_it_has() {
     let run = tmp.path().join("run");
     let mut o = tiny_model();
     o.extend([
-        format!(
-            "data.sources=[{{path = {:?}}}, {{path = {:?}}}]",
-            a.display().to_string(),
-            b.display().to_string()
-        ),
+        sources(&[(&a, None), (&b, None)]),
         format!("run.dir={}", run.display()),
         "train.max_steps=80".into(),
         "train.log_every=10".into(),
@@ -255,11 +259,7 @@ fn pretraining_on_two_samplings_learns_every_objective() {
     let run = tmp.path().join("pretrained");
     let mut o = tiny_model();
     o.extend([
-        format!(
-            "data.sources=[{{path = {:?}}}, {{path = {:?}, name = \"coarse\"}}]",
-            a.display().to_string(),
-            b.display().to_string()
-        ),
+        sources(&[(&a, None), (&b, Some("coarse"))]),
         format!("run.dir={}", run.display()),
         "train.objective=pretrain".into(),
         "train.lr=3e-3".into(),

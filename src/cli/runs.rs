@@ -2,7 +2,7 @@
 
 use super::ranges::*;
 use clap::{Args, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum RunsCmd {
@@ -78,20 +78,10 @@ fn compare(dirs: &[PathBuf], png: Option<PathBuf>) -> anyhow::Result<()> {
         println!("{}: {}", i + 1, r.dir.display());
     }
     print!("{}", crate::runs::render_compare(&runs));
-    let png = png.unwrap_or_else(|| common_parent(dirs).join("compare.png"));
+    let png = png.unwrap_or_else(|| crate::runs::common_folder(dirs).join("compare.png"));
     crate::runs::overlay_losses(&runs, &png)?;
     println!("loss curves overlaid in {}", png.display());
     Ok(())
-}
-
-fn common_parent(dirs: &[PathBuf]) -> PathBuf {
-    let mut root = dirs[0].parent().map(Path::to_path_buf).unwrap_or_default();
-    while !dirs.iter().all(|d| d.starts_with(&root)) && root.pop() {}
-    if root.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        root
-    }
 }
 
 pub fn sweep(a: SweepArgs) -> anyhow::Result<()> {
