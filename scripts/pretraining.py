@@ -20,6 +20,12 @@ scored on its test split (minFDE of the most likely trajectory):
   alignment of the history with the other modalities.
 Fine-tuning from self-supervised encoders trains fresh heads, so it runs on the from-scratch
 schedule; fine-tuning a supervised model runs on transfer.py's shorter one.
+
+And a task the foundation model never trained on real data: the next stop on LMRC routes (the
+shared sample's 8 routes, split per seed as scripts/real_data.py does: 5 training, 1 validation,
+2 test routes). The foundation model trained on all three sources (transfer.py's `all-s<seed>`)
+fine-tuned with `configs/finetune-lmrc.toml`, against `configs/lmrc.toml` from scratch and the
+rules, on the same held-out routes.
 """
 import argparse, json, os, sys
 
@@ -89,8 +95,40 @@ def main():
                     T.train(rd, s, [T.sources(sub), f"train.init_from={bases['ssl-' + v]}", "train.epochs=100000"]
                             + T.budget(sub, 6, 300))
                     res[t][f"ssl-{v}"][str(f)].append(T.evaluate(rd, data))
+    if "fleet" in targets and "geolife" in targets:
+        res["lmrc"] = [lmrc(a, s, geo, fleet, sim) for s in seeds]
     json.dump(res, open(os.path.join(a.out, "pretraining.json"), "w"), indent=1)
     report(res)
+
+
+def lmrc(a, s, geo, fleet, sim):
+    """One seed of the LMRC next-stop comparison: {arm: (HR@3, accuracy, roll-out Kendall)}."""
+    data = os.path.join(a.out, "data", f"lmrc-s{s}")
+    if not os.path.isfile(os.path.join(data, "manifest.json")):
+        T.run(["data", "import", "lmrc", "--in", os.path.join(a.shared, "lmrc-sample"), "--out", data, "--force",
+               "--seed", str(s), "--test-frac", "0.25", "--val-frac", "0.125"], data + ".log")
+    foundation = os.path.join(a.out, f"all-s{s}")
+    T.train(foundation, s, [T.sources(geo, fleet, sim)])
+    runs = {"fine-tuned": ("configs/finetune-lmrc.toml", [f"train.init_from={foundation}"]),
+            "scratch": ("configs/lmrc.toml", [])}
+    out = {}
+    for arm, (config, extra) in runs.items():
+        rd = os.path.join(a.out, f"lmrc-{arm}-s{s}")
+        if not os.path.isfile(os.path.join(rd, "eval_test.json")):
+            os.system(f"rm -rf '{rd}'")
+            T.run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={s}", "--set",
+                   f"run.dir={rd}", "--set", f"data.path={data}"] + [x for e in extra for x in ("--set", e)],
+                  rd + ".log")
+        r = json.load(open(os.path.join(rd, "eval_test.json")))
+        out[arm] = next_stop(r["next_stop"])
+        out["same zone, then nearest"] = next_stop(r["baselines"]["same_zone_nearest_first"]["next_stop"])
+        out["nearest stop first"] = next_stop(r["baselines"]["nearest_stop_first"]["next_stop"])
+        out["decisions"] = r["next_stop"]["samples"]
+    return out
+
+
+def next_stop(m):
+    return [m["hr_at_3"], m["accuracy"], (m.get("rollout") or {}).get("krc", float("nan"))]
 
 
 def report(res):
@@ -107,6 +145,18 @@ def report(res):
             row = [T.cell([r["k1"] for r in res[t][arm][str(f)]]) for arm in
                    ["scratch", "supervised", "ssl-recon", "ssl-all"]]
             print(f"| {label} | {f:.0%} | " + " | ".join(row) + " |")
+    if "lmrc" not in res:
+        return
+    rows = res["lmrc"]
+    print(f"\nLMRC next stop, 2 held-out routes per seed ({sum(r['decisions'] for r in rows)} decisions), "
+          f"seeds {seeds}:\n")
+    print("| | HR@3 | accuracy | roll-out Kendall tau |")
+    print("|---|---|---|---|")
+    for arm, label in [("fine-tuned", "foundation model, fine-tuned"), ("scratch", "configs/lmrc.toml from scratch"),
+                       ("same zone, then nearest", "same zone, then nearest"),
+                       ("nearest stop first", "nearest stop first")]:
+        cells = [T.cell3([r[arm][i] for r in rows]) for i in range(3)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,11 @@ def cell(xs):
     return f"{m:.1f} ± {s:.1f}"
 
 
+def cell3(xs):
+    m, s = ms(xs)
+    return f"{m:.3f} ± {s:.3f}"
+
+
 def curve(a, s, name, data, base, res):
     """Fine-tunes `base` (a run that never saw `data`) on 1%, 10% and 100% of `data`'s training
     routes, and trains the same model from scratch on them; scores both on `data`'s test split."""
