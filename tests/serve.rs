@@ -347,19 +347,16 @@ fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
             f(&mut v);
             serde_json::to_vec(&v).unwrap()
         };
-        // Auth.
-        let (s, v) = post(&c, &srv.url, serde_json::to_vec(&good).unwrap(), None).await;
+        // Auth. The server answers 401 before reading the body (it reads none from a client
+        // without the token), so a large body could still be in flight when the connection
+        // closes: these requests carry a small one.
+        let small = b"{\"key\": \"x\"}".to_vec();
+        let (s, v) = post(&c, &srv.url, small.clone(), None).await;
         assert_eq!(
             (s, v["error"].as_str().unwrap().contains("token")),
             (401, true)
         );
-        let (s, _) = post(
-            &c,
-            &srv.url,
-            serde_json::to_vec(&good).unwrap(),
-            Some("wrong-token!"),
-        )
-        .await;
+        let (s, _) = post(&c, &srv.url, small, Some("wrong-token!")).await;
         assert_eq!(s, 401);
         // Malformed JSON.
         let (s, v) = post(&c, &srv.url, b"{\"key\": ".to_vec(), t).await;
