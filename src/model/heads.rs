@@ -1,6 +1,7 @@
 //! Prediction heads on the fused tokens.
 
 use super::Output;
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softplus};
@@ -101,12 +102,21 @@ pub struct Recon {
 }
 
 impl Recon {
-    pub fn new(d: usize, hist: usize, imu: usize, stops: usize, device: &Device) -> Self {
+    /// The decoders, drawn in this order; the alignment projection is a placeholder without
+    /// weights drawn (`DfmModel::new` draws it last).
+    pub fn decoders(d: usize, hist: usize, imu: usize, stops: usize, device: &Device) -> Self {
+        let hist = LinearConfig::new(d, hist).init(device);
+        let imu = LinearConfig::new(d, imu).init(device);
+        let stops = LinearConfig::new(d, stops).init(device);
+        let align = Linear {
+            weight: Param::from_tensor(Tensor::zeros([d, d], device)),
+            bias: None,
+        };
         Recon {
-            hist: LinearConfig::new(d, hist).init(device),
-            imu: LinearConfig::new(d, imu).init(device),
-            stops: LinearConfig::new(d, stops).init(device),
-            align: LinearConfig::new(d, d).init(device),
+            hist,
+            imu,
+            stops,
+            align,
         }
     }
 }

@@ -140,14 +140,15 @@ impl DfmModel {
         };
         let hist = PatchEncoder::new(spec.history_len, HIST_CH, cfg.history_patch, d, device);
         let imu = PatchEncoder::new(spec.imu_len, IMU_CH, cfg.imu_patch, d, device);
-        DfmModel {
-            recon: Recon::new(
-                d,
-                cfg.history_patch * HIST_CH,
-                cfg.imu_patch * IMU_CH,
-                STOP_CH,
-                device,
-            ),
+        let decoders = Recon::decoders(
+            d,
+            cfg.history_patch * HIST_CH,
+            cfg.imu_patch * IMU_CH,
+            STOP_CH,
+            device,
+        );
+        let mut model = DfmModel {
+            recon: decoders,
             enc: Encoders {
                 hist,
                 imu,
@@ -178,7 +179,11 @@ impl DfmModel {
             )),
             modes: cfg.modes,
             future_len: spec.future_len,
-        }
+        };
+        // Drawn last, so every other weight starts as it did before alignment existed (a seeded
+        // run trains the same model it always did).
+        model.recon.align = burn::nn::LinearConfig::new(d, d).init(device);
+        model
     }
 
     /// Checks that a model config fits a dataset's shapes, with the key to change.
