@@ -16,6 +16,7 @@ pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
         );
     }
     let t = std::time::Instant::now();
+    let tracking = crate::track::Target::resolve(None, &cfg)?;
     let out = crate::train::train(cfg, resume, device, false)?;
     if out.samples_per_s > 0.0 {
         println!(
@@ -37,6 +38,12 @@ pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
         m.step,
         bundle.display()
     );
+    if let Some(target) = &tracking {
+        println!(
+            "{}",
+            crate::track::log_bundle(target, &out.run_dir, &bundle)?.render()
+        );
+    }
     println!(
         "run folder: {} (config.toml, metrics.jsonl, loss.png, eval_test.json, checkpoints)",
         out.run_dir.display()

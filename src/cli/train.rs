@@ -115,10 +115,10 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     );
     let cfg = crate::config::Config::load(Some(&a.run.join("config.toml")), &[])?;
     if let Some(target) = crate::track::Target::from_flag(a.track.as_deref(), &cfg)? {
-        let name = format!("{} export", a.run.display());
-        let t = crate::track::attach(&target, Some(&a.run), &name)?;
-        t.artifact_dir(&a.out, "bundle");
-        println!("{}", t.finish(true).render());
+        println!(
+            "{}",
+            crate::track::log_bundle(&target, &a.run, &a.out)?.render()
+        );
     }
     Ok(())
 }

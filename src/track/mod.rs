@@ -89,6 +89,17 @@ pub fn attach(target: &Target, run_dir: Option<&Path>, name: &str) -> anyhow::Re
     Tracker::start(target, want, None)
 }
 
+/// Logs an exported bundle's files under `bundle/` of the run's MLflow run (or a new run).
+pub fn log_bundle(target: &Target, run_dir: &Path, bundle: &Path) -> anyhow::Result<Summary> {
+    let t = attach(
+        target,
+        Some(run_dir),
+        &format!("{} export", run_dir.display()),
+    )?;
+    t.artifact_dir(bundle, "bundle");
+    Ok(t.finish(true))
+}
+
 /// Which MLflow run to log into.
 #[derive(Clone, Debug)]
 pub enum RunRef {
