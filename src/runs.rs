@@ -195,9 +195,16 @@ pub fn render_list(root: &Path, runs: &[RunSummary]) -> String {
 /// difference from the first (and the relative difference).
 pub fn render_compare(runs: &[RunSummary]) -> String {
     let root = common_root(runs);
+    let names: Vec<String> = runs.iter().map(|r| name(&r.dir, &root)).collect();
+    let w = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(14, 28);
     let mut s = format!("{:<26}", "");
-    for (i, r) in runs.iter().enumerate() {
-        s.push_str(&format!(" {:>14}", short(&name(&r.dir, &root), 14)));
+    for (i, n) in names.iter().enumerate() {
+        s.push_str(&format!(" {:>w$}", short(n, w)));
         if i > 0 {
             s.push_str(&format!(" {:>18}", format!("diff vs {}", 1)));
         }
@@ -225,7 +232,7 @@ pub fn render_compare(runs: &[RunSummary]) -> String {
     for (label, v) in rows {
         s.push_str(&format!("{label:<26}"));
         for (i, x) in v.iter().enumerate() {
-            s.push_str(&format!(" {:>14}", num(*x)));
+            s.push_str(&format!(" {:>w$}", num(*x)));
             if i > 0 {
                 s.push_str(&format!(" {:>18}", diff(v[0], *x)));
             }

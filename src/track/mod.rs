@@ -377,6 +377,15 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     }
 }
 
+/// What the sender's channel gave.
+enum Next {
+    Event(Event),
+    /// Nothing within the wait.
+    Idle,
+    /// Every sender is gone.
+    Closed,
+}
+
 /// The background sender.
 struct Worker {
     client: Client,
@@ -421,22 +430,18 @@ impl Worker {
         let mut finish: Option<(&'static str, Instant)> = None;
         loop {
             if finish.is_none() {
+                let flush = self.target.flush;
+                let end = |status| Some((status, Instant::now() + flush));
                 match self.next_event(&rx) {
-                    Some(Event::Finish { status }) => {
-                        finish = Some((status, Instant::now() + self.target.flush));
-                    }
-                    Some(e) => self.queue(e),
-                    None if self.pending.is_empty() => {
-                        // Every sender is gone without a finish: the process is ending.
-                        finish = Some(("FAILED", Instant::now() + self.target.flush));
-                    }
-                    None => {}
+                    Next::Event(Event::Finish { status }) => finish = end(status),
+                    Next::Event(e) => self.queue(e),
+                    Next::Idle => {}
+                    // Every sender is gone without a finish: the process is ending.
+                    Next::Closed => finish = end("FAILED"),
                 }
                 while let Ok(e) = rx.try_recv() {
                     match e {
-                        Event::Finish { status } => {
-                            finish = Some((status, Instant::now() + self.target.flush))
-                        }
+                        Event::Finish { status } => finish = end(status),
                         e => self.queue(e),
                     }
                 }
@@ -459,13 +464,16 @@ impl Worker {
 
     /// Waits for the next event: without limit when there is nothing to send, for the backoff
     /// after a failure, not at all otherwise.
-    fn next_event(&self, rx: &Receiver<Event>) -> Option<Event> {
-        if self.pending.is_empty() {
-            return rx.recv().ok();
-        }
-        match rx.recv_timeout(self.backoff) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+    fn next_event(&self, rx: &Receiver<Event>) -> Next {
+        let got = if self.pending.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(self.backoff)
+        };
+        match got {
+            Ok(e) => Next::Event(e),
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
         }
     }
 
