@@ -3,15 +3,25 @@
 # gives it, into one folder (default figures/<commit>/):
 #   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run)
 #   real_data.txt    README "Real data": the GeoLife and LMRC tables over seeds 1-3
+#   transfer.txt     README "One model across sources": scripts/transfer.py (and docs/transfer.png)
+#   pretraining.txt  README "What pretraining without labels adds": scripts/pretraining.py
 #   bench_*.txt      README "Performance": the training step, loader, inference and serving
 #   pytorch.txt      README "Performance": the PyTorch twin (only where `import torch` works)
 #   reliability.txt  README "Reliability": fuzzing, load and kill -9 at full size (--full only)
-# Usage (from the project root): bash scripts/figures.sh [--full] [OUT]
-# About 30 minutes on a 2-core machine after the build (2 hours with --full).
+# Usage (from the project root): bash scripts/figures.sh [--full] [--no-transfer] [OUT]
+# About 30 minutes on a 2-core machine after the build, plus the transfer and pretraining
+# reports (about 2 hours; --no-transfer leaves them out), 2 hours more with --full.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 full=0
-if [ "${1:-}" = "--full" ]; then full=1; shift; fi
+transfer=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --full) full=1; shift ;;
+    --no-transfer) transfer=0; shift ;;
+    *) break ;;
+  esac
+done
 commit=$(git rev-parse --short HEAD)
 out=${1:-figures/$commit}
 mkdir -p "$out"
@@ -43,6 +53,14 @@ if python3 -c "import torch" 2>/dev/null; then
   { stamp "bench/pytorch/compare.sh"; bash bench/pytorch/compare.sh; } >"$out/pytorch.txt" 2>&1
 else
   echo "PyTorch is not installed: the twin's row was not measured" >"$out/pytorch.txt"
+fi
+
+# One model across sources, and what pretraining adds (need ../shared/data; matplotlib for the plot).
+if [ "$transfer" = 1 ]; then
+  { stamp "python3 scripts/transfer.py"; python3 scripts/transfer.py --out "$work/transfer";
+    cp "$work/transfer/transfer.png" "$out/" 2>/dev/null || true; } >"$out/transfer.txt" 2>&1
+  { stamp "python3 scripts/pretraining.py"; python3 scripts/pretraining.py --out "$work/transfer"; } \
+    >"$out/pretraining.txt" 2>&1
 fi
 
 if [ "$full" = 1 ]; then
