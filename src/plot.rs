@@ -43,20 +43,27 @@ pub fn save_png(path: &Path, w: u32, h: u32, rgb: Vec<u8>) -> anyhow::Result<()>
     crate::util::write_atomic(path, &crate::data::shards::png_bytes(&px)?)
 }
 
+/// The lines of a `metrics.jsonl` text (lines that are not JSON skipped).
+pub fn metric_rows(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// (step, value) of `key` over metric rows, finite values only.
+pub fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
+        .filter(|p| p.1.is_finite())
+        .collect()
+}
+
 /// Training loss (and each head's term) by step, and validation loss, from `metrics.jsonl`.
 pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(metrics)
         .with_context(|| format!("cannot read {}", metrics.display()))?;
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?)))
-            .filter(|p| p.1.is_finite())
-            .collect()
-    };
+    let rows = metric_rows(&text);
+    let series = |key: &str| series(&rows, key);
     let curve = |label: &str, points, bold| Curve {
         label: label.to_string(),
         points,

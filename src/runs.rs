@@ -74,11 +74,9 @@ pub fn headline(eval: &Value, path: &str) -> Option<f64> {
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    crate::plot::metric_rows(
+        &std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default(),
+    )
 }
 
 fn locked(dir: &Path) -> bool {
@@ -294,13 +292,7 @@ pub fn overlay_losses(runs: &[RunSummary], out: &Path) -> anyhow::Result<()> {
     let mut curves = Vec::new();
     for r in runs {
         let lines = metrics(&r.dir);
-        let series = |key: &str| -> Vec<(f64, f64)> {
-            lines
-                .iter()
-                .filter_map(|l| Some((l["step"].as_f64()?, l[key].as_f64()?)))
-                .filter(|p| p.1.is_finite())
-                .collect()
-        };
+        let series = |key: &str| crate::plot::series(&lines, key);
         let n = name(&r.dir, &root);
         curves.push(crate::plot::Curve {
             label: format!("{n} train"),
