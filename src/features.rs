@@ -263,23 +263,15 @@ pub fn accumulate_stats(s: &Sample, acc: &mut StatsAcc) {
 fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
     let mut out = vec![0f32; 3 * size * size];
     let (w, h) = (px.width as usize, px.height as usize);
-    let sx = w as f32 / size as f32;
-    let sy = h as f32 / size as f32;
-    for oy in 0..size {
-        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-        let (y0, ty) = (fy.floor() as usize, fy.fract());
-        let y1 = (y0 + 1).min(h - 1);
-        for ox in 0..size {
-            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let (x0, tx) = (fx.floor() as usize, fx.fract());
-            let x1 = (x0 + 1).min(w - 1);
+    if (w, h) == (size, size) {
+        // Same size: bilinear weights are exactly 1 and 0, so this is the same result, faster.
+        for (i, rgb) in px.data.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                let p = |x: usize, y: usize| px.data[(y * w + x) * 3 + c] as f32;
-                let v = (p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx) * (1.0 - ty)
-                    + (p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx) * ty;
-                out[c * size * size + oy * size + ox] = v / 255.0;
+                out[c * size * size + i] = rgb[c] as f32 / 255.0;
             }
         }
+    } else {
+        bilinear_chw(px, size, &mut out);
     }
     let n = size * size;
     for c in 0..3 {
@@ -292,6 +284,29 @@ fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Bilinear resize into `out` (CHW, values / 255). The source columns and weights of each
+/// output column are computed once per image rather than per pixel and channel.
+fn bilinear_chw(px: &crate::data::sample::Rgb8, size: usize, out: &mut [f32]) {
+    let (w, h) = (px.width as usize, px.height as usize);
+    let taps = |n: usize, o: usize| {
+        let f = ((o as f32 + 0.5) * (n as f32 / size as f32) - 0.5).clamp(0.0, (n - 1) as f32);
+        let i0 = f.floor() as usize;
+        (i0, (i0 + 1).min(n - 1), f.fract())
+    };
+    let cols: Vec<(usize, usize, f32)> = (0..size).map(|ox| taps(w, ox)).collect();
+    for oy in 0..size {
+        let (y0, y1, ty) = taps(h, oy);
+        for (ox, &(x0, x1, tx)) in cols.iter().enumerate() {
+            for c in 0..3 {
+                let p = |x: usize, y: usize| px.data[(y * w + x) * 3 + c] as f32;
+                let v = (p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx) * (1.0 - ty)
+                    + (p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx) * ty;
+                out[c * size * size + oy * size + ox] = v / 255.0;
+            }
+        }
+    }
 }
 
 /// IMU rows at `rate` Hz ending at `t0`, put on `n` rows at `to_rate` Hz ending at `t0`:
@@ -675,6 +690,32 @@ mod tests {
     use super::*;
     use crate::data::sample::{Context, Fix, Stop, Target};
     use crate::frame::Enu;
+
+    /// The same-size copy is exactly the bilinear resize it replaces, and a resize keeps a
+    /// constant-coloured image constant (then standardized to zeros).
+    #[test]
+    fn image_copy_equals_bilinear_at_the_same_size() {
+        let (w, h) = (7usize, 7usize);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let px = crate::data::sample::Rgb8 { width: w as u32, height: h as u32, data };
+        let mut slow = vec![0f32; 3 * w * h];
+        bilinear_chw(&px, w, &mut slow);
+        let fast = image_chw(&px, w);
+        let n = w * h;
+        for c in 0..3 {
+            let ch = &slow[c * n..(c + 1) * n];
+            let mean = ch.iter().sum::<f32>() / n as f32;
+            let var = ch.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+            let inv = 1.0 / var.sqrt().max(0.02);
+            for (i, v) in ch.iter().enumerate() {
+                assert_eq!(fast[c * n + i], (v - mean) * inv, "channel {c}, pixel {i}");
+            }
+        }
+        let flat = crate::data::sample::Rgb8 { width: 5, height: 9, data: vec![90; 5 * 9 * 3] };
+        let mut out = vec![0f32; 3 * 4 * 4];
+        bilinear_chw(&flat, 4, &mut out);
+        assert!(out.iter().all(|v| (v - 90.0 / 255.0).abs() < 1e-6), "{out:?}");
+    }
 
     /// A vehicle driving north at 10 m/s (fixes 10 m apart), one stop 30 m ahead in its own
     /// zone, the truth 20 m ahead after one step; unit statistics (every scale 1).

@@ -50,6 +50,11 @@ fn order_is_a_function_of_seed_and_epoch_only() {
         keys(&dir, &m, 3, 5, 0, 0),
         "worker count does not change the order"
     );
+    assert_eq!(
+        a,
+        keys(&dir, &m, 8, 5, 0, 0),
+        "more workers than shards: the same order"
+    );
     assert_ne!(a, keys(&dir, &m, 1, 5, 1, 0), "next epoch, another order");
     assert_ne!(a, keys(&dir, &m, 1, 6, 0, 0), "another seed, another order");
     let mut flat: Vec<String> = a.concat();

@@ -1,8 +1,8 @@
-//! The streaming loader. Shards are read by worker threads (decode JSON, PNG and `.npy`,
-//! validate, run a per-sample transform such as the feature code), then merged back in shard
-//! order, so the stream is the same whatever the thread timing. A seeded shuffle buffer mixes
-//! samples, batches are built and transformed (e.g. into burn tensors) on a prefetch thread
-//! ahead of the consumer.
+//! The streaming loader. Worker threads decode records (JSON, PNG and `.npy`, validation) and
+//! run a per-sample transform such as the feature code, record by record; the records are put
+//! back in shard order (`pipeline`), so the stream is the same whatever the thread timing and
+//! the number of workers. A seeded shuffle buffer mixes samples, batches are built and
+//! transformed (e.g. into burn tensors) on a prefetch thread ahead of the consumer.
 //!
 //! The order of an epoch depends only on (seed, epoch): shard order is permuted per epoch, the
 //! buffer draws from a per-epoch stream. Resuming a run in the middle of an epoch skips the
@@ -10,7 +10,7 @@
 
 use super::manifest::Manifest;
 use super::sample::{Sample, Spec};
-use super::shards::{decode, for_each_record};
+use super::pipeline::{self, Item};
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rand::seq::SliceRandom;
@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -79,17 +80,11 @@ pub struct Loader {
     bad: Arc<Mutex<Vec<BadRecord>>>,
 }
 
-enum Item<F> {
-    Sample(F),
-    EndShard,
-    Err(DataError),
-}
-
 /// One pass over the data: an iterator of batches (or the first error).
 pub struct Epoch<T> {
     rx: Receiver<Result<T, DataError>>,
     threads: Vec<JoinHandle<()>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl<T> Iterator for Epoch<T> {
@@ -101,7 +96,7 @@ impl<T> Iterator for Epoch<T> {
 
 impl<T> Drop for Epoch<T> {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
         // Drain so blocked senders wake up and see the stop flag.
         while self.rx.try_recv().is_ok() {}
         for t in self.threads.drain(..) {
@@ -164,7 +159,7 @@ impl Loader {
 
     /// Starts an epoch. `per_sample` runs on the worker threads for each valid sample,
     /// `per_batch` on the prefetch thread for each batch; the first `skip_batches` batches are
-    /// dropped without calling `per_batch` (mid-epoch resume).
+    /// dropped without calling `per_batch` (mid-epoch resume). The threads: `pipeline`'s.
     pub fn epoch<F, T>(
         &self,
         epoch: u64,
@@ -177,45 +172,45 @@ impl Loader {
         T: Send + 'static,
     {
         let opts = self.opts.clone();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let mut order: Vec<(PathBuf, usize)> = self.shards.clone();
         let mut rng =
             ChaCha8Rng::seed_from_u64(opts.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         if opts.shuffle_buffer > 0 {
             order.shuffle(&mut rng);
         }
-        let workers = opts.workers.max(1).min(order.len().max(1));
+        let workers = opts.workers.max(1);
+        let window = (workers * pipeline::WINDOW_PER_WORKER).max(64);
+        let (jobs_tx, jobs_rx) = bounded(window);
+        let (done_tx, done_rx) = bounded(window);
+        let (credits_tx, credits_rx) = bounded(window);
+        let paths: Arc<Vec<PathBuf>> = Arc::new(order.iter().map(|(p, _)| p.clone()).collect());
         let mut threads = Vec::new();
-        let mut worker_rx = Vec::new();
-        for w in 0..workers {
-            let (tx, rx) = bounded::<Item<F>>(256);
-            worker_rx.push(rx);
-            let mine: Vec<(PathBuf, usize)> =
-                order.iter().skip(w).step_by(workers).cloned().collect();
-            let per_sample = per_sample.clone();
-            let spec = self.spec.clone();
-            let stop = stop.clone();
-            let skip_bad = opts.skip_bad;
-            let bad = self.bad.clone();
+        let (stop_r, skip_bad) = (stop.clone(), opts.skip_bad);
+        threads.push(std::thread::spawn(move || {
+            pipeline::read_shards(order, jobs_tx, credits_tx, stop_r, skip_bad)
+        }));
+        for _ in 0..workers {
+            let (jobs, done, paths) = (jobs_rx.clone(), done_tx.clone(), paths.clone());
+            let (spec, per_sample) = (self.spec.clone(), per_sample.clone());
             threads.push(std::thread::spawn(move || {
-                worker(mine, spec, per_sample, tx, stop, skip_bad, bad)
+                pipeline::decode_jobs(jobs, done, paths, spec, per_sample, skip_bad)
             }));
         }
+        drop((jobs_rx, done_tx));
         let (out_tx, out_rx) = bounded::<Result<T, DataError>>(opts.prefetch.max(1));
-        let shard_paths: Vec<PathBuf> = order.iter().map(|(p, _)| p.clone()).collect();
-        let stop2 = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            merge(
-                shard_paths,
-                worker_rx,
-                rng,
-                opts,
-                skip_batches,
-                per_batch,
-                out_tx,
-                stop2,
-            )
-        }));
+        let merger = Merger {
+            shards: paths,
+            rng,
+            opts,
+            skip_batches,
+            per_batch,
+            out: out_tx,
+            stop: stop.clone(),
+            bad: self.bad.clone(),
+        };
+        let items = pipeline::InOrder::new(done_rx, credits_rx);
+        threads.push(std::thread::spawn(move || merger.run(items)));
         Epoch {
             rx: out_rx,
             threads,
@@ -237,174 +232,106 @@ pub fn first_samples(dir: &Path, split: &str, n: usize) -> anyhow::Result<Vec<Sa
     Ok(first.transpose()?.unwrap_or_default())
 }
 
-fn worker<F>(
-    shards: Vec<(PathBuf, usize)>,
-    spec: Spec,
-    per_sample: Arc<dyn Fn(Sample) -> F + Send + Sync>,
-    tx: Sender<Item<F>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    skip_bad: bool,
-    bad: Arc<Mutex<Vec<BadRecord>>>,
-) {
-    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
-    for (path, expected) in shards {
-        let mut failed = false;
-        // A panic while reading the shard or handling a record (a bug, or input nobody
-        // foresaw) becomes an error naming the shard and the record, never a silent end.
-        let mut last_key: Option<String> = None;
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for_each_record(&path, Some(expected), |rec| {
-                if stopped() {
-                    return false;
-                }
-                last_key = Some(rec.key.clone());
-                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    decode(&rec, &path, Some(&spec)).map(|s| per_sample(s))
-                }))
-                .unwrap_or_else(|p| {
-                    Err(DataError::record(
-                        &path,
-                        &rec.key,
-                        format!(
-                            "reading the record panicked: {}",
-                            crate::device::panic_text(&p)
-                        ),
-                    ))
-                });
-                match handled {
-                    Ok(f) => tx.send(Item::Sample(f)).is_ok(),
-                    Err(e) if skip_bad => {
-                        bad.lock().unwrap().push(BadRecord::from(&e));
-                        true
-                    }
-                    Err(e) => {
-                        failed = true;
-                        let _ = tx.send(Item::Err(e));
-                        false
-                    }
-                }
-            })
-        }));
-        let res = read.unwrap_or_else(|p| {
-            let what = format!(
-                "reading the shard panicked: {}",
-                crate::device::panic_text(&p)
-            );
-            Err(match &last_key {
-                Some(k) => DataError::record(&path, k, what),
-                None => DataError::file(&path, what),
-            })
-        });
-        if failed || stopped() {
-            return;
-        }
-        if let Err(e) = res {
-            if skip_bad {
-                bad.lock().unwrap().push(BadRecord::from(&e));
-            } else {
-                let _ = tx.send(Item::Err(e));
-                return;
-            }
-        }
-        if tx.send(Item::EndShard).is_err() {
-            return;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn merge<F, T>(
-    shards: Vec<PathBuf>,
-    worker_rx: Vec<Receiver<Item<F>>>,
-    mut rng: ChaCha8Rng,
+/// The merging thread: the epoch's items in sequence, through the shuffle buffer, into
+/// batches built by `per_batch`.
+struct Merger<F, T> {
+    shards: Arc<Vec<PathBuf>>,
+    rng: ChaCha8Rng,
     opts: LoaderOptions,
-    mut skip_batches: usize,
+    skip_batches: usize,
     per_batch: Arc<dyn Fn(Vec<F>) -> T + Send + Sync>,
     out: Sender<Result<T, DataError>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let bs = opts.batch_size.max(1);
-    let mut buffer: Vec<F> = Vec::new();
-    let mut batch: Vec<F> = Vec::with_capacity(bs);
-    // A batch, or the error that replaces a panic while building it (`shard`: the shard being
-    // merged, for the message).
-    let build = |b: Vec<F>, shard: &Path| -> Result<T, DataError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| per_batch(b))).map_err(|p| {
-            DataError::file(
-                shard,
-                format!(
-                    "building a batch from this shard panicked: {}",
-                    crate::device::panic_text(&p)
-                ),
-            )
-        })
-    };
-    // Returns false when the consumer has gone or a batch failed.
-    let mut emit = |item: F, batch: &mut Vec<F>, shard: &Path| -> bool {
-        batch.push(item);
-        if batch.len() == bs {
-            let b = std::mem::replace(batch, Vec::with_capacity(bs));
-            if skip_batches > 0 {
-                skip_batches -= 1;
-                return true;
-            }
-            let r = build(b, shard);
-            let ok = r.is_ok();
-            return out.send(r).is_ok() && ok;
-        }
-        true
-    };
-    let last = shards.last().cloned().unwrap_or_default();
-    for (p, shard) in shards.iter().enumerate() {
-        let rx = &worker_rx[p % worker_rx.len()];
-        loop {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+    stop: Arc<AtomicBool>,
+    bad: Arc<Mutex<Vec<BadRecord>>>,
+}
+
+impl<F, T> Merger<F, T> {
+    fn run(mut self, mut items: pipeline::InOrder<F>) {
+        let bs = self.opts.batch_size.max(1);
+        let mut buffer: Vec<F> = Vec::new();
+        let mut batch: Vec<F> = Vec::with_capacity(bs);
+        let mut shard = 0;
+        while shard < self.shards.len() {
+            if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            match rx.recv() {
-                Ok(Item::Sample(f)) => {
-                    if opts.shuffle_buffer == 0 {
-                        if !emit(f, &mut batch, shard) {
-                            return;
-                        }
-                        continue;
+            let Some(item) = items.next_item() else {
+                // The reader or a decoder hung up without finishing the shard and without an
+                // error: never read that as the end of the epoch.
+                if !self.stop.load(Ordering::Relaxed) {
+                    let what = "the loader's reader of this shard stopped before its end";
+                    let _ = self.out.send(Err(DataError::file(&self.shards[shard], what)));
+                }
+                return;
+            };
+            let shard_path = self.shards[shard].clone();
+            match item {
+                Item::Sample(f) if self.opts.shuffle_buffer == 0 => {
+                    if !self.emit(f, &mut batch, &shard_path) {
+                        return;
                     }
+                }
+                Item::Sample(f) => {
                     buffer.push(f);
-                    if buffer.len() >= opts.shuffle_buffer {
-                        let j = rng.gen_range(0..buffer.len());
+                    if buffer.len() >= self.opts.shuffle_buffer {
+                        let j = self.rng.gen_range(0..buffer.len());
                         let item = buffer.swap_remove(j);
-                        if !emit(item, &mut batch, shard) {
+                        if !self.emit(item, &mut batch, &shard_path) {
                             return;
                         }
                     }
                 }
-                Ok(Item::EndShard) => break,
-                Ok(Item::Err(e)) => {
-                    let _ = out.send(Err(e));
-                    return;
-                }
-                Err(_) => {
-                    // A worker hung up without finishing its shard and without an error: never
-                    // read that as the end of the epoch.
-                    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _ = out.send(Err(DataError::file(
-                            shard,
-                            "the loader's reader of this shard stopped before its end",
-                        )));
-                    }
+                Item::Skipped(b) => self.bad.lock().unwrap().push(b),
+                Item::EndShard => shard += 1,
+                Item::Err(e) => {
+                    let _ = self.out.send(Err(e));
                     return;
                 }
             }
         }
-    }
-    while !buffer.is_empty() {
-        let j = rng.gen_range(0..buffer.len());
-        let item = buffer.swap_remove(j);
-        if !emit(item, &mut batch, &last) {
-            return;
+        let last = self.shards.last().cloned().unwrap_or_default();
+        while !buffer.is_empty() {
+            let j = self.rng.gen_range(0..buffer.len());
+            let item = buffer.swap_remove(j);
+            if !self.emit(item, &mut batch, &last) {
+                return;
+            }
+        }
+        if !batch.is_empty() && !self.opts.drop_last && self.skip_batches == 0 {
+            let _ = self.out.send(self.build(batch, &last));
         }
     }
-    if !batch.is_empty() && !opts.drop_last && skip_batches == 0 {
-        let _ = out.send(build(batch, &last));
+
+    /// Adds an item to the batch and sends the batch when full; false when the consumer has
+    /// gone or the batch failed.
+    fn emit(&mut self, item: F, batch: &mut Vec<F>, shard: &Path) -> bool {
+        batch.push(item);
+        if batch.len() < self.opts.batch_size.max(1) {
+            return true;
+        }
+        let b = std::mem::replace(batch, Vec::with_capacity(self.opts.batch_size.max(1)));
+        if self.skip_batches > 0 {
+            self.skip_batches -= 1;
+            return true;
+        }
+        let r = self.build(b, shard);
+        let ok = r.is_ok();
+        self.out.send(r).is_ok() && ok
+    }
+
+    /// A batch, or the error that replaces a panic while building it (`shard`: the shard being
+    /// merged, for the message).
+    fn build(&self, b: Vec<F>, shard: &Path) -> Result<T, DataError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.per_batch)(b))).map_err(
+            |p| {
+                DataError::file(
+                    shard,
+                    format!(
+                        "building a batch from this shard panicked: {}",
+                        crate::device::panic_text(&p)
+                    ),
+                )
+            },
+        )
     }
 }

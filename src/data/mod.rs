@@ -6,6 +6,7 @@ pub mod loader;
 pub mod manifest;
 pub mod mixture;
 pub mod npy;
+pub mod pipeline;
 pub mod sample;
 pub mod shards;
 pub mod stop_set;
