@@ -6,6 +6,7 @@ use crate::batch::FeatureBatcher;
 use crate::bundle::LoadedModel;
 use crate::data::sample::Sample;
 use crate::data::shards::{parse_json, png_bytes, resolve};
+use crate::features::Features;
 use crate::model::{DfmModel, TokenMasks};
 use base64::Engine;
 use burn::data::dataloader::batcher::Batcher;
@@ -226,37 +227,35 @@ impl Predictor {
         }
     }
 
+    /// What turns samples into model inputs and model outputs into predictions (cheap to
+    /// clone: the server's request threads hold one).
+    pub fn codec(&self) -> Codec {
+        Codec::new(self.loaded.normalizer.clone(), self.model.modes)
+    }
+
     /// Predictions for validated samples, in order (one forward pass).
     pub fn predict(&self, samples: &[Sample]) -> Vec<Prediction> {
-        if samples.is_empty() {
+        let codec = self.codec();
+        let (features, metas): (Vec<_>, Vec<_>) = samples.iter().map(|s| codec.prepare(s)).unzip();
+        let raw = self.forward(features);
+        metas
+            .into_iter()
+            .zip(raw)
+            .map(|(m, r)| codec.finish(m, r))
+            .collect()
+    }
+
+    /// The model's outputs for prepared samples (one forward pass): the only part of a
+    /// prediction that needs the model, so that a server runs the rest on its request threads.
+    pub fn forward(&self, features: Vec<Features>) -> Vec<RawOutput> {
+        let n = features.len();
+        if n == 0 {
             return Vec::new();
         }
-        let norm = &self.loaded.normalizer;
-        // Stops beyond the model's capacity: it reads the nearest ones and says which it left.
-        let mut not_scored: Vec<Vec<String>> = Vec::with_capacity(samples.len());
-        let samples: Vec<Sample> = samples
-            .iter()
-            .map(|s| {
-                let (fitted, keep) = crate::data::stop_set::fit(s.clone(), norm.spec.max_stops);
-                not_scored.push(match keep {
-                    None => Vec::new(),
-                    Some(keep) => (0..s.stops.len())
-                        .filter(|i| !keep.contains(i))
-                        .map(|i| s.stops[i].id.clone())
-                        .collect(),
-                });
-                fitted
-            })
-            .collect();
-        let feats: Vec<_> = samples.iter().map(|s| norm.features(s)).collect();
-        let frames: Vec<_> = feats.iter().map(|f| f.meta.frame).collect();
-        let mut horizons: Vec<Vec<f64>> = feats.iter().map(|f| f.meta.horizons_s.clone()).collect();
-        let b = FeatureBatcher.batch(feats, &self.device);
-        let n = b.len();
+        let b = FeatureBatcher.batch(features, &self.device);
         let masks = TokenMasks::keep(crate::eval::keep_mask(&[], n, &self.device));
         let out = self.model.forward(&b, &masks);
-        let (k, ns) = (self.model.modes, norm.spec.max_stops);
-        // Points per sample in the batch (samples asking for fewer read their first ones).
+        let (k, ns) = (self.model.modes, self.loaded.normalizer.spec.max_stops);
         let fb = out.point.dims()[1];
         let traj = values(out.traj);
         let point = values(out.point);
@@ -265,58 +264,140 @@ impl Predictor {
         let on_time = values(sigmoid(out.on_time_logits));
         let next = values(softmax(out.next_logits, 1));
         let delivered = values(sigmoid(out.delivered_logits));
-        samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let frame = frames[i];
-                let mut modes: Vec<Mode> = (0..k)
-                    .map(|m| {
-                        let mut local_m = norm.traj_m(&traj, i * k + m, fb);
-                        local_m.truncate(horizons[i].len());
-                        Mode {
-                            probability: probs[i * k + m] as f64,
-                            lat_lon: lat_lon(&frame, &local_m),
-                            local_m,
-                        }
-                    })
-                    .collect();
-                modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-                let mut local_m = norm.traj_m(&point, i, fb);
-                local_m.truncate(horizons[i].len());
-                let most_likely = Trajectory {
-                    lat_lon: lat_lon(&frame, &local_m),
-                    local_m,
-                };
-                let listed = s.stops.len().min(ns);
-                let stops: Vec<StopPrediction> = (0..listed)
-                    .map(|j| {
-                        let q = |c: usize| norm.eta_decode(eta[(i * ns + j) * 3 + c]);
-                        StopPrediction {
-                            stop_id: s.stops[j].id.clone(),
-                            eta_p10_s: q(0),
-                            eta_p50_s: q(1),
-                            eta_p90_s: q(2),
-                            on_time_probability: on_time[i * ns + j] as f64,
-                            next_probability: next[i * ns + j] as f64,
-                        }
-                    })
-                    .collect();
-                let mut ranking: Vec<&StopPrediction> = stops.iter().collect();
-                ranking.sort_by(|a, b| b.next_probability.total_cmp(&a.next_probability));
-                Prediction {
-                    key: s.key.clone(),
-                    t0: s.t0,
-                    horizons_s: std::mem::take(&mut horizons[i]),
-                    most_likely,
-                    modes,
-                    next_stop_ranking: ranking.iter().map(|p| p.stop_id.clone()).collect(),
-                    stops,
-                    delivered_probability: delivered[i] as f64,
-                    stops_not_scored: std::mem::take(&mut not_scored[i]),
-                }
+        let part = |v: &[f32], i: usize, per: usize| v[i * per..(i + 1) * per].to_vec();
+        (0..n)
+            .map(|i| RawOutput {
+                points: fb,
+                traj: part(&traj, i, k * fb * 2),
+                point: part(&point, i, fb * 2),
+                probs: part(&probs, i, k),
+                eta: part(&eta, i, ns * 3),
+                on_time: part(&on_time, i, ns),
+                next: part(&next, i, ns),
+                delivered: delivered[i],
             })
             .collect()
+    }
+}
+
+/// One sample's model outputs, as the model gives them (normalized units).
+#[derive(Clone, Debug)]
+pub struct RawOutput {
+    /// Trajectory points per mode (the batch's longest horizon list).
+    points: usize,
+    traj: Vec<f32>,
+    point: Vec<f32>,
+    probs: Vec<f32>,
+    eta: Vec<f32>,
+    on_time: Vec<f32>,
+    next: Vec<f32>,
+    delivered: f32,
+}
+
+/// What a prediction needs from its sample besides the model's outputs.
+#[derive(Clone, Debug)]
+pub struct PredictionMeta {
+    key: String,
+    t0: f64,
+    frame: crate::frame::LocalFrame,
+    horizons_s: Vec<f64>,
+    /// The stops the model read, in the request's order.
+    stop_ids: Vec<String>,
+    not_scored: Vec<String>,
+}
+
+/// Samples to model inputs (the training feature code) and model outputs to predictions.
+#[derive(Clone)]
+pub struct Codec {
+    norm: std::sync::Arc<crate::features::Normalizer>,
+    modes: usize,
+}
+
+impl Codec {
+    /// A codec for a model with `modes` trajectory modes and this feature code.
+    pub fn new(norm: crate::features::Normalizer, modes: usize) -> Self {
+        Codec {
+            norm: std::sync::Arc::new(norm),
+            modes,
+        }
+    }
+
+    /// A sample's model inputs and what its prediction will need. Stops beyond the model's
+    /// capacity: it reads the nearest ones and the prediction says which it left.
+    pub fn prepare(&self, s: &Sample) -> (Features, PredictionMeta) {
+        let (fitted, keep) = crate::data::stop_set::fit(s.clone(), self.norm.spec.max_stops);
+        let not_scored = match keep {
+            None => Vec::new(),
+            Some(keep) => (0..s.stops.len())
+                .filter(|i| !keep.contains(i))
+                .map(|i| s.stops[i].id.clone())
+                .collect(),
+        };
+        let mut f = self.norm.features(&fitted);
+        let meta = PredictionMeta {
+            key: fitted.key.clone(),
+            t0: fitted.t0,
+            frame: f.meta.frame,
+            horizons_s: std::mem::take(&mut f.meta.horizons_s),
+            stop_ids: fitted.stops.iter().map(|st| st.id.clone()).collect(),
+            not_scored,
+        };
+        f.meta.horizons_s = meta.horizons_s.clone();
+        (f, meta)
+    }
+
+    /// A prediction from a sample's outputs: local and lat/lon trajectories, modes most
+    /// probable first, per-stop ETAs and probabilities, the next-stop ranking.
+    pub fn finish(&self, m: PredictionMeta, r: RawOutput) -> Prediction {
+        let (norm, k, n) = (&self.norm, self.modes, m.horizons_s.len());
+        let frame = m.frame;
+        let mut modes: Vec<Mode> = (0..k)
+            .map(|j| {
+                let mut local_m = norm.traj_m(&r.traj, j, r.points);
+                local_m.truncate(n);
+                Mode {
+                    probability: r.probs[j] as f64,
+                    lat_lon: lat_lon(&frame, &local_m),
+                    local_m,
+                }
+            })
+            .collect();
+        modes.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let mut local_m = norm.traj_m(&r.point, 0, r.points);
+        local_m.truncate(n);
+        let most_likely = Trajectory {
+            lat_lon: lat_lon(&frame, &local_m),
+            local_m,
+        };
+        let listed = m.stop_ids.len().min(r.on_time.len());
+        let stops: Vec<StopPrediction> = m.stop_ids[..listed]
+            .iter()
+            .enumerate()
+            .map(|(j, id)| {
+                let q = |c: usize| norm.eta_decode(r.eta[j * 3 + c]);
+                StopPrediction {
+                    stop_id: id.clone(),
+                    eta_p10_s: q(0),
+                    eta_p50_s: q(1),
+                    eta_p90_s: q(2),
+                    on_time_probability: r.on_time[j] as f64,
+                    next_probability: r.next[j] as f64,
+                }
+            })
+            .collect();
+        let mut ranking: Vec<&StopPrediction> = stops.iter().collect();
+        ranking.sort_by(|a, b| b.next_probability.total_cmp(&a.next_probability));
+        Prediction {
+            key: m.key,
+            t0: m.t0,
+            horizons_s: m.horizons_s,
+            most_likely,
+            modes,
+            next_stop_ranking: ranking.iter().map(|p| p.stop_id.clone()).collect(),
+            stops,
+            delivered_probability: r.delivered as f64,
+            stops_not_scored: m.not_scored,
+        }
     }
 }
 

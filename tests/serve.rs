@@ -767,6 +767,10 @@ fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
             max_horizon_s: 30.0,
         },
         shared: shared.clone(),
+        codec: dfm::predict::Codec::new(
+            dfm::features::Normalizer::new(&Default::default(), &Default::default(), 16),
+            6,
+        ),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

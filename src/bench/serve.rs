@@ -15,6 +15,8 @@ pub struct Row {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Mean samples per forward pass at this concurrency (the server's batch histogram).
+    pub mean_batch: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -38,6 +40,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// The server's forward passes and the samples they held so far (from `/metrics`).
+async fn batch_totals(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = client.get(url).send().await?.error_for_status()?.text().await?;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((value("dfm_batch_size_count "), value("dfm_batch_size_sum ")))
+}
+
 pub fn run(
     predictor: Predictor,
     samples: &[crate::Sample],
@@ -55,6 +68,7 @@ pub fn run(
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/predict", listener.local_addr()?);
+        let metrics_url = format!("http://{}/metrics", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let o2 = o.clone();
         let server = tokio::spawn(async move {
@@ -79,6 +93,7 @@ pub fn run(
         let mut rows = Vec::new();
         for &c in concurrencies {
             let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (passes0, samples0) = batch_totals(&client, &metrics_url).await?;
             let t = Instant::now();
             let tasks: Vec<_> = (0..c.max(1))
                 .map(|_| {
@@ -111,6 +126,7 @@ pub fn run(
                 lat.extend(h.await??);
             }
             let secs = t.elapsed().as_secs_f64();
+            let (passes1, samples1) = batch_totals(&client, &metrics_url).await?;
             lat.sort_by(f64::total_cmp);
             rows.push(Row {
                 concurrency: c,
@@ -119,6 +135,7 @@ pub fn run(
                 p50_ms: percentile(&lat, 0.5),
                 p95_ms: percentile(&lat, 0.95),
                 p99_ms: percentile(&lat, 0.99),
+                mean_batch: (samples1 - samples0) / (passes1 - passes0).max(1.0),
             });
         }
         let _ = stop_tx.send(());
@@ -144,7 +161,7 @@ pub fn run(
 impl ServeBench {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "serve: {} on loopback, max_batch {}, max_wait {} ms, one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9}\n",
+            "serve: {} on loopback, max_batch {}, max_wait {} ms, one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}\n",
             self.model,
             self.max_batch,
             self.max_wait_ms,
@@ -153,12 +170,19 @@ impl ServeBench {
             "samples/s",
             "p50 ms",
             "p95 ms",
-            "p99 ms"
+            "p99 ms",
+            "mean batch"
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "{:>12} {:>9} {:>12.1} {:>9.2} {:>9.2} {:>9.2}\n",
-                r.concurrency, r.requests, r.samples_per_s, r.p50_ms, r.p95_ms, r.p99_ms
+                "{:>12} {:>9} {:>12.1} {:>9.2} {:>9.2} {:>9.2} {:>11.1}\n",
+                r.concurrency,
+                r.requests,
+                r.samples_per_s,
+                r.p50_ms,
+                r.p95_ms,
+                r.p99_ms,
+                r.mean_batch
             ));
         }
         s

@@ -6,7 +6,7 @@
 use super::metrics::Metrics;
 use super::model_thread::{Job, Shared};
 use crate::data::sample::Sample;
-use crate::predict::{InputError, RequestLimits, sample_from_request};
+use crate::predict::{Codec, InputError, RequestLimits, sample_from_request};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -33,6 +33,33 @@ pub struct AppState {
     pub max_queue_samples: usize,
     pub limits: RequestLimits,
     pub shared: Arc<Shared>,
+    /// Features in, predictions out, on the request threads (the model thread only runs the
+    /// model).
+    pub codec: Codec,
+}
+
+/// A `/v1/predict` request counted in [`Shared::arriving`] from its headers until it is queued
+/// for the model (or answered without it): the last clone to go takes it off.
+#[derive(Clone)]
+pub struct Arriving {
+    _count: Arc<ArrivingCount>,
+}
+
+pub struct ArrivingCount(Arc<Shared>);
+
+impl Arriving {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.arriving.fetch_add(1, Ordering::SeqCst);
+        Arriving {
+            _count: Arc::new(ArrivingCount(shared.clone())),
+        }
+    }
+}
+
+impl Drop for ArrivingCount {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub fn error(status: StatusCode, field: Option<&str>, msg: impl Into<String>) -> Response {
@@ -148,8 +175,15 @@ pub fn parse_body(
 
 /// Middleware around everything: counts `/v1/predict` answers by status (401, 408 and 503
 /// included) with their latency.
-pub async fn count_predictions(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn count_predictions(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let counted = req.uri().path() == "/v1/predict";
+    if counted {
+        req.extensions_mut().insert(Arriving::new(&st.shared));
+    }
     let t = Instant::now();
     let resp = next.run(req).await;
     if counted {
@@ -171,6 +205,7 @@ fn reserve(st: &AppState, n: usize) -> Option<()> {
 
 pub async fn predict(
     State(st): State<AppState>,
+    arriving: Option<axum::Extension<Arriving>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let st = &st;
@@ -199,8 +234,12 @@ pub async fn predict(
     if reserve(st, n).is_none() {
         return busy("overloaded: the queue is full; retry after a moment");
     }
+    let (inputs, metas): (Vec<_>, Vec<_>) = samples.iter().map(|s| st.codec.prepare(s)).unzip();
+    drop(samples);
     let (tx, rx) = oneshot::channel();
-    match st.jobs.try_send(Job { samples, reply: tx }) {
+    let sent = st.jobs.try_send(Job { inputs, reply: tx });
+    drop(arriving);
+    match sent {
         Ok(()) => {}
         Err(e) => {
             st.shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
@@ -211,7 +250,12 @@ pub async fn predict(
         }
     }
     match rx.await {
-        Ok(Ok(preds)) => {
+        Ok(Ok(raw)) => {
+            let preds: Vec<_> = metas
+                .into_iter()
+                .zip(raw)
+                .map(|(m, r)| st.codec.finish(m, r))
+                .collect();
             let body = if list {
                 serde_json::to_value(&preds)
             } else {

@@ -159,6 +159,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let info = Arc::new(model_info_json(&predictor));
     let limits = predictor.limits();
+    let codec = predictor.codec();
     let shared = Arc::new(Shared::default());
     shared
         .alive
@@ -170,7 +171,7 @@ pub async fn run(
     let worker = std::thread::Builder::new()
         .name("dfm-model".into())
         .spawn(move || {
-            model_thread::batch_loop(|s| predictor.predict(s), rx, max_batch, max_wait, m2, s2)
+            model_thread::batch_loop(|f| predictor.forward(f), rx, max_batch, max_wait, m2, s2)
         })?;
     let state = AppState {
         jobs: tx,
@@ -182,6 +183,7 @@ pub async fn run(
         max_queue_samples: o.max_queue_samples,
         limits,
         shared,
+        codec,
     };
     let app = router(state, o);
     accept_loop(listener, app, o, shutdown).await;

@@ -1,20 +1,22 @@
 //! The model thread: gathers queued requests into batches and runs one forward pass for them.
+//! Requests arrive prepared (features computed on the request threads) and leave as raw model
+//! outputs (turned into predictions there too): this thread only runs the model.
 //! A panic in a forward pass fails only the requests that cause it: the batch is retried one
 //! request at a time. Requests whose client has gone (disconnected or timed out) are dropped
 //! unrun. Queued work is counted in samples, so the queue's bound is a bound on work.
 
 use super::metrics::Metrics;
-use crate::data::sample::Sample;
-use crate::predict::Prediction;
-use crossbeam_channel::Receiver;
+use crate::features::Features;
+use crate::predict::RawOutput;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// A request's samples and where its answers go (`T`: a prediction; tests use other types).
-pub struct Job<T = Prediction> {
-    pub samples: Vec<Sample>,
+/// A request's model inputs and where its outputs go (tests use other types).
+pub struct Job<I = Features, T = RawOutput> {
+    pub inputs: Vec<I>,
     pub reply: oneshot::Sender<Result<Vec<T>, String>>,
 }
 
@@ -25,7 +27,15 @@ pub struct Shared {
     pub queued_samples: AtomicUsize,
     /// False once the model thread has stopped (for `/healthz` and `/readyz`).
     pub alive: AtomicBool,
+    /// Requests being prepared on the request threads, about to be queued: a forward pass
+    /// waits a moment for them rather than leave them to a pass of their own.
+    pub arriving: AtomicUsize,
 }
+
+/// Longest a forward pass waits for requests still being prepared (parsing, features: well
+/// under a millisecond each), so that a burst of requests shares one pass rather than a first
+/// pass of one or two requests and a second of the rest.
+pub const ARRIVING_WAIT: Duration = Duration::from_millis(5);
 
 /// Marks the model thread stopped however it ends (return or panic).
 struct AliveGuard(Arc<Shared>);
@@ -36,18 +46,19 @@ impl Drop for AliveGuard {
     }
 }
 
-/// Runs a batch of samples, `max_batch` at a time; a panic is caught and returned as Err.
-fn run_samples<T>(
-    predict: &dyn Fn(&[Sample]) -> Vec<T>,
-    samples: &[Sample],
+/// Runs inputs through the model, `max_batch` at a time; a panic is caught and returned as Err.
+fn run_inputs<I, T>(
+    predict: &dyn Fn(Vec<I>) -> Vec<T>,
+    mut inputs: Vec<I>,
     max_batch: usize,
     metrics: &Metrics,
 ) -> Result<Vec<T>, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut out = Vec::with_capacity(samples.len());
-        for chunk in samples.chunks(max_batch.max(1)) {
-            metrics.batch(chunk.len());
-            out.extend(predict(chunk));
+        let mut out = Vec::with_capacity(inputs.len());
+        while !inputs.is_empty() {
+            let rest = inputs.split_off(inputs.len().min(max_batch.max(1)));
+            metrics.batch(inputs.len());
+            out.extend(predict(std::mem::replace(&mut inputs, rest)));
         }
         out
     }))
@@ -56,20 +67,20 @@ fn run_samples<T>(
 
 /// Answers every job of a batch: one forward pass for all; when it panics, each job alone, so
 /// only the jobs that fail get an error.
-fn answer<T>(
-    predict: &dyn Fn(&[Sample]) -> Vec<T>,
-    jobs: Vec<Job<T>>,
+fn answer<I: Clone, T>(
+    predict: &dyn Fn(Vec<I>) -> Vec<T>,
+    jobs: Vec<Job<I, T>>,
     max_batch: usize,
     metrics: &Metrics,
 ) {
-    let all: Vec<Sample> = jobs
+    let all: Vec<I> = jobs
         .iter()
-        .flat_map(|j| j.samples.iter().cloned())
+        .flat_map(|j| j.inputs.iter().cloned())
         .collect();
-    match run_samples(predict, &all, max_batch, metrics) {
+    match run_inputs(predict, all, max_batch, metrics) {
         Ok(mut preds) => {
             for j in jobs {
-                let rest = preds.split_off(j.samples.len());
+                let rest = preds.split_off(j.inputs.len());
                 let _ = j.reply.send(Ok(std::mem::replace(&mut preds, rest)));
             }
         }
@@ -79,7 +90,7 @@ fn answer<T>(
                 let r = if j.reply.is_closed() {
                     continue;
                 } else {
-                    run_samples(predict, &j.samples, max_batch, metrics)
+                    run_inputs(predict, j.inputs, max_batch, metrics)
                 };
                 if let Err(e) = &r {
                     metrics.panic();
@@ -93,10 +104,15 @@ fn answer<T>(
     }
 }
 
-/// The model thread's loop, until every sender is gone.
-pub fn batch_loop<T>(
-    predict: impl Fn(&[Sample]) -> Vec<T>,
-    rx: Receiver<Job<T>>,
+/// How often a waiting forward pass looks again at the requests still arriving.
+const ARRIVING_POLL: Duration = Duration::from_micros(250);
+
+/// The model thread's loop, until every sender is gone. A forward pass takes what is queued,
+/// waits up to `max_wait` for more, then up to [`ARRIVING_WAIT`] (from its first request) for
+/// requests still being prepared; at most `max_batch` samples.
+pub fn batch_loop<I: Clone, T>(
+    predict: impl Fn(Vec<I>) -> Vec<T>,
+    rx: Receiver<Job<I, T>>,
     max_batch: usize,
     max_wait: Duration,
     metrics: Arc<Metrics>,
@@ -105,33 +121,42 @@ pub fn batch_loop<T>(
     shared.alive.store(true, Ordering::SeqCst);
     let _guard = AliveGuard(shared.clone());
     // Takes a job off the queue, dropping it (and its count) when its client has gone.
-    let take = |j: Job<T>, jobs: &mut Vec<Job<T>>| -> usize {
+    let take = |j: Job<I, T>, jobs: &mut Vec<Job<I, T>>| -> usize {
         if j.reply.is_closed() {
             shared
                 .queued_samples
-                .fetch_sub(j.samples.len(), Ordering::SeqCst);
+                .fetch_sub(j.inputs.len(), Ordering::SeqCst);
             metrics.dropped();
             return 0;
         }
-        let n = j.samples.len();
+        let n = j.inputs.len();
         jobs.push(j);
         n
     };
     while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + max_wait;
+        let start = Instant::now();
+        let (deadline, arriving_deadline) = (start + max_wait, start + max_wait.max(ARRIVING_WAIT));
         let mut jobs = Vec::new();
         let mut count = take(first, &mut jobs);
         while count < max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            let now = Instant::now();
+            let wait = if now < deadline {
+                deadline - now
+            } else if now < arriving_deadline && shared.arriving.load(Ordering::SeqCst) > 0 {
+                (arriving_deadline - now).min(ARRIVING_POLL)
+            } else {
+                Duration::ZERO
+            };
+            match rx.recv_timeout(wait) {
                 Ok(j) => count += take(j, &mut jobs),
+                Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
                 Err(_) => break,
             }
         }
         if jobs.is_empty() {
             continue;
         }
-        let n: usize = jobs.iter().map(|j| j.samples.len()).sum();
+        let n: usize = jobs.iter().map(|j| j.inputs.len()).sum();
         answer(&predict, jobs, max_batch, &metrics);
         shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
     }
@@ -140,38 +165,21 @@ pub fn batch_loop<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::Region;
-
-    fn sample(key: &str) -> Sample {
-        Sample {
-            key: key.into(),
-            route_id: "r".into(),
-            region: Region::Unknown,
-            t0: 0.0,
-            context: Default::default(),
-            history: Vec::new(),
-            imu: None,
-            images: Vec::new(),
-            stops: Vec::new(),
-            horizons_s: Vec::new(),
-            target: None,
-        }
-    }
 
     #[test]
     fn a_panicking_request_fails_alone_and_gone_clients_are_dropped() {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job<String>>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job<String, String>>();
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared::default());
         let mut replies = Vec::new();
         for keys in [vec!["a", "b"], vec!["boom"], vec!["c"], vec!["gone"]] {
             let (rtx, rrx) = oneshot::channel();
-            let samples: Vec<Sample> = keys.iter().map(|k| sample(k)).collect();
+            let inputs: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             shared
                 .queued_samples
-                .fetch_add(samples.len(), Ordering::SeqCst);
+                .fetch_add(inputs.len(), Ordering::SeqCst);
             tx.send(Job {
-                samples,
+                inputs,
                 reply: rtx,
             })
             .unwrap();
@@ -179,11 +187,11 @@ mod tests {
         }
         drop(replies.pop()); // the last client disconnects before its turn
         drop(tx);
-        let predict = |b: &[Sample]| -> Vec<String> {
-            if b.iter().any(|s| s.key == "boom") {
+        let predict = |b: Vec<String>| -> Vec<String> {
+            if b.iter().any(|k| k == "boom") {
                 panic!("model failure");
             }
-            b.iter().map(|s| s.key.to_uppercase()).collect()
+            b.iter().map(|k| k.to_uppercase()).collect()
         };
         batch_loop(
             predict,
