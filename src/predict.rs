@@ -247,13 +247,21 @@ impl Predictor {
 
     /// The model's outputs for prepared samples (one forward pass): the only part of a
     /// prediction that needs the model, so that a server runs the rest on its request threads.
-    pub fn forward(&self, features: Vec<Features>) -> Vec<RawOutput> {
+    pub fn forward(&self, mut features: Vec<Features>) -> Vec<RawOutput> {
         let n = features.len();
         if n == 0 {
             return Vec::new();
         }
+        // On a GPU every new batch shape compiles (and autotunes) new kernels: seconds each. A
+        // batch is padded to the next power of two (repeating its last sample), so a server
+        // meets at most log2(max batch) + 1 shapes; the CPU runs any shape as is.
+        let padded = batch_bucket(n, crate::model::dropout::on_cpu(&self.device));
+        if padded > n {
+            let last = features[n - 1].clone();
+            features.resize(padded, last);
+        }
         let b = FeatureBatcher.batch(features, &self.device);
-        let masks = TokenMasks::keep(crate::eval::keep_mask(&[], n, &self.device));
+        let masks = TokenMasks::keep(crate::eval::keep_mask(&[], b.len(), &self.device));
         let out = self.model.forward(&b, &masks);
         let (k, ns) = (self.model.modes, self.loaded.normalizer.spec.max_stops);
         let fb = out.point.dims()[1];
@@ -278,6 +286,12 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+/// The batch size a forward pass of `n` samples runs at: `n` on the CPU, else the next power of
+/// two.
+pub fn batch_bucket(n: usize, cpu: bool) -> usize {
+    if cpu { n } else { n.next_power_of_two() }
 }
 
 /// One sample's model outputs, as the model gives them (normalized units).

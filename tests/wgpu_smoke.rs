@@ -54,7 +54,8 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         }
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (m, feats) = first_batch(&tiny_dataset(tmp.path(), 41), "val");
+    let dir = tiny_dataset(tmp.path(), 41);
+    let (m, feats) = first_batch(&dir, "val");
     let cfg = Config::load(
         None,
         &[
@@ -96,6 +97,45 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         on_flex[0].iter().any(|&v| v.abs() > 1e-3),
         "the forward pass produced something"
     );
+
+    // Predictions: on a GPU a batch of 5 runs padded to 8 (one compiled shape per power of
+    // two); the padding must not change any sample's prediction, nor add any.
+    let samples = dfm::data::loader::first_samples(&dir, "val", 5).unwrap();
+    assert_eq!(dfm::predict::batch_bucket(5, false), 8);
+    assert_eq!(dfm::predict::batch_bucket(5, true), 5);
+    let predictor = |device: &Device| {
+        let normalizer = Normalizer::new(&m.spec, &m.norm, 16);
+        let loaded = dfm::bundle::LoadedModel {
+            model: model.clone(),
+            cfg: cfg.clone(),
+            normalization: dfm::bundle::export::Normalization {
+                schema_version: dfm::data::sample::SCHEMA_VERSION,
+                manifest_sha256: String::new(),
+                spec: m.spec.clone(),
+                norm: m.norm.clone(),
+            },
+            normalizer,
+            description: "test".into(),
+            step: None,
+            ridge: None,
+        };
+        dfm::predict::Predictor::new(loaded, device.clone())
+    };
+    let (a, b) = (
+        predictor(&flex).predict(&samples),
+        predictor(&wgpu).predict(&samples),
+    );
+    assert_eq!((a.len(), b.len()), (5, 5), "one prediction per sample");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.key, y.key);
+        for (p, q) in x.most_likely.local_m.iter().zip(&y.most_likely.local_m) {
+            let d = (p[0] - q[0]).abs().max((p[1] - q[1]).abs());
+            assert!(d < 1e-2 * (1.0 + p[0].abs().max(p[1].abs())), "{}: {p:?} vs {q:?}", x.key);
+        }
+        for (p, q) in x.modes.iter().zip(&y.modes) {
+            assert!((p.probability - q.probability).abs() < 1e-3, "{}", x.key);
+        }
+    }
 }
 
 #[test]
