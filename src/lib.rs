@@ -26,6 +26,8 @@ pub mod eval;
 pub mod model;
 pub mod plot;
 pub mod predict;
+pub mod predict_data;
+pub mod predict_table;
 pub mod quickstart;
 pub mod runs;
 pub mod seed;

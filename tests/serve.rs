@@ -1095,3 +1095,140 @@ fn concurrent_requests_are_batched_up_to_max_batch() {
         srv.handle.await.unwrap().unwrap();
     });
 }
+
+/// One Parquet row read back: mode probabilities, per-stop P50 ETAs, the delivered probability
+/// and the next-stop ranking.
+type ParquetRow = (Vec<f64>, Vec<f64>, f64, Vec<String>);
+
+/// Every row of the Parquet files in `dir`, by key (read with the parquet crate's reader);
+/// fails on a key seen twice.
+fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, ParquetRow> {
+    use arrow_array::{Array, Float64Array, ListArray, StringArray};
+    let mut rows = std::collections::BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        assert_eq!(f.extension().unwrap(), "parquet", "only finished files: {f:?}");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |name: &str| b.column_by_name(name).unwrap().clone();
+            let (key, delivered) = (col("key"), col("delivered_probability"));
+            let key = key.as_any().downcast_ref::<StringArray>().unwrap();
+            let delivered = delivered.as_any().downcast_ref::<Float64Array>().unwrap();
+            let list = |name: &str, i: usize| -> Vec<f64> {
+                let c = col(name);
+                let l = c.as_any().downcast_ref::<ListArray>().unwrap().value(i);
+                l.as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec()
+            };
+            let names = |name: &str, i: usize| -> Vec<String> {
+                let c = col(name);
+                let l = c.as_any().downcast_ref::<ListArray>().unwrap().value(i);
+                let s = l.as_any().downcast_ref::<StringArray>().unwrap();
+                (0..s.len()).map(|j| s.value(j).to_string()).collect()
+            };
+            for i in 0..b.num_rows() {
+                let row = (
+                    list("mode_probability", i),
+                    list("eta_p50_s", i),
+                    delivered.value(i),
+                    names("next_stop_ranking", i),
+                );
+                let k = key.value(i).to_string();
+                assert!(rows.insert(k.clone(), row).is_none(), "{k} twice");
+            }
+        }
+    }
+    rows
+}
+
+fn near(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+}
+
+/// `dfm predict --data` writes a split as Parquet that the parquet crate reads back, one row per
+/// sample, with the predictions `dfm predict --input` gives for the same samples; two array-job
+/// parts (`--shard-index 0|1 --num-shards 2`) hold exactly the one-process rows between them.
+#[test]
+fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, _) = setup(tmp.path());
+    let data = bundle.parent().unwrap().join("world61");
+    let m = Manifest::load(&data).unwrap();
+    assert!(m.splits["test"].shards.len() >= 2, "a split of several shards");
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    let predict = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "flex",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = dfm(&args);
+        assert!(ok, "{err}");
+        err
+    };
+    let said = predict(&whole, &["--batch-size", "7"]);
+    assert!(said.contains("samples/s"), "{said}");
+    predict(&parts, &["--shard-index", "0", "--num-shards", "2", "--workers", "3"]);
+    predict(&parts, &["--shard-index", "1", "--num-shards", "2"]);
+    let (a, b) = (parquet_rows(&whole), parquet_rows(&parts));
+    assert_eq!(a.len(), m.splits["test"].samples, "one row per sample");
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, (x, y)) in a.iter().map(|(k, x)| (k, (x, &b[k]))) {
+        assert!(near(&x.0, &y.0) && near(&x.1, &y.1), "{k}: {x:?} vs {y:?}");
+        assert!(near(&[x.2], &[y.2]), "{k}");
+    }
+
+    // The same samples as requests: the same predictions.
+    let lines = tmp.path().join("samples.jsonl");
+    let (ok, _, err) = dfm(&[
+        "data", "sample", "--data", data.to_str().unwrap(), "--split", "test", "--limit", "6",
+        "--out", lines.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = dfm(&[
+        "predict", "--model", bundle.to_str().unwrap(), "--input", lines.to_str().unwrap(),
+        "--device", "flex",
+    ]);
+    assert!(ok, "{err}");
+    for line in out.lines() {
+        let p: Value = serde_json::from_str(line).unwrap();
+        let row = &a[p["key"].as_str().unwrap()];
+        let probs: Vec<f64> = p["modes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["probability"].as_f64().unwrap())
+            .collect();
+        let eta: Vec<f64> = p["stops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["eta_p50_s"].as_f64().unwrap())
+            .collect();
+        assert!(near(&probs, &row.0) && near(&eta, &row.1), "{line}\nvs {row:?}");
+        assert_eq!(p["next_stop_ranking"], json!(row.3));
+    }
+
+    // A part index outside the parts is refused, naming both flags.
+    let (ok, _, err) = dfm(&[
+        "predict", "--model", bundle.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--out", parts.to_str().unwrap(), "--shard-index", "2", "--num-shards", "2",
+    ]);
+    assert!(!ok && err.contains("--shard-index 2 must be below --num-shards 2"), "{err}");
+}

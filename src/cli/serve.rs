@@ -10,11 +10,31 @@ pub struct PredictArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// JSON lines, one sample per line (images inline as png_base64, IMU rows inline).
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Where to write the predictions (JSON lines); standard output by default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    pub input: Option<PathBuf>,
+    /// Where to write the predictions of --input (JSON lines); standard output by default.
+    #[arg(long, conflicts_with = "data")]
     pub output: Option<PathBuf>,
+    /// A dataset folder: predict a split of it into Parquet under --out.
+    #[arg(long, requires = "out")]
+    pub data: Option<PathBuf>,
+    /// The split of --data (train, val, test, test_days, all).
+    #[arg(long, default_value = "test", requires = "data")]
+    pub split: String,
+    /// Folder for the Parquet file(s) of --data.
+    #[arg(long, requires = "data")]
+    pub out: Option<PathBuf>,
+    /// This process's part of the split (array jobs): every --num-shards-th shard from this one.
+    #[arg(value_parser = usize_in(0, 999_999), long, default_value_t = 0, requires = "data")]
+    pub shard_index: usize,
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 1, requires = "data")]
+    pub num_shards: usize,
+    /// Loader workers for --data (decoding and features).
+    #[arg(value_parser = usize_in(1, 256), long, default_value_t = 2)]
+    pub workers: usize,
+    /// Predict --data whose statistics differ from the model's training data.
+    #[arg(long)]
+    pub allow_shift: bool,
     #[arg(value_parser = usize_in(1, 65_536), long, default_value_t = 64)]
     pub batch_size: usize,
     /// auto | flex | wgpu | cuda[:N] (default: auto).
@@ -80,7 +100,32 @@ pub struct SampleArgs {
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), None)?;
     let p = crate::predict::Predictor::load(&a.model, sel.device)?;
-    let (out, n) = crate::predict::predict_jsonl(&p, &a.input, a.batch_size)?;
+    if let (Some(data), Some(out)) = (&a.data, &a.out) {
+        let w = crate::predict_data::run(
+            &p,
+            &crate::predict_data::DataPredict {
+                data,
+                split: &a.split,
+                out,
+                shard_index: a.shard_index,
+                num_shards: a.num_shards,
+                batch_size: a.batch_size,
+                workers: a.workers,
+                allow_shift: a.allow_shift,
+            },
+        )?;
+        eprintln!(
+            "{} predictions ({} shards) written to {} in {:.1} s: {:.0} samples/s",
+            w.rows,
+            w.shards,
+            w.file.display(),
+            w.seconds,
+            w.samples_per_s()
+        );
+        return Ok(());
+    }
+    let input = a.input.as_deref().expect("clap requires --input without --data");
+    let (out, n) = crate::predict::predict_jsonl(&p, input, a.batch_size)?;
     match &a.output {
         Some(path) => {
             crate::util::write_atomic(path, out.as_bytes())?;

@@ -126,6 +126,24 @@ impl Loader {
         })
     }
 
+    /// Part `index` of `count`: every `count`-th shard from the `index`-th (manifest order), so
+    /// that the parts together hold each shard once (array jobs).
+    pub fn part(mut self, index: usize, count: usize) -> Self {
+        let count = count.max(1);
+        self.shards = std::mem::take(&mut self.shards)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == index)
+            .map(|(_, s)| s)
+            .collect();
+        self
+    }
+
+    /// Shards this loader reads.
+    pub fn num_shards(&self) -> usize {
+        self.shards.len()
+    }
+
     /// Samples listed for this loader's shards.
     pub fn num_samples(&self) -> usize {
         self.shards.iter().map(|s| s.1).sum()
