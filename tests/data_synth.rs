@@ -175,3 +175,60 @@ fn subsets_keep_a_share_of_training_routes_and_every_other_split() {
     ]);
     assert!(!ok && e.contains("--fraction"), "{e}");
 }
+
+/// A simulation run as an array job (two parts, `--shard-index 0|1 --num-shards 2`), merged,
+/// is the one-process dataset: same samples in the same splits, same statistics to the
+/// manifest's precision; the merged shards pass `dfm data inspect`. Parts that share a route,
+/// or disagree on the sample shapes, are refused.
+#[test]
+fn a_sharded_simulation_merged_equals_the_one_process_run() {
+    use dfm::data::part::Part;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(77);
+    let whole = tmp.path().join("whole");
+    dfm::data::synth::generate(&whole, &cfg, false).unwrap();
+    let parts: Vec<_> = (0..2)
+        .map(|i| {
+            let p = tmp.path().join(format!("part{i}"));
+            dfm::data::synth::generate_part(&p, &cfg, false, Part::new(i, 2).unwrap()).unwrap();
+            p
+        })
+        .collect();
+    let merged = tmp.path().join("merged");
+    let (ok, out, err) = dfm(&[
+        "data",
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 parts merged"), "{out}");
+    assert_same_dataset(&whole, &merged);
+    let rep = dfm::data::inspect::inspect(&merged, false, 2).unwrap();
+    assert!(rep.shared_routes.is_empty());
+
+    // A part twice: its routes are in both.
+    let copy = tmp.path().join("copy");
+    copy_dir(&parts[0], &copy);
+    let err = dfm::data::merge::merge(&tmp.path().join("m2"), &[parts[0].clone(), copy], false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is in both"), "{err}");
+    // Another shape: not parts of one job.
+    let mut other = cfg.clone();
+    other.spec.future_len = 5;
+    let odd = tmp.path().join("odd");
+    dfm::data::synth::generate_part(&odd, &other, false, Part::new(1, 2).unwrap()).unwrap();
+    let err = dfm::data::merge::merge(&tmp.path().join("m3"), &[parts[0].clone(), odd], false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec") && err.contains("not parts of one job"), "{err}");
+    // A part index outside the parts is refused by the command line, naming both flags.
+    let (ok, _, err) = dfm(&[
+        "data", "synth", "--out", tmp.path().join("x").to_str().unwrap(), "--routes", "4",
+        "--shard-index", "3", "--num-shards", "2",
+    ]);
+    assert!(!ok && err.contains("--shard-index 3 must be below --num-shards 2"), "{err}");
+}

@@ -671,3 +671,47 @@ fn hostile_flags_times_and_routes_are_errors_not_hangs_or_panics() {
         .to_string();
     assert!(e.contains("--tz") && e.contains("Mars/Olympus"), "{e}");
 }
+
+/// An import run as an array job (`--shard-index 0|1 --num-shards 2`: each part takes every
+/// other trajectory or route), merged with `dfm data merge`, is the one-process import: same
+/// samples in the same splits, same statistics to the manifest's precision.
+#[test]
+fn a_sharded_import_merged_equals_the_one_process_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let merged_parts = |name: &str, import: &dyn Fn(&Path, dfm::data::part::Part)| {
+        let whole = tmp.path().join(format!("{name}-whole"));
+        import(&whole, dfm::data::part::Part::WHOLE);
+        let parts: Vec<PathBuf> = (0..2)
+            .map(|i| {
+                let p = tmp.path().join(format!("{name}-part{i}"));
+                import(&p, dfm::data::part::Part::new(i, 2).unwrap());
+                p
+            })
+            .collect();
+        let merged = tmp.path().join(format!("{name}-merged"));
+        dfm::data::merge::merge(&merged, &parts, false).unwrap();
+        for p in &parts {
+            let m = dfm::data::manifest::Manifest::load(p).unwrap();
+            assert!(m.coverage.samples > 0, "{name}: every part has samples");
+            assert_eq!(m.generator["part"]["num_shards"], 2);
+        }
+        assert_same_dataset(&whole, &merged);
+    };
+    let csv = fleet_csv(tmp.path(), false);
+    merged_parts("csv", &|out, part| {
+        let o = gps_csv::CsvOptions {
+            part,
+            ..csv_options()
+        };
+        gps_csv::import(&csv, out, &o, false, false).unwrap();
+    });
+    if let Some(input) = shared("lmrc-sample") {
+        merged_parts("lmrc", &|out, part| {
+            let o = lmrc::LmrcOptions {
+                part,
+                ..Default::default()
+            };
+            lmrc::import(&input, out, &o, false, false).unwrap();
+        });
+    }
+}

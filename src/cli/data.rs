@@ -17,6 +17,8 @@ pub enum DataCmd {
     Sample(SampleArgs),
     /// A copy of a dataset with a share of its training routes (the other splits whole).
     Subset(SubsetArgs),
+    /// One dataset from the parts of a sharded synth or import (--shard-index/--num-shards).
+    Merge(MergeArgs),
     /// Import real data (GeoLife, GPS CSV, Amazon LMRC) into a sharded dataset.
     Import {
         #[command(subcommand)]
@@ -47,6 +49,12 @@ pub struct ImportCommon {
     pub force: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// This process's part of the job (array jobs): every --num-shards-th unit of work from this
+    /// one, written as a dataset of its own; `dfm data merge` joins the parts.
+    #[arg(value_parser = usize_in(0, 999_999), long, default_value_t = 0)]
+    pub shard_index: usize,
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 1)]
+    pub num_shards: usize,
 }
 
 #[derive(Args)]
@@ -198,6 +206,25 @@ pub struct SynthArgs {
     pub imu_rate: Option<f32>,
     #[arg(value_parser = usize_in(1, 1024), long)]
     pub max_stops: Option<usize>,
+    /// This process's part of the job (array jobs): every --num-shards-th unit of work from this
+    /// one, written as a dataset of its own; `dfm data merge` joins the parts.
+    #[arg(value_parser = usize_in(0, 999_999), long, default_value_t = 0)]
+    pub shard_index: usize,
+    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 1)]
+    pub num_shards: usize,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Output dataset folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The parts' dataset folders.
+    #[arg(required = true, num_args = 1..)]
+    pub parts: Vec<PathBuf>,
+    /// Replace a dataset already in the output folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]
@@ -252,6 +279,22 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
             Ok(())
         }
         DataCmd::Import { cmd } => import(cmd),
+        DataCmd::Merge(a) => {
+            let m = crate::data::merge::merge(&a.out, &a.parts, a.force)?;
+            println!(
+                "{} parts merged into {}: {} samples",
+                a.parts.len(),
+                a.out.display(),
+                m.coverage.samples
+            );
+            Ok(())
+        }
+    }
+}
+
+impl ImportCommon {
+    fn part(&self) -> anyhow::Result<crate::data::part::Part> {
+        crate::data::part::Part::new(self.shard_index, self.num_shards)
     }
 }
 
@@ -281,7 +324,8 @@ fn synth_config(a: &SynthArgs) -> SynthConfig {
 pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
     let cfg = synth_config(&a);
     let t = std::time::Instant::now();
-    let m = crate::data::synth::generate(&a.out, &cfg, a.force)?;
+    let part = crate::data::part::Part::new(a.shard_index, a.num_shards)?;
+    let m = crate::data::synth::generate_part(&a.out, &cfg, a.force, part)?;
     let shards: usize = m.splits.values().map(|s| s.shards.len()).sum();
     println!(
         "wrote {} samples from {} routes in {} shards to {} ({:.1} s)",
@@ -329,6 +373,7 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
         ImportCmd::Geolife(a) => {
             let mut o = geolife::GeolifeOptions {
                 seed: a.common.seed,
+                part: a.common.part()?,
                 ..Default::default()
             };
             a.window.apply(&mut o.window);
@@ -347,6 +392,7 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
             );
             let mut o = gps_csv::CsvOptions {
                 seed: a.common.seed,
+                part: a.common.part()?,
                 val_frac: a.val_frac,
                 test_frac: a.test_frac,
                 ..Default::default()
@@ -385,6 +431,7 @@ fn lmrc_options(a: &LmrcArgs) -> anyhow::Result<lmrc::LmrcOptions> {
     );
     Ok(lmrc::LmrcOptions {
         seed: a.common.seed,
+        part: a.common.part()?,
         speed_mps: a.speed,
         max_stops: a.max_stops,
         val_frac: a.val_frac,

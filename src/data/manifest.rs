@@ -144,6 +144,22 @@ impl NormStats {
         NormStats { channels }
     }
 
+    /// The statistics of the union of the parts' samples (each channel pooled by its counts):
+    /// what one process that saw every part's training samples computes, to the manifest's
+    /// precision (`dfm data merge`).
+    pub fn pool(parts: &[&NormStats]) -> NormStats {
+        let mut acc: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
+        for p in parts {
+            for (k, m) in &p.channels {
+                let e = acc.entry(k.clone()).or_insert((0, 0.0, 0.0));
+                *e = pool_moments(*e, m.to_acc());
+            }
+        }
+        NormStats {
+            channels: acc.into_iter().map(|(k, a)| (k, Moments::from_acc(a))).collect(),
+        }
+    }
+
     /// (mean, std) of a channel; (0, 1) when the channel was never seen. The std has a floor so
     /// a constant channel does not blow up.
     pub fn get(&self, name: &str) -> (f32, f32) {
@@ -187,20 +203,40 @@ impl StatsAcc {
         e.2 += d * (x - e.1);
     }
     pub fn merge(&mut self, o: &StatsAcc) {
-        for (k, &(nb, mb, m2b)) in &o.acc {
+        for (k, &b) in &o.acc {
             let e = self.acc.entry(k).or_insert((0, 0.0, 0.0));
-            let (na, ma, m2a) = *e;
-            let n = na + nb;
-            if n == 0 {
-                continue;
-            }
-            let d = mb - ma;
-            let mean = ma + d * nb as f64 / n as f64;
-            let m2 = m2a + m2b + d * d * na as f64 * nb as f64 / n as f64;
-            *e = (n, mean, m2);
+            *e = pool_moments(*e, b);
         }
     }
     pub fn finish(&self) -> NormStats {
+        NormStats {
+            channels: self
+                .acc
+                .iter()
+                .map(|(k, &acc)| (k.to_string(), Moments::from_acc(acc)))
+                .collect(),
+        }
+    }
+}
+
+/// Two (count, mean, sum of squared deviations) of one channel, pooled (Chan et al.).
+fn pool_moments((na, ma, m2a): (u64, f64, f64), (nb, mb, m2b): (u64, f64, f64)) -> (u64, f64, f64) {
+    let n = na + nb;
+    if n == 0 {
+        return (na, ma, m2a);
+    }
+    let d = mb - ma;
+    (
+        n,
+        ma + d * nb as f64 / n as f64,
+        m2a + m2b + d * d * na as f64 * nb as f64 / n as f64,
+    )
+}
+
+impl Moments {
+    /// From (count, mean, sum of squared deviations): the sample standard deviation, both
+    /// rounded to 7 significant digits (the manifest's precision).
+    fn from_acc((n, mean, m2): (u64, f64, f64)) -> Moments {
         let round = |x: f64| {
             if x == 0.0 {
                 0.0
@@ -208,27 +244,17 @@ impl StatsAcc {
                 format!("{x:.6e}").parse().unwrap_or(x)
             }
         };
-        NormStats {
-            channels: self
-                .acc
-                .iter()
-                .map(|(k, &(n, mean, m2))| {
-                    let std = if n > 1 {
-                        (m2 / (n - 1) as f64).sqrt()
-                    } else {
-                        0.0
-                    };
-                    (
-                        k.to_string(),
-                        Moments {
-                            count: n,
-                            mean: round(mean),
-                            std: round(std),
-                        },
-                    )
-                })
-                .collect(),
+        let std = if n > 1 { (m2 / (n - 1) as f64).sqrt() } else { 0.0 };
+        Moments {
+            count: n,
+            mean: round(mean),
+            std: round(std),
         }
+    }
+
+    fn to_acc(self) -> (u64, f64, f64) {
+        let dof = self.count.saturating_sub(1) as f64;
+        (self.count, self.mean, self.std * self.std * dof)
     }
 }
 

@@ -136,3 +136,60 @@ pub fn edit_manifest(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
     f(&mut v);
     std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
+
+/// Every sample of a dataset, by split then key (the stored samples, decoded).
+pub fn all_samples(
+    dir: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, dfm::Sample>> {
+    use dfm::data::loader::{Loader, LoaderOptions};
+    let m = dfm::data::manifest::Manifest::load(dir).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for split in m.splits.keys() {
+        let opts = LoaderOptions {
+            shuffle_buffer: 0,
+            ..Default::default()
+        };
+        let l = Loader::new(dir, &m, split, opts).unwrap();
+        let samples: std::collections::BTreeMap<String, dfm::Sample> = l
+            .epoch(0, 0, std::sync::Arc::new(|s| s), std::sync::Arc::new(|b| b))
+            .flat_map(|b| b.unwrap())
+            .map(|s: dfm::Sample| (s.key.clone(), s))
+            .collect();
+        out.insert(split.clone(), samples);
+    }
+    out
+}
+
+/// Two datasets hold the same samples in the same splits, the same route lists and coverage,
+/// and normalization statistics equal to the manifest's precision.
+pub fn assert_same_dataset(a: &Path, b: &Path) {
+    let (ma, mb) = (
+        dfm::data::manifest::Manifest::load(a).unwrap(),
+        dfm::data::manifest::Manifest::load(b).unwrap(),
+    );
+    assert_eq!(ma.spec, mb.spec);
+    assert_eq!(ma.coverage, mb.coverage);
+    for (name, s) in &ma.splits {
+        assert_eq!(s.samples, mb.splits[name].samples, "{name} samples");
+        assert_eq!(s.routes, mb.splits[name].routes, "{name} routes");
+    }
+    assert_eq!(ma.splits.len(), mb.splits.len());
+    assert_eq!(
+        ma.norm.channels.keys().collect::<Vec<_>>(),
+        mb.norm.channels.keys().collect::<Vec<_>>()
+    );
+    for (k, x) in &ma.norm.channels {
+        let y = &mb.norm.channels[k];
+        assert_eq!(x.count, y.count, "{k}");
+        let near = |p: f64, q: f64| (p - q).abs() <= 1e-5 * p.abs().max(q.abs()) + 1e-9;
+        assert!(near(x.mean, y.mean) && near(x.std, y.std), "{k}: {x:?} vs {y:?}");
+    }
+    let (sa, sb) = (all_samples(a), all_samples(b));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (split, samples) in &sa {
+        assert_eq!(samples.len(), sb[split].len(), "{split}");
+        for (k, s) in samples {
+            assert!(sb[split].get(k) == Some(s), "{split}: sample {k} differs or is missing");
+        }
+    }
+}

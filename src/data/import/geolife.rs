@@ -25,11 +25,15 @@ pub struct GeolifeOptions {
     pub test_days: f64,
     pub seed: u64,
     pub shard_size: usize,
+    /// The part of the job this process does (`--shard-index`, `--num-shards`).
+    #[serde(skip)]
+    pub part: crate::data::part::Part,
 }
 
 impl Default for GeolifeOptions {
     fn default() -> Self {
         GeolifeOptions {
+            part: Default::default(),
             window: WindowOptions {
                 step_s: 5.0,
                 max_gap_s: 30.0,
@@ -194,7 +198,7 @@ pub fn import(
     let mut writer = DatasetWriter::new(out, spec(&o.window), o.shard_size, force)?;
     let mut report = ImportReport::default();
     let bar = crate::progress::bar(users.len() as u64, "importing users");
-    for (user, dir) in &users {
+    for (user, dir) in users.iter().enumerate().filter(|(i, _)| o.part.takes(*i)).map(|(_, u)| u) {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -234,6 +238,7 @@ pub fn import(
     let mut generator = serde_json::to_value(o)?;
     generator["report"] = serde_json::to_value(&report)?;
     generator["test_users"] = serde_json::to_value(&test_users)?;
+    o.part.note(&mut generator);
     writer.finish("geolife", generator)?;
     Ok(report)
 }

@@ -44,11 +44,15 @@ pub struct CsvOptions {
     pub test_days: f64,
     pub seed: u64,
     pub shard_size: usize,
+    /// The part of the job this process does (`--shard-index`, `--num-shards`).
+    #[serde(skip)]
+    pub part: crate::data::part::Part,
 }
 
 impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
+            part: Default::default(),
             columns: Columns::default(),
             window: WindowOptions {
                 step_s: 10.0,
@@ -252,7 +256,7 @@ pub fn import(
     let first_held = days.get(days.len() - held).copied().unwrap_or(i64::MAX);
     let spec = super::geolife::spec(&o.window);
     let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
-    for (id, fixes) in &trajs {
+    for (id, fixes) in trajs.iter().enumerate().filter(|(i, _)| o.part.takes(*i)).map(|(_, t)| t) {
         report.records_kept += fixes.len();
         let split = if local_day(fixes[0].t, clock) >= first_held {
             "test_days"
@@ -289,6 +293,7 @@ pub fn import(
     }
     let mut generator = serde_json::to_value(o)?;
     generator["report"] = serde_json::to_value(&report)?;
+    o.part.note(&mut generator);
     writer.finish("gps-csv", generator)?;
     Ok(report)
 }

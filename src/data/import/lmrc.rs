@@ -32,11 +32,15 @@ pub struct LmrcOptions {
     pub shard_size: usize,
     /// IANA time zone of every route (e.g. `America/Chicago`); None: from the station code.
     pub tz: Option<String>,
+    /// The part of the job this process does (`--shard-index`, `--num-shards`).
+    #[serde(skip)]
+    pub part: crate::data::part::Part,
 }
 
 impl Default for LmrcOptions {
     fn default() -> Self {
         LmrcOptions {
+            part: Default::default(),
             speed_mps: 8.0,
             max_stops: 0,
             val_frac: 0.1,
@@ -604,7 +608,7 @@ pub fn import(
     let ids: Vec<&str> = routes.iter().map(|r| r.id.as_str()).collect();
     let splits = route_splits(&ids, o.seed, o.val_frac, o.test_frac);
     let mut writer = DatasetWriter::new(out, spec(max_stops), o.shard_size, force)?;
-    for r in &routes {
+    for r in routes.iter().enumerate().filter(|(i, _)| o.part.takes(*i)).map(|(_, r)| r) {
         let split = splits[&r.id];
         for mut s in r.samples(o.speed_mps) {
             if s.stops.len() > max_stops {
@@ -625,6 +629,7 @@ pub fn import(
     let mut generator = serde_json::to_value(o)?;
     generator["report"] = serde_json::to_value(&report)?;
     generator["max_stops"] = max_stops.into();
+    o.part.note(&mut generator);
     writer.finish("lmrc", generator)?;
     Ok(report)
 }

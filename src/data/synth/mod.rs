@@ -158,6 +158,17 @@ fn simulate_route(
 
 /// Simulates the world and writes the sharded dataset into `out`.
 pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Manifest> {
+    generate_part(out, cfg, force, crate::data::part::Part::WHOLE)
+}
+
+/// One part of the simulation (`Part`: every `num_shards`-th route from `shard_index`); the
+/// parts of a job, merged, hold the whole job's samples and statistics.
+pub fn generate_part(
+    out: &Path,
+    cfg: &SynthConfig,
+    force: bool,
+    part: crate::data::part::Part,
+) -> anyhow::Result<Manifest> {
     cfg.validate()?;
     let mut writer =
         crate::data::writer::DatasetWriter::new(out, cfg.spec.clone(), cfg.shard_size, force)?;
@@ -168,18 +179,19 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
         .map(|n| n.get())
         .unwrap_or(2);
     let chunk = (threads * 4).max(8);
-    let bar = crate::progress::bar(cfg.routes as u64, "simulating routes");
-    for (ci, start) in (0..cfg.routes).step_by(chunk).enumerate() {
-        let end = (start + chunk).min(cfg.routes);
+    let routes: Vec<usize> = (0..cfg.routes).filter(|&i| part.takes(i)).collect();
+    let bar = crate::progress::bar(routes.len() as u64, "simulating routes");
+    for (ci, ids) in routes.chunks(chunk).enumerate() {
         let outs: Vec<anyhow::Result<RouteOut>> = std::thread::scope(|sc| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let areas = &areas;
                     let bar = &bar;
                     sc.spawn(move || {
-                        (start + t..end)
+                        ids.iter()
+                            .skip(t)
                             .step_by(threads)
-                            .map(|i| {
+                            .map(|&i| {
                                 let r = simulate_route(cfg, areas, i);
                                 bar.inc(1);
                                 (i, r)
@@ -219,6 +231,8 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
         }
     }
     bar.finish_and_clear();
-    let manifest = writer.finish("synth", serde_json::to_value(cfg)?)?;
+    let mut generator = serde_json::to_value(cfg)?;
+    part.note(&mut generator);
+    let manifest = writer.finish("synth", generator)?;
     Ok(manifest)
 }

@@ -1,0 +1,136 @@
+//! `dfm data merge --out DIR PART...`: one dataset from the parts of an array job (`part.rs`).
+//!
+//! Every part's shards are hard-linked (copied across file systems) under `pNNN-<file>`, so
+//! names cannot collide and the hashes stay valid; each split's sample counts and route lists
+//! are joined; the normalization statistics are pooled by count (what one process that saw
+//! every training sample computes, to the manifest's precision); coverage is summed. The parts
+//! must agree on format, schema version, source and sample shapes, and hold no route twice.
+
+use super::manifest::{Coverage, Manifest, NormStats, SplitInfo};
+use super::shards::ShardInfo;
+use anyhow::{Context, bail, ensure};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Merges the datasets in `parts` into `out` (refusing a dataset already there unless `force`).
+pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manifest> {
+    ensure!(!parts.is_empty(), "no parts to merge");
+    let manifests: Vec<Manifest> = parts
+        .iter()
+        .map(|p| Manifest::load(p).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<_>>()?;
+    check_parts(parts, &manifests)?;
+    for p in parts {
+        ensure!(
+            !same_dir(p, out),
+            "--out {} is one of the parts: merge into a new folder",
+            out.display()
+        );
+    }
+    super::writer::prepare_out_dir(out, force)?;
+    let mut splits: BTreeMap<String, SplitInfo> = BTreeMap::new();
+    for (pi, (dir, m)) in parts.iter().zip(&manifests).enumerate() {
+        for (name, info) in &m.splits {
+            let e = splits.entry(name.clone()).or_default();
+            e.samples += info.samples;
+            e.routes.extend(info.routes.iter().cloned());
+            for sh in &info.shards {
+                e.shards.push(place_shard(dir, sh, out, pi)?);
+            }
+        }
+    }
+    for info in splits.values_mut() {
+        info.routes.sort();
+    }
+    let mut coverage = Coverage::default();
+    for m in &manifests {
+        coverage.merge(&m.coverage);
+    }
+    let first = &manifests[0];
+    let manifest = Manifest {
+        format: first.format.clone(),
+        schema_version: first.schema_version,
+        source: first.source.clone(),
+        spec: first.spec.clone(),
+        splits,
+        norm: NormStats::pool(&manifests.iter().map(|m| &m.norm).collect::<Vec<_>>()),
+        coverage,
+        generator: serde_json::json!({
+            "merged": manifests.iter().map(|m| m.generator.clone()).collect::<Vec<_>>()
+        }),
+    };
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+/// The parts agree on what a sample is, and no route is in two of them.
+fn check_parts(parts: &[PathBuf], ms: &[Manifest]) -> anyhow::Result<()> {
+    let (p0, m0) = (&parts[0], &ms[0]);
+    for (p, m) in parts.iter().zip(ms).skip(1) {
+        let differ = |what: &str, a: String, b: String| {
+            anyhow::anyhow!(
+                "{}: {what} {a} differs from {}'s {b}: these are not parts of one job",
+                Manifest::path(p).display(),
+                p0.display()
+            )
+        };
+        if m.source != m0.source {
+            return Err(differ("source", m.source.clone(), m0.source.clone()));
+        }
+        if m.schema_version != m0.schema_version {
+            let v = |m: &Manifest| m.schema_version.to_string();
+            return Err(differ("schema version", v(m), v(m0)));
+        }
+        if m.spec != m0.spec {
+            let s = |m: &Manifest| serde_json::to_string(&m.spec).unwrap_or_default();
+            return Err(differ("spec", s(m), s(m0)));
+        }
+    }
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (pi, m) in ms.iter().enumerate() {
+        for r in m.splits.values().flat_map(|s| &s.routes) {
+            if let Some(&other) = owner.get(r.as_str())
+                && other != pi
+            {
+                bail!(
+                    "route {r} is in both {} and {}: parts of one job never share a route",
+                    parts[other].display(),
+                    parts[pi].display()
+                );
+            }
+            owner.insert(r, pi);
+        }
+    }
+    Ok(())
+}
+
+/// A part's shard, linked (or copied) into `out` under a name of its own; its size checked
+/// against the part's manifest.
+fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::Result<ShardInfo> {
+    let (src, file) = (dir.join(&sh.file), format!("p{part:03}-{}", sh.file));
+    let dst = out.join(&file);
+    let len = std::fs::metadata(&src)
+        .with_context(|| format!("{}: listed in its manifest, cannot be read", src.display()))?
+        .len();
+    ensure!(
+        len == sh.bytes,
+        "{}: {len} bytes, its manifest says {}",
+        src.display(),
+        sh.bytes
+    );
+    if std::fs::hard_link(&src, &dst).is_err() {
+        std::fs::copy(&src, &dst)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    }
+    Ok(ShardInfo {
+        file,
+        ..sh.clone()
+    })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
