@@ -697,7 +697,11 @@ mod tests {
     fn image_copy_equals_bilinear_at_the_same_size() {
         let (w, h) = (7usize, 7usize);
         let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
-        let px = crate::data::sample::Rgb8 { width: w as u32, height: h as u32, data };
+        let px = crate::data::sample::Rgb8 {
+            width: w as u32,
+            height: h as u32,
+            data,
+        };
         let mut slow = vec![0f32; 3 * w * h];
         bilinear_chw(&px, w, &mut slow);
         let fast = image_chw(&px, w);
@@ -711,10 +715,17 @@ mod tests {
                 assert_eq!(fast[c * n + i], (v - mean) * inv, "channel {c}, pixel {i}");
             }
         }
-        let flat = crate::data::sample::Rgb8 { width: 5, height: 9, data: vec![90; 5 * 9 * 3] };
+        let flat = crate::data::sample::Rgb8 {
+            width: 5,
+            height: 9,
+            data: vec![90; 5 * 9 * 3],
+        };
         let mut out = vec![0f32; 3 * 4 * 4];
         bilinear_chw(&flat, 4, &mut out);
-        assert!(out.iter().all(|v| (v - 90.0 / 255.0).abs() < 1e-6), "{out:?}");
+        assert!(
+            out.iter().all(|v| (v - 90.0 / 255.0).abs() < 1e-6),
+            "{out:?}"
+        );
     }
 
     /// A vehicle driving north at 10 m/s (fixes 10 m apart), one stop 30 m ahead in its own

@@ -132,7 +132,10 @@ impl Rows {
                 Arc::new(self.on_time_probability.finish()),
             ),
             ("next_probability", Arc::new(self.next_probability.finish())),
-            ("next_stop_ranking", Arc::new(self.next_stop_ranking.finish())),
+            (
+                "next_stop_ranking",
+                Arc::new(self.next_stop_ranking.finish()),
+            ),
             (
                 "delivered_probability",
                 Arc::new(self.delivered_probability.finish()),

@@ -224,11 +224,25 @@ fn a_sharded_simulation_merged_equals_the_one_process_run() {
     let err = dfm::data::merge::merge(&tmp.path().join("m3"), &[parts[0].clone(), odd], false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("spec") && err.contains("not parts of one job"), "{err}");
+    assert!(
+        err.contains("spec") && err.contains("not parts of one job"),
+        "{err}"
+    );
     // A part index outside the parts is refused by the command line, naming both flags.
     let (ok, _, err) = dfm(&[
-        "data", "synth", "--out", tmp.path().join("x").to_str().unwrap(), "--routes", "4",
-        "--shard-index", "3", "--num-shards", "2",
+        "data",
+        "synth",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+        "--routes",
+        "4",
+        "--shard-index",
+        "3",
+        "--num-shards",
+        "2",
     ]);
-    assert!(!ok && err.contains("--shard-index 3 must be below --num-shards 2"), "{err}");
+    assert!(
+        !ok && err.contains("--shard-index 3 must be below --num-shards 2"),
+        "{err}"
+    );
 }

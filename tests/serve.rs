@@ -1111,7 +1111,11 @@ fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, ParquetRow> {
         .collect();
     files.sort();
     for f in files {
-        assert_eq!(f.extension().unwrap(), "parquet", "only finished files: {f:?}");
+        assert_eq!(
+            f.extension().unwrap(),
+            "parquet",
+            "only finished files: {f:?}"
+        );
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
             std::fs::File::open(&f).unwrap(),
         )
@@ -1127,7 +1131,11 @@ fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, ParquetRow> {
             let list = |name: &str, i: usize| -> Vec<f64> {
                 let c = col(name);
                 let l = c.as_any().downcast_ref::<ListArray>().unwrap().value(i);
-                l.as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec()
+                l.as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
             };
             let names = |name: &str, i: usize| -> Vec<String> {
                 let c = col(name);
@@ -1151,7 +1159,10 @@ fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, ParquetRow> {
 }
 
 fn near(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
 }
 
 /// `dfm predict --data` writes a split as Parquet that the parquet crate reads back, one row per
@@ -1163,7 +1174,10 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
     let (bundle, _) = setup(tmp.path());
     let data = bundle.parent().unwrap().join("world61");
     let m = Manifest::load(&data).unwrap();
-    assert!(m.splits["test"].shards.len() >= 2, "a split of several shards");
+    assert!(
+        m.splits["test"].shards.len() >= 2,
+        "a split of several shards"
+    );
     let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
     let predict = |out: &Path, extra: &[&str]| {
         let mut args = vec![
@@ -1184,7 +1198,10 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
     };
     let said = predict(&whole, &["--batch-size", "7"]);
     assert!(said.contains("samples/s"), "{said}");
-    predict(&parts, &["--shard-index", "0", "--num-shards", "2", "--workers", "3"]);
+    predict(
+        &parts,
+        &["--shard-index", "0", "--num-shards", "2", "--workers", "3"],
+    );
     predict(&parts, &["--shard-index", "1", "--num-shards", "2"]);
     let (a, b) = (parquet_rows(&whole), parquet_rows(&parts));
     assert_eq!(a.len(), m.splits["test"].samples, "one row per sample");
@@ -1197,13 +1214,26 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
     // The same samples as requests: the same predictions.
     let lines = tmp.path().join("samples.jsonl");
     let (ok, _, err) = dfm(&[
-        "data", "sample", "--data", data.to_str().unwrap(), "--split", "test", "--limit", "6",
-        "--out", lines.to_str().unwrap(),
+        "data",
+        "sample",
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "test",
+        "--limit",
+        "6",
+        "--out",
+        lines.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     let (ok, out, err) = dfm(&[
-        "predict", "--model", bundle.to_str().unwrap(), "--input", lines.to_str().unwrap(),
-        "--device", "flex",
+        "predict",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--input",
+        lines.to_str().unwrap(),
+        "--device",
+        "flex",
     ]);
     assert!(ok, "{err}");
     for line in out.lines() {
@@ -1221,14 +1251,29 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
             .iter()
             .map(|s| s["eta_p50_s"].as_f64().unwrap())
             .collect();
-        assert!(near(&probs, &row.0) && near(&eta, &row.1), "{line}\nvs {row:?}");
+        assert!(
+            near(&probs, &row.0) && near(&eta, &row.1),
+            "{line}\nvs {row:?}"
+        );
         assert_eq!(p["next_stop_ranking"], json!(row.3));
     }
 
     // A part index outside the parts is refused, naming both flags.
     let (ok, _, err) = dfm(&[
-        "predict", "--model", bundle.to_str().unwrap(), "--data", data.to_str().unwrap(),
-        "--out", parts.to_str().unwrap(), "--shard-index", "2", "--num-shards", "2",
+        "predict",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        parts.to_str().unwrap(),
+        "--shard-index",
+        "2",
+        "--num-shards",
+        "2",
     ]);
-    assert!(!ok && err.contains("--shard-index 2 must be below --num-shards 2"), "{err}");
+    assert!(
+        !ok && err.contains("--shard-index 2 must be below --num-shards 2"),
+        "{err}"
+    );
 }

@@ -130,7 +130,11 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         assert_eq!(x.key, y.key);
         for (p, q) in x.most_likely.local_m.iter().zip(&y.most_likely.local_m) {
             let d = (p[0] - q[0]).abs().max((p[1] - q[1]).abs());
-            assert!(d < 1e-2 * (1.0 + p[0].abs().max(p[1].abs())), "{}: {p:?} vs {q:?}", x.key);
+            assert!(
+                d < 1e-2 * (1.0 + p[0].abs().max(p[1].abs())),
+                "{}: {p:?} vs {q:?}",
+                x.key
+            );
         }
         for (p, q) in x.modes.iter().zip(&y.modes) {
             assert!((p.probability - q.probability).abs() < 1e-3, "{}", x.key);

@@ -53,8 +53,12 @@ async fn drive(
     let bodies = std::sync::Arc::new(bodies.to_vec());
     let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, url, next, bodies) =
-                (client.clone(), url.to_string(), next.clone(), bodies.clone());
+            let (client, url, next, bodies) = (
+                client.clone(),
+                url.to_string(),
+                next.clone(),
+                bodies.clone(),
+            );
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
@@ -86,7 +90,13 @@ async fn drive(
 
 /// The server's forward passes and the samples they held so far (from `/metrics`).
 async fn batch_totals(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
-    let text = client.get(url).send().await?.error_for_status()?.text().await?;
+    let text = client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())

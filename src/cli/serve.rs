@@ -124,7 +124,10 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let input = a.input.as_deref().expect("clap requires --input without --data");
+    let input = a
+        .input
+        .as_deref()
+        .expect("clap requires --input without --data");
     let (out, n) = crate::predict::predict_jsonl(&p, input, a.batch_size)?;
     match &a.output {
         Some(path) => {

@@ -9,8 +9,8 @@
 //! batches it had consumed and gets exactly the same batches after them.
 
 use super::manifest::Manifest;
-use super::sample::{Sample, Spec};
 use super::pipeline::{self, Item};
+use super::sample::{Sample, Spec};
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rand::seq::SliceRandom;
@@ -278,7 +278,9 @@ impl<F, T> Merger<F, T> {
                 // error: never read that as the end of the epoch.
                 if !self.stop.load(Ordering::Relaxed) {
                     let what = "the loader's reader of this shard stopped before its end";
-                    let _ = self.out.send(Err(DataError::file(&self.shards[shard], what)));
+                    let _ = self
+                        .out
+                        .send(Err(DataError::file(&self.shards[shard], what)));
                 }
                 return;
             };

@@ -156,7 +156,10 @@ impl NormStats {
             }
         }
         NormStats {
-            channels: acc.into_iter().map(|(k, a)| (k, Moments::from_acc(a))).collect(),
+            channels: acc
+                .into_iter()
+                .map(|(k, a)| (k, Moments::from_acc(a)))
+                .collect(),
         }
     }
 
@@ -244,7 +247,11 @@ impl Moments {
                 format!("{x:.6e}").parse().unwrap_or(x)
             }
         };
-        let std = if n > 1 { (m2 / (n - 1) as f64).sqrt() } else { 0.0 };
+        let std = if n > 1 {
+            (m2 / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
         Moments {
             count: n,
             mean: round(mean),

@@ -122,10 +122,7 @@ fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::R
         std::fs::copy(&src, &dst)
             .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     }
-    Ok(ShardInfo {
-        file,
-        ..sh.clone()
-    })
+    Ok(ShardInfo { file, ..sh.clone() })
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

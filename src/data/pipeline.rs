@@ -28,7 +28,10 @@ pub const WINDOW_PER_WORKER: usize = 32;
 
 /// What the reader hands out, in sequence.
 pub enum Job {
-    Record { shard: usize, rec: Record },
+    Record {
+        shard: usize,
+        rec: Record,
+    },
     /// Reading the shard failed after the records already handed out.
     ShardError(DataError),
     EndShard,

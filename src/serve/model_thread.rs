@@ -73,10 +73,7 @@ fn answer<I: Clone, T>(
     max_batch: usize,
     metrics: &Metrics,
 ) {
-    let all: Vec<I> = jobs
-        .iter()
-        .flat_map(|j| j.inputs.iter().cloned())
-        .collect();
+    let all: Vec<I> = jobs.iter().flat_map(|j| j.inputs.iter().cloned()).collect();
     match run_inputs(predict, all, max_batch, metrics) {
         Ok(mut preds) => {
             for j in jobs {
@@ -178,11 +175,7 @@ mod tests {
             shared
                 .queued_samples
                 .fetch_add(inputs.len(), Ordering::SeqCst);
-            tx.send(Job {
-                inputs,
-                reply: rtx,
-            })
-            .unwrap();
+            tx.send(Job { inputs, reply: rtx }).unwrap();
             replies.push(rrx);
         }
         drop(replies.pop()); // the last client disconnects before its turn

@@ -182,14 +182,20 @@ pub fn assert_same_dataset(a: &Path, b: &Path) {
         let y = &mb.norm.channels[k];
         assert_eq!(x.count, y.count, "{k}");
         let near = |p: f64, q: f64| (p - q).abs() <= 1e-5 * p.abs().max(q.abs()) + 1e-9;
-        assert!(near(x.mean, y.mean) && near(x.std, y.std), "{k}: {x:?} vs {y:?}");
+        assert!(
+            near(x.mean, y.mean) && near(x.std, y.std),
+            "{k}: {x:?} vs {y:?}"
+        );
     }
     let (sa, sb) = (all_samples(a), all_samples(b));
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
     for (split, samples) in &sa {
         assert_eq!(samples.len(), sb[split].len(), "{split}");
         for (k, s) in samples {
-            assert!(sb[split].get(k) == Some(s), "{split}: sample {k} differs or is missing");
+            assert!(
+                sb[split].get(k) == Some(s),
+                "{split}: sample {k} differs or is missing"
+            );
         }
     }
 }
