@@ -16,7 +16,6 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,25 +51,7 @@ impl Default for LoaderOptions {
     }
 }
 
-/// A record that was skipped, for the `--skip-bad` report.
-#[derive(Serialize, Clone, Debug, PartialEq)]
-pub struct BadRecord {
-    pub file: String,
-    pub key: Option<String>,
-    pub field: Option<String>,
-    pub message: String,
-}
-
-impl From<&DataError> for BadRecord {
-    fn from(e: &DataError) -> Self {
-        BadRecord {
-            file: e.file.display().to_string(),
-            key: e.key.clone(),
-            field: e.field.clone(),
-            message: e.message.clone(),
-        }
-    }
-}
+pub use super::pipeline::BadRecord;
 
 #[derive(Clone)]
 pub struct Loader {

@@ -11,11 +11,11 @@
 //! the same for any number of workers. A window of credits bounds what is in flight between
 //! the reader and the merger: memory stays bounded however the threads are timed.
 
-use super::loader::BadRecord;
 use super::sample::{Sample, Spec};
 use super::shards::{Record, decode, for_each_record};
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// worker busy while the merger waits for a slow record, small enough for base-size samples
 /// (~60 KB each) to stay at a few MB per worker.
 pub const WINDOW_PER_WORKER: usize = 32;
+
+/// A record that was skipped, for the `--skip-bad` report.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct BadRecord {
+    pub file: String,
+    pub key: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl From<&DataError> for BadRecord {
+    fn from(e: &DataError) -> Self {
+        BadRecord {
+            file: e.file.display().to_string(),
+            key: e.key.clone(),
+            field: e.field.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
 
 /// What the reader hands out, in sequence.
 pub enum Job {
