@@ -1193,16 +1193,17 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
         ];
         args.extend_from_slice(extra);
         let (ok, _, err) = dfm(&args);
-        assert!(ok, "{err}");
-        err
+        (ok, err)
     };
-    let said = predict(&whole, &["--batch-size", "7"]);
-    assert!(said.contains("samples/s"), "{said}");
-    predict(
-        &parts,
-        &["--shard-index", "0", "--num-shards", "2", "--workers", "3"],
-    );
-    predict(&parts, &["--shard-index", "1", "--num-shards", "2"]);
+    let (ok, said) = predict(&whole, &["--batch-size", "7"]);
+    assert!(ok && said.contains("samples/s"), "{said}");
+    for part in [
+        &["--shard-index", "0", "--num-shards", "2", "--workers", "3"][..],
+        &["--shard-index", "1", "--num-shards", "2"],
+    ] {
+        let (ok, err) = predict(&parts, part);
+        assert!(ok, "{err}");
+    }
     let (a, b) = (parquet_rows(&whole), parquet_rows(&parts));
     assert_eq!(a.len(), m.splits["test"].samples, "one row per sample");
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
@@ -1259,19 +1260,7 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
     }
 
     // A part index outside the parts is refused, naming both flags.
-    let (ok, _, err) = dfm(&[
-        "predict",
-        "--model",
-        bundle.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        parts.to_str().unwrap(),
-        "--shard-index",
-        "2",
-        "--num-shards",
-        "2",
-    ]);
+    let (ok, err) = predict(&parts, &["--shard-index", "2", "--num-shards", "2"]);
     assert!(
         !ok && err.contains("--shard-index 2 must be below --num-shards 2"),
         "{err}"
