@@ -230,6 +230,19 @@ pub enum OnNan {
     Skip,
 }
 
+/// The float type a run computes and stores its model in. burn 0.22 sets it per device (every
+/// float tensor, the parameters and the optimizer state included); it has no mixed precision
+/// with f32 master weights and no loss scaling. GPU backends only, where the device computes in
+/// that type; flex computes in f32.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -255,6 +268,8 @@ pub struct TrainConfig {
     /// Modalities always masked out in training (to study what each input can do alone).
     pub drop_modalities: Vec<String>,
     pub loss_weights: BTreeMap<String, f64>,
+    /// f32 (default), or f16 / bf16 on a GPU that computes in it (see [`Precision`]).
+    pub precision: Precision,
 }
 
 pub const LOSS_HEADS: [&str; 10] = [
@@ -291,6 +306,7 @@ impl Default for TrainConfig {
             devices: Vec::new(),
             drop_modalities: Vec::new(),
             loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
+            precision: Precision::F32,
         }
     }
 }

@@ -459,10 +459,12 @@ fn parallel_micro_step(
     })
 }
 
-/// The autodiff devices of a run: `train.devices` when it names more than one, else `device`.
+/// The autodiff devices of a run: `train.devices` when it names more than one, else `device`;
+/// each set to compute in `train.precision`.
 fn training_devices(cfg: &Config, device: &Device) -> anyhow::Result<Vec<Device>> {
+    let p = cfg.train.precision;
     if cfg.train.devices.len() <= 1 {
-        return Ok(vec![device.clone().autodiff()]);
+        return Ok(vec![with_precision(device.clone(), p)?.autodiff()]);
     }
     let mut out = Vec::new();
     for d in &cfg.train.devices {
@@ -470,9 +472,47 @@ fn training_devices(cfg: &Config, device: &Device) -> anyhow::Result<Vec<Device>
         let sel = crate::device::select(choice, index)
             .with_context(|| format!("train.devices: `{d}`"))?;
         println!("data-parallel device {}: {}", out.len(), sel.description);
-        out.push(sel.device.autodiff());
+        out.push(with_precision(sel.device, p)?.autodiff());
     }
     Ok(out)
+}
+
+/// `device` set to compute in `precision` (burn: its default float type), or an error saying
+/// why it cannot: flex computes in f32; a GPU may store a type it cannot compute in.
+pub fn with_precision(
+    mut device: Device,
+    precision: crate::config::Precision,
+) -> anyhow::Result<Device> {
+    use burn::tensor::FloatDType;
+    let dtype = match precision {
+        crate::config::Precision::F32 => return Ok(device),
+        // burn 0.22 keeps parameters and optimizer state in the device's float type: in f16,
+        // AdamW's epsilon (1e-8) and small second moments underflow to 0 and the first steps
+        // divide by zero (on lavapipe the loss was non-finite at step 5). bf16 has f32's range.
+        crate::config::Precision::F16 => anyhow::bail!(
+            "train.precision = \"f16\" does not train: burn 0.22 has no f32 master weights or \
+             loss scaling, and AdamW's state underflows in f16; use \"bf16\" on a GPU that \
+             computes in it, or \"f32\""
+        ),
+        crate::config::Precision::Bf16 => FloatDType::BF16,
+    };
+    let name = format!("{precision:?}").to_lowercase();
+    anyhow::ensure!(
+        !crate::model::dropout::on_cpu(&device),
+        "train.precision = \"{name}\" needs a GPU device (wgpu or cuda): flex computes in f32"
+    );
+    anyhow::ensure!(
+        device.supports_dtype(dtype),
+        "train.precision = \"{name}\": this device does not compute in {name} (it may store it, \
+         not do arithmetic in it); use f32"
+    );
+    device.configure(dtype).map_err(|e| {
+        anyhow::anyhow!(
+            "train.precision = \"{name}\": {e:?} (the device's float type is set before its \
+             first tensor; run training in a fresh process)"
+        )
+    })?;
+    Ok(device)
 }
 
 fn step_rng(seed: u64, micro: usize) -> ChaCha8Rng {
