@@ -4,7 +4,7 @@
 //!
 //! Why three drawing modules: this one paints pixels that become model inputs (the simulator's
 //! rasters), so it must be byte-reproducible and free of fonts; `plot.rs` draws charts with
-//! plotters (axes, labels, a system font when there is one) and holds the training loss plot;
+//! plotters (axes, labels, an embedded font) and holds the training loss plot;
 //! `eval/plots.rs` builds the evaluation's charts from its metrics with those two.
 
 pub struct Canvas {

@@ -1,35 +1,22 @@
 //! Plots drawn with plotters into a pixel buffer and encoded as PNG: a run's loss curves
 //! (`loss.png`) here, evaluation plots in `eval::plots`.
-//! Text uses a system TrueType font when one is found (DejaVu, Liberation, Arial, Helvetica);
-//! without one the curves are drawn without labels.
+//! Text uses DejaVu Sans, embedded in the binary (`assets/fonts/`, Bitstream Vera licence), so
+//! that charts carry their labels on any machine, one without system fonts included, and look the
+//! same everywhere.
 
 use anyhow::Context;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 
-const FONT_PATHS: [&str; 6] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-/// Registers a system font once; true when text can be drawn.
+/// Registers the embedded font once; true when text can be drawn (false only if the font
+/// could not be parsed: the charts are then drawn without labels).
 pub fn font_available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        for p in FONT_PATHS {
-            if let Ok(bytes) = std::fs::read(p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
     })
 }
 
@@ -142,4 +129,24 @@ pub fn curves(title: &str, curves: &[Curve], out: &Path) -> anyhow::Result<()> {
         root.present()?;
     }
     save_png(out, w, h, buf)
+}
+
+#[cfg(test)]
+mod font_tests {
+    use super::*;
+
+    /// The embedded font parses and draws: text leaves dark pixels on a white canvas.
+    #[test]
+    fn the_embedded_font_draws_text() {
+        assert!(font_available());
+        let mut buf = vec![255u8; 200 * 50 * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (200, 50)).into_drawing_area();
+            let style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK);
+            root.draw_text("loss 3.45", &style, (5, 5)).unwrap();
+            root.present().unwrap();
+        }
+        let dark = buf.chunks(3).filter(|p| p[0] < 128).count();
+        assert!(dark > 100, "{dark} dark pixels");
+    }
 }

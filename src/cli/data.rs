@@ -327,10 +327,11 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
     let part = crate::data::part::Part::new(a.shard_index, a.num_shards)?;
     let m = crate::data::synth::generate_part(&a.out, &cfg, a.force, part)?;
     let shards: usize = m.splits.values().map(|s| s.shards.len()).sum();
+    let routes: usize = m.splits.values().map(|s| s.routes.len()).sum();
     println!(
         "wrote {} samples from {} routes in {} shards to {} ({:.1} s)",
         m.coverage.samples,
-        cfg.routes,
+        routes,
         shards,
         a.out.display(),
         t.elapsed().as_secs_f64()
