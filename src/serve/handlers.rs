@@ -256,13 +256,19 @@ pub async fn predict(
                 .zip(raw)
                 .map(|(m, r)| st.codec.finish(m, r))
                 .collect();
+            // Serialized once, straight to bytes (not through a `Value`).
             let body = if list {
-                serde_json::to_value(&preds)
+                serde_json::to_vec(&preds)
             } else {
-                serde_json::to_value(&preds[0])
+                serde_json::to_vec(&preds[0])
             };
             match body {
-                Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+                Ok(v) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    v,
+                )
+                    .into_response(),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
             }
         }
