@@ -45,10 +45,23 @@ bundle="$work/run/export"
   "$dfm" bench train --config configs/quickstart.toml --device flex --set "data.path=$work/world"; } >"$out/bench_train.txt" 2>&1
 { stamp "dfm bench loader --workers 1,2"
   "$dfm" bench loader --data "$work/world" --workers 1,2 --max-samples 20000; } >"$out/bench_loader.txt" 2>&1
+{ stamp "dfm bench loader at base shapes (200 simulated routes, 64 px, batch 256)"
+  "$dfm" data synth --out "$work/base" --routes 200 --seed 7 >/dev/null
+  "$dfm" bench loader --data "$work/base" --workers 1,2 --batch-size 256 --image-size 64 \
+    --max-samples 20000; rm -rf "$work/base"; } >"$out/bench_loader_base.txt" 2>&1
 { stamp "dfm bench infer --device flex"
   "$dfm" bench infer --model "$bundle" --device flex; } >"$out/bench_infer.txt" 2>&1
-{ stamp "dfm bench serve --device flex"
-  "$dfm" bench serve --model "$bundle" --device flex; } >"$out/bench_serve.txt" 2>&1
+{ stamp "dfm bench serve --device flex (3 runs, each beside bench infer at batch 64)"
+  for i in 1 2 3; do
+    "$dfm" bench infer --model "$bundle" --device flex --batch-sizes 64
+    "$dfm" bench serve --model "$bundle" --device flex --concurrency 1,32 --requests 2000
+  done; } >"$out/bench_serve.txt" 2>&1
+{ stamp "dfm predict --data (test split to Parquet; whole, then as two parts)"
+  "$dfm" predict --model "$bundle" --data "$work/world" --split test --out "$work/pq" --device flex
+  for i in 0 1; do
+    "$dfm" predict --model "$bundle" --data "$work/world" --split test --out "$work/pq2" \
+      --shard-index $i --num-shards 2 --device flex
+  done; } >"$out/bench_predict.txt" 2>&1
 if python3 -c "import torch" 2>/dev/null; then
   { stamp "bench/pytorch/compare.sh"; bash bench/pytorch/compare.sh; } >"$out/pytorch.txt" 2>&1
 else
