@@ -265,7 +265,10 @@ pub async fn predict(
             match body {
                 Ok(v) => (
                     StatusCode::OK,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
                     v,
                 )
                     .into_response(),
