@@ -52,12 +52,7 @@ pub fn part_file(out: &Path, index: usize, count: usize) -> PathBuf {
 
 /// Predicts this part's shards of the split and writes them as one Parquet file.
 pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
-    anyhow::ensure!(
-        o.num_shards >= 1 && o.shard_index < o.num_shards,
-        "--shard-index {} must be below --num-shards {}",
-        o.shard_index,
-        o.num_shards
-    );
+    let part = crate::data::part::Part::new(o.shard_index, o.num_shards)?;
     let t = Instant::now();
     let m = Manifest::load(o.data)?;
     p.loaded.check(&m, o.data, o.allow_shift)?;
@@ -67,7 +62,7 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         shuffle_buffer: 0,
         ..Default::default()
     };
-    let loader = Loader::new(o.data, &m, o.split, opts)?.part(o.shard_index, o.num_shards);
+    let loader = Loader::new(o.data, &m, o.split, opts)?.part(part);
     std::fs::create_dir_all(o.out)?;
     let file = part_file(o.out, o.shard_index, o.num_shards);
     let mut out = ParquetOut::create(&file);
@@ -76,7 +71,7 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
     let prepare = codec.clone();
     let per_sample = Arc::new(move |mut s: crate::Sample| {
         s.target = None;
-        prepare.prepare(&s)
+        prepare.prepare(s)
     });
     for batch in loader.epoch(0, 0, per_sample, Arc::new(|b| b)) {
         let (features, metas): (Vec<_>, Vec<_>) = batch?.into_iter().unzip();

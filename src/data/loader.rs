@@ -107,16 +107,10 @@ impl Loader {
         })
     }
 
-    /// Part `index` of `count`: every `count`-th shard from the `index`-th (manifest order), so
-    /// that the parts together hold each shard once (array jobs).
-    pub fn part(mut self, index: usize, count: usize) -> Self {
-        let count = count.max(1);
-        self.shards = std::mem::take(&mut self.shards)
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % count == index)
-            .map(|(_, s)| s)
-            .collect();
+    /// This part's shards (`Part::select`, manifest order), so that the parts of an array job
+    /// together hold each shard once.
+    pub fn part(mut self, part: super::part::Part) -> Self {
+        self.shards = part.select(std::mem::take(&mut self.shards)).collect();
         self
     }
 

@@ -39,6 +39,15 @@ impl Part {
         i % self.num_shards == self.shard_index
     }
 
+    /// This part's units of a job's units, in order.
+    pub fn select<T>(self, units: impl IntoIterator<Item = T>) -> impl Iterator<Item = T> {
+        units
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.takes(*i))
+            .map(|(_, u)| u)
+    }
+
     /// Notes the part in a manifest's generator (a whole job's generator stays as it was).
     pub fn note(&self, generator: &mut serde_json::Value) {
         if *self != Part::WHOLE {

@@ -198,12 +198,7 @@ pub fn import(
     let mut writer = DatasetWriter::new(out, spec(&o.window), o.shard_size, force)?;
     let mut report = ImportReport::default();
     let bar = crate::progress::bar(users.len() as u64, "importing users");
-    for (user, dir) in users
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| o.part.takes(*i))
-        .map(|(_, u)| u)
-    {
+    for (user, dir) in o.part.select(&users) {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())

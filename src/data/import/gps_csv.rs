@@ -256,12 +256,7 @@ pub fn import(
     let first_held = days.get(days.len() - held).copied().unwrap_or(i64::MAX);
     let spec = super::geolife::spec(&o.window);
     let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
-    for (id, fixes) in trajs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| o.part.takes(*i))
-        .map(|(_, t)| t)
-    {
+    for (id, fixes) in o.part.select(&trajs) {
         report.records_kept += fixes.len();
         let split = if local_day(fixes[0].t, clock) >= first_held {
             "test_days"

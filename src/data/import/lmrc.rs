@@ -608,12 +608,7 @@ pub fn import(
     let ids: Vec<&str> = routes.iter().map(|r| r.id.as_str()).collect();
     let splits = route_splits(&ids, o.seed, o.val_frac, o.test_frac);
     let mut writer = DatasetWriter::new(out, spec(max_stops), o.shard_size, force)?;
-    for r in routes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| o.part.takes(*i))
-        .map(|(_, r)| r)
-    {
+    for r in o.part.select(&routes) {
         let split = splits[&r.id];
         for mut s in r.samples(o.speed_mps) {
             if s.stops.len() > max_stops {

@@ -179,7 +179,7 @@ pub fn generate_part(
         .map(|n| n.get())
         .unwrap_or(2);
     let chunk = (threads * 4).max(8);
-    let routes: Vec<usize> = (0..cfg.routes).filter(|&i| part.takes(i)).collect();
+    let routes: Vec<usize> = part.select(0..cfg.routes).collect();
     let bar = crate::progress::bar(routes.len() as u64, "simulating routes");
     for (ci, ids) in routes.chunks(chunk).enumerate() {
         let outs: Vec<anyhow::Result<RouteOut>> = std::thread::scope(|sc| {
