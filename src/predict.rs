@@ -236,7 +236,8 @@ impl Predictor {
     /// Predictions for validated samples, in order (one forward pass).
     pub fn predict(&self, samples: &[Sample]) -> Vec<Prediction> {
         let codec = self.codec();
-        let (features, metas): (Vec<_>, Vec<_>) = samples.iter().map(|s| codec.prepare(s)).unzip();
+        let (features, metas): (Vec<_>, Vec<_>) =
+            samples.iter().map(|s| codec.prepare(s.clone())).unzip();
         let raw = self.forward(features);
         metas
             .into_iter()
@@ -338,25 +339,25 @@ impl Codec {
 
     /// A sample's model inputs and what its prediction will need. Stops beyond the model's
     /// capacity: it reads the nearest ones and the prediction says which it left.
-    pub fn prepare(&self, s: &Sample) -> (Features, PredictionMeta) {
-        let (fitted, keep) = crate::data::stop_set::fit(s.clone(), self.norm.spec.max_stops);
+    pub fn prepare(&self, s: Sample) -> (Features, PredictionMeta) {
+        let listed: Vec<String> = s.stops.iter().map(|st| st.id.clone()).collect();
+        let (fitted, keep) = crate::data::stop_set::fit(s, self.norm.spec.max_stops);
         let not_scored = match keep {
             None => Vec::new(),
-            Some(keep) => (0..s.stops.len())
+            Some(keep) => (0..listed.len())
                 .filter(|i| !keep.contains(i))
-                .map(|i| s.stops[i].id.clone())
+                .map(|i| listed[i].clone())
                 .collect(),
         };
-        let mut f = self.norm.features(&fitted);
+        let f = self.norm.features(&fitted);
         let meta = PredictionMeta {
-            key: fitted.key.clone(),
+            key: fitted.key,
             t0: fitted.t0,
             frame: f.meta.frame,
-            horizons_s: std::mem::take(&mut f.meta.horizons_s),
-            stop_ids: fitted.stops.iter().map(|st| st.id.clone()).collect(),
+            horizons_s: f.meta.horizons_s.clone(),
+            stop_ids: fitted.stops.into_iter().map(|st| st.id).collect(),
             not_scored,
         };
-        f.meta.horizons_s = meta.horizons_s.clone();
         (f, meta)
     }
 

@@ -234,8 +234,8 @@ pub async fn predict(
     if reserve(st, n).is_none() {
         return busy("overloaded: the queue is full; retry after a moment");
     }
-    let (inputs, metas): (Vec<_>, Vec<_>) = samples.iter().map(|s| st.codec.prepare(s)).unzip();
-    drop(samples);
+    let (inputs, metas): (Vec<_>, Vec<_>) =
+        samples.into_iter().map(|s| st.codec.prepare(s)).unzip();
     let (tx, rx) = oneshot::channel();
     let sent = st.jobs.try_send(Job { inputs, reply: tx });
     drop(arriving);
