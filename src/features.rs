@@ -273,9 +273,14 @@ fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
     } else {
         bilinear_chw(px, size, &mut out);
     }
-    let n = size * size;
-    for c in 0..3 {
-        let ch = &mut out[c * n..(c + 1) * n];
+    standardize_channels(&mut out, size * size);
+    out
+}
+
+/// Each channel of a CHW image (`n` pixels a channel) to zero mean and unit variance (the
+/// standard deviation floored at 0.02, so a flat image stays finite).
+fn standardize_channels(chw: &mut [f32], n: usize) {
+    for ch in chw.chunks_mut(n) {
         let mean = ch.iter().sum::<f32>() / n as f32;
         let var = ch.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
         let inv = 1.0 / var.sqrt().max(0.02);
@@ -283,7 +288,6 @@ fn image_chw(px: &crate::data::sample::Rgb8, size: usize) -> Vec<f32> {
             *v = (*v - mean) * inv;
         }
     }
-    out
 }
 
 /// Bilinear resize into `out` (CHW, values / 255). The source columns and weights of each
@@ -704,17 +708,8 @@ mod tests {
         };
         let mut slow = vec![0f32; 3 * w * h];
         bilinear_chw(&px, w, &mut slow);
-        let fast = image_chw(&px, w);
-        let n = w * h;
-        for c in 0..3 {
-            let ch = &slow[c * n..(c + 1) * n];
-            let mean = ch.iter().sum::<f32>() / n as f32;
-            let var = ch.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-            let inv = 1.0 / var.sqrt().max(0.02);
-            for (i, v) in ch.iter().enumerate() {
-                assert_eq!(fast[c * n + i], (v - mean) * inv, "channel {c}, pixel {i}");
-            }
-        }
+        standardize_channels(&mut slow, w * h);
+        assert_eq!(image_chw(&px, w), slow);
         let flat = crate::data::sample::Rgb8 {
             width: 5,
             height: 9,
