@@ -46,17 +46,8 @@ fn bf16_steps_train_on_wgpu_and_f16_or_flex_are_refused() {
         .to_string();
     assert!(err.contains("underflows in f16"), "{err}");
 
-    let wgpu = match dfm::device::open_wgpu() {
-        Ok((d, name, _)) => {
-            eprintln!("wgpu adapter: {name}");
-            d
-        }
-        Err(e) => {
-            skip(&format!(
-                "no wgpu adapter on this machine ({e}); install mesa-vulkan-drivers to run this test on the CPU"
-            ));
-            return;
-        }
+    let Some(wgpu) = wgpu_or_skip() else {
+        return;
     };
     if !wgpu.supports_dtype(burn::tensor::FloatDType::BF16) {
         eprintln!("SKIPPED: this wgpu adapter does not compute in bf16 (burn: supports_dtype)");

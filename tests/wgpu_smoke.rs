@@ -41,17 +41,8 @@ fn first_batch(dir: &std::path::Path, split: &str) -> (Manifest, Vec<dfm::featur
 
 #[test]
 fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
-    let wgpu = match dfm::device::open_wgpu() {
-        Ok((d, name, _)) => {
-            eprintln!("wgpu adapter: {name}");
-            d
-        }
-        Err(e) => {
-            skip(&format!(
-                "no wgpu adapter on this machine ({e}); install mesa-vulkan-drivers to run this test on the CPU"
-            ));
-            return;
-        }
+    let Some(wgpu) = wgpu_or_skip() else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_dataset(tmp.path(), 41);
@@ -144,8 +135,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
 
 #[test]
 fn data_parallel_run_across_flex_and_wgpu() {
-    if let Err(e) = dfm::device::open_wgpu() {
-        skip(&format!("no wgpu adapter ({e})"));
+    if wgpu_or_skip().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -228,14 +218,8 @@ fn wgpu_is_a_compute_api_or_a_clear_error() {
 /// on flex.
 #[test]
 fn wgpu_trains_like_flex() {
-    let wgpu = match dfm::device::open_wgpu() {
-        Ok((d, _, _)) => d,
-        Err(e) => {
-            skip(&format!(
-                "no wgpu adapter ({e}); install mesa-vulkan-drivers"
-            ));
-            return;
-        }
+    let Some(wgpu) = wgpu_or_skip() else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (m, feats) = first_batch(&tiny_dataset(tmp.path(), 43), "train");

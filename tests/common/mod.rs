@@ -199,3 +199,20 @@ pub fn assert_same_dataset(a: &Path, b: &Path) {
         }
     }
 }
+
+/// The wgpu device (its adapter's name printed), or None after `skip` says there is none (a
+/// failure in CI, which installs Mesa's Vulkan driver).
+pub fn wgpu_or_skip() -> Option<burn::prelude::Device> {
+    match dfm::device::open_wgpu() {
+        Ok((d, name, _)) => {
+            eprintln!("wgpu adapter: {name}");
+            Some(d)
+        }
+        Err(e) => {
+            skip(&format!(
+                "no wgpu adapter on this machine ({e}); install mesa-vulkan-drivers to run this test on the CPU"
+            ));
+            None
+        }
+    }
+}
