@@ -16,15 +16,38 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     uri: String,
+    log: PathBuf,
 }
 
 impl Server {
+    /// A server of our own on a free port, ready to answer the REST API. A port picked free can
+    /// be taken again before `mlflow` binds it (by the other test's server, or as a client's
+    /// port), and then the health check would answer from someone else's server: a server counts
+    /// as up only when it is alive and its own log names its address; otherwise it is started
+    /// again on another port.
     fn start(dir: &Path) -> Option<Server> {
+        for attempt in 0..3 {
+            let mut s = Self::spawn(dir, attempt)?;
+            if s.wait_up() {
+                return Some(s);
+            }
+            eprintln!(
+                "mlflow server on {} did not come up as ours; trying another port:\n{}",
+                s.uri,
+                s.log_tail()
+            );
+        }
+        panic!("mlflow server did not come up in 3 tries");
+    }
+
+    fn spawn(dir: &Path, attempt: usize) -> Option<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let log = dir.join(format!("server-{attempt}.log"));
+        let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("mlflow")
             .args([
                 "server",
@@ -39,34 +62,53 @@ impl Server {
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
             .arg("--artifacts-destination")
             .arg(dir.join("artifacts"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .process_group(0)
             .spawn();
         let Ok(child) = child else {
             skip("`mlflow` is not installed (pip install mlflow)");
             return None;
         };
-        let s = Server {
+        Some(Server {
             child,
             uri: format!("http://127.0.0.1:{port}"),
-        };
+            log,
+        })
+    }
+
+    /// Waits (3 minutes at most) until this server answers the health check and an API call;
+    /// false when it exits or the answer comes from another process.
+    fn wait_up(&mut self) -> bool {
+        let addr = self.uri.trim_start_matches("http://").to_string();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(180) {
-            if get(&format!("{}/health", s.uri)).is_some() {
-                return Some(s);
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            let named = self.log_tail().contains(&addr);
+            if named && get(&format!("{}/health", self.uri)).is_some() {
+                let probe = format!(
+                    "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default",
+                    self.uri
+                );
+                return get(&probe).is_some() && matches!(self.child.try_wait(), Ok(None));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!(
-            "mlflow server did not come up: {}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
+        panic!("mlflow server did not come up: {}", self.log_tail());
+    }
+
+    /// The end of what the server printed (for failure messages).
+    fn log_tail(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&text[text.len().saturating_sub(4000)..]).into_owned()
     }
 
     fn kill(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
@@ -99,9 +141,15 @@ fn api(s: &Server, path: &str) -> Value {
     serde_json::from_str(&get(&url).unwrap_or_else(|| panic!("GET {url}"))).unwrap()
 }
 
-fn run_id(run: &Path) -> String {
-    let link: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("tracking.json")).unwrap()).unwrap();
+fn run_id(s: &Server, run: &Path) -> String {
+    let text = std::fs::read_to_string(run.join("tracking.json")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; the server said:\n{}",
+            run.join("tracking.json").display(),
+            s.log_tail()
+        )
+    });
+    let link: Value = serde_json::from_str(&text).unwrap();
     link["run_id"].as_str().unwrap().to_string()
 }
 
@@ -158,7 +206,7 @@ fn a_tracked_run_reads_back_from_a_real_mlflow_server() {
     let data = tiny_dataset(tmp.path(), 61);
     let run = tmp.path().join("tracked");
     train_with(&tiny_run(&data, &run, &server.uri, &[]));
-    let id = run_id(&run);
+    let id = run_id(&server, &run);
 
     let r = api(&server, &format!("runs/get?run_id={id}"))["run"].clone();
     assert_eq!(r["info"]["status"], "FINISHED");

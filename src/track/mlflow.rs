@@ -52,6 +52,18 @@ fn transient(e: impl Into<anyhow::Error>) -> CallError {
     }
 }
 
+/// A request that got no answer, with its causes ("error sending request" alone does not say
+/// whether the connection was refused or timed out).
+fn unsent(url: &str, e: reqwest::Error) -> CallError {
+    let mut text = format!("{url}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    transient(anyhow::anyhow!(text))
+}
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
@@ -99,7 +111,7 @@ impl Client {
             .json(&body)
             .send()
             .await
-            .map_err(|e| transient(anyhow::anyhow!("{url}: {e}")))?;
+            .map_err(|e| unsent(&url, e))?;
         self.answer(api, r).await
     }
 
@@ -111,7 +123,7 @@ impl Client {
             .query(query)
             .send()
             .await
-            .map_err(|e| transient(anyhow::anyhow!("{url}: {e}")))?;
+            .map_err(|e| unsent(&url, e))?;
         self.answer(api, r).await
     }
 
@@ -206,7 +218,7 @@ impl Client {
                     .body(bytes)
                     .send()
                     .await
-                    .map_err(|e| transient(anyhow::anyhow!("{url}: {e}")))?;
+                    .map_err(|e| unsent(&url, e))?;
                 self.answer("artifact upload", r).await.map(|_| ())
             }
             ArtifactRoot::Local(root) => {
