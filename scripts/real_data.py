@@ -4,6 +4,7 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
+                                 [--only geolife|lmrc] [--set KEY=VALUE ...]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
@@ -48,7 +49,7 @@ def geolife(a, seeds):
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             subprocess.run(["rm", "-rf", rd])
             run(["train", "--config", "configs/geolife.toml", "--device", "flex", "--set", f"run.seed={s}",
-                 f"run.dir={rd}", f"data.path={data}"], rd + ".log")
+                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
         r = json.load(open(os.path.join(rd, "eval_test.json")))
         t, b = r["trajectory"], r["baselines"]
         rows["model K=1"].append(t["at_1"]["min_fde_m"])
@@ -77,7 +78,7 @@ def lmrc(a, seeds):
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             subprocess.run(["rm", "-rf", rd])
             run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={s}",
-                 f"run.dir={rd}", f"data.path={data}"], rd + ".log")
+                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
         r = json.load(open(os.path.join(rd, "eval_test.json")))
         for name, m in [("model", r["next_stop"]),
                         ("same zone, then nearest", r["baselines"]["same_zone_nearest_first"]["next_stop"]),
@@ -95,12 +96,19 @@ def lmrc(a, seeds):
         print(f"| {k} | {cell([x[0] for x in v], 3)} | {cell([x[1] for x in v], 3)} | {cell([x[2] for x in v], 3)} |")
 
 
+def extra_sets(a):
+    """`--set KEY=VALUE` overrides passed on to every training run (a variant of the configs)."""
+    return [x for kv in a.set for x in ("--set", kv)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--shared", default=os.path.join("..", "shared", "data"))
     ap.add_argument("--out", default=os.path.join("checkpoints", "real"))
     ap.add_argument("--only", choices=["geolife", "lmrc"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every training run (repeatable); use another --out")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     os.makedirs(a.out, exist_ok=True)

@@ -270,6 +270,8 @@ pub struct TrainConfig {
     pub loss_weights: BTreeMap<String, f64>,
     /// f32 (default), or f16 / bf16 on a GPU that computes in it (see [`Precision`]).
     pub precision: Precision,
+    /// Probability that a training sample is mirrored about its heading (`data::augment`).
+    pub mirror: f64,
 }
 
 pub const LOSS_HEADS: [&str; 10] = [
@@ -307,6 +309,7 @@ impl Default for TrainConfig {
             drop_modalities: Vec::new(),
             loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
             precision: Precision::F32,
+            mirror: 0.0,
         }
     }
 }
@@ -512,6 +515,7 @@ impl Config {
         real("train.lr", t.lr, 1e-12, 1e6)?;
         real("train.weight_decay", t.weight_decay, 0.0, 10.0)?;
         real("train.grad_clip", t.grad_clip, 0.0, 1e6)?;
+        real("train.mirror", t.mirror, 0.0, 1.0)?;
         real(
             "eval.miss_threshold_m",
             self.eval.miss_threshold_m,
@@ -657,6 +661,7 @@ mod tests {
             ("train.lr=0", "train.lr"),
             ("train.weight_decay=-1", "train.weight_decay"),
             ("train.grad_clip=nan", "train.grad_clip"),
+            ("train.mirror=1.5", "train.mirror"),
             ("train.loss_weights.point=1e9", "train.loss_weights.point"),
             ("eval.miss_threshold_m=0", "eval.miss_threshold_m"),
             ("eval.batch_size=0", "eval.batch_size"),

@@ -4,6 +4,7 @@ pub mod import;
 pub mod inspect;
 pub mod loader;
 pub mod manifest;
+pub mod augment;
 pub mod merge;
 pub mod mixture;
 pub mod npy;

@@ -250,7 +250,7 @@ mod tests {
     }
 
     fn scalar(t: Tensor<1>) -> f32 {
-        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()[0]
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0]
     }
 
     fn valid(v: &[f32]) -> Tensor<1> {

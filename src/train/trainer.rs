@@ -11,6 +11,7 @@ use super::{
 };
 use crate::batch::FeatureBatcher;
 use crate::config::{Config, Objective, OnNan};
+use crate::data::augment;
 use crate::data::mixture::{MixEpoch, Mixture};
 use crate::eval::EvalOptions;
 use crate::eval::report::EvalReport;
@@ -303,10 +304,17 @@ impl Trainer {
         let norm = self.setup.norm.clone();
         let dev = self.devices[0].clone();
         let multi = self.devices.len() > 1;
+        let (mirror, seed) = (self.setup.cfg.train.mirror, self.setup.cfg.run.seed);
         self.loader.epoch(
             epoch as u64,
             self.state.batches_in_epoch,
-            Arc::new(move |s| norm.features(&s)),
+            Arc::new(move |s| {
+                if augment::chosen(mirror, seed, epoch as u64, &s.key) {
+                    norm.features(&augment::mirrored(s))
+                } else {
+                    norm.features(&s)
+                }
+            }),
             Arc::new(move |items| {
                 if multi {
                     StepInput::Host(items)
