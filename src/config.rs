@@ -168,6 +168,9 @@ pub struct ModelConfig {
     pub imu_patch: usize,
     /// Probability of dropping each modality of a training sample.
     pub modality_dropout: f64,
+    /// Start the next-stop pointer from the rule "same zone, then nearest": a learned scale
+    /// times `-ln(1 + the stop's rank under the rule)` is added to its logits.
+    pub next_stop_prior: bool,
 }
 
 impl Default for ModelConfig {
@@ -183,6 +186,7 @@ impl Default for ModelConfig {
             history_patch: 0,
             imu_patch: 0,
             modality_dropout: 0.1,
+            next_stop_prior: false,
         }
     }
 }

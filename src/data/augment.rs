@@ -139,11 +139,17 @@ mod tests {
             horizons_s: Vec::new(),
             target: Some(Target {
                 future_step_s: Some(5.0),
-                future: (1..=6).map(|k| at(25.0 + 5.0 * k as f64)).map(|(a, b)| [a, b]).collect(),
+                future: (1..=6)
+                    .map(|k| at(25.0 + 5.0 * k as f64))
+                    .map(|(a, b)| [a, b])
+                    .collect(),
                 ..Default::default()
             }),
         };
-        s.context.depot = Some(LatLon { lat: dlat, lon: dlon });
+        s.context.depot = Some(LatLon {
+            lat: dlat,
+            lon: dlon,
+        });
         s
     }
 
@@ -155,18 +161,40 @@ mod tests {
     fn mirroring_negates_every_lateral_coordinate_in_the_same_frame() {
         let s = turning();
         let m = mirrored(s.clone());
-        let (f0, f1) = (LocalFrame::from_history(&s.history), LocalFrame::from_history(&m.history));
-        assert!((f0.heading_deg - f1.heading_deg).abs() < 1e-6, "same heading");
+        let (f0, f1) = (
+            LocalFrame::from_history(&s.history),
+            LocalFrame::from_history(&m.history),
+        );
+        assert!(
+            (f0.heading_deg - f1.heading_deg).abs() < 1e-6,
+            "same heading"
+        );
         let pairs = s
             .history
             .iter()
             .map(|f| (f.lat, f.lon))
             .zip(m.history.iter().map(|f| (f.lat, f.lon)))
-            .chain(s.stops.iter().map(|x| (x.lat, x.lon)).zip(m.stops.iter().map(|x| (x.lat, x.lon))))
             .chain(
-                s.target.as_ref().unwrap().future.iter().map(|p| (p[0], p[1])).zip(
-                    m.target.as_ref().unwrap().future.iter().map(|p| (p[0], p[1])),
-                ),
+                s.stops
+                    .iter()
+                    .map(|x| (x.lat, x.lon))
+                    .zip(m.stops.iter().map(|x| (x.lat, x.lon))),
+            )
+            .chain(
+                s.target
+                    .as_ref()
+                    .unwrap()
+                    .future
+                    .iter()
+                    .map(|p| (p[0], p[1]))
+                    .zip(
+                        m.target
+                            .as_ref()
+                            .unwrap()
+                            .future
+                            .iter()
+                            .map(|p| (p[0], p[1])),
+                    ),
             )
             .chain(std::iter::once((
                 (s.context.depot.unwrap().lat, s.context.depot.unwrap().lon),
@@ -176,16 +204,26 @@ mod tests {
         for ((a, b), (c, d)) in pairs {
             let (x0, y0) = local(&f0, a, b);
             let (x1, y1) = local(&f0, c, d);
-            assert!((x0 - x1).abs() < 1e-6 && (y0 + y1).abs() < 1e-6, "({x0},{y0}) -> ({x1},{y1})");
+            assert!(
+                (x0 - x1).abs() < 1e-6 && (y0 + y1).abs() < 1e-6,
+                "({x0},{y0}) -> ({x1},{y1})"
+            );
             lateral += y0.abs();
         }
         assert!(lateral > 100.0, "the sample has lateral extent to mirror");
         // A left turn becomes a right turn of the same rate, seen from positions and courses alike.
-        let (w0, w1) = (crate::kinematics::yaw_rate(&s), crate::kinematics::yaw_rate(&m));
+        let (w0, w1) = (
+            crate::kinematics::yaw_rate(&s),
+            crate::kinematics::yaw_rate(&m),
+        );
         assert!(w0 > 0.04 && (w0 + w1).abs() < 1e-6, "{w0} {w1}");
         for (a, b) in s.history.iter().zip(&m.history) {
             let sum = (a.heading.unwrap() + b.heading.unwrap()) as f64;
-            assert!(((sum - 2.0 * f0.heading_deg).rem_euclid(360.0)).min((2.0 * f0.heading_deg - sum).rem_euclid(360.0)) < 1e-3);
+            assert!(
+                ((sum - 2.0 * f0.heading_deg).rem_euclid(360.0))
+                    .min((2.0 * f0.heading_deg - sum).rem_euclid(360.0))
+                    < 1e-3
+            );
         }
         assert_eq!(m.imu.as_ref().unwrap().data[0], [0.1, -0.5, 9.8, -0.05]);
         // Twice is the original.

@@ -1,10 +1,10 @@
 //! Data: the sample schema, the simulator, shards, manifest, loader and inspection.
 
+pub mod augment;
 pub mod import;
 pub mod inspect;
 pub mod loader;
 pub mod manifest;
-pub mod augment;
 pub mod merge;
 pub mod mixture;
 pub mod npy;

@@ -118,6 +118,9 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> V
     v.push(params("mask token", d));
     v.push(params("queries", (cfg.modes + 2) * d));
     v.push(params("prior gate", cfg.modes + 1));
+    if cfg.next_stop_prior {
+        v.push(params("next-stop rule prior", 1));
+    }
     for l in 0..cfg.layers {
         v.push(Term {
             params: 4 * (d * d + d),

@@ -60,6 +60,8 @@ pub struct DfmModel {
     /// likely trajectory (last; starts on it): [K + 1].
     pub prior_gate: Param<Tensor<1>>,
     pub recon: Recon,
+    /// The scale of the rule prior on next-stop logits (`model.next_stop_prior`): [1].
+    pub next_prior: Option<Param<Tensor<1>>>,
     pub modes: usize,
     /// Trajectory knots (the training data's future grid; other times are blended from them).
     pub future_len: usize,
@@ -177,12 +179,16 @@ impl DfmModel {
                 ),
                 device,
             )),
+            next_prior: None,
             modes: cfg.modes,
             future_len: spec.future_len,
         };
         // Drawn last, so every other weight starts as it did before alignment existed (a seeded
         // run trains the same model it always did).
         model.recon.align = burn::nn::LinearConfig::new(d, d).init(device);
+        if cfg.next_stop_prior {
+            model.next_prior = Some(Param::from_tensor(Tensor::from_data([1.0f32], device)));
+        }
         model
     }
 
@@ -312,7 +318,12 @@ impl DfmModel {
         let stop_h = h.clone().narrow(1, stop0, n_stops);
         let mode_h = h.clone().narrow(1, q0, self.modes + 1);
         let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
-        let mut out = self.heads.forward(mode_h, out_h, stop_h, stop_valid);
+        let mut out = self
+            .heads
+            .forward(mode_h, out_h, stop_h, stop_valid.clone());
+        if let Some(scale) = &self.next_prior {
+            out.next_logits = out.next_logits + rule_prior(b, &stop_valid, scale.val());
+        }
         // The heads give the trajectories at the model's knots; a batch asking for other times
         // blends the two knots around each (`time_grid`).
         if let Some(w) = &b.future_w {
@@ -341,5 +352,113 @@ impl DfmModel {
             out.recon_stops = Some(self.recon.stops.forward(h.narrow(1, stop0, n_stops)));
         }
         out
+    }
+}
+
+/// The rule "same zone, then nearest" as next-stop logits: `-scale * ln(1 + rank)`, where rank
+/// is the stop's place in the rule's order among the listed stops (0 = the rule's pick); zero on
+/// padding. [B, N].
+fn rule_prior(b: &Batch, stop_valid: &Tensor<2>, scale: Tensor<1>) -> Tensor<2> {
+    let [bs, n, _] = b.stops.dims();
+    let scaled = b
+        .stops
+        .clone()
+        .narrow(2, crate::features::stop_ch::RULE_RANK, 1)
+        .reshape([bs, n]);
+    // The feature is the place over (listed stops - 1); the listed stops are the unmasked ones.
+    let listed = b.stops_mask.clone().sum_dim(1);
+    let place = scaled * (listed - 1.0).clamp_min(0.0);
+    (place + 1.0).log() * scale.reshape([1, 1]).neg() * stop_valid.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::manifest::NormStats;
+    use crate::data::sample::{Context, Fix, Region, Sample, Stop};
+    use crate::features::Normalizer;
+    use crate::frame::Enu;
+    use burn::data::dataloader::batcher::Batcher;
+
+    /// Four stops around a vehicle in zone A-1.1A (two of them in its zone), two padding slots:
+    /// the prior is `-ln(1 + place)` in the rule's order and 0 on padding.
+    #[test]
+    fn the_rule_prior_follows_same_zone_then_nearest() {
+        let enu = Enu::new(47.6, -122.3);
+        let fix = |t: f64, n: f64| {
+            let (lat, lon) = enu.to_lat_lon(0.0, n);
+            Fix {
+                t,
+                lat,
+                lon,
+                speed: Some(10.0),
+                heading: None,
+                accuracy: None,
+            }
+        };
+        let stop = |e: f64, zone: &str| {
+            let (lat, lon) = enu.to_lat_lon(e, 0.0);
+            Stop {
+                id: format!("{e}"),
+                lat,
+                lon,
+                tw_start: None,
+                tw_end: None,
+                service_s: None,
+                packages: None,
+                volume_l: None,
+                zone: Some(zone.into()),
+            }
+        };
+        let s = Sample {
+            key: "k".into(),
+            route_id: "r".into(),
+            region: Region::Urban,
+            t0: 1.0,
+            context: Context {
+                zone: Some("A-1.1A".into()),
+                ..Default::default()
+            },
+            history: vec![fix(0.0, -10.0), fix(1.0, 0.0)],
+            imu: None,
+            images: Vec::new(),
+            // Nearest is in another zone; the rule takes the same zone's 50 m stop, then 80 m.
+            stops: vec![
+                stop(20.0, "A-1.2A"),
+                stop(80.0, "A-1.1A"),
+                stop(50.0, "A-1.1A"),
+                stop(200.0, "A-1.3A"),
+            ],
+            horizons_s: Vec::new(),
+            target: None,
+        };
+        let spec = Spec {
+            history_len: 2,
+            history_step_s: 1.0,
+            future_len: 2,
+            future_step_s: 1.0,
+            imu_len: 1,
+            imu_rate_hz: 1.0,
+            max_stops: 6,
+        };
+        let device = Device::flex();
+        let n = Normalizer::new(&spec, &NormStats::default(), 8);
+        let b = crate::batch::FeatureBatcher.batch(vec![n.features(&s)], &device);
+        let valid = b.stops_mask.clone();
+        let got: Vec<f32> = rule_prior(&b, &valid, Tensor::from_data([2.0f32], &device))
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let want = [
+            -2.0 * 3f32.ln(),
+            -2.0 * 2f32.ln(),
+            0.0,
+            -2.0 * 4f32.ln(),
+            0.0,
+            0.0,
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
     }
 }
