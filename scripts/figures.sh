@@ -2,6 +2,7 @@
 # Regenerates the figures of README.md on the code as it stands, each with the command that
 # gives it, into one folder (default figures/<commit>/):
 #   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run)
+#   runs_compare.txt README "Tracking experiments": `dfm runs compare` of quickstart seeds 1 and 2
 #   real_data.txt    README "Real data": the GeoLife and LMRC tables over seeds 1-3
 #   transfer.txt     README "One model across sources": scripts/transfer.py (and docs/transfer.png)
 #   pretraining.txt  README "What pretraining without labels adds": scripts/pretraining.py
@@ -35,6 +36,11 @@ work=$(mktemp -d)
   stamp "dfm quickstart (fresh world and run)"
   "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run"
 } >"$out/quickstart.txt" 2>&1
+
+# README "Tracking experiments": a second quickstart seed beside the first, compared.
+{ stamp "dfm quickstart --set run.seed=2, then dfm runs compare"
+  "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run-seed2" --set run.seed=2 >/dev/null
+  "$dfm" runs compare "$work/run" "$work/run-seed2"; } >"$out/runs_compare.txt" 2>&1
 
 # Real data (needs ../shared/data).
 { stamp "python3 scripts/real_data.py"; python3 scripts/real_data.py --out "$work/real"; } >"$out/real_data.txt" 2>&1
