@@ -732,12 +732,8 @@ mod tests {
         let fix = |t: f64, n: f64| {
             let (lat, lon) = at(n);
             Fix {
-                t,
-                lat,
-                lon,
                 speed: Some(10.0),
-                heading: None,
-                accuracy: None,
+                ..Fix::at(t, lat, lon)
             }
         };
         let (slat, slon) = at(30.0);
@@ -755,15 +751,8 @@ mod tests {
             imu: None,
             images: Vec::new(),
             stops: vec![Stop {
-                id: "s".into(),
-                lat: slat,
-                lon: slon,
-                tw_start: None,
-                tw_end: None,
-                service_s: None,
-                packages: None,
-                volume_l: None,
                 zone: Some("A-1.1A".into()),
+                ..Stop::at("s", slat, slon)
             }],
             horizons_s: Vec::new(),
             target: Some(Target {
@@ -824,12 +813,8 @@ mod tests {
                 .map(|&t| {
                     let (lat, lon) = enu.to_lat_lon(0.0, 10.0 * t);
                     Fix {
-                        t,
-                        lat,
-                        lon,
                         speed: Some(10.0),
-                        heading: None,
-                        accuracy: None,
+                        ..Fix::at(t, lat, lon)
                     }
                 })
                 .collect();

@@ -125,14 +125,7 @@ mod tests {
                     ((w * t).sin() * 10.0 / w, (1.0 - (w * t).cos()) * 10.0 / w)
                 };
                 let (lat, lon) = enu.to_lat_lon(x, y);
-                Fix {
-                    t,
-                    lat,
-                    lon,
-                    speed: None,
-                    heading: None,
-                    accuracy: None,
-                }
+                Fix::at(t, lat, lon)
             })
             .collect();
         Sample {

@@ -109,17 +109,7 @@ mod tests {
             .collect();
         let stop = |id: &str, e: f64, n: f64| {
             let (lat, lon) = enu.to_lat_lon(e, n);
-            Stop {
-                id: id.into(),
-                lat,
-                lon,
-                tw_start: None,
-                tw_end: None,
-                service_s: None,
-                packages: None,
-                volume_l: None,
-                zone: None,
-            }
+            Stop::at(id, lat, lon)
         };
         let (dlat, dlon) = enu.to_lat_lon(-300.0, 40.0);
         let mut s = Sample {

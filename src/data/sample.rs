@@ -178,6 +178,20 @@ pub struct Fix {
     pub accuracy: Option<f32>,
 }
 
+impl Fix {
+    /// A fix with a time and a position, nothing else reported.
+    pub fn at(t: f64, lat: f64, lon: f64) -> Fix {
+        Fix {
+            t,
+            lat,
+            lon,
+            speed: None,
+            heading: None,
+            accuracy: None,
+        }
+    }
+}
+
 /// Inertial readings in the vehicle frame over the history window, oldest first, ending at `t0`.
 /// Each row: `[ax, ay, az, gz]`: acceleration forward, left and up (m/s^2, gravity included in
 /// `az`) and yaw rate (rad/s, counter-clockwise positive).
@@ -269,6 +283,23 @@ pub struct Stop {
     /// Delivery zone identifier (as in the LMRC data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+}
+
+impl Stop {
+    /// A stop with an id and a position, no attribute known.
+    pub fn at(id: impl Into<String>, lat: f64, lon: f64) -> Stop {
+        Stop {
+            id: id.into(),
+            lat,
+            lon,
+            tw_start: None,
+            tw_end: None,
+            service_s: None,
+            packages: None,
+            volume_l: None,
+            zone: None,
+        }
+    }
 }
 
 /// Labels. Every part is optional: a head whose labels are absent contributes nothing.

@@ -73,14 +73,7 @@ mod tests {
             .iter()
             .map(|&(t, n)| {
                 let (lat, lon) = at(0.0, n);
-                Fix {
-                    t,
-                    lat,
-                    lon,
-                    speed: None,
-                    heading: None,
-                    accuracy: None,
-                }
+                Fix::at(t, lat, lon)
             })
             .collect();
         // Distances 500, 100, 300, 50 m: capacity 2 keeps stops 1 and 3.
@@ -89,17 +82,7 @@ mod tests {
             .enumerate()
             .map(|(i, &d)| {
                 let (lat, lon) = at(d, 0.0);
-                Stop {
-                    id: format!("s{i}"),
-                    lat,
-                    lon,
-                    tw_start: None,
-                    tw_end: None,
-                    service_s: None,
-                    packages: None,
-                    volume_l: None,
-                    zone: None,
-                }
+                Stop::at(format!("s{i}"), lat, lon)
             })
             .collect();
         let s = Sample {

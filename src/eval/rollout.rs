@@ -75,14 +75,7 @@ pub fn advance(s: &Sample, idx: usize) -> Sample {
     let dt = (e * e + n * n).sqrt() / SPEED_MPS + st.service_s.unwrap_or(0.0) as f64;
     let mut next = s.clone();
     next.t0 = s.t0 + dt;
-    next.history = vec![Fix {
-        t: next.t0,
-        lat: st.lat,
-        lon: st.lon,
-        speed: None,
-        heading: None,
-        accuracy: None,
-    }];
+    next.history = vec![Fix::at(next.t0, st.lat, st.lon)];
     next.context.zone = st.zone.clone();
     let h = next.context.hour as f64 + dt / 3600.0;
     next.context.hour = (h.rem_euclid(24.0) as f32).min(23.999);
@@ -260,15 +253,9 @@ mod tests {
     fn route(order: &[usize]) -> RouteLog {
         let stops: Vec<Stop> = (0..4)
             .map(|i| Stop {
-                id: format!("s{i}"),
-                lat: 40.0,
-                lon: 0.0 + 0.001_2 * (i + 1) as f64,
-                tw_start: None,
-                tw_end: None,
                 service_s: Some(30.0),
                 packages: Some(1),
-                volume_l: None,
-                zone: None,
+                ..Stop::at(format!("s{i}"), 40.0, 0.0 + 0.001_2 * (i + 1) as f64)
             })
             .collect();
         let mut s = Sample {
@@ -277,14 +264,7 @@ mod tests {
             region: Region::Unknown,
             t0: 0.0,
             context: Context::default(),
-            history: vec![Fix {
-                t: 0.0,
-                lat: 40.0,
-                lon: 0.0,
-                speed: None,
-                heading: None,
-                accuracy: None,
-            }],
+            history: vec![Fix::at(0.0, 40.0, 0.0)],
             imu: None,
             images: Vec::new(),
             stops,

@@ -388,26 +388,15 @@ mod tests {
         let fix = |t: f64, n: f64| {
             let (lat, lon) = enu.to_lat_lon(0.0, n);
             Fix {
-                t,
-                lat,
-                lon,
                 speed: Some(10.0),
-                heading: None,
-                accuracy: None,
+                ..Fix::at(t, lat, lon)
             }
         };
         let stop = |e: f64, zone: &str| {
             let (lat, lon) = enu.to_lat_lon(e, 0.0);
             Stop {
-                id: format!("{e}"),
-                lat,
-                lon,
-                tw_start: None,
-                tw_end: None,
-                service_s: None,
-                packages: None,
-                volume_l: None,
                 zone: Some(zone.into()),
+                ..Stop::at(format!("{e}"), lat, lon)
             }
         };
         let s = Sample {

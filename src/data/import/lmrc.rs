@@ -479,14 +479,7 @@ impl RouteData {
                 }),
                 ..Default::default()
             },
-            history: vec![Fix {
-                t,
-                lat: here.lat,
-                lon: here.lon,
-                speed: None,
-                heading: None,
-                accuracy: None,
-            }],
+            history: vec![Fix::at(t, here.lat, here.lon)],
             imu: None,
             images: Vec::new(),
             stops,
