@@ -10,6 +10,13 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`dfm data sample | head`) panicked;
+    // with the default action the process ends quietly, as other Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: set before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // SAFETY: set before any thread starts.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };

@@ -84,6 +84,37 @@ fn quickstart_sample_predict_and_eval_through_the_binary() {
         .collect();
     assert_eq!(lines.len(), 5);
     assert!(lines.iter().all(|v| v["history"].is_array()));
+    // A reader that stops early (`dfm data sample | head -1`) ends the command quietly.
+    {
+        use std::io::BufRead;
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new(dfm_bin())
+            .args([
+                "data",
+                "sample",
+                "--data",
+                world.to_str().unwrap(),
+                "--limit",
+                "500",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with('{'), "{first}");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(13),
+            "{:?}: {err}",
+            out.status
+        );
+    }
     let preds = tmp.path().join("predictions.jsonl");
     let bundle = run.join("export");
     let (ok, _, err) = dfm(&[
