@@ -205,7 +205,8 @@ fn a_tracked_run_reads_back_from_a_real_mlflow_server() {
     };
     let data = tiny_dataset(tmp.path(), 61);
     let run = tmp.path().join("tracked");
-    train_with(&tiny_run(&data, &run, &server.uri, &[]));
+    let sets = tiny_run(&data, &run, &server.uri, &["train.checkpoint_every=10"]);
+    train_with(&sets);
     let id = run_id(&server, &run);
 
     let r = api(&server, &format!("runs/get?run_id={id}"))["run"].clone();
@@ -304,6 +305,25 @@ fn a_tracked_run_reads_back_from_a_real_mlflow_server() {
     );
     let count = std::fs::read_dir(&bundle).unwrap().count();
     assert_eq!(shipped.len(), count, "every bundle file");
+
+    // Resumed from an earlier checkpoint (as after a crash between the last metrics and the last
+    // checkpoint), the run trains steps 21-30 again and evaluates again: the server keeps one
+    // point per step, as metrics.jsonl does.
+    std::fs::remove_dir_all(run.join("ckpt-00000030")).unwrap();
+    let cfg = dfm::config::Config::load(Some(&run.join("config.toml")), &[]).unwrap();
+    dfm::train::train(cfg, true, &burn::prelude::Device::flex(), true).unwrap();
+    let mut again = history(&server, &id, "loss");
+    again.sort_by_key(|x| x.0);
+    assert_eq!(
+        again, loss,
+        "one point per step, the same values (exact resume)"
+    );
+    assert_eq!(
+        history(&server, &id, "test.trajectory.at_1.min_fde_m").len(),
+        1
+    );
+    let r = api(&server, &format!("runs/get?run_id={id}"))["run"].clone();
+    assert_eq!(r["info"]["status"], "FINISHED");
 }
 
 #[test]

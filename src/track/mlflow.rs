@@ -29,6 +29,11 @@ pub struct RunInfo {
     pub run_id: String,
     pub experiment_id: String,
     pub artifact_uri: String,
+    /// The last step the server holds for each metric when the run was opened (empty for a new
+    /// run): a resumed run trains again from its last checkpoint, and the steps it repeats are
+    /// not logged twice.
+    #[serde(skip)]
+    pub logged_up_to: std::collections::BTreeMap<String, u64>,
 }
 
 /// An error the server will answer the same way again (a bad request), or one worth retrying
@@ -165,7 +170,14 @@ impl Client {
 
     pub async fn get_run(&self, run_id: &str) -> Result<RunInfo, CallError> {
         let v = self.get("runs/get", &[("run_id", run_id)]).await?;
-        run_info(&v["run"]["info"])
+        let mut run = run_info(&v["run"]["info"])?;
+        // `data.metrics` holds each metric's latest point: the one with the highest step.
+        for m in v["run"]["data"]["metrics"].as_array().into_iter().flatten() {
+            if let (Some(k), Some(step)) = (m["key"].as_str(), m["step"].as_u64()) {
+                run.logged_up_to.insert(k.to_string(), step);
+            }
+        }
+        Ok(run)
     }
 
     /// Sets a run's status: RUNNING, FINISHED, FAILED or KILLED (with an end time when over).
@@ -298,6 +310,7 @@ fn run_info(v: &Value) -> Result<RunInfo, CallError> {
         run_id: field("run_id")?,
         experiment_id: field("experiment_id")?,
         artifact_uri: field("artifact_uri")?,
+        logged_up_to: Default::default(),
     })
 }
 

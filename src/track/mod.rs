@@ -138,6 +138,8 @@ pub struct Summary {
     pub metrics_lost: usize,
     pub params_lost: usize,
     pub artifacts_lost: Vec<String>,
+    /// Points of steps the server already held (a resumed run's repeated steps), not re-sent.
+    pub metrics_already_logged: usize,
     pub last_error: Option<String>,
 }
 
@@ -166,6 +168,12 @@ impl Summary {
             self.params_sent,
             self.artifacts_sent.len()
         );
+        if self.metrics_already_logged > 0 {
+            s.push_str(&format!(
+                " ({} points of steps the run had logged before its last checkpoint not sent again)",
+                self.metrics_already_logged
+            ));
+        }
         if !self.complete() {
             s.push_str(&format!(
                 "; NOT logged: {} metric points, {} params, artifacts [{}]{} (last error: {})",
@@ -517,6 +525,7 @@ impl Worker {
             }
         }
         let run = self.run.clone().expect("opened");
+        self.drop_repeated_steps(&run);
         let e = self.pending.front().expect("not empty");
         let c = &self.client;
         let r = self.rt.block_on(async {
@@ -548,6 +557,19 @@ impl Worker {
                 e.lose(&mut self.summary);
             }
             Err(err) => self.failed(&err),
+        }
+    }
+
+    /// Leaves out of the oldest queued metrics the points at or before the step the server
+    /// already holds for their key (a resumed run repeats the steps after its last checkpoint).
+    fn drop_repeated_steps(&mut self, run: &RunInfo) {
+        if run.logged_up_to.is_empty() {
+            return;
+        }
+        if let Some(Event::Metrics(m)) = self.pending.front_mut() {
+            let before = m.len();
+            m.retain(|p| run.logged_up_to.get(&p.key).is_none_or(|&s| p.step > s));
+            self.summary.metrics_already_logged += before - m.len();
         }
     }
 
