@@ -739,6 +739,7 @@ mod tests {
         let (slat, slon) = at(30.0);
         let (flat, flon) = at(20.0);
         let s = Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: Region::Urban,
@@ -761,6 +762,8 @@ mod tests {
             }),
         };
         let spec = Spec {
+            video_frames: 0,
+            video_size: 0,
             history_len: 2,
             history_step_s: 1.0,
             future_len: 1,
@@ -823,6 +826,7 @@ mod tests {
                 [lat, lon]
             });
             Sample {
+                video: None,
                 key: "k".into(),
                 route_id: "r".into(),
                 region: Region::Urban,
@@ -841,6 +845,8 @@ mod tests {
             }
         };
         let spec = Spec {
+            video_frames: 0,
+            video_size: 0,
             history_len: 5,
             history_step_s: 1.0,
             future_len: 3,

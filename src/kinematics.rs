@@ -129,6 +129,7 @@ mod tests {
             })
             .collect();
         Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: crate::data::sample::Region::Unknown,

@@ -89,6 +89,15 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
             error: "required inline when imu is given".into(),
         });
     }
+    if let Some(v) = &s.video
+        && v.npy_base64.is_none()
+        && v.frames.is_none()
+    {
+        return Err(InputError {
+            field: "video.npy_base64".into(),
+            error: "required inline when video is given (a request has no tar members)".into(),
+        });
+    }
     resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
         // Name the image by its place in the request.
         let field = match (field.strip_prefix("images[0]"), used) {
@@ -113,6 +122,12 @@ pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
     }
     if let Some(imu) = s.imu.as_mut() {
         imu.file = None;
+    }
+    if let Some(v) = s.video.as_mut() {
+        if let Some(fr) = v.frames.take() {
+            v.npy_base64 = Some(base64::engine::general_purpose::STANDARD.encode(fr.to_npy()));
+        }
+        v.file = None;
     }
     Ok(serde_json::to_value(&s)?)
 }

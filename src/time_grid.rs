@@ -96,6 +96,8 @@ pub fn model_spec(specs: &[&Spec]) -> Spec {
         n.div_ceil(p) * p
     };
     Spec {
+        video_frames: 0,
+        video_size: 0,
         history_len: whole((history_span / hs).round() as usize + 1, first.history_len),
         history_step_s: first.history_step_s,
         future_len: (horizon_s / fs - 1e-6).ceil() as usize,
@@ -145,6 +147,8 @@ mod tests {
         let sim = Spec::default();
         assert_eq!(model_spec(&[&sim]), sim);
         let geo = Spec {
+            video_frames: 0,
+            video_size: 0,
             history_len: 13,
             history_step_s: 5.0,
             future_len: 12,

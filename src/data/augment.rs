@@ -113,6 +113,7 @@ mod tests {
         };
         let (dlat, dlon) = enu.to_lat_lon(-300.0, 40.0);
         let mut s = Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: Region::Unknown,

@@ -15,4 +15,5 @@ pub mod shards;
 pub mod stop_set;
 pub mod subset;
 pub mod synth;
+pub mod video;
 pub mod writer;

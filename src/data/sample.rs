@@ -38,6 +38,9 @@ pub struct Sample {
     /// Inertial readings over the history window (may be absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imu: Option<Imu>,
+    /// A dashcam clip over the history window (may be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<super::video::Video>,
     /// Raster patches around the vehicle or photos (may be empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<Image>,
@@ -338,6 +341,15 @@ pub struct Spec {
     pub imu_len: usize,
     pub imu_rate_hz: f32,
     pub max_stops: usize,
+    /// Frames of a video clip and their side in pixels (0: the dataset has no video).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_frames: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub video_size: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for Spec {
@@ -350,6 +362,8 @@ impl Default for Spec {
             imu_len: 300,
             imu_rate_hz: 10.0,
             max_stops: 8,
+            video_frames: 0,
+            video_size: 0,
         }
     }
 }
@@ -419,6 +433,9 @@ impl Sample {
         self.validate_ids_and_context()?;
         self.validate_history(spec)?;
         self.validate_imu(spec)?;
+        if let Some(v) = &self.video {
+            super::video::validate(v, self.t0, spec)?;
+        }
         self.validate_images()?;
         self.validate_stops(spec)?;
         if let Some(t) = &self.target {

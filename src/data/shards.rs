@@ -1,6 +1,7 @@
 //! WebDataset-style tar shards. A sample is a group of consecutive tar members sharing a key:
 //! `KEY.json` (the [`Sample`] with `file` references), `KEY.map.png` (images), `KEY.imu.npy`
-//! (float32 [n, 4]). Python's `webdataset` reads them as they are.
+//! (float32 [n, 4]), `KEY.video.npy` (uint8 [T, H, W, 3]). Python's `webdataset` reads them as
+//! they are.
 //!
 //! Writing is deterministic (fixed mtime, owner and mode; members in a fixed order) so the same
 //! samples give byte-identical shards, and atomic (a shard is written to `NAME.tmp`, then renamed).
@@ -30,7 +31,8 @@ impl Record {
     }
 }
 
-/// Encodes a sample: pixels to PNG members, IMU rows to an `.npy` member, the rest to JSON.
+/// Encodes a sample: pixels to PNG members, IMU rows and video frames to `.npy` members, the rest
+/// to JSON.
 pub fn encode(sample: &Sample) -> anyhow::Result<Record> {
     let mut s = sample.clone();
     let mut members = Vec::new();
@@ -57,6 +59,15 @@ pub fn encode(sample: &Sample) -> anyhow::Result<Record> {
         ));
         imu.data.clear();
         imu.file = Some("imu.npy".to_string());
+    }
+    if let Some(v) = s.video.as_mut() {
+        let fr = v
+            .frames
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("sample {}: video has no frames", sample.key))?;
+        members.push(("video.npy".to_string(), fr.to_npy()));
+        v.file = Some("video.npy".to_string());
+        v.npy_base64 = None;
     }
     let json = serde_json::to_vec(&s)?;
     members.insert(0, ("json".to_string(), json));
@@ -122,7 +133,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<Sample, (String, String)> {
     })
 }
 
-/// Resolves images (members or inline base64) and the IMU array, then validates the sample.
+/// Resolves images and the video clip (members or inline base64) and the IMU array, then
+/// validates the sample.
 pub fn resolve(
     mut s: Sample,
     member: &dyn Fn(&str) -> Option<Vec<u8>>,
@@ -158,6 +170,9 @@ pub fn resolve(
             .chunks_exact(4)
             .map(|c| [c[0], c[1], c[2], c[3]])
             .collect();
+    }
+    if let Some(v) = s.video.as_mut() {
+        super::video::resolve(v, member)?;
     }
     s.validate(spec).map_err(|e| (e.field, e.message))?;
     Ok(s)

@@ -86,6 +86,7 @@ mod tests {
             })
             .collect();
         let s = Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: Region::Urban,

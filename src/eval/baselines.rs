@@ -161,6 +161,7 @@ mod tests {
             })
             .collect::<Vec<_>>();
         Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: Region::Urban,

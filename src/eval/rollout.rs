@@ -259,6 +259,7 @@ mod tests {
             })
             .collect();
         let mut s = Sample {
+            video: None,
             key: "r-0001".into(),
             route_id: "r".into(),
             region: Region::Unknown,

@@ -400,6 +400,7 @@ mod tests {
             }
         };
         let s = Sample {
+            video: None,
             key: "k".into(),
             route_id: "r".into(),
             region: Region::Urban,
@@ -422,6 +423,8 @@ mod tests {
             target: None,
         };
         let spec = Spec {
+            video_frames: 0,
+            video_size: 0,
             history_len: 2,
             history_step_s: 1.0,
             future_len: 2,

@@ -216,3 +216,63 @@ pub fn wgpu_or_skip() -> Option<burn::prelude::Device> {
         }
     }
 }
+
+/// Members of a tar, in order.
+pub fn read_tar(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(p).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().to_string();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            (name, b)
+        })
+        .collect()
+}
+
+pub fn write_tar(p: &Path, members: &[(String, Vec<u8>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(p).unwrap());
+    for (name, bytes) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// A copy of the dataset, and the first train shard of the copy.
+pub fn copy(src: &Path, tmp: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dst = tmp.join(name);
+    copy_dir(src, &dst);
+    let shard = dst.join("train-000000.tar");
+    (dst, shard)
+}
+
+/// Edits the `n`-th member whose name ends with `suffix`; returns the record key.
+pub fn edit_member(shard: &Path, suffix: &str, n: usize, f: impl Fn(&mut Vec<u8>)) -> String {
+    let mut m = read_tar(shard);
+    let (name, bytes) = m
+        .iter_mut()
+        .filter(|(name, _)| name.ends_with(suffix))
+        .nth(n)
+        .expect("member");
+    f(bytes);
+    let key = name.split('.').next().unwrap().to_string();
+    write_tar(shard, &m);
+    key
+}
+
+/// The error `dfm data inspect` gives for a dataset (the library's and the binary's, which must
+/// show it, exit non-zero and not panic).
+pub fn inspect_err(dir: &Path) -> String {
+    let e = dfm::data::inspect::inspect(dir, false, 2).expect_err("bad data must fail");
+    let lib = e.to_string();
+    let (ok, _out, err) = dfm(&["data", "inspect", dir.to_str().unwrap()]);
+    assert!(!ok, "non-zero exit");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    assert!(err.contains(&lib), "CLI shows the error: {err} / {lib}");
+    lib
+}

@@ -57,6 +57,8 @@ impl Default for GeolifeOptions {
 /// and stop slot, always masked).
 pub fn spec(w: &WindowOptions) -> Spec {
     Spec {
+        video_frames: 0,
+        video_size: 0,
         history_len: w.history_len,
         history_step_s: w.step_s as f32,
         future_len: w.future_len,

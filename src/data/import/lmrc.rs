@@ -465,6 +465,7 @@ impl RouteData {
         let next_idx = next.and_then(|n| listed.iter().position(|s| *s == n));
         let delivered = next.and_then(|n| self.stops[n].delivered);
         Sample {
+            video: None,
             key: format!("lm{}-{k:04}", safe_id(&self.id)),
             route_id: self.id.clone(),
             region: Region::Unknown,
@@ -520,6 +521,8 @@ fn safe_id(id: &str) -> String {
 /// The shapes of an LMRC import: one fix of history, all remaining stops as tokens.
 pub fn spec(max_stops: usize) -> Spec {
     Spec {
+        video_frames: 0,
+        video_size: 0,
         history_len: 1,
         history_step_s: 1.0,
         future_len: 1,

@@ -333,6 +333,7 @@ pub fn windows(
             })
             .collect();
         out.push(Sample {
+            video: None,
             key: format!("{key_prefix}-{i:05}"),
             route_id: route_id.to_string(),
             region,

@@ -104,6 +104,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             next_stop_id,
         );
         out.push(Sample {
+            video: None,
             key: format!("{}-{:04}", route.id, out.len()),
             route_id: route.id.clone(),
             region: area.region,

@@ -1,0 +1,202 @@
+//! A dashcam clip: frames from the vehicle's forward-facing camera over the history window.
+//!
+//! Stored as the WebDataset member `KEY.video.npy` (uint8, shape [T, H, W, 3], C order: what
+//! `numpy.load` and Python's `webdataset` read as they are), with the frames' times in the
+//! sample's JSON (`video.t`). Requests carry the same `.npy` inline as `video.npy_base64`. A
+//! dataset's spec says how many frames of what size its clips have (`video_frames`,
+//! `video_size`; 0 = no video); absent video is a mask, as for every modality.
+
+use super::npy;
+use super::sample::{FieldError, Spec};
+use serde::{Deserialize, Serialize};
+
+/// Most frames one clip may have.
+pub const MAX_FRAMES: usize = 64;
+/// Largest frame side, pixels.
+pub const MAX_SIDE: usize = 512;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Video {
+    /// UTC seconds of each frame, increasing, inside the history window (the last at most `t0`).
+    pub t: Vec<f64>,
+    /// Horizontal field of view of the camera, degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fov_deg: Option<f32>,
+    /// Tar member holding the frames (`video.npy`) inside a shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The frames' `.npy`, base64-encoded, when given inline (serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npy_base64: Option<String>,
+    /// Decoded frames, once loaded (never serialized).
+    #[serde(skip)]
+    pub frames: Option<Frames>,
+}
+
+/// Decoded frames: `count` RGB images of `height` x `width`, row-major, [T, H, W, 3].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Frames {
+    pub count: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<u8>,
+}
+
+impl Frames {
+    /// The `.npy` bytes of the frames.
+    pub fn to_npy(&self) -> Vec<u8> {
+        npy::write_u8(&self.data, &[self.count, self.height, self.width, 3])
+    }
+
+    /// Frames from `.npy` bytes: uint8 of shape [T, H, W, 3], at most `MAX_FRAMES` frames of
+    /// `MAX_SIDE` pixels a side (checked on the header, before the data is copied).
+    pub fn from_npy(bytes: &[u8]) -> Result<Frames, String> {
+        let (data, shape) = npy::read_u8(bytes)?;
+        let &[count, height, width, 3] = shape.as_slice() else {
+            return Err(format!(
+                "shape {shape:?}, expected [frames, height, width, 3]"
+            ));
+        };
+        if count == 0 || count > MAX_FRAMES {
+            return Err(format!("{count} frames, expected 1 to {MAX_FRAMES}"));
+        }
+        if height == 0 || width == 0 || height > MAX_SIDE || width > MAX_SIDE {
+            return Err(format!(
+                "frames of {height}x{width} pixels, expected 1 to {MAX_SIDE} a side"
+            ));
+        }
+        Ok(Frames {
+            count,
+            height,
+            width,
+            data,
+        })
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Loads a clip's frames from its member (through `member`) or inline `.npy`, once.
+pub fn resolve(
+    v: &mut Video,
+    member: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(), (String, String)> {
+    if v.frames.is_some() {
+        return Ok(());
+    }
+    let (field, bytes) = if let Some(b64) = &v.npy_base64 {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| {
+                (
+                    "video.npy_base64".to_string(),
+                    format!("does not decode: {e}"),
+                )
+            })?;
+        ("video.npy_base64", b)
+    } else if let Some(name) = &v.file {
+        let b = member(name).ok_or_else(|| {
+            (
+                "video.file".to_string(),
+                format!("member `{name}` is missing"),
+            )
+        })?;
+        ("video.file", b)
+    } else {
+        return Err((
+            "video".into(),
+            "neither `file` nor `npy_base64` given".into(),
+        ));
+    };
+    v.frames = Some(Frames::from_npy(&bytes).map_err(|m| (field.to_string(), m))?);
+    Ok(())
+}
+
+/// Checks a clip of a sample decided at `t0`: frame times (finite, increasing, inside the
+/// history window when a spec gives it), field of view, and the decoded frames against the times
+/// and the spec's frame count and size.
+pub fn validate(v: &Video, t0: f64, spec: Option<&Spec>) -> Result<(), FieldError> {
+    if let Some(s) = spec
+        && s.video_frames == 0
+    {
+        return Err(err(
+            "video",
+            "the dataset's spec has no video (video_frames 0)",
+        ));
+    }
+    if v.t.is_empty() || v.t.len() > MAX_FRAMES {
+        return Err(err(
+            "video.t",
+            format!("{} frame times, expected 1 to {MAX_FRAMES}", v.t.len()),
+        ));
+    }
+    let window = spec.map(|s| s.history_len as f64 * s.history_step_s as f64);
+    for (i, &t) in v.t.iter().enumerate() {
+        let field = format!("video.t[{i}]");
+        if !t.is_finite() {
+            return Err(err(field, format!("{t} is not a time")));
+        }
+        if i > 0 && t <= v.t[i - 1] {
+            return Err(err(
+                field,
+                format!("{t} is not after the frame before ({})", v.t[i - 1]),
+            ));
+        }
+        if t > t0 + 1e-6 {
+            return Err(err(field, format!("{t} is after t0 ({t0})")));
+        }
+        if let Some(w) = window
+            && t < t0 - w - 1e-6
+        {
+            return Err(err(
+                field,
+                format!("{t} is before the history window ({w} s before t0 {t0})"),
+            ));
+        }
+    }
+    if let Some(f) = v.fov_deg
+        && (!f.is_finite() || f <= 0.0 || f >= 180.0)
+    {
+        return Err(err("video.fov_deg", format!("{f} is outside (0, 180)")));
+    }
+    let Some(fr) = &v.frames else {
+        return Err(err("video", "no frames (missing or undecoded clip)"));
+    };
+    let field = if v.npy_base64.is_some() {
+        "video.npy_base64"
+    } else {
+        "video.file"
+    };
+    if fr.data.len() != fr.count * fr.height * fr.width * 3 {
+        return Err(err(field, "pixel buffer does not match its shape"));
+    }
+    if fr.count != v.t.len() {
+        return Err(err(
+            field,
+            format!(
+                "{} frames for {} frame times (video.t)",
+                fr.count,
+                v.t.len()
+            ),
+        ));
+    }
+    if let Some(s) = spec
+        && (fr.count != s.video_frames || fr.height != s.video_size || fr.width != s.video_size)
+    {
+        return Err(err(
+            field,
+            format!(
+                "{} frames of {}x{}, the dataset's clips are {} frames of {}x{}",
+                fr.count, fr.height, fr.width, s.video_frames, s.video_size, s.video_size
+            ),
+        ));
+    }
+    Ok(())
+}
