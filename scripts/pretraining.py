@@ -6,6 +6,7 @@ OUT/pretraining.json.
 Usage (from the project root, after `cargo build --release`; shares its data and its from-scratch
 and supervised runs with scripts/transfer.py when given the same --out):
     python3 scripts/pretraining.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/transfer]
+                                   [--targets fleet,geolife,lmrc]   (lmrc alone: the next-stop table)
 
 For each left-out source (the 10 s fleet, the GeoLife user group) and seed, the same model
 (`configs/foundation.toml`) is trained on the other sources (GeoLife or the fleet, plus the
@@ -63,12 +64,13 @@ def main():
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--shared", default="../shared/data")
     p.add_argument("--out", default="checkpoints/transfer")
-    p.add_argument("--targets", default="fleet,geolife", help="left-out sources (one process each runs in parallel)")
+    p.add_argument("--targets", default="fleet,geolife,lmrc",
+                   help="left-out sources (one process each runs in parallel), and lmrc: the next-stop comparison")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     geo, fleet, sim = T.prepare(a)
     every = {"fleet": (fleet, [geo, sim]), "geolife": (geo, [fleet, sim])}
-    targets = {t: every[t] for t in a.targets.split(",")}
+    targets = {t: every[t] for t in a.targets.split(",") if t in every}
     arms = ["scratch", "supervised", "ssl-recon", "ssl-all"]
     res = {"seeds": seeds, **{t: {arm: {str(f): [] for f in FRACTIONS} for arm in arms} for t in targets}}
     for s in seeds:
@@ -95,7 +97,7 @@ def main():
                     T.train(rd, s, [T.sources(sub), f"train.init_from={bases['ssl-' + v]}", "train.epochs=100000"]
                             + T.budget(sub, 6, 300))
                     res[t][f"ssl-{v}"][str(f)].append(T.evaluate(rd, data))
-    if "fleet" in targets and "geolife" in targets:
+    if "lmrc" in a.targets.split(","):
         res["lmrc"] = [lmrc(a, s, geo, fleet, sim) for s in seeds]
     json.dump(res, open(os.path.join(a.out, "pretraining.json"), "w"), indent=1)
     report(res)
