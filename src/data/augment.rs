@@ -16,19 +16,7 @@ use crate::frame::LocalFrame;
 
 /// Whether the training sample `key` is mirrored in `epoch`, with probability `p`.
 pub fn chosen(p: f64, seed: u64, epoch: u64, key: &str) -> bool {
-    if p <= 0.0 {
-        return false;
-    }
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for b in key.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h ^= epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    // splitmix64's finalizer, then the top 53 bits as a uniform in [0, 1).
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    h ^= h >> 31;
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < p
+    p > 0.0 && crate::seed::unit(crate::seed::hash(seed, &format!("mirror:{key}"), &[epoch])) < p
 }
 
 /// Whether a sample can be mirrored without resampling an image.

@@ -59,6 +59,7 @@ impl Coverage {
         m("history", !s.history.is_empty());
         m("imu", s.imu.is_some());
         m("image", !s.images.is_empty());
+        m("video", s.video.is_some());
         m("stops", !s.stops.is_empty());
         m("context.weather", s.context.weather.is_some());
         let t = s.target.as_ref();
