@@ -71,6 +71,13 @@ fn clips_round_trip_as_numpy_members() {
         }
     }
     assert!(n > 50, "{n} samples");
+    let m = dfm::data::manifest::Manifest::load(&dir).unwrap();
+    assert_eq!(
+        m.coverage.modalities.get("video"),
+        Some(&m.coverage.samples)
+    );
+    let src = dfm::data::manifest::Manifest::load(&tmp.path().join("world31")).unwrap();
+    assert!(!src.coverage.modalities.contains_key("video"));
 
     // What Python's webdataset sees: KEY.json naming the member, KEY.video.npy as numpy writes it.
     let m = read_tar(&dir.join("train-000000.tar"));
