@@ -434,7 +434,12 @@ impl Sample {
         self.validate_history(spec)?;
         self.validate_imu(spec)?;
         if let Some(v) = &self.video {
-            super::video::validate(v, self.t0, spec)?;
+            let expected = spec.map(|s| super::video::Expected {
+                frames: s.video_frames,
+                size: s.video_size,
+                window_s: s.history_len as f64 * s.history_step_s as f64,
+            });
+            super::video::validate(v, self.t0, expected).map_err(|(f, m)| err(f, m))?;
         }
         self.validate_images()?;
         self.validate_stops(spec)?;

@@ -7,7 +7,6 @@
 //! `video_size`; 0 = no video); absent video is a mask, as for every modality.
 
 use super::npy;
-use super::sample::{FieldError, Spec};
 use serde::{Deserialize, Serialize};
 
 /// Most frames one clip may have.
@@ -75,11 +74,22 @@ impl Frames {
     }
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
+/// A bad field of a clip: (field path, message).
+pub type BadField = (String, String);
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> BadField {
+    (field.into(), message.into())
+}
+
+/// What a dataset's spec promises of its clips.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expected {
+    /// Frames per clip (0: the dataset has no video).
+    pub frames: usize,
+    /// Frame side, pixels.
+    pub size: usize,
+    /// The history window, seconds before `t0`: frames lie inside it.
+    pub window_s: f64,
 }
 
 /// Loads a clip's frames from its member (through `member`) or inline `.npy`, once.
@@ -122,9 +132,9 @@ pub fn resolve(
 /// Checks a clip of a sample decided at `t0`: frame times (finite, increasing, inside the
 /// history window when a spec gives it), field of view, and the decoded frames against the times
 /// and the spec's frame count and size.
-pub fn validate(v: &Video, t0: f64, spec: Option<&Spec>) -> Result<(), FieldError> {
+pub fn validate(v: &Video, t0: f64, spec: Option<Expected>) -> Result<(), BadField> {
     if let Some(s) = spec
-        && s.video_frames == 0
+        && s.frames == 0
     {
         return Err(err(
             "video",
@@ -137,7 +147,7 @@ pub fn validate(v: &Video, t0: f64, spec: Option<&Spec>) -> Result<(), FieldErro
             format!("{} frame times, expected 1 to {MAX_FRAMES}", v.t.len()),
         ));
     }
-    let window = spec.map(|s| s.history_len as f64 * s.history_step_s as f64);
+    let window = spec.map(|s| s.window_s);
     for (i, &t) in v.t.iter().enumerate() {
         let field = format!("video.t[{i}]");
         if !t.is_finite() {
@@ -188,13 +198,13 @@ pub fn validate(v: &Video, t0: f64, spec: Option<&Spec>) -> Result<(), FieldErro
         ));
     }
     if let Some(s) = spec
-        && (fr.count != s.video_frames || fr.height != s.video_size || fr.width != s.video_size)
+        && (fr.count != s.frames || fr.height != s.size || fr.width != s.size)
     {
         return Err(err(
             field,
             format!(
                 "{} frames of {}x{}, the dataset's clips are {} frames of {}x{}",
-                fr.count, fr.height, fr.width, s.video_frames, s.video_size, s.video_size
+                fr.count, fr.height, fr.width, s.frames, s.size, s.size
             ),
         ));
     }
