@@ -112,8 +112,13 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>), String> {
 
 /// Reads a uint8 array; returns the values and the shape.
 pub fn read_u8(bytes: &[u8]) -> Result<(Vec<u8>, Vec<usize>), String> {
-    let (body, shape) = read(bytes, &["|u1", "<u1", "u1"], "uint8", 1)?;
+    let (body, shape) = read_u8_in_place(bytes)?;
     Ok((body.to_vec(), shape))
+}
+
+/// A uint8 array's values (borrowed from `bytes`, nothing copied) and shape.
+pub fn read_u8_in_place(bytes: &[u8]) -> Result<(&[u8], Vec<usize>), String> {
+    read(bytes, &["|u1", "<u1", "u1"], "uint8", 1)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl Frames {
     /// Frames from `.npy` bytes: uint8 of shape [T, H, W, 3], at most `MAX_FRAMES` frames of
     /// `MAX_SIDE` pixels a side (checked on the header, before the data is copied).
     pub fn from_npy(bytes: &[u8]) -> Result<Frames, String> {
-        let (data, shape) = npy::read_u8(bytes)?;
+        let (data, shape) = npy::read_u8_in_place(bytes)?;
         let &[count, height, width, 3] = shape.as_slice() else {
             return Err(format!(
                 "shape {shape:?}, expected [frames, height, width, 3]"
@@ -69,7 +69,7 @@ impl Frames {
             count,
             height,
             width,
-            data,
+            data: data.to_vec(),
         })
     }
 }
