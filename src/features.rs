@@ -739,27 +739,19 @@ mod tests {
         let (slat, slon) = at(30.0);
         let (flat, flon) = at(20.0);
         let s = Sample {
-            video: None,
-            key: "k".into(),
-            route_id: "r".into(),
-            region: Region::Urban,
-            t0: 1.0,
             context: Context {
                 zone: Some("A-1.1A".into()),
                 ..Default::default()
             },
-            history: vec![fix(0.0, -10.0), fix(1.0, 0.0)],
-            imu: None,
-            images: Vec::new(),
             stops: vec![Stop {
                 zone: Some("A-1.1A".into()),
                 ..Stop::at("s", slat, slon)
             }],
-            horizons_s: Vec::new(),
             target: Some(Target {
                 future: vec![[flat, flon]],
                 ..Default::default()
             }),
+            ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
         };
         let spec = Spec {
             video_frames: 0,

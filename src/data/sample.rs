@@ -428,6 +428,25 @@ fn check_opt_range(field: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), 
 }
 
 impl Sample {
+    /// A sample of route "r" in an urban area with only an identity, a decision time and a
+    /// history: every other part absent (set the rest with struct update syntax).
+    pub fn bare(key: &str, t0: f64, history: Vec<Fix>) -> Sample {
+        Sample {
+            key: key.into(),
+            route_id: "r".into(),
+            region: Region::Urban,
+            t0,
+            context: Context::default(),
+            history,
+            imu: None,
+            video: None,
+            images: Vec::new(),
+            stops: Vec::new(),
+            target: None,
+            horizons_s: Vec::new(),
+        }
+    }
+
     /// Checks values and, with a spec, shapes. Returns the first bad field.
     pub fn validate(&self, spec: Option<&Spec>) -> Result<(), FieldError> {
         self.validate_ids_and_context()?;

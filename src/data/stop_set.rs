@@ -63,7 +63,7 @@ pub fn fit(s: Sample, cap: usize) -> (Sample, Option<Vec<usize>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Context, Fix, Region, Stop, Target};
+    use crate::data::sample::{Fix, Stop, Target};
 
     #[test]
     fn keeps_the_nearest_in_listed_order_with_their_labels() {
@@ -86,23 +86,14 @@ mod tests {
             })
             .collect();
         let s = Sample {
-            video: None,
-            key: "k".into(),
-            route_id: "r".into(),
-            region: Region::Urban,
-            t0: 1.0,
-            context: Context::default(),
-            history,
-            imu: None,
-            images: vec![],
             stops,
-            horizons_s: Vec::new(),
             target: Some(Target {
                 arrival_s: vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)],
                 on_time: vec![None, Some(true), None, Some(false)],
                 next_stop: Some(3),
                 ..Default::default()
             }),
+            ..Sample::bare("k", 1.0, history)
         };
         assert!(fit(s.clone(), 4).1.is_none());
         let (f, keep) = fit(s.clone(), 2);

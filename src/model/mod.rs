@@ -375,7 +375,7 @@ fn rule_prior(b: &Batch, stop_valid: &Tensor<2>, scale: Tensor<1>) -> Tensor<2> 
 mod tests {
     use super::*;
     use crate::data::manifest::NormStats;
-    use crate::data::sample::{Context, Fix, Region, Sample, Stop};
+    use crate::data::sample::{Context, Fix, Sample, Stop};
     use crate::features::Normalizer;
     use crate::frame::Enu;
     use burn::data::dataloader::batcher::Batcher;
@@ -400,18 +400,10 @@ mod tests {
             }
         };
         let s = Sample {
-            video: None,
-            key: "k".into(),
-            route_id: "r".into(),
-            region: Region::Urban,
-            t0: 1.0,
             context: Context {
                 zone: Some("A-1.1A".into()),
                 ..Default::default()
             },
-            history: vec![fix(0.0, -10.0), fix(1.0, 0.0)],
-            imu: None,
-            images: Vec::new(),
             // Nearest is in another zone; the rule takes the same zone's 50 m stop, then 80 m.
             stops: vec![
                 stop(20.0, "A-1.2A"),
@@ -419,8 +411,7 @@ mod tests {
                 stop(50.0, "A-1.1A"),
                 stop(200.0, "A-1.3A"),
             ],
-            horizons_s: Vec::new(),
-            target: None,
+            ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
         };
         let spec = Spec {
             video_frames: 0,
