@@ -83,6 +83,9 @@ pub struct DataConfig {
     /// When `path` holds no dataset, simulate one with this many routes (0: fail instead).
     pub synth_routes: usize,
     pub synth_seed: u64,
+    /// Simulate dashcam clips too (`dfm data synth --video`: 8 frames of 32 px over the last
+    /// 3.5 s), when the dataset is simulated.
+    pub synth_video: bool,
     pub workers: usize,
     pub prefetch: usize,
     pub shuffle_buffer: usize,
@@ -138,6 +141,7 @@ impl Default for DataConfig {
             path: "datasets/quickstart".into(),
             synth_routes: 0,
             synth_seed: 1,
+            synth_video: false,
             workers: 2,
             prefetch: 4,
             shuffle_buffer: 2048,
@@ -171,6 +175,10 @@ pub struct ModelConfig {
     /// Start the next-stop pointer from the rule "same zone, then nearest": a learned scale
     /// times `-ln(1 + the stop's rank under the rule)` is added to its logits.
     pub next_stop_prior: bool,
+    /// Video tubelets (ViViT-style): frames and pixels a side per token, when the dataset has
+    /// clips.
+    pub video_tubelet: usize,
+    pub video_patch: usize,
 }
 
 impl Default for ModelConfig {
@@ -187,6 +195,8 @@ impl Default for ModelConfig {
             imu_patch: 0,
             modality_dropout: 0.1,
             next_stop_prior: false,
+            video_tubelet: 4,
+            video_patch: 8,
         }
     }
 }
@@ -507,6 +517,18 @@ impl Config {
         // 0: derive from the data.
         int("model.history_patch", m.history_patch, 0, 100_000)?;
         int("model.imu_patch", m.imu_patch, 0, 100_000)?;
+        int(
+            "model.video_tubelet",
+            m.video_tubelet,
+            1,
+            crate::data::video::MAX_FRAMES,
+        )?;
+        int(
+            "model.video_patch",
+            m.video_patch,
+            1,
+            crate::data::video::MAX_SIDE,
+        )?;
         int("train.epochs", t.epochs, 1, 1_000_000)?;
         int("train.max_steps", t.max_steps, 0, BIG)?;
         int("train.batch_size", t.batch_size, 1, 65_536)?;

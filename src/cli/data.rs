@@ -1,5 +1,6 @@
 //! `dfm data synth | import | inspect | sample`.
 
+use super::import_args::{ImportCommon, WindowArgs};
 use super::ranges::*;
 use super::serve::SampleArgs;
 use crate::data::import::{ImportReport, geolife, gps_csv, lmrc};
@@ -34,78 +35,8 @@ pub enum ImportCmd {
     GpsCsv(GpsCsvArgs),
     /// Amazon Last Mile Routing Research Challenge files.
     Lmrc(LmrcArgs),
-}
-
-#[derive(Args)]
-pub struct ImportCommon {
-    /// Output dataset folder.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Skip bad records (counted, listed in the report) instead of failing.
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Replace a dataset already in the output folder.
-    #[arg(long)]
-    pub force: bool,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// This process's part of the job (array jobs): every --num-shards-th unit of work from this
-    /// one, written as a dataset of its own; `dfm data merge` joins the parts.
-    #[arg(value_parser = usize_in(0, 999_999), long, default_value_t = 0)]
-    pub shard_index: usize,
-    #[arg(value_parser = usize_in(1, 1_000_000), long, default_value_t = 1)]
-    pub num_shards: usize,
-}
-
-#[derive(Args)]
-pub struct WindowArgs {
-    /// Resampling step, seconds.
-    #[arg(value_parser = f64_in(0.01, 3600.0), long)]
-    pub step: Option<f64>,
-    /// Gaps longer than this (seconds) cut a trajectory.
-    #[arg(value_parser = f64_in(0.01, 36_000_000.0), long)]
-    pub max_gap: Option<f64>,
-    /// Fixes of history / future per sample.
-    #[arg(value_parser = usize_in(2, 10_000), long)]
-    pub history: Option<usize>,
-    #[arg(value_parser = usize_in(1, 10_000), long)]
-    pub future: Option<usize>,
-    /// Steps between consecutive windows.
-    #[arg(value_parser = usize_in(1, 1_000_000), long)]
-    pub stride: Option<usize>,
-    /// Local time = UTC + this many hours (no daylight saving; prefer --tz).
-    #[arg(value_parser = f64_in(-14.0, 14.0), long, conflicts_with = "tz")]
-    pub utc_offset: Option<f64>,
-    /// IANA time zone of the data, e.g. Europe/Berlin (local hours with daylight saving).
-    #[arg(long)]
-    pub tz: Option<String>,
-}
-
-impl WindowArgs {
-    fn apply(&self, w: &mut crate::data::import::WindowOptions) {
-        if let Some(v) = self.step {
-            w.step_s = v;
-        }
-        if let Some(v) = self.max_gap {
-            w.max_gap_s = v;
-        }
-        if let Some(v) = self.history {
-            w.history_len = v;
-        }
-        if let Some(v) = self.future {
-            w.future_len = v;
-        }
-        if let Some(v) = self.stride {
-            w.stride = v;
-        }
-        if let Some(v) = &self.tz {
-            w.tz = Some(v.clone());
-        }
-        if let Some(v) = self.utc_offset {
-            w.utc_offset_h = v;
-            w.tz = None;
-        }
-    }
+    /// Dashcam trips: a folder per trip with gps.csv and frames/ (images named by UNIX seconds).
+    Dashcam(super::dashcam::DashcamArgs),
 }
 
 #[derive(Args)]
@@ -206,6 +137,10 @@ pub struct SynthArgs {
     pub imu_rate: Option<f32>,
     #[arg(value_parser = usize_in(1, 1024), long)]
     pub max_stops: Option<usize>,
+    /// Write a dashcam clip per sample (8 frames of 32x32 over the last 3.5 s): traffic lights,
+    /// queues on jammed roads and vans at stops, which only the camera shows.
+    #[arg(long)]
+    pub video: bool,
     /// This process's part of the job (array jobs): every --num-shards-th unit of work from this
     /// one, written as a dataset of its own; `dfm data merge` joins the parts.
     #[arg(value_parser = usize_in(0, 999_999), long, default_value_t = 0)]
@@ -292,12 +227,6 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
     }
 }
 
-impl ImportCommon {
-    fn part(&self) -> anyhow::Result<crate::data::part::Part> {
-        crate::data::part::Part::new(self.shard_index, self.num_shards)
-    }
-}
-
 /// The simulator's config from the flags.
 fn synth_config(a: &SynthArgs) -> SynthConfig {
     let mut cfg = SynthConfig {
@@ -317,6 +246,9 @@ fn synth_config(a: &SynthArgs) -> SynthConfig {
     sp.imu_len = a.imu_len.unwrap_or(sp.imu_len);
     sp.imu_rate_hz = a.imu_rate.unwrap_or(sp.imu_rate_hz);
     sp.max_stops = a.max_stops.unwrap_or(sp.max_stops);
+    if a.video {
+        cfg = cfg.with_video();
+    }
     cfg
 }
 
@@ -410,6 +342,14 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
             let c = &a.common;
             (
                 gps_csv::import(&a.input, &c.out, &o, c.skip_bad, c.force)?,
+                a.common,
+            )
+        }
+        ImportCmd::Dashcam(a) => {
+            let o = a.options()?;
+            let c = &a.common;
+            (
+                crate::data::import::dashcam::import(&a.input, &c.out, &o, c.skip_bad, c.force)?,
                 a.common,
             )
         }

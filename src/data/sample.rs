@@ -327,6 +327,27 @@ pub struct Target {
     /// Index into `stops` of the stop visited next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_stop: Option<usize>,
+    /// The colour at `t0` of the next traffic light the vehicle reaches within the future
+    /// window (simulated worlds with video; evaluation slices by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub light_ahead: Option<Light>,
+}
+
+/// The colour of a traffic light.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Light {
+    Red,
+    Green,
+}
+
+impl Light {
+    pub fn name(self) -> &'static str {
+        match self {
+            Light::Red => "red",
+            Light::Green => "green",
+        }
+    }
 }
 
 /// The fixed shapes a dataset promises (stored in its manifest, checked per record).

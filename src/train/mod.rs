@@ -67,11 +67,14 @@ pub fn ensure_dataset(cfg: &Config) -> anyhow::Result<PathBuf> {
         cfg.data.synth_routes,
         cfg.data.synth_seed
     );
-    let sc = crate::data::synth::SynthConfig {
+    let mut sc = crate::data::synth::SynthConfig {
         routes: cfg.data.synth_routes,
         seed: cfg.data.synth_seed,
         ..Default::default()
     };
+    if cfg.data.synth_video {
+        sc = sc.with_video();
+    }
     let m = crate::data::synth::generate(&dir, &sc, false)?;
     println!("  {} samples written", m.coverage.samples);
     Ok(dir)
@@ -272,8 +275,13 @@ pub fn token_masks(
         .iter()
         .map(|m| cfg.train.drop_modalities.iter().any(|d| d == m))
         .collect();
+    // A model without video draws nothing for it, so its stream is what it was before video.
+    let has = |m: usize| m != Modality::Video.index() || model.enc.video.is_some();
     let keep: Vec<f32> = (0..bs * nm)
         .map(|i| {
+            if !has(i % nm) {
+                return 0.0;
+            }
             let dropped = rng.r#gen::<f64>() < p;
             if dropped || always_off[i % nm] {
                 0.0

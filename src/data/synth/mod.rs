@@ -1,6 +1,8 @@
 //! The embedded delivery-world simulator: `dfm data synth`. Deterministic for a seed: routes are
 //! simulated in parallel, each from its own random stream, and written in route order.
 
+pub mod camera;
+pub mod lights;
 pub mod motion;
 pub mod render;
 use crate::seed as rng;
@@ -64,7 +66,18 @@ impl Default for SynthConfig {
     }
 }
 
+/// Clips of `dfm data synth --video`: frames and side.
+pub const VIDEO_FRAMES: usize = 8;
+pub const VIDEO_SIZE: usize = 32;
+
 impl SynthConfig {
+    /// The same world with dashcam clips (`VIDEO_FRAMES` frames of `VIDEO_SIZE` pixels).
+    pub fn with_video(mut self) -> Self {
+        self.spec.video_frames = VIDEO_FRAMES;
+        self.spec.video_size = VIDEO_SIZE;
+        self
+    }
+
     pub fn split_of(&self, index: usize, day: u32) -> &'static str {
         if day + self.held_out_days >= self.days {
             return "test_days";

@@ -16,6 +16,18 @@ pub struct PathPt {
     pub class: RoadClass,
     /// Seconds the vehicle is held here (red light, stop sign); 0 for none.
     pub halt_s: f64,
+    /// The traffic light of the intersection here (its node), if it has one.
+    pub light: Option<usize>,
+}
+
+/// The vehicle reaching a traffic light: when, where, and how long it was held (0 = it was
+/// green and the vehicle drove through).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LightPass {
+    pub node: usize,
+    pub p: P2,
+    pub t: f64,
+    pub halt_s: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +59,8 @@ pub struct Driver {
 #[derive(Default)]
 pub struct Track {
     pub pts: Vec<TrackPt>,
+    /// The traffic lights reached, in time order.
+    pub lights: Vec<LightPass>,
 }
 
 fn wrap(a: f64) -> f64 {
@@ -184,6 +198,15 @@ impl Track {
                 class,
             });
             t = t.max(last_t + 1e-3);
+            if let Some(node) = pts[i].light {
+                let held = if i + 1 < n { pts[i].halt_s } else { 0.0 };
+                self.lights.push(LightPass {
+                    node,
+                    p: pts[i].p,
+                    t,
+                    halt_s: held,
+                });
+            }
             if pts[i].halt_s > 0.0 && i + 1 < n {
                 t += pts[i].halt_s;
                 self.dwell_until(t);
@@ -225,12 +248,17 @@ fn smooth(path: &[PathPt]) -> Vec<PathPt> {
                 w[0] * p0[1] + w[1] * b[1] + w[2] * p2[1],
             ];
             let attrs = if k < 3 { prev } else { path[i] };
-            let halt_s = if k == 3 { path[i].halt_s } else { 0.0 };
+            let (halt_s, light) = if k == 3 {
+                (path[i].halt_s, path[i].light)
+            } else {
+                (0.0, None)
+            };
             out.push(PathPt {
                 p,
                 limit: attrs.limit.min(path[i].limit),
                 class: attrs.class,
                 halt_s,
+                light,
             });
         }
     }
@@ -245,9 +273,11 @@ fn resample(path: &[PathPt], step: f64) -> Vec<PathPt> {
         if let Some(last) = out.last().copied() {
             let d = dist(last.p, q.p);
             if d < 1e-6 {
+                let last = out.last_mut().unwrap();
                 if q.halt_s > 0.0 {
-                    out.last_mut().unwrap().halt_s = q.halt_s;
+                    last.halt_s = q.halt_s;
                 }
+                last.light = last.light.or(q.light);
                 continue;
             }
             let k = (d / step).ceil() as usize;
@@ -259,6 +289,7 @@ fn resample(path: &[PathPt], step: f64) -> Vec<PathPt> {
                         last.p[1] + u * (q.p[1] - last.p[1]),
                     ],
                     halt_s: 0.0,
+                    light: None,
                     ..path[i - 1]
                 });
             }
@@ -278,6 +309,7 @@ mod tests {
             limit: 14.0,
             class: RoadClass::Local,
             halt_s: 0.0,
+            light: None,
         }
     }
 
@@ -291,6 +323,7 @@ mod tests {
                 yaw: 0.0,
                 class: RoadClass::Local,
             }],
+            lights: Vec::new(),
         };
         let d = Driver {
             accel: 1.5,

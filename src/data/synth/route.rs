@@ -173,6 +173,7 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
             yaw: 0.0,
             class: RoadClass::Arterial,
         }],
+        lights: Vec::new(),
     };
     let speed = |t: f64| congestion(area, t) * cond.speed_factor() * pace;
     let mut remaining: Vec<usize> = (0..stops.len()).collect();
@@ -375,6 +376,7 @@ fn plan_path(
             limit: ed.speed_mps * drive_factor[e],
             class: ed.class,
             halt_s: 0.0,
+            light: None,
         }
     };
     let time = |e: usize, f0: f64, f1: f64| {
@@ -446,11 +448,19 @@ fn plan_path(
         {
             last.halt_s = uniform(rng, 4.0, 40.0);
         }
+        // Every halting intersection has a light: red when the vehicle is held, else green.
+        if let Some(last) = out.last_mut()
+            && area.halts[node]
+            && started
+        {
+            last.light = Some(node);
+        }
         // A point's limit is that of the segment starting there: the intersection we leave
         // takes this edge's.
         if let Some(last) = out.last_mut() {
             *last = PathPt {
                 halt_s: last.halt_s,
+                light: last.light,
                 ..pt(last.p, e)
             };
         }
@@ -464,6 +474,7 @@ fn plan_path(
         if let Some(last) = out.last_mut() {
             *last = PathPt {
                 halt_s: last.halt_s,
+                light: last.light,
                 ..pt(last.p, e)
             };
         }

@@ -1,11 +1,14 @@
 //! Cuts decision-point samples out of a simulated route: what the sensors saw before `t0`, the
 //! stops still ahead, and the labels from the truth after `t0`.
 
+use super::camera::{Camera, FOV_DEG, FRAME_STEP_S, Scene, clip};
+use super::lights::Lights;
 use super::render::{RasterSpec, render};
 use super::route::{Route, local_hour};
 use super::sensors::{GpsNoise, ImuModel, round7};
 use super::world::{Area, dist};
 use crate::data::sample::{Context, Image, ImageKind, Imu, LatLon, Sample, Spec, Stop, Target};
+use crate::data::video::Video;
 use crate::frame::frame_heading;
 use crate::seed::{self as rng, chance, uniform};
 
@@ -45,6 +48,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
     };
     // Stops are listed in an order that says nothing about the visit order.
     let order_key = |s: usize| rng::hash(seed, "stop-order", &[index as u64, s as u64]);
+    let lights = (spec.video_frames > 0).then(|| Lights::new(seed, index, &route.track));
     let mut out = Vec::new();
     let mut t0 = round(
         route.departure + hist_span.max(imu_span) + uniform(&mut rng, 1.0, o.sample_every_s),
@@ -94,7 +98,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         let next_stop_id = listed[0].stop;
         listed.sort_by_key(|v| order_key(v.stop));
         let stops = stop_list(area, route, &listed);
-        let target = target_at(
+        let mut target = target_at(
             area,
             route,
             this_t0,
@@ -103,8 +107,21 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             ahead[0].delivered,
             next_stop_id,
         );
+        let video = lights.as_ref().map(|lights| {
+            let stops_ahead: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
+            let scene = Scene {
+                area,
+                track: &route.track,
+                traffic: &route.traffic,
+                lights,
+                stops_ahead: &stops_ahead,
+                seed,
+            };
+            target.light_ahead = lights.ahead(this_t0, fut_end).map(|(_, phase)| phase);
+            dashcam(&scene, this_t0, spec)
+        });
         out.push(Sample {
-            video: None,
+            video,
             key: format!("{}-{:04}", route.id, out.len()),
             route_id: route.id.clone(),
             region: area.region,
@@ -119,6 +136,23 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         });
     }
     out
+}
+
+/// The dashcam clip of the last seconds before `t0`: `spec.video_frames` frames
+/// `FRAME_STEP_S` apart, the last at `t0`.
+fn dashcam(scene: &Scene, t0: f64, spec: &Spec) -> Video {
+    let n = spec.video_frames;
+    let t: Vec<f64> = (0..n)
+        .map(|k| round(t0 - (n - 1 - k) as f64 * FRAME_STEP_S, 0.1))
+        .collect();
+    let frames = clip(scene, &Camera::new(spec.video_size), &t);
+    Video {
+        t,
+        fov_deg: Some(FOV_DEG as f32),
+        file: None,
+        npy_base64: None,
+        frames: Some(frames),
+    }
 }
 
 /// The GPS fixes of the history ending at `t0` (as the receiver reported them), and the true
@@ -232,6 +266,7 @@ fn target_at(
             .collect(),
         delivered: Some(delivered),
         next_stop: listed.iter().position(|v| v.stop == next_stop_id),
+        light_ahead: None,
     }
 }
 
