@@ -39,6 +39,9 @@ pub struct Batch {
     /// [B, 3, S, S] and [B]
     pub image: Tensor<4>,
     pub image_mask: Tensor<1>,
+    /// [B, T, S, S, 3] and [B]: dashcam clips (None when the dataset has none).
+    pub video: Option<Tensor<5>>,
+    pub video_mask: Tensor<1>,
     /// [B, N, STOP_CH] and [B, N]
     pub stops: Tensor<3>,
     pub stops_mask: Tensor<2>,
@@ -132,6 +135,7 @@ impl Batcher<Features, Batch> for FeatureBatcher {
         let t = f0.imu.len() / IMU_CH;
         let s = ((f0.image.len() / 3) as f64).sqrt() as usize;
         let n = f0.stops_mask.len();
+        let (vt, vs) = f0.video_shape;
         // Samples asking for fewer horizons than others repeat their last (callers read each
         // sample's own `meta.horizons_s`).
         let fl = items.iter().map(|f| f.prior.len() / 2).max().unwrap_or(0);
@@ -150,6 +154,8 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             imu_mask: scalar(&|f| f.imu_mask),
             image: stack(&items, [b, 3, s, s], |f| &f.image, device),
             image_mask: scalar(&|f| f.image_mask),
+            video: (vt > 0).then(|| stack(&items, [b, vt, vs, vs, 3], |f| &f.video, device)),
+            video_mask: scalar(&|f| f.video_mask),
             stops: stack(&items, [b, n, STOP_CH], |f| &f.stops, device),
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),

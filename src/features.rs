@@ -169,6 +169,10 @@ pub struct Features {
     pub imu_mask: f32,
     pub image: Vec<f32>,
     pub image_mask: f32,
+    /// [T, S, S, 3] (empty when the dataset has no video), its mask, and (T, S).
+    pub video: Vec<f32>,
+    pub video_mask: f32,
+    pub video_shape: (usize, usize),
     pub stops: Vec<f32>,
     pub stops_mask: Vec<f32>,
     pub ctx: Vec<f32>,
@@ -368,6 +372,10 @@ impl Normalizer {
         let (hist, hist_abs, hist_mask) = self.history(s, &frame);
         let (imu, imu_mask) = self.imu_rows(s);
         let (image, image_mask) = self.image(s);
+        let (video, video_mask) = crate::data::video::features(
+            s.video.as_ref(),
+            (self.spec.video_frames, self.spec.video_size),
+        );
         let (stops, stops_mask) = self.stops(s, &frame);
         let ctx = self.context(s, &frame);
         let sp = &self.spec;
@@ -391,6 +399,9 @@ impl Normalizer {
             imu_mask,
             image,
             image_mask,
+            video,
+            video_mask,
+            video_shape: (self.spec.video_frames, self.spec.video_size),
             stops,
             stops_mask,
             ctx,

@@ -2,7 +2,7 @@
 //! run may drop), the model (modality embeddings, keep masks) and evaluation (ablations).
 
 /// The modalities' names, in the order of the model's keep mask.
-pub const MODALITIES: [&str; 5] = ["history", "imu", "image", "stops", "context"];
+pub const MODALITIES: [&str; 6] = ["history", "imu", "image", "stops", "context", "video"];
 
 /// A modality; its index is its place in [`MODALITIES`] and in the model's keep mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -12,15 +12,18 @@ pub enum Modality {
     Image = 2,
     Stops = 3,
     Context = 4,
+    /// Dashcam clips; a model has it only when its dataset has clips.
+    Video = 5,
 }
 
 impl Modality {
-    pub const ALL: [Modality; 5] = [
+    pub const ALL: [Modality; 6] = [
         Modality::History,
         Modality::Imu,
         Modality::Image,
         Modality::Stops,
         Modality::Context,
+        Modality::Video,
     ];
 
     pub fn index(self) -> usize {
@@ -31,7 +34,7 @@ impl Modality {
         MODALITIES[self.index()]
     }
 
-    /// The modality of a name (`history`, `imu`, `image`, `stops`, `context`).
+    /// The modality of a name (`history`, `imu`, `image`, `stops`, `context`, `video`).
     pub fn from_name(name: &str) -> Option<Modality> {
         Modality::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -47,6 +50,7 @@ mod tests {
             assert_eq!(m.index(), i);
             assert_eq!(Modality::from_name(m.name()), Some(m));
         }
-        assert_eq!(Modality::from_name("video"), None);
+        assert_eq!(Modality::from_name("video"), Some(Modality::Video));
+        assert_eq!(Modality::from_name("audio"), None);
     }
 }

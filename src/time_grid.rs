@@ -74,7 +74,7 @@ pub fn horizon(n: usize, step: f64) -> f64 {
 
 /// The grid of a model trained on several datasets: the first's steps and rates, long enough
 /// for every source's history, IMU window and future (a lone dataset's spec is its own), and
-/// room for every source's stops.
+/// room for every source's stops; clips as the first source with video has them.
 pub fn model_spec(specs: &[&Spec]) -> Spec {
     let first = specs[0];
     let max = |f: &dyn Fn(&Spec) -> f64| specs.iter().map(|s| f(s)).fold(0.0, f64::max);
@@ -95,9 +95,14 @@ pub fn model_spec(specs: &[&Spec]) -> Spec {
         };
         n.div_ceil(p) * p
     };
+    // Clips: the shape of the first source with video (other shapes are masked as absent).
+    let video = specs
+        .iter()
+        .find(|s| s.video_frames > 0)
+        .map_or((0, 0), |s| (s.video_frames, s.video_size));
     Spec {
-        video_frames: 0,
-        video_size: 0,
+        video_frames: video.0,
+        video_size: video.1,
         history_len: whole((history_span / hs).round() as usize + 1, first.history_len),
         history_step_s: first.history_step_s,
         future_len: (horizon_s / fs - 1e-6).ceil() as usize,

@@ -3,7 +3,10 @@
 Same architecture and shapes as `src/model/` for a dfm config (TOML) and its dataset's shapes (the
 `spec` of `data.path/manifest.json`, or dfm's defaults): history and IMU patch tokens, a 3x3 conv stem
 and a strided patch conv for the image, one token per stop (features + Fourier features through a
-2-layer MLP), one token per context group, learned modality embeddings and queries (K modes + most likely + outcome), a
+2-layer MLP), one token per context group, video tubelets when the dataset has clips (a 1x1x1 conv stem
+and a tubelet-strided 3D conv plus a projection of the stem's max over each tubelet, as in
+src/model/video.rs), learned modality embeddings and queries
+(K modes + most likely + outcome), a
 pre-norm transformer encoder (GELU MLP, key padding mask), a final LayerNorm, and the same heads
 (trajectory modes, mode logits, ETA quantiles, on-time, delivered, next-stop pointer) and losses
 (winner-takes-all ADE + mode NLL, pinball, BCE, pointer NLL), AdamW. The FLOPs are counted with the
@@ -36,10 +39,19 @@ HIST_CH, IMU_CH, STOP_CH, CTX_CH = 11, 4, 17, 21
 CTX_GROUPS = [4, 5, 2, 4, 2, 4]  # time, weather, peak, road, zone, depot
 FOURIER = 6
 STEM = 16
+VIDEO_STEM = 4
 QUANTILES = (0.1, 0.5, 0.9)
-DEFAULT_SPEC = dict(history_len=30, future_len=15, imu_len=300, max_stops=8)
+DEFAULT_SPEC = dict(history_len=30, future_len=15, imu_len=300, max_stops=8, video_frames=0, video_size=0)
+# `dfm data synth --video` (data.synth_video): 8 frames of 32 x 32.
+SYNTH_VIDEO = dict(video_frames=8, video_size=32)
 MODEL_DEFAULTS = dict(d_model=64, layers=2, heads=4, ff_mult=4, dropout=0.1, modes=6,
-                      image_patch=8, history_patch=0, imu_patch=0)
+                      image_patch=8, history_patch=0, imu_patch=0, video_tubelet=4, video_patch=8)
+
+
+def video_tokens(m, spec):
+    if not spec.get("video_frames"):
+        return 0
+    return (spec["video_frames"] // m["video_tubelet"]) * (spec["video_size"] // m["video_patch"]) ** 2
 
 
 def auto_patch(n, tokens=6):
@@ -64,6 +76,15 @@ class DfmTorch(nn.Module):
         self.stem = nn.Conv2d(3, STEM, 3, padding=1)
         self.patchify = nn.Conv2d(STEM, d, m["image_patch"], stride=m["image_patch"])
         self.img_pos = nn.Parameter(torch.randn(self.ng, d) * 0.02)
+        self.nv = video_tokens(m, spec)
+        if self.nv:
+            t, p = m["video_tubelet"], m["video_patch"]
+            self.video_stem = nn.Conv3d(3, VIDEO_STEM, 1)
+            self.tubelet = nn.Conv3d(VIDEO_STEM, d, (t, p, p), stride=(t, p, p))
+            self.peak = nn.Linear(VIDEO_STEM, d)
+            self.video_pool = nn.MaxPool3d((t, p, p))
+            self.video_pos = nn.Parameter(torch.randn(self.nv, d) * 0.02)
+            self.video_modality = nn.Parameter(torch.randn(d) * 0.02)
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(FOURIER, dtype=torch.float32))
         self.stop1 = nn.Linear(STOP_CH + 4 * FOURIER, d)
         self.stop2 = nn.Linear(d, d)
@@ -104,11 +125,17 @@ class DfmTorch(nn.Module):
             o += n
         c = torch.cat(parts, 1) + self.modality[4]
         q = self.queries.unsqueeze(0).expand(B, -1, -1) + self.modality[5]
-        tokens = torch.cat([h, i, g, s, c, q], 1)
+        parts = [h, i, g, s, c]
+        if self.nv:
+            f = F.gelu(self.video_stem(b["video"]))
+            v = self.tubelet(f).flatten(2).transpose(1, 2)
+            v = v + self.peak(self.video_pool(f).flatten(2).transpose(1, 2))
+            parts.append(v + self.video_pos + self.video_modality)
+        tokens = torch.cat(parts + [q], 1)
         out = self.norm(self.fusion(tokens, src_key_padding_mask=b["pad"]))
         k, n = mp["modes"], st.shape[1]
         s0 = self.nh + self.ni + self.ng
-        q0 = s0 + n + len(CTX_GROUPS)
+        q0 = s0 + n + len(CTX_GROUPS) + self.nv
         mode_h, out_h, stop_h = out[:, q0:q0 + k + 1], out[:, q0 + k + 1], out[:, s0:s0 + n]
         traj = self.traj2(F.gelu(self.traj1(mode_h[:, :k]))).reshape(B, k, -1, 2)
         point = self.point2(F.gelu(self.point1(mode_h[:, k]))).reshape(B, -1, 2)
@@ -141,10 +168,15 @@ def forward_flops(m, spec, image_size):
     d, ff, k, f = m["d_model"], m["d_model"] * m["ff_mult"], m["modes"], spec["future_len"]
     nh, ni = spec["history_len"] // m["history_patch"], spec["imu_len"] // m["imu_patch"]
     ng, ns = (image_size // m["image_patch"]) ** 2, spec["max_stops"]
-    n = nh + ni + ng + ns + len(CTX_GROUPS) + k + 2
+    nv = video_tokens(m, spec)
+    n = nh + ni + ng + ns + len(CTX_GROUPS) + nv + k + 2
     lin = lambda t, a, b: 2 * t * a * b
     x = lin(nh, m["history_patch"] * HIST_CH, d) + lin(ni, m["imu_patch"] * IMU_CH, d)
     x += 2 * image_size * image_size * 27 * STEM + 2 * ng * STEM * m["image_patch"] ** 2 * d
+    if nv:
+        x += 2 * spec["video_frames"] * spec["video_size"] ** 2 * 3 * VIDEO_STEM
+        x += 2 * nv * VIDEO_STEM * m["video_tubelet"] * m["video_patch"] ** 2 * d
+        x += 2 * nv * VIDEO_STEM * d  # tubelet peaks
     x += lin(ns, STOP_CH + 4 * FOURIER, d) + lin(ns, d, d) + sum(lin(1, g, d) for g in CTX_GROUPS)
     x += m["layers"] * (lin(4 * n, d, d) + 4 * n * n * d + lin(n, d, ff) + lin(n, ff, d))
     x += lin(k + 1, d, 2 * d) + lin(k + 1, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)  # modes + most likely
@@ -173,6 +205,8 @@ def main():
     manifest = os.path.join(data.get("path", ""), "manifest.json")
     if os.path.isfile(manifest):
         spec.update(json.load(open(manifest))["spec"])
+    elif data.get("synth_video"):
+        spec.update(SYNTH_VIDEO)
     for key, length in (("history_patch", "history_len"), ("imu_patch", "imu_len")):
         if not m[key]:
             m[key] = auto_patch(spec[length])
@@ -192,6 +226,8 @@ def main():
     batch = dict(hist=r(bs, spec["history_len"], HIST_CH), imu=r(bs, spec["imu_len"], IMU_CH),
                  image=r(bs, 3, image_size, image_size), stops=r(bs, ns, STOP_CH), ctx=r(bs, CTX_CH),
                  prior=r(bs, spec["future_len"], 2),
+                 video=r(bs, 3, spec["video_frames"], spec["video_size"], spec["video_size"])
+                 if spec.get("video_frames") else None,
                  pad=torch.zeros(bs, n_tokens, dtype=torch.bool, device=dev))
     tgt = dict(future=r(bs, spec["future_len"], 2), eta=r(bs, ns), on_time=torch.rand(bs, ns, device=dev).round(),
                delivered=torch.rand(bs, device=dev).round(), next=torch.randint(0, ns, (bs,), device=dev))

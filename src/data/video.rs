@@ -210,3 +210,29 @@ pub fn validate(v: &Video, t0: f64, spec: Option<Expected>) -> Result<(), BadFie
     }
     Ok(())
 }
+
+/// Pixel scaling of the model's input: `(v / 255 - MEAN) / STD`, fixed, so a lamp's colour means
+/// the same in every clip.
+const PIXEL_MEAN: f32 = 0.5;
+const PIXEL_STD: f32 = 0.25;
+
+/// The model's video input of a sample: the clip as [T, S, S, 3] floats (the `.npy` order) and
+/// its mask (1 when the sample has a clip of the spec's shape: `t` frames of `s` pixels), or
+/// zeros and 0. Empty for a spec without video (`t` 0).
+pub fn features(v: Option<&Video>, (t, s): (usize, usize)) -> (Vec<f32>, f32) {
+    if t == 0 {
+        return (Vec::new(), 0.0);
+    }
+    let Some(fr) = v
+        .and_then(|v| v.frames.as_ref())
+        .filter(|f| (f.count, f.height, f.width) == (t, s, s))
+    else {
+        return (vec![0f32; t * s * s * 3], 0.0);
+    };
+    let scaled = fr
+        .data
+        .iter()
+        .map(|&b| (b as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD)
+        .collect();
+    (scaled, 1.0)
+}

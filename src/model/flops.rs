@@ -7,7 +7,7 @@
 //! count covers every parameter of the real model: a layer added to the model and not here
 //! makes the totals disagree.
 
-use super::MODALITIES;
+use super::QUERY;
 use super::stop_context::FOURIER;
 use crate::config::ModelConfig;
 use crate::data::sample::Spec;
@@ -31,6 +31,8 @@ pub struct Tokens {
     pub image: usize,
     pub stops: usize,
     pub context: usize,
+    /// Video tubelets (0 without video).
+    pub video: usize,
     pub queries: usize,
     pub total: usize,
 }
@@ -44,11 +46,16 @@ pub fn tokens(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> Tokens {
         image: g * g,
         stops: spec.max_stops,
         context: CTX_GROUPS.len(),
+        video: if spec.video_frames > 0 {
+            (spec.video_frames / cfg.video_tubelet) * (spec.video_size / cfg.video_patch).pow(2)
+        } else {
+            0
+        },
         queries: cfg.modes + 2,
         total: 0,
     };
     Tokens {
-        total: t.history + t.imu + t.image + t.stops + t.context + t.queries,
+        total: t.history + t.imu + t.image + t.stops + t.context + t.video + t.queries,
         ..t
     }
 }
@@ -114,7 +121,10 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> V
     for (g, r) in CTX_GROUPS.iter() {
         v.push(linear(&format!("context {g}"), 1, r.len(), d));
     }
-    v.push(params("modality embeddings", (MODALITIES.len() + 1) * d));
+    if t.video > 0 {
+        v.extend(video_terms(cfg, spec, t.video));
+    }
+    v.push(params("modality embeddings", (QUERY + 1) * d));
     v.push(params("mask token", d));
     v.push(params("queries", (cfg.modes + 2) * d));
     v.push(params("prior gate", cfg.modes + 1));
@@ -182,6 +192,30 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> V
     v
 }
 
+/// The video encoder: the per-pixel stem, the tubelet convolution, positions and the modality
+/// embedding.
+fn video_terms(cfg: &ModelConfig, spec: &Spec, tokens: usize) -> Vec<Term> {
+    let d = cfg.d_model;
+    let stem = super::video::STEM;
+    let pixels = spec.video_frames * spec.video_size * spec.video_size;
+    let kernel = cfg.video_tubelet * cfg.video_patch * cfg.video_patch;
+    vec![
+        Term {
+            name: "video stem (per pixel)".into(),
+            flops: 2.0 * (pixels * 3 * stem) as f64,
+            params: 3 * stem + stem,
+        },
+        Term {
+            name: "video tubelets".into(),
+            flops: 2.0 * (tokens * stem * kernel * d) as f64,
+            params: stem * kernel * d + d,
+        },
+        linear("video tubelet peaks", tokens, stem, d),
+        params("video positions", tokens * d),
+        params("video modality embedding", d),
+    ]
+}
+
 /// Forward FLOPs per sample.
 pub fn forward_flops(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> f64 {
     terms(cfg, spec, image_size, work)
@@ -223,6 +257,19 @@ mod tests {
             ..Default::default()
         };
         check(&big, &spec, 16);
+        let video = Spec {
+            video_frames: 8,
+            video_size: 32,
+            ..Spec::default()
+        };
+        check(&ModelConfig::default(), &video, 32);
+        let tubelets = ModelConfig {
+            video_tubelet: 2,
+            video_patch: 16,
+            ..big
+        };
+        check(&tubelets, &video, 16);
+        assert_eq!(tokens(&tubelets, &video, 16).video, 4 * 4);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod heads;
 pub mod image;
 pub mod sensor;
 pub mod stop_context;
+pub mod video;
 
 use crate::batch::Batch;
 use crate::config::ModelConfig;
@@ -29,10 +30,13 @@ use heads::{Heads, Recon};
 use image::ImageEncoder;
 use sensor::PatchEncoder;
 use stop_context::{ContextEncoder, StopEncoder};
+use video::VideoEncoder;
 
 /// Modalities, in token order.
 pub use crate::modality::{MODALITIES, Modality};
-const QUERY: usize = MODALITIES.len();
+/// The query tokens' row of the modality table (after the five modalities every model has;
+/// video keeps its embedding in its encoder).
+pub const QUERY: usize = 5;
 
 #[derive(Module, Debug)]
 pub struct Encoders {
@@ -41,6 +45,8 @@ pub struct Encoders {
     pub image: ImageEncoder,
     pub stops: StopEncoder,
     pub ctx: ContextEncoder,
+    /// Dashcam clips (datasets with video only).
+    pub video: Option<VideoEncoder>,
     /// Learned embedding per modality (+ one for the queries): [6, d].
     pub modality: Param<Tensor<2>>,
     /// Stands in for a masked token in pretraining: [d].
@@ -71,7 +77,7 @@ pub struct DfmModel {
 /// (1 = masked, to reconstruct). Built on the host so they are reproducible per step.
 #[derive(Clone, Debug)]
 pub struct TokenMasks {
-    /// [B, 5]: history, imu, image, stops, context kept (the order of `MODALITIES`).
+    /// [B, 6]: history, imu, image, stops, context, video kept (the order of `MODALITIES`).
     pub keep: Tensor<2>,
     /// [B, n_hist], [B, n_imu], [B, N] masked for reconstruction (None outside pretraining).
     pub hide_hist: Option<Tensor<2>>,
@@ -157,6 +163,7 @@ impl DfmModel {
                 image: ImageEncoder::new(image_size, cfg.image_patch, d, device),
                 stops: StopEncoder::new(d, device),
                 ctx: ContextEncoder::new(d, device),
+                video: None,
                 modality: init.init([QUERY + 1, d], device),
                 mask_token: init.init([d], device),
                 fusion,
@@ -189,6 +196,16 @@ impl DfmModel {
         if cfg.next_stop_prior {
             model.next_prior = Some(Param::from_tensor(Tensor::from_data([1.0f32], device)));
         }
+        if spec.video_frames > 0 {
+            model.enc.video = Some(VideoEncoder::new(
+                spec.video_frames,
+                spec.video_size,
+                cfg.video_tubelet,
+                cfg.video_patch,
+                d,
+                device,
+            ));
+        }
         model
     }
 
@@ -209,6 +226,20 @@ impl DfmModel {
                 spec.imu_len
             );
         }
+        if spec.video_frames > 0 && spec.video_frames % cfg.video_tubelet != 0 {
+            anyhow::bail!(
+                "key `model.video_tubelet`: {} does not divide the dataset's video_frames {}",
+                cfg.video_tubelet,
+                spec.video_frames
+            );
+        }
+        if spec.video_frames > 0 && spec.video_size % cfg.video_patch != 0 {
+            anyhow::bail!(
+                "key `model.video_patch`: {} does not divide the dataset's video_size {}",
+                cfg.video_patch,
+                spec.video_size
+            );
+        }
         if image_size % cfg.image_patch != 0 {
             anyhow::bail!(
                 "key `model.image_patch`: {} does not divide data.image_size {image_size}",
@@ -225,6 +256,7 @@ impl DfmModel {
             + self.enc.image.tokens()
             + max_stops
             + self.enc.ctx.tokens()
+            + self.enc.video.as_ref().map_or(0, |v| v.tokens())
             + self.modes
             + 2
     }
@@ -296,25 +328,33 @@ impl DfmModel {
         let q = self.queries.val().unsqueeze_dim::<3>(0).repeat_dim(0, bs);
         let q_t = self.with_modality(q, QUERY);
 
-        let tokens = Tensor::cat(vec![hist_t, imu_t, img_t, stop_t, ctx_t, q_t], 1);
-        let queries = Tensor::<2>::ones([bs, nq], &device);
-        let valid = Tensor::cat(
-            vec![
-                hist_valid,
-                imu_valid,
-                img_valid,
-                stop_valid.clone(),
-                ctx_valid,
-                queries,
-            ],
-            1,
-        );
+        let mut tokens = vec![hist_t, imu_t, img_t, stop_t, ctx_t];
+        let mut valid = vec![
+            hist_valid,
+            imu_valid,
+            img_valid,
+            stop_valid.clone(),
+            ctx_valid,
+        ];
+        let mut nv = 0;
+        if let (Some(enc), Some(clip)) = (&e.video, &b.video) {
+            nv = enc.tokens();
+            tokens.push(enc.forward(clip.clone()));
+            valid.push(
+                (b.video_mask.clone().unsqueeze_dim::<2>(1) * keep(Modality::Video))
+                    .repeat_dim(1, nv),
+            );
+        }
+        tokens.push(q_t);
+        valid.push(Tensor::<2>::ones([bs, nq], &device));
+        let tokens = Tensor::cat(tokens, 1);
+        let valid = Tensor::cat(valid, 1);
         let pad = valid.lower_elem(0.5);
         let h = e.fusion.forward(tokens, pad);
         let h = e.norm.forward(h);
 
         let stop0 = nh + ni + ng;
-        let q0 = stop0 + n_stops + nc;
+        let q0 = stop0 + n_stops + nc + nv;
         let stop_h = h.clone().narrow(1, stop0, n_stops);
         let mode_h = h.clone().narrow(1, q0, self.modes + 1);
         let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
@@ -414,8 +454,6 @@ mod tests {
             ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
         };
         let spec = Spec {
-            video_frames: 0,
-            video_size: 0,
             history_len: 2,
             history_step_s: 1.0,
             future_len: 2,
@@ -423,6 +461,7 @@ mod tests {
             imu_len: 1,
             imu_rate_hz: 1.0,
             max_stops: 6,
+            ..Spec::default()
         };
         let device = Device::flex();
         let n = Normalizer::new(&spec, &NormStats::default(), 8);
@@ -443,5 +482,83 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
+    }
+
+    /// A clip changes the outputs when video is kept, and not when the video modality is
+    /// dropped; a model of a dataset without video has no video tokens.
+    #[test]
+    fn video_tokens_are_read_and_masked() {
+        use crate::data::video::{Frames, Video};
+        let spec = Spec {
+            history_len: 2,
+            history_step_s: 1.0,
+            future_len: 2,
+            future_step_s: 1.0,
+            imu_len: 1,
+            imu_rate_hz: 1.0,
+            max_stops: 2,
+            video_frames: 4,
+            video_size: 16,
+        };
+        let cfg = ModelConfig {
+            history_patch: 1,
+            imu_patch: 1,
+            video_tubelet: 2,
+            video_patch: 8,
+            ..Default::default()
+        };
+        let device = Device::flex();
+        let model = DfmModel::new(&cfg, &spec, 8, &device);
+        assert_eq!(model.enc.video.as_ref().unwrap().tokens(), 2 * 2 * 2);
+        let plain = DfmModel::new(
+            &cfg,
+            &Spec {
+                video_frames: 0,
+                video_size: 0,
+                ..spec.clone()
+            },
+            8,
+            &device,
+        );
+        assert!(plain.enc.video.is_none());
+        assert_eq!(model.token_count(2), plain.token_count(2) + 8);
+
+        let enu = Enu::new(47.6, -122.3);
+        let fix = |t: f64, n: f64| {
+            let (lat, lon) = enu.to_lat_lon(0.0, n);
+            Fix::at(t, lat, lon)
+        };
+        let with_clip = |value: u8| Sample {
+            video: Some(Video {
+                t: vec![0.25, 0.5, 0.75, 1.0],
+                frames: Some(Frames {
+                    count: 4,
+                    height: 16,
+                    width: 16,
+                    data: vec![value; 4 * 16 * 16 * 3],
+                }),
+                ..Default::default()
+            }),
+            ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
+        };
+        let n = Normalizer::new(&spec, &NormStats::default(), 8);
+        let traj = |value: u8, keep_video: f32| -> Vec<f32> {
+            let b =
+                crate::batch::FeatureBatcher.batch(vec![n.features(&with_clip(value))], &device);
+            let mut row = vec![1.0f32; MODALITIES.len()];
+            row[Modality::Video.index()] = keep_video;
+            let keep = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(row, [1, MODALITIES.len()]),
+                &device,
+            );
+            model
+                .forward(&b, &TokenMasks::keep(keep))
+                .traj
+                .into_data()
+                .try_to_vec()
+                .unwrap()
+        };
+        assert_ne!(traj(10, 1.0), traj(200, 1.0), "the clip is read");
+        assert_eq!(traj(10, 0.0), traj(200, 0.0), "a dropped clip is not");
     }
 }
