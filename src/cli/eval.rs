@@ -27,7 +27,7 @@ pub struct EvalArgs {
     /// Write PNG plots into this folder.
     #[arg(long)]
     pub plots: Option<PathBuf>,
-    /// Mask a modality out: history | imu | image | stops | context (repeatable).
+    /// Mask a modality out: history | imu | image | stops | context | video (repeatable).
     #[arg(long)]
     pub drop: Vec<String>,
     /// Evaluate with each single modality masked out, next to the full model.
@@ -176,8 +176,10 @@ fn track(
 
 /// The evaluation once per modality masked out.
 fn ablation(ctx: &Ctx, o: &EvalOptions) -> anyhow::Result<Vec<Report>> {
+    let has_video = ctx.m.model.enc.video.is_some();
     crate::modality::MODALITIES
         .iter()
+        .filter(|d| has_video || **d != crate::modality::Modality::Video.name())
         .map(|d| {
             let mut od = o.clone();
             od.drop = vec![d.to_string()];

@@ -37,7 +37,7 @@ pub struct EvalOptions {
     pub batch_size: usize,
     pub miss_threshold_m: f64,
     pub workers: usize,
-    /// Modalities masked out: any of history, imu, image, stops, context.
+    /// Modalities masked out: any of history, imu, image, stops, context, video.
     pub drop: Vec<String>,
     /// Write PNG plots here.
     pub plots: Option<PathBuf>,
@@ -57,7 +57,7 @@ impl EvalOptions {
     }
 }
 
-/// Keep flags [B, 5] (history, imu, image, stops, context): 0 for the dropped modalities.
+/// Keep flags [B, 6] (the order of `MODALITIES`): 0 for the dropped modalities.
 pub fn keep_mask(drop: &[String], b: usize, device: &Device) -> Tensor<2> {
     let row: Vec<f32> = MODALITIES
         .iter()
@@ -123,7 +123,7 @@ pub struct Truth {
     decision: Option<crate::Sample>,
     /// The sample listed more stops than the model reads (it saw the nearest ones).
     over_capacity: bool,
-    slices: [String; 3],
+    slices: [String; 4],
     history: Vec<[f64; 2]>,
     raster: Option<(Rgb8, f32, [f32; 2])>,
 }

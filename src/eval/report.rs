@@ -2,8 +2,9 @@
 //!
 //! Top-level keys: `split`, `samples`, `model`, `trajectory`, `eta`, `on_time`, `delivered`,
 //! `next_stop`, `baselines` (each baseline with the same keys as the model, null where it makes
-//! no such prediction), `slices` (`region`, `weather`, `peak_day`: per value the sample count,
-//! the model's and the baselines' metrics; `horizon`: errors per future step). A metric whose
+//! no such prediction), `slices` (`region`, `weather`, `peak_day`, and `light_ahead` where
+//! samples approach a traffic light: per value the sample count, the model's and the baselines'
+//! metrics; `horizon`: errors per future step). A metric whose
 //! labels are absent is null, not zero.
 
 use super::metrics::{BinaryMetrics, EtaMetrics, ModeCalibration, NextStopMetrics, TrajMetrics};
@@ -65,6 +66,10 @@ pub struct Slices {
     pub region: BTreeMap<String, Slice>,
     pub weather: BTreeMap<String, Slice>,
     pub peak_day: BTreeMap<String, Slice>,
+    /// Decision points approaching a traffic light, by its colour at `t0` (simulated worlds
+    /// with video); absent elsewhere.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub light_ahead: BTreeMap<String, Slice>,
     pub horizon: Vec<HorizonRow>,
 }
 
@@ -374,7 +379,7 @@ impl EvalReport {
         }
     }
 
-    /// Per region, weather and peak day.
+    /// Per region, weather, peak day and light ahead.
     fn render_slices(&self, s: &mut String) {
         let _ = writeln!(
             s,
@@ -393,6 +398,7 @@ impl EvalReport {
             ("region", &self.slices.region),
             ("weather", &self.slices.weather),
             ("peak_day", &self.slices.peak_day),
+            ("light_ahead", &self.slices.light_ahead),
         ] {
             for (name, sl) in map {
                 let cv = sl

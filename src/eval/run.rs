@@ -127,6 +127,10 @@ fn truth_of(
                 .peak_day
                 .map(|p| p.to_string())
                 .unwrap_or_else(unknown),
+            // Only samples approaching a traffic light have a light slice.
+            t.and_then(|t| t.light_ahead)
+                .map(|l| l.name().to_string())
+                .unwrap_or_default(),
         ],
         history: s.history.iter().map(|h| local(h.lat, h.lon)).collect(),
         raster,
@@ -191,7 +195,7 @@ struct Running {
     k: usize,
     fl: usize,
     all: Acc,
-    groups: [BTreeMap<String, Acc>; 3],
+    groups: [BTreeMap<String, Acc>; 4],
     horizon: Vec<HorizonSums>,
     horizon_n: u64,
     route_logs: BTreeMap<String, rollout::RouteLog>,
@@ -237,6 +241,9 @@ impl Running {
                 .add(d);
         }
         for (g, key) in self.groups.iter_mut().zip(&t.slices) {
+            if key.is_empty() {
+                continue;
+            }
             g.entry(key.clone()).or_default().add(pred, stats, miss);
         }
         if let Some(truth) = &t.future {
@@ -408,6 +415,7 @@ impl Running {
                 region: self.slices(&self.groups[0], miss),
                 weather: self.slices(&self.groups[1], miss),
                 peak_day: self.slices(&self.groups[2], miss),
+                light_ahead: self.slices(&self.groups[3], miss),
                 horizon,
             },
         };
