@@ -2,8 +2,10 @@
 //! that the binary only parses and dispatches, and every command can be called from a test.
 
 pub mod bench;
+pub mod dashcam;
 pub mod data;
 pub mod eval;
+pub mod import_args;
 pub mod ranges;
 pub mod runs;
 pub mod serve;

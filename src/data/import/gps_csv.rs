@@ -103,8 +103,13 @@ pub fn read(
             )
         })
     };
-    let (ci, ct, cla, clo) = (
-        need(&c.id, "--id-col")?,
+    // No id column: the file is one trajectory (id "").
+    let ci = if c.id.is_empty() {
+        None
+    } else {
+        Some(need(&c.id, "--id-col")?)
+    };
+    let (ct, cla, clo) = (
         need(&c.time, "--time-col")?,
         need(&c.lat, "--lat-col")?,
         need(&c.lon, "--lon-col")?,
@@ -146,7 +151,7 @@ pub fn read(
 
 /// Where each field is in a row.
 struct RowColumns {
-    id: usize,
+    id: Option<usize>,
     time: usize,
     lat: usize,
     lon: usize,
@@ -207,8 +212,8 @@ fn parse_row(
         return Err(DataError::field(path, key, &c.speed, "negative speed"));
     }
     let heading = opt(cols.heading, &c.heading)?.map(|h| h.rem_euclid(360.0));
-    let id = row.get(cols.id).unwrap_or("").to_string();
-    if id.is_empty() {
+    let id = cols.id.map_or("", |i| row.get(i).unwrap_or("")).to_string();
+    if id.is_empty() && cols.id.is_some() {
         return Err(DataError::field(path, key, &c.id, "empty trajectory id"));
     }
     let t = get(cols.time, &c.time)?;

@@ -3,6 +3,7 @@
 //! Each reports records read, kept and dropped (with the reason), and stops at the first bad
 //! record with an error naming the file, the record and the field, unless `skip_bad`.
 
+pub mod dashcam;
 pub mod geolife;
 pub mod gps_csv;
 pub mod lmrc;
