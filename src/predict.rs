@@ -34,6 +34,9 @@ pub struct RequestLimits {
     pub max_image_side: u32,
     /// The model's trajectory horizon, seconds: `horizons_s` may not reach past it.
     pub max_horizon_s: f64,
+    /// The clips the model reads, (frames, side), from its spec; None: it reads no video (a
+    /// clip in a request is then checked and ignored).
+    pub video: Option<(usize, usize)>,
 }
 
 /// Parses and validates one request sample (targets, if present, are ignored).
@@ -98,7 +101,7 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
             error: "required inline when video is given (a request has no tar members)".into(),
         });
     }
-    resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
+    let s = resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
         // Name the image by its place in the request.
         let field = match (field.strip_prefix("images[0]"), used) {
             (Some(rest), Some(u)) => format!("images[{u}]{rest}"),
@@ -108,7 +111,29 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
             error = "invalid".into();
         }
         InputError { field, error }
-    })
+    })?;
+    check_clip_shape(&s, limits)?;
+    Ok(s)
+}
+
+/// A clip for a model that reads video has the frame count and size of the model's spec.
+fn check_clip_shape(s: &Sample, limits: &RequestLimits) -> Result<(), InputError> {
+    let (Some((frames, side)), Some(fr)) = (
+        limits.video,
+        s.video.as_ref().and_then(|v| v.frames.as_ref()),
+    ) else {
+        return Ok(());
+    };
+    if (fr.count, fr.height, fr.width) != (frames, side, side) {
+        return Err(InputError {
+            field: "video.npy_base64".into(),
+            error: format!(
+                "{} frames of {}x{}, the model reads {frames} frames of {side}x{side}",
+                fr.count, fr.height, fr.width
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A sample as a request body: pixels as base64 PNG, IMU rows inline, no tar references.
@@ -222,9 +247,11 @@ impl Predictor {
 
     /// What this model takes in a request.
     pub fn limits(&self) -> RequestLimits {
+        let spec = &self.loaded.normalizer.spec;
         RequestLimits {
             max_image_side: self.max_image_side(),
             max_horizon_s: self.loaded.normalizer.horizon_s(),
+            video: (spec.video_frames > 0).then_some((spec.video_frames, spec.video_size)),
         }
     }
 

@@ -28,6 +28,7 @@ fn cases() -> u64 {
 const LIMITS: dfm::predict::RequestLimits = dfm::predict::RequestLimits {
     max_image_side: 256,
     max_horizon_s: 30.0,
+    video: None,
 };
 
 const INTERESTING: [&[u8]; 14] = [

@@ -441,6 +441,28 @@ fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
                 "{v}"
             );
         }
+        // A clip of more frames than a clip may have: refused from its .npy header.
+        let n = dfm::data::video::MAX_FRAMES + 1;
+        let npy = dfm::data::npy::write_u8(&vec![0; n * 2 * 2 * 3], &[n, 2, 2, 3]);
+        let (s, v) = post(
+            &c,
+            &srv.url,
+            with(&|v| {
+                let t0 = v["t0"].as_f64().unwrap();
+                v["video"] = json!({
+                    "t": (0..n).map(|k| t0 - 0.1 * (n - 1 - k) as f64).collect::<Vec<_>>(),
+                    "npy_base64": base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD, &npy),
+                });
+            }),
+            t,
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("video.npy_base64")),
+            "{v}"
+        );
         // An empty list.
         let (s, _) = post(&c, &srv.url, b"[]".to_vec(), t).await;
         assert_eq!(s, 422);
@@ -765,6 +787,7 @@ fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
         limits: dfm::predict::RequestLimits {
             max_image_side: 256,
             max_horizon_s: 30.0,
+            video: None,
         },
         shared: shared.clone(),
         codec: dfm::predict::Codec::new(

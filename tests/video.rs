@@ -154,6 +154,7 @@ fn requests_carry_clips_inline_within_limits() {
     let limits = dfm::predict::RequestLimits {
         max_image_side: 64,
         max_horizon_s: 3600.0,
+        video: Some((FRAMES, SIDE)),
     };
     // `dfm data sample`'s form: the clip as base64 .npy, no member reference.
     let req = dfm::predict::to_request_json(&s).unwrap();
@@ -181,4 +182,175 @@ fn requests_carry_clips_inline_within_limits() {
     );
     let e = bad(&|r| r["video"]["t"][0] = (s.t0 + 5.0).into());
     assert!(e.field.starts_with("video.t["), "{e}");
+    // A clip of another size than the model reads.
+    let small = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        dfm::data::npy::write_u8(&vec![0; FRAMES * 4 * 4 * 3], &[FRAMES, 4, 4, 3]),
+    );
+    let e = bad(&|r| r["video"]["npy_base64"] = small.clone().into());
+    assert!(
+        e.field == "video.npy_base64" && e.error.contains("4x4"),
+        "{e}"
+    );
+}
+
+/// The simulator's camera sees the light ahead: where a sample approaches a light that is red
+/// at `t0`, the last frame mostly shows a red lamp (a light far ahead may be out of sight), and
+/// where it is green, mostly a green one; and a
+/// world with video is the same world (same samples, trajectories and labels) as without.
+#[test]
+fn simulated_clips_show_the_light_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(5);
+    cfg.routes = 16;
+    let plain = tmp.path().join("plain");
+    dfm::data::synth::generate(&plain, &cfg, false).unwrap();
+    let video = tmp.path().join("video");
+    let m = dfm::data::synth::generate(&video, &cfg.clone().with_video(), false).unwrap();
+    dfm::data::inspect::inspect(&video, false, 2).expect("a valid dataset");
+    assert_eq!(m.spec.video_frames, dfm::data::synth::VIDEO_FRAMES);
+    let (a, b) = (all_samples(&plain), all_samples(&video));
+    let lamp = |v: &Video, rgb: [u8; 3]| {
+        let f = v.frames.as_ref().unwrap();
+        let last = &f.data[(f.count - 1) * f.height * f.width * 3..];
+        last.chunks_exact(3).any(|p| p == rgb)
+    };
+    // (samples, with a red lamp, with a green lamp) per colour ahead.
+    let mut seen = std::collections::BTreeMap::<&str, (usize, usize, usize)>::new();
+    for (split, samples) in &b {
+        assert_eq!(samples.len(), a[split].len(), "{split}");
+        for (key, s) in samples {
+            let mut same = s.clone();
+            let light = same.target.as_mut().unwrap().light_ahead.take();
+            let v = same
+                .video
+                .take()
+                .expect("every simulated sample has a clip");
+            assert!(
+                same == a[split][key],
+                "{key}: the same sample besides video"
+            );
+            assert_eq!(v.t.len(), dfm::data::synth::VIDEO_FRAMES);
+            assert_eq!(*v.t.last().unwrap(), s.t0);
+            if let Some(l) = light {
+                let e = seen.entry(l.name()).or_default();
+                e.0 += 1;
+                e.1 += lamp(&v, [240, 30, 30]) as usize;
+                e.2 += lamp(&v, [40, 230, 70]) as usize;
+            }
+        }
+    }
+    let (red, green) = (seen["red"], seen["green"]);
+    assert!(red.0 >= 20 && green.0 >= 20, "{seen:?}");
+    let share = |n: usize, of: usize| n as f64 / of as f64;
+    assert!(share(red.1, red.0) > 0.8, "red lights show red: {seen:?}");
+    assert!(
+        share(green.2, green.0) > 0.6,
+        "green lights show green: {seen:?}"
+    );
+    assert!(share(green.1, green.0) < 0.3, "{seen:?}");
+}
+
+/// The dashcam fixture (a folder per trip: gps.csv, frames/ named by UNIX seconds; see its
+/// make.py) imports into a dataset with clips: each window's clip is the frames of its last
+/// seconds, in order, the last at t0, cropped and resized; windows that need missing frames keep
+/// their trajectory without a clip; a frame whose name is not a time is an error naming it.
+#[test]
+fn dashcam_trips_import_with_their_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashcam");
+    let out = tmp.path().join("cam");
+    let args = [
+        "--history",
+        "10",
+        "--future",
+        "5",
+        "--stride",
+        "1",
+        "--frames",
+        "4",
+        "--frame-step",
+        "1",
+        "--size",
+        "8",
+    ];
+    let mut cmd = vec![
+        "data",
+        "import",
+        "dashcam",
+        "--in",
+        fixture.to_str().unwrap(),
+    ];
+    cmd.extend(["--out", out.to_str().unwrap()]);
+    cmd.extend(args);
+    let (ok, stdout, err) = dfm(&cmd);
+    assert!(ok, "{stdout}{err}");
+    dfm::data::inspect::inspect(&out, false, 2).expect("a valid dataset");
+    let m = dfm::data::manifest::Manifest::load(&out).unwrap();
+    assert_eq!((m.spec.video_frames, m.spec.video_size), (4, 8));
+    let (mut with, mut without) = (0, 0);
+    for samples in all_samples(&out).values() {
+        for s in samples.values() {
+            let trip_start = if s.route_id == "trip-a" {
+                1.7e9
+            } else {
+                1.7e9 + 3600.0
+            };
+            let Some(v) = &s.video else {
+                // trip-b has no frames for seconds 12 to 16.
+                let secs = s.t0 - trip_start;
+                assert!(
+                    s.route_id == "trip-b" && (12.0..=19.0).contains(&secs),
+                    "{}",
+                    s.key
+                );
+                without += 1;
+                continue;
+            };
+            with += 1;
+            assert_eq!(
+                v.t,
+                (0..4).map(|k| s.t0 - 3.0 + k as f64).collect::<Vec<_>>()
+            );
+            let f = v.frames.as_ref().unwrap();
+            assert_eq!((f.count, f.height, f.width), (4, 8, 8));
+            for (k, &t) in v.t.iter().enumerate() {
+                // The red channel is 8 x the seconds since the trip started (JPEG: about).
+                let red = f.data[k * 8 * 8 * 3 + (4 * 8 + 4) * 3] as f64;
+                let want = 8.0 * (t - trip_start);
+                assert!(
+                    (red - want).abs() <= 3.0,
+                    "{} frame {k}: {red} vs {want}",
+                    s.key
+                );
+            }
+        }
+    }
+    assert!(
+        with >= 20 && without >= 4,
+        "{with} with clips, {without} without"
+    );
+
+    // A frame named otherwise than by its time.
+    let bad = tmp.path().join("bad");
+    for trip in ["trip-a"] {
+        let from = fixture.join(trip);
+        let to = bad.join(trip).join("frames");
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(from.join("gps.csv"), bad.join(trip).join("gps.csv")).unwrap();
+        for e in std::fs::read_dir(from.join("frames")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(to.join("1700000003.000.png"), to.join("frame-3.png")).unwrap();
+    }
+    let mut cmd = vec!["data", "import", "dashcam", "--in", bad.to_str().unwrap()];
+    let bad_out = tmp.path().join("bad-out");
+    cmd.extend(["--out", bad_out.to_str().unwrap()]);
+    cmd.extend(args);
+    let (ok, _, err) = dfm(&cmd);
+    assert!(
+        !ok && err.contains("frame-3.png") && err.contains("not a time"),
+        "{err}"
+    );
 }
