@@ -112,7 +112,7 @@ fn braking_start(track: &Track, t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::motion::{Driver, PathPt, TrackPt};
+    use super::super::motion::{Driver, PathPt};
     use super::*;
     use crate::data::sample::RoadClass;
 
@@ -124,21 +124,8 @@ mod tests {
             halt_s,
             light,
         };
-        let mut tr = Track {
-            pts: vec![TrackPt {
-                t: 0.0,
-                p: [0.0, 0.0],
-                v: 0.0,
-                yaw: 0.0,
-                class: RoadClass::Local,
-            }],
-            lights: Vec::new(),
-        };
-        let d = Driver {
-            accel: 1.5,
-            decel: 2.5,
-            lateral: 2.5,
-        };
+        let mut tr = Track::standing(0.0, [0.0, 0.0], RoadClass::Local);
+        let d = Driver::TEST;
         tr.drive(
             &[
                 pp(0.0, None, 0.0),

@@ -55,6 +55,16 @@ pub struct Driver {
     pub lateral: f64,
 }
 
+#[cfg(test)]
+impl Driver {
+    /// The driver of the tests: 1.5 m/s² up, 2.5 m/s² braking and sideways.
+    pub const TEST: Driver = Driver {
+        accel: 1.5,
+        decel: 2.5,
+        lateral: 2.5,
+    };
+}
+
 /// The whole route's track, strictly ordered in time (dwells are two points at one place).
 #[derive(Default)]
 pub struct Track {
@@ -69,6 +79,20 @@ fn wrap(a: f64) -> f64 {
 }
 
 impl Track {
+    /// A track that starts standing at `p` at time `t`, heading east.
+    pub fn standing(t: f64, p: P2, class: RoadClass) -> Track {
+        Track {
+            pts: vec![TrackPt {
+                t,
+                p,
+                v: 0.0,
+                yaw: 0.0,
+                class,
+            }],
+            lights: Vec::new(),
+        }
+    }
+
     pub fn end_time(&self) -> f64 {
         self.pts.last().map(|p| p.t).unwrap_or(0.0)
     }
@@ -315,21 +339,8 @@ mod tests {
 
     #[test]
     fn respects_limits_and_slows_for_corners() {
-        let mut tr = Track {
-            pts: vec![TrackPt {
-                t: 0.0,
-                p: [0.0, 0.0],
-                v: 0.0,
-                yaw: 0.0,
-                class: RoadClass::Local,
-            }],
-            lights: Vec::new(),
-        };
-        let d = Driver {
-            accel: 1.5,
-            decel: 2.5,
-            lateral: 2.5,
-        };
+        let mut tr = Track::standing(0.0, [0.0, 0.0], RoadClass::Local);
+        let d = Driver::TEST;
         tr.drive(
             &[pp(0.0, 0.0), pp(300.0, 0.0), pp(300.0, 300.0)],
             &d,

@@ -2,7 +2,7 @@
 //! driver's hidden ordering policy (zone by zone, time windows first, some noise), the drive
 //! between stops, the service at each stop and the outcome of each delivery attempt.
 
-use super::motion::{Driver, PathPt, Track, TrackPt};
+use super::motion::{Driver, PathPt, Track};
 use super::world::{Area, P2, dist};
 use crate::data::sample::{Region, RoadClass, Weather};
 use crate::seed::{self as rng, SimRng, chance, lognormal, poisson, uniform};
@@ -165,16 +165,7 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         .collect();
     let edge_factor = (plan_factor.as_slice(), drive_factor.as_slice());
     let depot = area.nodes[area.depot];
-    let mut track = Track {
-        pts: vec![TrackPt {
-            t: departure,
-            p: depot,
-            v: 0.0,
-            yaw: 0.0,
-            class: RoadClass::Arterial,
-        }],
-        lights: Vec::new(),
-    };
+    let mut track = Track::standing(departure, depot, RoadClass::Arterial);
     let speed = |t: f64| congestion(area, t) * cond.speed_factor() * pace;
     let mut remaining: Vec<usize> = (0..stops.len()).collect();
     let mut visits = Vec::with_capacity(stops.len());
