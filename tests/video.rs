@@ -247,7 +247,10 @@ fn simulated_clips_show_the_light_ahead() {
     // not), few green ones do (another light down the road); most green ones show green.
     assert!(share(red.1, red.0) > 0.55, "red lights show red: {seen:?}");
     assert!(share(green.1, green.0) < 0.2, "{seen:?}");
-    assert!(share(green.2, green.0) > 0.5, "green lights show green: {seen:?}");
+    assert!(
+        share(green.2, green.0) > 0.5,
+        "green lights show green: {seen:?}"
+    );
 }
 
 /// The dashcam fixture (a folder per trip: gps.csv, frames/ named by UNIX seconds; see its
