@@ -402,6 +402,22 @@ fn apply(root: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow:
     Ok(())
 }
 
+/// An integer key's value inside [lo, hi], or an error naming the key.
+fn int_in(key: &str, v: usize, lo: usize, hi: usize) -> anyhow::Result<()> {
+    if !(lo..=hi).contains(&v) {
+        bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
+    }
+    Ok(())
+}
+
+/// A real key's value finite and inside [lo, hi], or an error naming the key.
+fn real_in(key: &str, v: f64, lo: f64, hi: f64) -> anyhow::Result<()> {
+    if !(v.is_finite() && (lo..=hi).contains(&v)) {
+        bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
+    }
+    Ok(())
+}
+
 impl Config {
     /// Loads a config file (or the defaults when `path` is None), applies `--set` overrides and
     /// validates the result.
@@ -489,18 +505,7 @@ impl Config {
         let t = &self.train;
         let d = &self.data;
         // Every number a user can set has a range, named with its key.
-        let int = |key: &str, v: usize, lo: usize, hi: usize| -> anyhow::Result<()> {
-            if !(lo..=hi).contains(&v) {
-                bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
-            }
-            Ok(())
-        };
-        let real = |key: &str, v: f64, lo: f64, hi: f64| -> anyhow::Result<()> {
-            if !(v.is_finite() && (lo..=hi).contains(&v)) {
-                bail!("key `{key}`: {v} is outside [{lo}, {hi}]");
-            }
-            Ok(())
-        };
+        let (int, real) = (int_in, real_in);
         const BIG: usize = 1_000_000_000;
         int("data.synth_routes", d.synth_routes, 0, 10_000_000)?;
         int("data.workers", d.workers, 1, 256)?;

@@ -351,6 +351,23 @@ enum Loc {
     Edge(usize, f64),
 }
 
+/// The intersection `node` a path enters its next edge from (the path's last point so far): where
+/// traffic may halt the vehicle there is a light, and it holds the vehicle 45% of the time (red;
+/// else green). Not at the path's very start.
+fn at_intersection(out: &mut [PathPt], area: &Area, node: usize, rng: &mut SimRng) {
+    let started = out.len() > 1;
+    let Some(last) = out.last_mut() else {
+        return;
+    };
+    if !(area.halts[node] && started) {
+        return;
+    }
+    if chance(rng, 0.45) {
+        last.halt_s = uniform(rng, 4.0, 40.0);
+    }
+    last.light = Some(node);
+}
+
 /// Fastest path between two locations as planned with `(plan, drive)` speed factors per
 /// edge: the path is chosen with `plan`, the speed limits come from `drive`.
 fn plan_path(
@@ -430,22 +447,7 @@ fn plan_path(
         if !forward {
             geo.reverse();
         }
-        // Halt at the intersection we enter this edge from (not at the very start).
-        let started = out.len() > 1;
-        if let Some(last) = out.last_mut()
-            && area.halts[node]
-            && started
-            && chance(rng, 0.45)
-        {
-            last.halt_s = uniform(rng, 4.0, 40.0);
-        }
-        // Every halting intersection has a light: red when the vehicle is held, else green.
-        if let Some(last) = out.last_mut()
-            && area.halts[node]
-            && started
-        {
-            last.light = Some(node);
-        }
+        at_intersection(&mut out, area, node, rng);
         // A point's limit is that of the segment starting there: the intersection we leave
         // takes this edge's.
         if let Some(last) = out.last_mut() {
