@@ -1,5 +1,6 @@
 //! `dfm bench train`: the FLOPs it reports are the config's count, its MFU is achieved over the
-//! measured peak, its step profile adds up, and the CLI writes the documented JSON keys. (No
+//! measured peak, its step profile adds up, it computes in `train.precision`, and the CLI writes
+//! the documented JSON keys. (No
 //! timing is asserted: figures depend on the machine.)
 
 mod common;
@@ -76,6 +77,19 @@ batch_size = 8
         v["tokens_per_sample"].as_u64().unwrap() as usize,
         flops::tokens(&cfg.model, &spec, 16).total
     );
+    assert_eq!(v["precision"], "f32");
+    // The step computes in `train.precision`, as `dfm train` does: flex refuses bf16.
+    let (ok, _, err) = dfm(&[
+        "bench",
+        "train",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--set",
+        "train.precision=\"bf16\"",
+        "--steps",
+        "1",
+    ]);
+    assert!(!ok && err.contains("needs a GPU device"), "{err}");
     let f = |k: &str| v[k].as_f64().unwrap();
     assert!((f("mfu") - f("achieved_flops") / f("peak_flops")).abs() < 1e-12);
     assert!((f("achieved_flops") - f("flops_per_sample") * f("samples_per_s")).abs() < 1e-3);

@@ -36,6 +36,8 @@ pub struct TrainBench {
     pub config: String,
     pub device: String,
     pub objective: String,
+    /// The float type the step computes in (`train.precision`).
+    pub precision: String,
     pub batch_size: usize,
     pub steps: usize,
     pub warmup_steps: usize,
@@ -117,6 +119,9 @@ pub fn run(
 ) -> anyhow::Result<TrainBench> {
     let setup = Setup::new(cfg)?;
     let cfg = &setup.cfg;
+    // The same float type as `dfm train` (bf16 where the GPU computes in it, else refused);
+    // the matmul peaks below then measure that type too.
+    let device = &crate::train::with_precision(device.clone(), cfg.train.precision)?;
     let ad = device.clone().autodiff();
     let model = setup.new_model(&ad);
     let mut optim = optimizer(cfg);
@@ -157,6 +162,7 @@ pub fn run(
         config: config_name.to_string(),
         device: device_name.to_string(),
         objective: format!("{:?}", cfg.train.objective).to_lowercase(),
+        precision: format!("{:?}", cfg.train.precision).to_lowercase(),
         batch_size: cfg.train.batch_size,
         steps: o.steps,
         warmup_steps: o.warmup,
@@ -302,10 +308,11 @@ impl TrainBench {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "training step of {} on {} ({} objective): batch {}, {} parameters, {} tokens/sample, {} timed steps after {} warm-up",
+            "training step of {} on {} ({} objective, {}): batch {}, {} parameters, {} tokens/sample, {} timed steps after {} warm-up",
             self.config,
             self.device,
             self.objective,
+            self.precision,
             self.batch_size,
             self.params,
             self.tokens_per_sample,
