@@ -86,10 +86,11 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
     }
     if let Some(imu) = &s.imu
         && imu.data.is_empty()
+        && imu.npy_base64.is_none()
     {
         return Err(InputError {
-            field: "imu.data".into(),
-            error: "required inline when imu is given".into(),
+            field: "imu.npy_base64".into(),
+            error: "required inline when imu is given (or the rows as imu.data)".into(),
         });
     }
     if let Some(v) = &s.video
@@ -136,7 +137,8 @@ fn check_clip_shape(s: &Sample, limits: &RequestLimits) -> Result<(), InputError
     Ok(())
 }
 
-/// A sample as a request body: pixels as base64 PNG, IMU rows inline, no tar references.
+/// A sample as a request body: pixels as base64 PNG, the IMU and the clip as base64 `.npy`, no
+/// tar references.
 pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
     let mut s = s.clone();
     for im in s.images.iter_mut() {
@@ -146,6 +148,9 @@ pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
         im.file = None;
     }
     if let Some(imu) = s.imu.as_mut() {
+        let flat: Vec<f32> = imu.data.drain(..).flatten().collect();
+        let npy = crate::data::npy::write_f32(&flat, &[flat.len() / 4, 4]);
+        imu.npy_base64 = Some(base64::engine::general_purpose::STANDARD.encode(npy));
         imu.file = None;
     }
     if let Some(v) = s.video.as_mut() {

@@ -411,6 +411,32 @@ fn bad_requests_get_4xx_naming_the_field_and_serving_goes_on() {
             (422, Some("history[3].lon")),
             "{v}"
         );
+        // The IMU as base64 `.npy` (what to_request_json writes) or as rows: the same answer;
+        // an array that does not decode, or of another shape, is named.
+        let moving = samples.iter().find(|s| s.imu.is_some()).unwrap();
+        let npy = to_request_json(moving).unwrap();
+        assert!(npy["imu"]["npy_base64"].is_string() && npy["imu"].get("data").is_none());
+        let mut rows = npy.clone();
+        rows["imu"] = json!({"rate_hz": moving.imu.as_ref().unwrap().rate_hz,
+                             "data": moving.imu.as_ref().unwrap().data});
+        let (s1, a) = post(&c, &srv.url, serde_json::to_vec(&npy).unwrap(), t).await;
+        let (s2, b) = post(&c, &srv.url, serde_json::to_vec(&rows).unwrap(), t).await;
+        assert_eq!((s1, s2), (200, 200), "{a} {b}");
+        assert_eq!(a["most_likely"], b["most_likely"]);
+        let three_columns = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            dfm::data::npy::write_f32(&[0.0; 6], &[2, 3]),
+        );
+        for bad in [json!("not base64!"), json!(three_columns)] {
+            let mut v = npy.clone();
+            v["imu"]["npy_base64"] = bad;
+            let (s, v) = post(&c, &srv.url, serde_json::to_vec(&v).unwrap(), t).await;
+            assert_eq!(
+                (s, v["field"].as_str()),
+                (422, Some("imu.npy_base64")),
+                "{v}"
+            );
+        }
         // In a list, the element is named.
         let list = format!(
             "[{},{}]",

@@ -111,6 +111,7 @@ mod tests {
             imu: Some(Imu {
                 rate_hz: 1.0,
                 file: None,
+                npy_base64: None,
                 data: vec![[0.1, 0.5, 9.8, 0.05]; 4],
             }),
             images: Vec::new(),

@@ -205,6 +205,10 @@ pub struct Imu {
     /// Tar member holding the array (`imu.npy`, float32, shape [n, 4]) inside a shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The same array inline in a request: the `.npy` file's bytes in base64 (what a request
+    /// body carries by default: a tenth of the parsing of `data` rows written as JSON numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npy_base64: Option<String>,
     /// The rows, when given inline (serving) or once loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<[f32; 4]>,

@@ -116,6 +116,11 @@ pub fn decode_png(bytes: &[u8], max_side: u32) -> Result<Rgb8, String> {
 
 /// Parses a sample's JSON, naming the field that fails (`history[3].lat`).
 pub fn parse_json(bytes: &[u8]) -> Result<Sample, (String, String)> {
+    // Tracking the path costs about as much as parsing; only a bad sample needs it, so it is
+    // parsed again with the path when the plain parse fails (the same error, now located).
+    if let Ok(s) = serde_json::from_slice(bytes) {
+        return Ok(s);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -149,33 +154,58 @@ pub fn resolve(
         im.pixels =
             Some(decode_png(&bytes, max_image_side).map_err(|m| (format!("images[{i}]"), m))?);
     }
-    if let Some(imu) = s.imu.as_mut()
-        && let Some(name) = &imu.file
-        && imu.data.is_empty()
-    {
-        let bytes = member(name).ok_or_else(|| {
-            (
-                "imu.file".to_string(),
-                format!("member `{name}` is missing"),
-            )
-        })?;
-        let (v, shape) = npy::read_f32(&bytes).map_err(|m| ("imu.file".to_string(), m))?;
-        if shape.len() != 2 || shape[1] != 4 {
-            return Err((
-                "imu.file".to_string(),
-                format!("shape {shape:?}, expected [n, 4]"),
-            ));
-        }
-        imu.data = v
-            .chunks_exact(4)
-            .map(|c| [c[0], c[1], c[2], c[3]])
-            .collect();
+    if let Some(imu) = s.imu.as_mut() {
+        resolve_imu(imu, member)?;
     }
     if let Some(v) = s.video.as_mut() {
         super::video::resolve(v, member)?;
     }
     s.validate(spec).map_err(|e| (e.field, e.message))?;
     Ok(s)
+}
+
+/// Loads the IMU rows from inline `.npy` bytes (`npy_base64`) or the `file` member, unless they
+/// are given as `data` rows; `[n, 4]` float32.
+fn resolve_imu(
+    imu: &mut super::sample::Imu,
+    member: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(), (String, String)> {
+    if !imu.data.is_empty() {
+        return Ok(());
+    }
+    let (field, bytes) = if let Some(b64) = imu.npy_base64.take() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| {
+                (
+                    "imu.npy_base64".to_string(),
+                    format!("does not decode: {e}"),
+                )
+            })?;
+        ("imu.npy_base64", bytes)
+    } else if let Some(name) = &imu.file {
+        let bytes = member(name).ok_or_else(|| {
+            (
+                "imu.file".to_string(),
+                format!("member `{name}` is missing"),
+            )
+        })?;
+        ("imu.file", bytes)
+    } else {
+        return Ok(());
+    };
+    let (v, shape) = npy::read_f32(&bytes).map_err(|m| (field.to_string(), m))?;
+    if shape.len() != 2 || shape[1] != 4 {
+        return Err((
+            field.to_string(),
+            format!("shape {shape:?}, expected [n, 4]"),
+        ));
+    }
+    imu.data = v
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect();
+    Ok(())
 }
 
 fn load_image_bytes(

@@ -1,8 +1,8 @@
 //! `dfm serve`: the model over HTTP (tokio + axum on hyper).
 //!
 //! - `POST /v1/predict`: one sample or a list, in the JSON of a stored sample (images inline as
-//!   `png_base64`, IMU rows inline as `data`; targets, if present, are ignored). Answers one
-//!   prediction or a list, in the same order.
+//!   `png_base64`, the IMU as `npy_base64` or rows in `data`; targets, if present, are
+//!   ignored). Answers one prediction or a list, in the same order.
 //! - `GET /healthz` (liveness), `GET /readyz` (readiness), `GET /metrics` (Prometheus text),
 //!   `GET /v1/model` (bundle metadata).
 //!

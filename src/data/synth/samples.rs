@@ -78,6 +78,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
         let imu = chance(&mut rng, o.imu_p).then(|| Imu {
             rate_hz: spec.imu_rate_hz,
             file: None,
+            npy_base64: None,
             data: imu_model.read(
                 track,
                 this_t0,
