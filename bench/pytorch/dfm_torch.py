@@ -4,8 +4,8 @@ Same architecture and shapes as `src/model/` for a dfm config (TOML) and its dat
 `spec` of `data.path/manifest.json`, or dfm's defaults): history and IMU patch tokens, a 3x3 conv stem
 and a strided patch conv for the image, one token per stop (features + Fourier features through a
 2-layer MLP), one token per context group, video tubelets when the dataset has clips (a 1x1x1 conv stem
-and a tubelet-strided 3D conv plus a projection of the stem's max over each tubelet, as in
-src/model/video.rs), learned modality embeddings and queries
+and a tubelet-strided 3D conv, plus a projection of the max over each tubelet of a wider 1x1x1 conv's
+colour features, as in src/model/video.rs), learned modality embeddings and queries
 (K modes + most likely + outcome), a
 pre-norm transformer encoder (GELU MLP, key padding mask), a final LayerNorm, and the same heads
 (trajectory modes, mode logits, ETA quantiles, on-time, delivered, next-stop pointer) and losses
@@ -40,6 +40,7 @@ CTX_GROUPS = [4, 5, 2, 4, 2, 4]  # time, weather, peak, road, zone, depot
 FOURIER = 6
 STEM = 16
 VIDEO_STEM = 4
+VIDEO_PEAK = 16  # colour features whose max over each tubelet is a token input
 QUANTILES = (0.1, 0.5, 0.9)
 DEFAULT_SPEC = dict(history_len=30, future_len=15, imu_len=300, max_stops=8, video_frames=0, video_size=0)
 # `dfm data synth --video` (data.synth_video): 8 frames of 32 x 32.
@@ -81,7 +82,8 @@ class DfmTorch(nn.Module):
             t, p = m["video_tubelet"], m["video_patch"]
             self.video_stem = nn.Conv3d(3, VIDEO_STEM, 1)
             self.tubelet = nn.Conv3d(VIDEO_STEM, d, (t, p, p), stride=(t, p, p))
-            self.peak = nn.Linear(VIDEO_STEM, d)
+            self.peak_stem = nn.Conv3d(3, VIDEO_PEAK, 1)
+            self.peak = nn.Linear(VIDEO_PEAK, d)
             self.video_pool = nn.MaxPool3d((t, p, p))
             self.video_pos = nn.Parameter(torch.randn(self.nv, d) * 0.02)
             self.video_modality = nn.Parameter(torch.randn(d) * 0.02)
@@ -129,7 +131,8 @@ class DfmTorch(nn.Module):
         if self.nv:
             f = F.gelu(self.video_stem(b["video"]))
             v = self.tubelet(f).flatten(2).transpose(1, 2)
-            v = v + self.peak(self.video_pool(f).flatten(2).transpose(1, 2))
+            colours = F.gelu(self.peak_stem(b["video"]))
+            v = v + self.peak(self.video_pool(colours).flatten(2).transpose(1, 2))
             parts.append(v + self.video_pos + self.video_modality)
         tokens = torch.cat(parts + [q], 1)
         out = self.norm(self.fusion(tokens, src_key_padding_mask=b["pad"]))
@@ -176,7 +179,8 @@ def forward_flops(m, spec, image_size):
     if nv:
         x += 2 * spec["video_frames"] * spec["video_size"] ** 2 * 3 * VIDEO_STEM
         x += 2 * nv * VIDEO_STEM * m["video_tubelet"] * m["video_patch"] ** 2 * d
-        x += 2 * nv * VIDEO_STEM * d  # tubelet peaks
+        x += 2 * spec["video_frames"] * spec["video_size"] ** 2 * 3 * VIDEO_PEAK  # peak colours
+        x += 2 * nv * VIDEO_PEAK * d  # tubelet peaks
     x += lin(ns, STOP_CH + 4 * FOURIER, d) + lin(ns, d, d) + sum(lin(1, g, d) for g in CTX_GROUPS)
     x += m["layers"] * (lin(4 * n, d, d) + 4 * n * n * d + lin(n, d, ff) + lin(n, ff, d))
     x += lin(k + 1, d, 2 * d) + lin(k + 1, 2 * d, 2 * f) + lin(k, d, 1) + lin(1, d, 1)  # modes + most likely

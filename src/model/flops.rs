@@ -192,11 +192,11 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> V
     v
 }
 
-/// The video encoder: the per-pixel stem, the tubelet convolution, positions and the modality
-/// embedding.
+/// The video encoder: the per-pixel stems, the tubelet convolution, the peaks' projection,
+/// positions and the modality embedding.
 fn video_terms(cfg: &ModelConfig, spec: &Spec, tokens: usize) -> Vec<Term> {
     let d = cfg.d_model;
-    let stem = super::video::STEM;
+    let (stem, peak) = (super::video::STEM, super::video::PEAK);
     let pixels = spec.video_frames * spec.video_size * spec.video_size;
     let kernel = cfg.video_tubelet * cfg.video_patch * cfg.video_patch;
     vec![
@@ -210,7 +210,12 @@ fn video_terms(cfg: &ModelConfig, spec: &Spec, tokens: usize) -> Vec<Term> {
             flops: 2.0 * (tokens * stem * kernel * d) as f64,
             params: stem * kernel * d + d,
         },
-        linear("video tubelet peaks", tokens, stem, d),
+        Term {
+            name: "video peak colours (per pixel)".into(),
+            flops: 2.0 * (pixels * 3 * peak) as f64,
+            params: 3 * peak + peak,
+        },
+        linear("video tubelet peaks", tokens, peak, d),
         params("video positions", tokens * d),
         params("video modality embedding", d),
     ]

@@ -420,17 +420,34 @@ mod tests {
     use crate::frame::Enu;
     use burn::data::dataloader::batcher::Batcher;
 
+    /// Two 1 s history fixes, two 1 s future steps, one IMU row, `max_stops` stop slots.
+    fn tiny_spec(max_stops: usize) -> Spec {
+        Spec {
+            history_len: 2,
+            history_step_s: 1.0,
+            future_len: 2,
+            future_step_s: 1.0,
+            imu_len: 1,
+            imu_rate_hz: 1.0,
+            max_stops,
+            ..Spec::default()
+        }
+    }
+
+    /// A fix `north` meters north of (47.6, -122.3) at time `t`.
+    fn fix_north(t: f64, north: f64) -> Fix {
+        let (lat, lon) = Enu::new(47.6, -122.3).to_lat_lon(0.0, north);
+        Fix::at(t, lat, lon)
+    }
+
     /// Four stops around a vehicle in zone A-1.1A (two of them in its zone), two padding slots:
     /// the prior is `-ln(1 + place)` in the rule's order and 0 on padding.
     #[test]
     fn the_rule_prior_follows_same_zone_then_nearest() {
         let enu = Enu::new(47.6, -122.3);
-        let fix = |t: f64, n: f64| {
-            let (lat, lon) = enu.to_lat_lon(0.0, n);
-            Fix {
-                speed: Some(10.0),
-                ..Fix::at(t, lat, lon)
-            }
+        let fix = |t: f64, n: f64| Fix {
+            speed: Some(10.0),
+            ..fix_north(t, n)
         };
         let stop = |e: f64, zone: &str| {
             let (lat, lon) = enu.to_lat_lon(e, 0.0);
@@ -453,16 +470,7 @@ mod tests {
             ],
             ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
         };
-        let spec = Spec {
-            history_len: 2,
-            history_step_s: 1.0,
-            future_len: 2,
-            future_step_s: 1.0,
-            imu_len: 1,
-            imu_rate_hz: 1.0,
-            max_stops: 6,
-            ..Spec::default()
-        };
+        let spec = tiny_spec(6);
         let device = Device::flex();
         let n = Normalizer::new(&spec, &NormStats::default(), 8);
         let b = crate::batch::FeatureBatcher.batch(vec![n.features(&s)], &device);
@@ -490,15 +498,9 @@ mod tests {
     fn video_tokens_are_read_and_masked() {
         use crate::data::video::{Frames, Video};
         let spec = Spec {
-            history_len: 2,
-            history_step_s: 1.0,
-            future_len: 2,
-            future_step_s: 1.0,
-            imu_len: 1,
-            imu_rate_hz: 1.0,
-            max_stops: 2,
             video_frames: 4,
             video_size: 16,
+            ..tiny_spec(2)
         };
         let cfg = ModelConfig {
             history_patch: 1,
@@ -523,11 +525,6 @@ mod tests {
         assert!(plain.enc.video.is_none());
         assert_eq!(model.token_count(2), plain.token_count(2) + 8);
 
-        let enu = Enu::new(47.6, -122.3);
-        let fix = |t: f64, n: f64| {
-            let (lat, lon) = enu.to_lat_lon(0.0, n);
-            Fix::at(t, lat, lon)
-        };
         let with_clip = |value: u8| Sample {
             video: Some(Video {
                 t: vec![0.25, 0.5, 0.75, 1.0],
@@ -539,7 +536,7 @@ mod tests {
                 }),
                 ..Default::default()
             }),
-            ..Sample::bare("k", 1.0, vec![fix(0.0, -10.0), fix(1.0, 0.0)])
+            ..Sample::bare("k", 1.0, vec![fix_north(0.0, -10.0), fix_north(1.0, 0.0)])
         };
         let n = Normalizer::new(&spec, &NormStats::default(), 8);
         let traj = |value: u8, keep_video: f32| -> Vec<f32> {
