@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""How much of the held-out GeoLife users' ground the training users covered, and what a prior
+retrieved from the training users' own futures adds to ridge regression at K=1.
+
+For every test window (users 006-007), finds the training windows (users 000-005) whose last fix
+lies within R m and whose heading differs by less than H degrees, and, where at least 3 exist,
+adds their mean ridge residual (their future minus ridge's prediction for them, in the agent
+frame) to ridge's prediction, shrunk by n / (n + 10). Prints the share of test windows with such
+neighbours and the minFDE (m) at 60 s of constant velocity, ridge and ridge + retrieval.
+
+Usage (from the project root, after `dfm data import geolife --in ../shared/data/geolife --out
+datasets/geolife`): python3 scripts/geolife_overlap.py [--data datasets/geolife]
+Needs numpy, scipy and scikit-learn.
+"""
+import argparse, glob, json, tarfile
+import numpy as np
+from scipy.spatial import cKDTree
+from sklearn.linear_model import Ridge
+
+EARTH_M = 6378137.0
+
+
+def load(data, split):
+    hist, fut = [], []
+    for path in sorted(glob.glob(f"{data}/{split}-*.tar")):
+        with tarfile.open(path) as t:
+            for m in t.getmembers():
+                if m.name.endswith(".json"):
+                    s = json.loads(t.extractfile(m).read())
+                    hist.append([[h["lat"], h["lon"]] for h in s["history"]])
+                    fut.append(s["target"]["future"])
+    return np.array(hist), np.array(fut)
+
+
+def agent_frame(hist, fut, origin):
+    """Local meters (equirectangular about `origin`), then rotated so x is the heading over the
+    last two steps; returns history, future, last position (unrotated) and heading."""
+    lat0, lon0 = origin
+
+    def xy(a):
+        return np.stack([(a[..., 1] - lon0) * np.pi / 180 * EARTH_M * np.cos(lat0 * np.pi / 180),
+                         (a[..., 0] - lat0) * np.pi / 180 * EARTH_M], -1)
+
+    h, f = xy(hist), xy(fut)
+    o = h[:, -1:]
+    v = h[:, -1] - h[:, -3]
+    ang = np.arctan2(v[:, 1], v[:, 0])
+    c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
+    rot = lambda p: np.stack([p[..., 0] * c + p[..., 1] * s, -p[..., 0] * s + p[..., 1] * c], -1)
+    return rot(h - o), rot(f - o), h[:, -1], ang
+
+
+def constant_velocity(h, n):
+    v = h[:, -1] - h[:, -2]
+    return np.stack([v * (i + 1) for i in range(n)], 1)
+
+
+def fde(pred, fut):
+    return float(np.mean(np.linalg.norm(pred[:, -1] - fut[:, -1], axis=-1)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="datasets/geolife")
+    a = ap.parse_args()
+    htr, ftr = load(a.data, "train")
+    hte, fte = load(a.data, "test")
+    origin = (htr[:, -1, 0].mean(), htr[:, -1, 1].mean())
+    hA, fA, pA, aA = agent_frame(htr, ftr, origin)
+    hB, fB, pB, aB = agent_frame(hte, fte, origin)
+    n = fA.shape[1]
+    ridge = Ridge(alpha=1.0).fit(hA.reshape(len(hA), -1), (fA - constant_velocity(hA, n)).reshape(len(hA), -1))
+    predict = lambda h: constant_velocity(h, n) + ridge.predict(h.reshape(len(h), -1)).reshape(len(h), n, 2)
+    rA, rB = predict(hA), predict(hB)
+    print(f"train {len(hA)} windows, test {len(hB)}")
+    print(f"constant velocity {fde(constant_velocity(hB, n), fB):.2f} m, ridge {fde(rB, fB):.2f} m")
+    tree = cKDTree(pA)
+    print("| radius m | heading within | test windows with >= 3 neighbours | ridge + retrieval m |")
+    print("|---|---|---|---|")
+    for radius in (15, 30, 60):
+        for heading in (30, 60):
+            pred, hit = rB.copy(), 0
+            for i, js in enumerate(tree.query_ball_point(pB, radius)):
+                js = np.array(js, dtype=int)
+                if len(js):
+                    turn = np.abs((aA[js] - aB[i] + np.pi) % (2 * np.pi) - np.pi) * 180 / np.pi
+                    js = js[turn < heading]
+                if len(js) < 3:
+                    continue
+                hit += 1
+                pred[i] = rB[i] + len(js) / (len(js) + 10) * (fA[js] - rA[js]).mean(0)
+            print(f"| {radius} | {heading}° | {hit / len(hB):.1%} | {fde(pred, fB):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
