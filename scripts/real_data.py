@@ -15,27 +15,9 @@ Usage (from the project root, after `cargo build --release`):
   model and "same zone, then nearest".
 Only the standard library is needed. A result whose difference is inside the spread is a tie.
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, subprocess, sys
 
-DFM = os.path.join("target", "release", "dfm")
-
-
-def run(args, log):
-    with open(log, "w") as f:
-        r = subprocess.run([DFM] + args, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        sys.exit(f"dfm {' '.join(args)} failed; see {log}")
-
-
-def ms(xs):
-    m = statistics.mean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return m, s
-
-
-def cell(xs, p=2):
-    m, s = ms(xs)
-    return f"{m:.{p}f} ± {s:.{p}f}"
+from study import cell, ms, run
 
 
 def geolife(a, seeds):
@@ -118,4 +100,5 @@ def main():
         lmrc(a, seeds)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -22,19 +22,13 @@ Experiments, per seed (`configs/foundation.toml`, the same model everywhere):
 Trajectory error is the minFDE (m) of the most likely trajectory (K=1) and of the best of 6, with
 constant velocity on the same windows.
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, subprocess, sys
 
-DFM = os.path.join("target", "release", "dfm")
+import study
+from study import ms, run
+
 CONFIG = "configs/foundation.toml"
 FRACTIONS = [0.01, 0.1, 1.0]
-
-
-def run(args, log):
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    with open(log, "w") as f:
-        r = subprocess.run([DFM] + args, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        sys.exit(f"dfm {' '.join(args)} failed; see {log}")
 
 
 def manifest(d):
@@ -94,18 +88,12 @@ def budget(data, epochs, floor):
     return [f"train.batch_size={batch}", f"train.max_steps={max(floor, epochs * n // batch)}"]
 
 
-def ms(xs):
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def cell(xs):
-    m, s = ms(xs)
-    return f"{m:.1f} ± {s:.1f}"
+    return study.cell(xs, 1)
 
 
 def cell3(xs):
-    m, s = ms(xs)
-    return f"{m:.3f} ± {s:.3f}"
+    return study.cell(xs, 3)
 
 
 def curve(a, s, name, data, base, res):

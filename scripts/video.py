@@ -16,22 +16,9 @@ Usage (from the project root, after `cargo build --release`):
 About 11 minutes per training on 2 CPU cores (3 trainings, 6 with --retrain). Only the standard
 library is needed. A difference inside the spread is a tie.
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, subprocess, sys
 
-DFM = os.path.join("target", "release", "dfm")
-
-
-def run(args, log):
-    with open(log, "w") as f:
-        r = subprocess.run([DFM] + args, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        sys.exit(f"dfm {' '.join(args)} failed; see {log}")
-
-
-def cell(xs, p=2):
-    m = statistics.mean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{m:.{p}f} ± {s:.{p}f}"
+from study import cell, run
 
 
 def fde(part, k):
