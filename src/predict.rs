@@ -148,9 +148,8 @@ pub fn to_request_json(s: &Sample) -> anyhow::Result<serde_json::Value> {
         im.file = None;
     }
     if let Some(imu) = s.imu.as_mut() {
-        let flat: Vec<f32> = imu.data.drain(..).flatten().collect();
-        let npy = crate::data::npy::write_f32(&flat, &[flat.len() / 4, 4]);
-        imu.npy_base64 = Some(base64::engine::general_purpose::STANDARD.encode(npy));
+        imu.npy_base64 = Some(base64::engine::general_purpose::STANDARD.encode(imu.to_npy()));
+        imu.data.clear();
         imu.file = None;
     }
     if let Some(v) = s.video.as_mut() {

@@ -214,6 +214,15 @@ pub struct Imu {
     pub data: Vec<[f32; 4]>,
 }
 
+impl Imu {
+    /// The rows as a `.npy` file (float32 [n, 4]): a shard's `imu.npy` member, or a request's
+    /// `npy_base64` once encoded.
+    pub fn to_npy(&self) -> Vec<u8> {
+        let flat: Vec<f32> = self.data.iter().flatten().copied().collect();
+        super::npy::write_f32(&flat, &[self.data.len(), 4])
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {

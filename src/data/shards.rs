@@ -52,11 +52,7 @@ pub fn encode(sample: &Sample) -> anyhow::Result<Record> {
         im.png_base64 = None;
     }
     if let Some(imu) = s.imu.as_mut() {
-        let flat: Vec<f32> = imu.data.iter().flatten().copied().collect();
-        members.push((
-            "imu.npy".to_string(),
-            npy::write_f32(&flat, &[imu.data.len(), 4]),
-        ));
+        members.push(("imu.npy".to_string(), imu.to_npy()));
         imu.data.clear();
         imu.file = Some("imu.npy".to_string());
     }

@@ -199,22 +199,20 @@ fn video_terms(cfg: &ModelConfig, spec: &Spec, tokens: usize) -> Vec<Term> {
     let (stem, peak) = (super::video::STEM, super::video::PEAK);
     let pixels = spec.video_frames * spec.video_size * spec.video_size;
     let kernel = cfg.video_tubelet * cfg.video_patch * cfg.video_patch;
+    // A dense layer from RGB on every pixel of the clip.
+    let per_pixel = |name: &str, out: usize| Term {
+        name: name.into(),
+        flops: 2.0 * (pixels * 3 * out) as f64,
+        params: 3 * out + out,
+    };
     vec![
-        Term {
-            name: "video stem (per pixel)".into(),
-            flops: 2.0 * (pixels * 3 * stem) as f64,
-            params: 3 * stem + stem,
-        },
+        per_pixel("video stem (per pixel)", stem),
         Term {
             name: "video tubelets".into(),
             flops: 2.0 * (tokens * stem * kernel * d) as f64,
             params: stem * kernel * d + d,
         },
-        Term {
-            name: "video peak colours (per pixel)".into(),
-            flops: 2.0 * (pixels * 3 * peak) as f64,
-            params: 3 * peak + peak,
-        },
+        per_pixel("video peak colours (per pixel)", peak),
         linear("video tubelet peaks", tokens, peak, d),
         params("video positions", tokens * d),
         params("video modality embedding", d),
