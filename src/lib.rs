@@ -24,6 +24,7 @@ pub use data::sample::{SCHEMA_VERSION, Sample};
 pub mod bundle;
 pub mod eval;
 pub mod model;
+pub mod passes;
 pub mod plot;
 pub mod predict;
 pub mod predict_data;

@@ -250,6 +250,11 @@ impl Predictor {
     }
 
     /// What this model takes in a request.
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     pub fn limits(&self) -> RequestLimits {
         let spec = &self.loaded.normalizer.spec;
         RequestLimits {

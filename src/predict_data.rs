@@ -5,6 +5,9 @@
 //! processes (an indexed Kubernetes job, a Slurm array, AWS Batch) write N files that together
 //! hold every sample once, with no coordinator: `predictions-0000I-of-0000N.parquet`.
 //!
+//! On a CPU several batches go through the model at once ([`crate::passes`]), and their rows
+//! are written in the loader's order.
+//!
 //! Samples are predicted as requests are: their labels are dropped first, so that the
 //! trajectory is given at the model's own horizons (or the sample's `horizons_s`), exactly as
 //! `dfm predict --input` and the server give it.
@@ -73,9 +76,18 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         s.target = None;
         prepare.prepare(s)
     });
-    for batch in loader.epoch(0, 0, per_sample, Arc::new(|b| b)) {
-        let (features, metas): (Vec<_>, Vec<_>) = batch?.into_iter().unzip();
-        for (meta, raw) in metas.into_iter().zip(p.forward(features)) {
+    let passes = crate::passes::Passes::new(crate::passes::plan_for(0, p.device()))?;
+    let mut batches = loader.epoch(0, 0, per_sample, Arc::new(|b| b)).peekable();
+    while batches.peek().is_some() {
+        let group: Vec<_> = batches
+            .by_ref()
+            .take(passes.workers())
+            .collect::<Result<_, _>>()?;
+        let outputs = passes.map(group, &|batch: Vec<_>| {
+            let (features, metas): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            metas.into_iter().zip(p.forward(features)).collect::<Vec<_>>()
+        });
+        for (meta, raw) in outputs.into_iter().flatten() {
             rows.push(&codec.finish(meta, raw));
         }
         out.write(&rows.finish()?)?;

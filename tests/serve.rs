@@ -199,6 +199,8 @@ fn predict_serve_and_memory_agree() {
             ServeOptions {
                 max_batch: 64,
                 max_wait_ms: 2,
+                // Several forward passes at once, whatever this machine's cores.
+                model_workers: 3,
                 ..Default::default()
             },
         )

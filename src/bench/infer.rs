@@ -1,7 +1,9 @@
 //! `dfm bench infer`: latency per batch size after warm-up, in three parts: the forward pass
 //! alone (features and batch built once; reading the outputs back included), preparing a batch
 //! from request JSON (parse, validate, features, tensors), and what a caller sees (parse, then
-//! `Predictor::predict`: features, forward, predictions in both frames).
+//! `Predictor::predict`: features, forward, predictions in both frames). Where a server runs
+//! several forward passes at once (a CPU: [`crate::passes::plan`]), also the
+//! throughput of that many passes side by side.
 
 use super::serve::percentile;
 use crate::batch::FeatureBatcher;
@@ -23,6 +25,8 @@ pub struct Row {
     pub prepare_p50_ms: f64,
     /// Parse + `Predictor::predict` (median): the latency a caller sees without HTTP.
     pub caller_p50_ms: f64,
+    /// The server's worker plan's passes side by side (None for one worker).
+    pub side_by_side_samples_per_s: Option<f64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -35,6 +39,9 @@ pub struct InferBench {
     /// At the smallest batch size.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Forward passes a server runs at once on this device, and threads per pass.
+    pub workers: usize,
+    pub threads_per_worker: usize,
     pub rows: Vec<Row>,
 }
 
@@ -50,6 +57,7 @@ pub fn run(
     anyhow::ensure!(!samples.is_empty(), "no samples");
     let norm = &p.loaded.normalizer;
     let m = p.loaded.model.valid().to_device(device);
+    let plan = crate::passes::plan_for(0, device);
     let mut rows = Vec::new();
     for &bs in batch_sizes {
         let feats: Vec<_> = (0..bs)
@@ -73,6 +81,9 @@ pub fn run(
         }
         lat.sort_by(f64::total_cmp);
         let p50 = percentile(&lat, 0.5);
+        let side = (plan.workers > 1)
+            .then(|| side_by_side(&run, bs, plan, iterations))
+            .transpose()?;
         let (prepare, caller) = caller_side(p, samples, bs, iterations, device)?;
         rows.push(Row {
             batch_size: bs,
@@ -82,6 +93,7 @@ pub fn run(
             samples_per_s: bs as f64 / (p50 / 1e3),
             prepare_p50_ms: prepare,
             caller_p50_ms: caller,
+            side_by_side_samples_per_s: side,
         });
     }
     let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
@@ -96,8 +108,25 @@ pub fn run(
         samples_per_s: best,
         p50_ms: p50,
         p99_ms: p99,
+        workers: plan.workers,
+        threads_per_worker: plan.threads,
         rows,
     })
+}
+
+/// Samples/s of a server's passes side by side: each worker runs `run` (one pass of `bs`
+/// samples) `iterations` times.
+fn side_by_side(
+    run: &(dyn Fn() + Sync),
+    bs: usize,
+    plan: crate::passes::Plan,
+    iterations: usize,
+) -> anyhow::Result<f64> {
+    let passes = crate::passes::Passes::new(plan)?;
+    let t = Instant::now();
+    passes.each(&|_| (0..iterations).for_each(|_| run()));
+    let n = passes.workers() * iterations * bs;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Medians (ms) of preparing a batch from request JSON, and of parse + predict.
@@ -144,7 +173,7 @@ fn caller_side(
 impl InferBench {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "infer: {} on {}\n{:>11} {:>6} {:>9} {:>9} {:>12} {:>12} {:>12}\n",
+            "infer: {} on {}\n{:>11} {:>6} {:>9} {:>9} {:>12} {:>12} {:>12} {:>14}\n",
             self.model,
             self.device,
             "batch size",
@@ -153,24 +182,31 @@ impl InferBench {
             "p99 ms",
             "samples/s",
             "prepare ms",
-            "caller ms"
+            "caller ms",
+            format!("{} at once/s", self.workers)
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "{:>11} {:>6} {:>9.2} {:>9.2} {:>12.0} {:>12.2} {:>12.2}\n",
+                "{:>11} {:>6} {:>9.2} {:>9.2} {:>12.0} {:>12.2} {:>12.2} {:>14}\n",
                 r.batch_size,
                 r.iterations,
                 r.p50_ms,
                 r.p99_ms,
                 r.samples_per_s,
                 r.prepare_p50_ms,
-                r.caller_p50_ms
+                r.caller_p50_ms,
+                r.side_by_side_samples_per_s
+                    .map_or("-".to_string(), |v| format!("{v:.0}"))
             ));
         }
         s.push_str(
             "(p50/p99/samples/s: the forward pass; prepare: request JSON to batch tensors; caller: \
              parse + predict)\n",
         );
+        s.push_str(&format!(
+            "(at once: {} passes side by side, {} thread(s) each, as `dfm serve` runs them here)\n",
+            self.workers, self.threads_per_worker
+        ));
         s
     }
 }

@@ -25,6 +25,9 @@ pub struct ServeBench {
     pub model: String,
     pub max_batch: usize,
     pub max_wait_ms: u64,
+    /// Forward passes the server ran at once, and threads per pass.
+    pub model_workers: usize,
+    pub threads_per_worker: usize,
     /// Best throughput over the concurrencies.
     pub samples_per_s: f64,
     pub p50_ms: f64,
@@ -126,6 +129,7 @@ pub fn run(
         predictor.predict(&batch);
         k *= 2;
     }
+    let plan = crate::passes::plan_for(o.model_workers, predictor.device());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -142,7 +146,8 @@ pub fn run(
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
-        // Warm-up.
+        // Warm-up: sequential requests, then a burst at the highest concurrency, so that every
+        // forward-pass thread has run passes of the sizes it will meet.
         for b in bodies.iter().take(8) {
             client
                 .post(&url)
@@ -152,6 +157,8 @@ pub fn run(
                 .await?
                 .error_for_status()?;
         }
+        let top = concurrencies.iter().copied().max().unwrap_or(1);
+        drive(&client, &url, &bodies, top, 4 * top).await?;
         let mut rows = Vec::new();
         for &c in concurrencies {
             let (passes0, samples0) = batch_totals(&client, &metrics_url).await?;
@@ -182,6 +189,8 @@ pub fn run(
             model: model.to_string(),
             max_batch: o.max_batch,
             max_wait_ms: o.max_wait_ms,
+            model_workers: plan.workers,
+            threads_per_worker: plan.threads,
             samples_per_s: best,
             p50_ms: p50,
             p99_ms: p99,
@@ -193,10 +202,12 @@ pub fn run(
 impl ServeBench {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "serve: {} on loopback, max_batch {}, max_wait {} ms, one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}\n",
+            "serve: {} on loopback, max_batch {}, max_wait {} ms, {} forward pass(es) at once ({} thread(s) each), one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}\n",
             self.model,
             self.max_batch,
             self.max_wait_ms,
+            self.model_workers,
+            self.threads_per_worker,
             "concurrency",
             "requests",
             "samples/s",

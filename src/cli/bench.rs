@@ -80,6 +80,9 @@ pub struct BenchServeArgs {
     /// arriving meanwhile form the next batch).
     #[arg(value_parser = u64_in(0, 10_000), long, default_value_t = 0)]
     pub max_wait_ms: u64,
+    /// Forward passes at once (0: one per core on a CPU, at most 16; one on a GPU).
+    #[arg(value_parser = usize_in(0, 256), long, default_value_t = 0)]
+    pub model_workers: usize,
     /// auto | flex | wgpu | cuda[:N] (default: auto).
     #[arg(long)]
     pub device: Option<String>,
@@ -205,6 +208,7 @@ pub fn serve(a: BenchServeArgs) -> anyhow::Result<()> {
     let o = crate::serve::ServeOptions {
         max_batch: a.max_batch,
         max_wait_ms: a.max_wait_ms,
+        model_workers: a.model_workers,
         ..Default::default()
     };
     let r = crate::bench::serve::run(

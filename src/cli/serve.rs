@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Longest shutdown waits for in-flight requests, milliseconds.
     #[arg(value_parser = u64_in(0, 3_600_000), long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Forward passes at once (0: one per core on a CPU, at most 16; one on a GPU).
+    #[arg(value_parser = usize_in(0, 256), long, default_value_t = 0)]
+    pub model_workers: usize,
     /// A file holding a bearer token that requests must present.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -159,6 +162,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         header_timeout_ms: a.header_timeout_ms,
         shutdown_grace_ms: a.shutdown_grace_ms,
         token,
+        model_workers: a.model_workers,
     };
     crate::serve::serve_blocking(p, &o, &a.model.display().to_string())
 }

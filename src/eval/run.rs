@@ -1,5 +1,6 @@
 //! One evaluation run: [`evaluate`] streams a split through the model and the baselines
-//! (features and truths built on the loader's workers), accumulates every metric, rolls out whole
+//! (features and truths built on the loader's workers; on a CPU, several batches through the
+//! model at once), accumulates every metric, rolls out whole
 //! routes when the data has them, and assembles the report.
 
 use super::*;
@@ -40,12 +41,22 @@ pub fn evaluate(
         (FeatureBatcher.batch(f, &dev), t)
     });
     let per_sample = truth_fn(inp.norm.clone(), inp.stats.clone(), routes_mode);
-    for item in loader.epoch(0, 0, per_sample, per_batch) {
-        let (batch, truths): (Batch, Vec<Truth>) = item?;
-        let out = Outputs::of(&model, &batch, o, inp.device);
-        for (i, t) in truths.iter().enumerate() {
-            let pred = out.pred(i, t, inp.norm, model.modes, inp.norm.spec.max_stops);
-            run.add(&pred, &batch.meta[i].key, inp.stats, o);
+    // On a CPU several batches go through the model at once; metrics accumulate in order.
+    let passes = crate::passes::Passes::new(crate::passes::plan_for(0, inp.device))?;
+    let mut items = loader.epoch(0, 0, per_sample, per_batch).peekable();
+    while items.peek().is_some() {
+        let group: Vec<(Batch, Vec<Truth>)> = items
+            .by_ref()
+            .take(passes.workers())
+            .collect::<Result<_, _>>()?;
+        let outs = passes.map(group, &|(batch, truths): (Batch, Vec<Truth>)| {
+            (Outputs::of(&model, &batch, o, inp.device), batch, truths)
+        });
+        for (out, batch, truths) in outs {
+            for (i, t) in truths.iter().enumerate() {
+                let pred = out.pred(i, t, inp.norm, model.modes, inp.norm.spec.max_stops);
+                run.add(&pred, &batch.meta[i].key, inp.stats, o);
+            }
         }
     }
     run.report(&model, inp, info, o)

@@ -7,7 +7,9 @@
 //!   `GET /v1/model` (bundle metadata).
 //!
 //! Concurrent requests are batched: a model thread takes the first waiting request, gathers
-//! more until `max_batch` samples or `max_wait_ms`, and runs one forward pass for all of them.
+//! more until `max_batch` samples (or its share of the queue) or `max_wait_ms`, and runs one
+//! forward pass for all of them; on a CPU several model threads do so at once
+//! ([`crate::passes`]).
 //! Bad requests get a 4xx with `{"error": ..., "field": ...}`; the server keeps serving.
 //! Hostile clients are bounded: body size, samples per request, samples queued, decoded image
 //! size, time to send the headers and time per request; the token is checked before the body
@@ -52,6 +54,9 @@ pub struct ServeOptions {
     pub shutdown_grace_ms: u64,
     /// Bearer token required on /v1/* and /metrics (None: no auth).
     pub token: Option<String>,
+    /// Forward passes that run at once (0: [`crate::passes::plan`] picks from the device and
+    /// the cores).
+    pub model_workers: usize,
 }
 
 impl Default for ServeOptions {
@@ -67,6 +72,7 @@ impl Default for ServeOptions {
             header_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             token: None,
+            model_workers: 0,
         }
     }
 }
@@ -101,9 +107,13 @@ impl ServeOptions {
         )?;
         check("--header-timeout-ms", self.header_timeout_ms, 1, 600_000)?;
         check("--shutdown-grace-ms", self.shutdown_grace_ms, 0, 3_600_000)?;
+        check("--model-workers", self.model_workers as u64, 0, 256)?;
         Ok(())
     }
 }
+
+/// The nice value of a server's forward passes: below its request threads.
+const PASS_NICE: i32 = 10;
 
 /// What `GET /v1/model` answers (no file paths of the server).
 pub fn model_info_json(p: &Predictor) -> Value {
@@ -166,12 +176,22 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // The queue's bound in jobs is a backstop; its bound in samples is `max_queue_samples`.
     let (tx, rx) = crossbeam_channel::bounded::<Job>(o.max_queue_samples.max(1));
-    let (m2, s2) = (metrics.clone(), shared.clone());
+    let plan = crate::passes::plan_for(o.model_workers, predictor.device());
+    tracing::info!(
+        "{} forward pass(es) at once, {} thread(s) each",
+        plan.workers,
+        plan.threads
+    );
+    let passes = crate::passes::Passes::niced(plan, PASS_NICE)?;
     let (max_batch, max_wait) = (o.max_batch, Duration::from_millis(o.max_wait_ms));
+    let (m2, s2) = (metrics.clone(), shared.clone());
     let worker = std::thread::Builder::new()
         .name("dfm-model".into())
         .spawn(move || {
-            model_thread::batch_loop(|f| predictor.forward(f), rx, max_batch, max_wait, m2, s2)
+            passes.each(&|_| {
+                let (rx, m, s) = (rx.clone(), m2.clone(), s2.clone());
+                model_thread::batch_loop(|f| predictor.forward(f), rx, max_batch, max_wait, m, s)
+            })
         })?;
     let state = AppState {
         jobs: tx,
@@ -187,7 +207,7 @@ pub async fn run(
     };
     let app = router(state, o);
     accept_loop(listener, app, o, shutdown).await;
-    // The router (and its job sender) is gone: the model thread drains and stops.
+    // The router (and its job sender) is gone: the model threads drain and stop.
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     Ok(metrics)
 }

@@ -1,4 +1,5 @@
-//! The model thread: gathers queued requests into batches and runs one forward pass for them.
+//! The model threads: each gathers queued requests into a batch and runs one forward pass for
+//! them; on a CPU several run at once ([`crate::passes`]), each taking its share of the queue.
 //! Requests arrive prepared (features computed on the request threads) and leave as raw model
 //! outputs (turned into predictions there too): this thread only runs the model.
 //! A panic in a forward pass fails only the requests that cause it: the batch is retried one
@@ -30,6 +31,10 @@ pub struct Shared {
     /// Requests being prepared on the request threads, about to be queued: a forward pass
     /// waits a moment for them rather than leave them to a pass of their own.
     pub arriving: AtomicUsize,
+    /// Samples in forward passes now.
+    pub in_pass: AtomicUsize,
+    /// Model workers waiting for a request.
+    pub idle_workers: AtomicUsize,
 }
 
 /// Longest a forward pass waits for requests still being prepared (parsing, features: well
@@ -101,6 +106,21 @@ fn answer<I: Clone, T>(
     }
 }
 
+/// The most samples a pass starting now takes (`max_batch`, or with no `max_wait` and other
+/// workers idle, its share of the waiting samples among them and itself): two passes of 16
+/// start rather than one of 30 and one of 2.
+fn share(shared: &Shared, max_batch: usize, max_wait: Duration) -> usize {
+    let free = shared.idle_workers.load(Ordering::SeqCst) + 1;
+    if free == 1 || !max_wait.is_zero() {
+        return max_batch;
+    }
+    let waiting = shared
+        .queued_samples
+        .load(Ordering::SeqCst)
+        .saturating_sub(shared.in_pass.load(Ordering::SeqCst));
+    waiting.div_ceil(free).clamp(1, max_batch.max(1))
+}
+
 /// How often a waiting forward pass looks again at the requests still arriving.
 const ARRIVING_POLL: Duration = Duration::from_micros(250);
 
@@ -130,12 +150,17 @@ pub fn batch_loop<I: Clone, T>(
         jobs.push(j);
         n
     };
-    while let Ok(first) = rx.recv() {
+    loop {
+        shared.idle_workers.fetch_add(1, Ordering::SeqCst);
+        let first = rx.recv();
+        shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
+        let Ok(first) = first else { break };
         let start = Instant::now();
+        let cap = share(&shared, max_batch, max_wait);
         let (deadline, arriving_deadline) = (start + max_wait, start + max_wait.max(ARRIVING_WAIT));
         let mut jobs = Vec::new();
         let mut count = take(first, &mut jobs);
-        while count < max_batch {
+        while count < cap {
             let now = Instant::now();
             let wait = if now < deadline {
                 deadline - now
@@ -154,7 +179,9 @@ pub fn batch_loop<I: Clone, T>(
             continue;
         }
         let n: usize = jobs.iter().map(|j| j.inputs.len()).sum();
+        shared.in_pass.fetch_add(n, Ordering::SeqCst);
         answer(&predict, jobs, max_batch, &metrics);
+        shared.in_pass.fetch_sub(n, Ordering::SeqCst);
         shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
     }
 }
@@ -162,6 +189,24 @@ pub fn batch_loop<I: Clone, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_takes_its_share_when_other_workers_are_idle() {
+        let shared = Shared::default();
+        shared.queued_samples.store(40, Ordering::SeqCst);
+        shared.in_pass.store(10, Ordering::SeqCst);
+        let zero = Duration::ZERO;
+        assert_eq!(share(&shared, 32, zero), 32, "alone: up to max_batch");
+        shared.idle_workers.store(1, Ordering::SeqCst);
+        assert_eq!(share(&shared, 32, zero), 15, "30 waiting, two free workers");
+        shared.idle_workers.store(3, Ordering::SeqCst);
+        assert_eq!(share(&shared, 32, zero), 8);
+        assert_eq!(share(&shared, 4, zero), 4, "never over max_batch");
+        let wait = Duration::from_millis(5);
+        assert_eq!(share(&shared, 32, wait), 32, "a pass told to wait fills up");
+        shared.queued_samples.store(10, Ordering::SeqCst);
+        assert_eq!(share(&shared, 32, zero), 1, "nothing waiting: at least one");
+    }
 
     #[test]
     fn a_panicking_request_fails_alone_and_gone_clients_are_dropped() {
