@@ -279,6 +279,10 @@ pub struct TrainConfig {
     pub on_nan: OnNan,
     /// Devices for data-parallel training (empty: `run.device`).
     pub devices: Vec<String>,
+    /// On the CPU, parts each batch is split into, computed side by side (each on its own
+    /// cores); the step's gradient is their mean. 1: one part. flex's kernels use more cores
+    /// for little within one pass, so 2 parts train 1.6-1.7x faster on 2 cores.
+    pub replicas: usize,
     /// Modalities always masked out in training (to study what each input can do alone).
     pub drop_modalities: Vec<String>,
     pub loss_weights: BTreeMap<String, f64>,
@@ -320,6 +324,7 @@ impl Default for TrainConfig {
             freeze_encoders: false,
             on_nan: OnNan::Stop,
             devices: Vec::new(),
+            replicas: 1,
             drop_modalities: Vec::new(),
             loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
             precision: Precision::F32,
@@ -539,6 +544,19 @@ impl Config {
         int("train.batch_size", t.batch_size, 1, 65_536)?;
         int("train.warmup_steps", t.warmup_steps, 0, BIG)?;
         int("train.grad_accum", t.grad_accum, 1, 4096)?;
+        int("train.replicas", t.replicas, 1, 64)?;
+        if t.batch_size % t.replicas != 0 {
+            bail!(
+                "key `train.replicas`: {} does not divide train.batch_size {} (each replica computes an equal part of the batch)",
+                t.replicas,
+                t.batch_size
+            );
+        }
+        if t.replicas > 1 && t.devices.len() > 1 {
+            bail!(
+                "key `train.replicas`: set it or `train.devices`, not both (replicas split a batch on the CPU; devices take one batch each)"
+            );
+        }
         int("train.checkpoint_every", t.checkpoint_every, 1, BIG)?;
         int("train.keep_last", t.keep_last, 1, 1000)?;
         int("train.log_every", t.log_every, 1, BIG)?;

@@ -75,6 +75,11 @@ impl Passes {
         self.pools.len()
     }
 
+    /// Runs `f` in worker `i`'s pool (`i` modulo the workers) on the calling thread.
+    pub fn install<T: Send>(&self, i: usize, f: impl FnOnce() -> T + Send) -> T {
+        self.pools[i % self.pools.len()].install(f)
+    }
+
     /// Runs `f` on each worker's thread, in its pool, until every `f` returns.
     pub fn each(&self, f: &(dyn Fn(usize) + Sync)) {
         std::thread::scope(|s| {

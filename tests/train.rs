@@ -612,3 +612,63 @@ fn a_model_saved_before_the_alignment_projection_loads() {
         "{e:#}"
     );
 }
+
+/// `train.replicas = 2` splits each batch into two halves computed side by side on the CPU: an
+/// epoch is as many steps as with one replica, the first step (same initial weights, same
+/// samples) has the loss of the same halves accumulated one after the other
+/// (`train.grad_accum = 2`), the loss falls, and a rerun gives the same weights whatever the
+/// threads' timing. Replicas with several devices, or that do not divide the batch, are refused.
+#[test]
+fn replicas_split_each_batch_and_train_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 39);
+    let run = |name: &str, more: &[&str]| {
+        let dir = tmp.path().join(name);
+        let mut extra = vec![
+            "train.epochs=2",
+            "train.log_every=1",
+            "model.dropout=0",
+            "model.modality_dropout=0",
+        ];
+        extra.extend(more);
+        let out = dfm::train::train(cfg(&data, &dir, &extra), false, &Device::flex(), true);
+        (out.unwrap().steps, metrics(&dir), dir)
+    };
+    let (s1, _, _) = run("one", &[]);
+    let (_, ma, _) = run("accum", &["train.batch_size=8", "train.grad_accum=2"]);
+    let (s2, m2, d2) = run("two", &["train.replicas=2"]);
+    let (_, _, d3) = run("again", &["train.replicas=2"]);
+    assert_eq!(s1, s2, "two epochs are as many steps with two replicas");
+    let losses = |m: &[serde_json::Value]| -> Vec<f64> {
+        m.iter().filter_map(|r| r["loss"].as_f64()).collect()
+    };
+    let (la, l2) = (losses(&ma), losses(&m2));
+    assert_eq!(l2.len(), s2, "a loss per step");
+    assert!(
+        (la[0] - l2[0]).abs() < 1e-5 * la[0],
+        "first step: halves one after the other {} vs side by side {}",
+        la[0],
+        l2[0]
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let k = (s2 / 4).max(1);
+    assert!(
+        mean(&l2[s2 - k..]) < 0.9 * mean(&l2[..k]),
+        "the loss falls with two replicas: {l2:?}"
+    );
+    let w2 = weights(&load(&d2, &final_ckpt_any(&d2)));
+    let w3 = weights(&load(&d3, &final_ckpt_any(&d3)));
+    assert_eq!(max_abs_diff(&w2, &w3), 0.0, "a rerun gives the same weights");
+
+    let refused = |extra: &[&str]| {
+        let mut o = tiny_overrides(&data, &tmp.path().join("bad"));
+        o.extend(extra.iter().map(|s| s.to_string()));
+        format!("{:#}", Config::load(None, &o).unwrap_err())
+    };
+    let e = refused(&["train.replicas=3"]);
+    assert!(e.contains("train.replicas") && e.contains("divide"), "{e}");
+    let e = refused(&["train.replicas=2", "train.devices=[\"flex\", \"flex\"]"]);
+    assert!(e.contains("train.replicas") && e.contains("not both"), "{e}");
+    let e = refused(&["train.replicas=0"]);
+    assert!(e.contains("train.replicas"), "{e}");
+}

@@ -231,7 +231,9 @@ impl Setup {
     /// The training split's batches (shuffled, seeded, full batches), drawn from the sources
     /// by weight.
     pub fn train_loader(&self) -> anyhow::Result<Mixture> {
-        let opts = self.loader_options(self.cfg.train.batch_size, true);
+        // With replicas, each batch the loader makes is one replica's part of a step's batch.
+        let part = self.cfg.train.batch_size / self.cfg.train.replicas.max(1);
+        let opts = self.loader_options(part, true);
         let mut loaders = Vec::new();
         for s in &self.sources {
             loaders.push(Loader::new(&s.dir, &s.manifest, "train", opts.clone())?);
@@ -438,7 +440,8 @@ fn micro_step(
 
 /// Data parallelism as burn's multi-device strategy does it: the model is forked to each device,
 /// each device computes the gradients of its own batch on its own thread, and the optimizer sums
-/// them (`ModuleOptimizer::step_multi`).
+/// them (`ModuleOptimizer::step_multi`). On the CPU (`train.replicas`) each thread computes in a
+/// rayon pool of its own with its share of the cores ([`crate::passes`]).
 fn parallel_micro_step(
     model: &DfmModel,
     work: Vec<Vec<crate::features::Features>>,
@@ -447,16 +450,43 @@ fn parallel_micro_step(
     devices: &[Device],
     scale: f32,
 ) -> Vec<Micro> {
-    std::thread::scope(|sc| {
+    let cpu = devices.iter().all(crate::model::dropout::on_cpu);
+    let passes = cpu
+        .then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let plan = crate::passes::Plan {
+                workers: devices.len(),
+                threads: (cores / devices.len()).max(1),
+            };
+            crate::passes::Passes::new(plan).ok()
+        })
+        .flatten();
+    let mut work: Vec<_> = work.into_iter().zip(devices).enumerate().collect();
+    // burn draws a parameter's initial value when it is first used, from the device's generator
+    // as it stands then; a fork would draw them at once, in another order. So while the model
+    // is still uninitialized, the first device's micro-batch runs on the model itself, first,
+    // and the model starts from the weights one device would draw.
+    let mut first = Vec::new();
+    if !initialized(model) && !work.is_empty() {
+        let (i, (feats, d)) = work.remove(0);
+        let b = FeatureBatcher.batch(feats, d);
+        first.push(micro_step(model, &b, cfg, micro, i, d, scale));
+    }
+    let rest: Vec<Micro> = std::thread::scope(|sc| {
         let handles: Vec<_> = work
             .into_iter()
-            .zip(devices)
-            .enumerate()
             .map(|(i, (feats, d))| {
                 let replica = model.clone().fork(d);
+                let passes = passes.as_ref();
                 sc.spawn(move || {
-                    let b = FeatureBatcher.batch(feats, d);
-                    micro_step(&replica, &b, cfg, micro, i, d, scale)
+                    let run = || {
+                        let b = FeatureBatcher.batch(feats, d);
+                        micro_step(&replica, &b, cfg, micro, i, d, scale)
+                    };
+                    match passes {
+                        Some(p) => p.install(i, run),
+                        None => run(),
+                    }
                 })
             })
             .collect();
@@ -464,13 +494,37 @@ fn parallel_micro_step(
             .into_iter()
             .map(|h| h.join().expect("device thread panicked"))
             .collect()
-    })
+    });
+    first.extend(rest);
+    first
+}
+
+/// Whether every parameter of `model` holds its value (burn initializes them on first use).
+fn initialized(model: &DfmModel) -> bool {
+    struct All(bool);
+    impl burn::module::ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0 &= p.is_initialized();
+        }
+    }
+    let mut all = All(true);
+    model.visit(&mut all);
+    all.0
 }
 
 /// The autodiff devices of a run: `train.devices` when it names more than one, else `device`;
 /// each set to compute in `train.precision`.
 fn training_devices(cfg: &Config, device: &Device) -> anyhow::Result<Vec<Device>> {
     let p = cfg.train.precision;
+    let replicas = cfg.train.replicas;
+    if replicas > 1 {
+        anyhow::ensure!(
+            crate::model::dropout::on_cpu(device),
+            "train.replicas = {replicas} splits batches on the CPU (flex); on a GPU use train.devices"
+        );
+        println!("{replicas} replicas on the CPU: each computes 1/{replicas} of every batch");
+        return Ok(vec![with_precision(device.clone(), p)?.autodiff(); replicas]);
+    }
     if cfg.train.devices.len() <= 1 {
         return Ok(vec![with_precision(device.clone(), p)?.autodiff()]);
     }

@@ -137,7 +137,7 @@ impl Trainer {
         let devices = training_devices(&setup.cfg, device)?;
         let model = initial_model(&setup, &devices[0], resume)?;
         let loader = setup.train_loader()?;
-        let (per_epoch, total) = run_length(&setup.cfg, &loader)?;
+        let (per_epoch, total) = run_length(&setup.cfg, &loader, devices.len())?;
         let tracker = start_tracking(&setup, &run_dir, resume, device, quiet)?;
         let mut t = Trainer {
             tracker,
@@ -233,7 +233,6 @@ impl Trainer {
         if self.quiet {
             return;
         }
-        let c = &self.cfg().train;
         println!(
             "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
             self.run_dir.display(),
@@ -241,7 +240,7 @@ impl Trainer {
             self.model().token_count(self.setup.spec.max_stops),
             self.loader.num_samples(),
             self.total,
-            c.batch_size * c.grad_accum
+            samples_per_step(self.cfg(), self.devices.len())
         );
     }
 
@@ -277,8 +276,8 @@ impl Trainer {
                 break;
             }
         }
-        if exhausted || self.state.batches_in_epoch >= self.per_epoch * self.cfg().train.grad_accum
-        {
+        let per_step = self.cfg().train.grad_accum * self.devices.len();
+        if exhausted || self.state.batches_in_epoch >= self.per_epoch * per_step {
             self.state.epoch += 1;
             self.state.batches_in_epoch = 0;
         }
@@ -702,15 +701,26 @@ fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result
     Ok(model)
 }
 
-/// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`).
-fn run_length(cfg: &Config, loader: &Mixture) -> anyhow::Result<(usize, usize)> {
-    let accum = cfg.train.grad_accum;
-    let per_epoch = loader.num_batches() / accum;
+/// Samples one optimizer step takes: a loader batch (a replica's part of `train.batch_size`)
+/// `grad_accum` times on each device.
+fn samples_per_step(cfg: &Config, devices: usize) -> usize {
+    let t = &cfg.train;
+    t.batch_size / t.replicas.max(1) * t.grad_accum * devices
+}
+
+/// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`): a
+/// step takes `grad_accum` batches on each of the `devices`.
+fn run_length(
+    cfg: &Config,
+    loader: &Mixture,
+    devices: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let per_epoch = loader.num_batches() / (cfg.train.grad_accum * devices);
     if per_epoch == 0 {
         bail!(
-            "the train split has {} samples: less than one batch of {}",
+            "the train split has {} samples: less than one step of {}",
             loader.num_samples(),
-            cfg.train.batch_size * accum
+            samples_per_step(cfg, devices)
         );
     }
     let mut total = per_epoch * cfg.train.epochs;
