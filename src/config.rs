@@ -305,6 +305,26 @@ pub const LOSS_HEADS: [&str; 10] = [
     "align",
 ];
 
+impl TrainConfig {
+    /// `replicas`: in range, dividing the batch, not with several devices.
+    fn validate_replicas(&self) -> anyhow::Result<()> {
+        int_in("train.replicas", self.replicas, 1, 64)?;
+        if self.batch_size % self.replicas != 0 {
+            bail!(
+                "key `train.replicas`: {} does not divide train.batch_size {} (each replica computes an equal part of the batch)",
+                self.replicas,
+                self.batch_size
+            );
+        }
+        if self.replicas > 1 && self.devices.len() > 1 {
+            bail!(
+                "key `train.replicas`: set it or `train.devices`, not both (replicas split a batch on the CPU; devices take one batch each)"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -544,19 +564,7 @@ impl Config {
         int("train.batch_size", t.batch_size, 1, 65_536)?;
         int("train.warmup_steps", t.warmup_steps, 0, BIG)?;
         int("train.grad_accum", t.grad_accum, 1, 4096)?;
-        int("train.replicas", t.replicas, 1, 64)?;
-        if t.batch_size % t.replicas != 0 {
-            bail!(
-                "key `train.replicas`: {} does not divide train.batch_size {} (each replica computes an equal part of the batch)",
-                t.replicas,
-                t.batch_size
-            );
-        }
-        if t.replicas > 1 && t.devices.len() > 1 {
-            bail!(
-                "key `train.replicas`: set it or `train.devices`, not both (replicas split a batch on the CPU; devices take one batch each)"
-            );
-        }
+        t.validate_replicas()?;
         int("train.checkpoint_every", t.checkpoint_every, 1, BIG)?;
         int("train.keep_last", t.keep_last, 1, 1000)?;
         int("train.log_every", t.log_every, 1, BIG)?;
