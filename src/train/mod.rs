@@ -440,8 +440,8 @@ fn micro_step(
 
 /// Data parallelism as burn's multi-device strategy does it: the model is forked to each device,
 /// each device computes the gradients of its own batch on its own thread, and the optimizer sums
-/// them (`ModuleOptimizer::step_multi`). On the CPU (`train.replicas`) each thread computes in a
-/// rayon pool of its own with its share of the cores ([`crate::passes`]).
+/// them (`ModuleOptimizer::step_multi`). With `passes` (the CPU, `train.replicas`) device `i`
+/// computes in pool `i`.
 fn parallel_micro_step(
     model: &DfmModel,
     work: Vec<Vec<crate::features::Features>>,
@@ -449,18 +449,8 @@ fn parallel_micro_step(
     micro: usize,
     devices: &[Device],
     scale: f32,
+    passes: Option<&crate::passes::Passes>,
 ) -> Vec<Micro> {
-    let cpu = devices.iter().all(crate::model::dropout::on_cpu);
-    let passes = cpu
-        .then(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let plan = crate::passes::Plan {
-                workers: devices.len(),
-                threads: (cores / devices.len()).max(1),
-            };
-            crate::passes::Passes::new(plan).ok()
-        })
-        .flatten();
     let mut work: Vec<_> = work.into_iter().zip(devices).enumerate().collect();
     // burn draws a parameter's initial value when it is first used, from the device's generator
     // as it stands then; a fork would draw them at once, in another order. So while the model
@@ -477,7 +467,6 @@ fn parallel_micro_step(
             .into_iter()
             .map(|(i, (feats, d))| {
                 let replica = model.clone().fork(d);
-                let passes = passes.as_ref();
                 sc.spawn(move || {
                     let run = || {
                         let b = FeatureBatcher.batch(feats, d);
@@ -510,6 +499,20 @@ fn initialized(model: &DfmModel) -> bool {
     let mut all = All(true);
     model.visit(&mut all);
     all.0
+}
+
+/// One rayon pool per device, each with its share of the cores, where every device is the CPU
+/// (`train.replicas`); None otherwise.
+pub(crate) fn replica_pools(devices: &[Device]) -> anyhow::Result<Option<crate::passes::Passes>> {
+    if devices.len() < 2 || !devices.iter().all(crate::model::dropout::on_cpu) {
+        return Ok(None);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = crate::passes::Plan {
+        workers: devices.len(),
+        threads: (cores / devices.len()).max(1),
+    };
+    Ok(Some(crate::passes::Passes::new(plan)?))
 }
 
 /// The autodiff devices of a run: `train.devices` when it names more than one, else `device`;

@@ -6,7 +6,7 @@
 use super::checkpoint::{self, TrainState};
 use super::{
     Micro, Outcome, Setup, StepInput, append_metrics, end_of_epoch, ensure_ridge, init_from,
-    lock_run, micro_step, optimizer, parallel_micro_step, resume_config, schedule,
+    lock_run, micro_step, optimizer, parallel_micro_step, replica_pools, resume_config, schedule,
     training_devices, truncate_metrics,
 };
 use crate::batch::FeatureBatcher;
@@ -95,6 +95,8 @@ pub struct Trainer {
     eval_device: Device,
     /// The autodiff devices (several: data parallelism).
     devices: Vec<Device>,
+    /// The replicas' thread pools (`train.replicas` on the CPU).
+    pools: Option<crate::passes::Passes>,
     /// Taken out during an optimizer step (which consumes it) and put back.
     model: Option<DfmModel>,
     optim: ModuleOptimizer,
@@ -158,6 +160,7 @@ impl Trainer {
             _lock: lock,
             setup,
             run_dir,
+            pools: replica_pools(&devices)?,
             devices,
             ridge,
             loader,
@@ -353,6 +356,7 @@ impl Trainer {
                     micro,
                     &self.devices,
                     scale,
+                    self.pools.as_ref(),
                 ))
             }
         }
