@@ -143,8 +143,13 @@ mod tests {
     #[test]
     fn map_keeps_the_order_and_runs_in_the_pools() {
         let passes = Passes::new(plan(2, true, 2)).unwrap();
-        let out = passes.map((0..5).collect(), &|i: i32| (i * 10, rayon::current_num_threads()));
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), [0, 10, 20, 30, 40]);
+        let out = passes.map((0..5).collect(), &|i: i32| {
+            (i * 10, rayon::current_num_threads())
+        });
+        assert_eq!(
+            out.iter().map(|o| o.0).collect::<Vec<_>>(),
+            [0, 10, 20, 30, 40]
+        );
         assert!(out.iter().all(|o| o.1 == 1), "one thread per pass: {out:?}");
     }
 
@@ -159,6 +164,10 @@ mod tests {
         });
         // Raising one's nice value is always allowed; lowering it back is not.
         assert_eq!(got[0], own.max(7));
-        assert_eq!(getpriority_process(None).unwrap(), own, "the caller's is unchanged");
+        assert_eq!(
+            getpriority_process(None).unwrap(),
+            own,
+            "the caller's is unchanged"
+        );
     }
 }

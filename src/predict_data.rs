@@ -85,7 +85,10 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
             .collect::<Result<_, _>>()?;
         let outputs = passes.map(group, &|batch: Vec<_>| {
             let (features, metas): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            metas.into_iter().zip(p.forward(features)).collect::<Vec<_>>()
+            metas
+                .into_iter()
+                .zip(p.forward(features))
+                .collect::<Vec<_>>()
         });
         for (meta, raw) in outputs.into_iter().flatten() {
             rows.push(&codec.finish(meta, raw));

@@ -658,7 +658,11 @@ fn replicas_split_each_batch_and_train_like_one() {
     );
     let w2 = weights(&load(&d2, &final_ckpt_any(&d2)));
     let w3 = weights(&load(&d3, &final_ckpt_any(&d3)));
-    assert_eq!(max_abs_diff(&w2, &w3), 0.0, "a rerun gives the same weights");
+    assert_eq!(
+        max_abs_diff(&w2, &w3),
+        0.0,
+        "a rerun gives the same weights"
+    );
 
     let refused = |extra: &[&str]| {
         let mut o = tiny_overrides(&data, &tmp.path().join("bad"));
@@ -668,7 +672,10 @@ fn replicas_split_each_batch_and_train_like_one() {
     let e = refused(&["train.replicas=3"]);
     assert!(e.contains("train.replicas") && e.contains("divide"), "{e}");
     let e = refused(&["train.replicas=2", "train.devices=[\"flex\", \"flex\"]"]);
-    assert!(e.contains("train.replicas") && e.contains("not both"), "{e}");
+    assert!(
+        e.contains("train.replicas") && e.contains("not both"),
+        "{e}"
+    );
     let e = refused(&["train.replicas=0"]);
     assert!(e.contains("train.replicas"), "{e}");
 }

@@ -526,7 +526,10 @@ fn training_devices(cfg: &Config, device: &Device) -> anyhow::Result<Vec<Device>
             "train.replicas = {replicas} splits batches on the CPU (flex); on a GPU use train.devices"
         );
         println!("{replicas} replicas on the CPU: each computes 1/{replicas} of every batch");
-        return Ok(vec![with_precision(device.clone(), p)?.autodiff(); replicas]);
+        return Ok(vec![
+            with_precision(device.clone(), p)?.autodiff();
+            replicas
+        ]);
     }
     if cfg.train.devices.len() <= 1 {
         return Ok(vec![with_precision(device.clone(), p)?.autodiff()]);
