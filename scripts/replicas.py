@@ -1,7 +1,7 @@
 """Does `train.replicas = 2` train as well as one replica? configs/quickstart.toml on the
-quickstart world (datasets/quickstart), seeds 1-3, one and two replicas; the test split's minFDE
-(best of 6, the model's point and its most likely mode), the best validation loss and the
-training rate, mean ± sample standard deviation over the seeds.
+quickstart world (datasets/quickstart, as `dfm quickstart` simulates it), seeds 1-3, one and
+two replicas; the test split's minFDE (best of 6, the model's point and its most likely mode),
+the best validation loss and the training rate, mean ± sample standard deviation over seeds.
 
 Usage: python3 scripts/replicas.py [--retrain] [--out checkpoints/replicas]
 (runs that already hold eval_test.json are read, not retrained, unless --retrain)."""
