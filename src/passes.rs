@@ -106,6 +106,30 @@ impl Passes {
                 .collect()
         })
     }
+
+    /// Streams `items` through `f`, as many at once as there are workers, and hands each output
+    /// to `sink` in the items' order; stops at the first error of either.
+    pub fn stream<I: Send, T: Send, E>(
+        &self,
+        items: impl Iterator<Item = Result<I, E>>,
+        f: &(dyn Fn(I) -> T + Sync),
+        mut sink: impl FnMut(T) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>
+    where
+        anyhow::Error: From<E>,
+    {
+        let mut items = items.peekable();
+        while items.peek().is_some() {
+            let group = items
+                .by_ref()
+                .take(self.workers())
+                .collect::<Result<Vec<_>, E>>()?;
+            for out in self.map(group, f) {
+                sink(out)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Sets the calling thread's nice value (Linux: per thread); best effort.

@@ -77,24 +77,22 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         prepare.prepare(s)
     });
     let passes = crate::passes::Passes::new(crate::passes::plan_for(0, p.device()))?;
-    let mut batches = loader.epoch(0, 0, per_sample, Arc::new(|b| b)).peekable();
-    while batches.peek().is_some() {
-        let group: Vec<_> = batches
-            .by_ref()
-            .take(passes.workers())
-            .collect::<Result<_, _>>()?;
-        let outputs = passes.map(group, &|batch: Vec<_>| {
+    passes.stream(
+        loader.epoch(0, 0, per_sample, Arc::new(|b| b)),
+        &|batch: Vec<_>| {
             let (features, metas): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             metas
                 .into_iter()
                 .zip(p.forward(features))
                 .collect::<Vec<_>>()
-        });
-        for (meta, raw) in outputs.into_iter().flatten() {
-            rows.push(&codec.finish(meta, raw));
-        }
-        out.write(&rows.finish()?)?;
-    }
+        },
+        |predicted| {
+            for (meta, raw) in predicted {
+                rows.push(&codec.finish(meta, raw));
+            }
+            out.write(&rows.finish()?)
+        },
+    )?;
     let n = out.finish(&mut rows)?;
     Ok(Written {
         file,

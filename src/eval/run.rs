@@ -43,22 +43,19 @@ pub fn evaluate(
     let per_sample = truth_fn(inp.norm.clone(), inp.stats.clone(), routes_mode);
     // On a CPU several batches go through the model at once; metrics accumulate in order.
     let passes = crate::passes::Passes::new(crate::passes::plan_for(0, inp.device))?;
-    let mut items = loader.epoch(0, 0, per_sample, per_batch).peekable();
-    while items.peek().is_some() {
-        let group: Vec<(Batch, Vec<Truth>)> = items
-            .by_ref()
-            .take(passes.workers())
-            .collect::<Result<_, _>>()?;
-        let outs = passes.map(group, &|(batch, truths): (Batch, Vec<Truth>)| {
+    passes.stream(
+        loader.epoch(0, 0, per_sample, per_batch),
+        &|(batch, truths): (Batch, Vec<Truth>)| {
             (Outputs::of(&model, &batch, o, inp.device), batch, truths)
-        });
-        for (out, batch, truths) in outs {
+        },
+        |(out, batch, truths)| {
             for (i, t) in truths.iter().enumerate() {
                 let pred = out.pred(i, t, inp.norm, model.modes, inp.norm.spec.max_stops);
                 run.add(&pred, &batch.meta[i].key, inp.stats, o);
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     run.report(&model, inp, info, o)
 }
 
