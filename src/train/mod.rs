@@ -417,10 +417,12 @@ fn micro_step(
     scale: f32,
 ) -> Micro {
     let dropout_seed = hash(cfg.run.seed, "dropout", &[micro as u64, dev_idx as u64]);
-    {
-        let _held = DEVICE_SEED.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(dropout_seed);
-    }
+    let held = DEVICE_SEED.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(dropout_seed);
+    // burn draws a parameter's initial value at its first use, from this generator: until the
+    // model holds its values, the generator stays held through the step, so that another run in
+    // the process cannot seed it in between.
+    let _held = (!initialized(model)).then_some(held);
     crate::model::dropout::reseed(dropout_seed);
     let mut rng = step_rng(cfg.run.seed, micro * MAX_DEVICES + dev_idx);
     let masks = token_masks(b, model, cfg, &mut rng, true, device);
@@ -507,11 +509,7 @@ pub(crate) fn replica_pools(devices: &[Device]) -> anyhow::Result<Option<crate::
     if devices.len() < 2 || !devices.iter().all(crate::model::dropout::on_cpu) {
         return Ok(None);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let plan = crate::passes::Plan {
-        workers: devices.len(),
-        threads: (cores / devices.len()).max(1),
-    };
+    let plan = crate::passes::plan_for(devices.len(), &devices[0]);
     Ok(Some(crate::passes::Passes::new(plan)?))
 }
 
