@@ -23,8 +23,8 @@ Fine-tuning from self-supervised encoders trains fresh heads, so it runs on the 
 schedule; fine-tuning a supervised model runs on transfer.py's shorter one.
 
 And a task the foundation model never trained on real data: the next stop on LMRC routes (the
-shared sample's 8 routes, split per seed as scripts/real_data.py does: 5 training, 1 validation,
-2 test routes). The foundation model trained on all three sources (transfer.py's `all-s<seed>`)
+shared sample's 8 routes in scripts/real_data.py's folds: seed S tests fold S - 1, 2 routes, with
+1 validation and 5 training routes). The foundation model trained on all three sources (transfer.py's `all-s<seed>`)
 fine-tuned with `configs/finetune-lmrc.toml`, against `configs/lmrc.toml` from scratch and the
 rules, on the same held-out routes.
 """
@@ -104,25 +104,26 @@ def main():
 
 
 def lmrc(a, s, geo, fleet, sim):
-    """One seed of the LMRC next-stop comparison: {arm: (HR@3, accuracy, roll-out Kendall)}."""
-    data = os.path.join(a.out, "data", f"lmrc-s{s}")
+    """One seed of the LMRC next-stop comparison: {arm: (HR@3, accuracy, greedy roll-out Kendall,
+    zone-plan roll-out Kendall)}."""
+    data = os.path.join(a.out, "data", f"lmrc-f{s - 1}")
     if not os.path.isfile(os.path.join(data, "manifest.json")):
         T.run(["data", "import", "lmrc", "--in", os.path.join(a.shared, "lmrc-sample"), "--out", data, "--force",
-               "--seed", str(s), "--test-frac", "0.25", "--val-frac", "0.125"], data + ".log")
+               "--seed", "1", "--test-frac", "0.25", "--val-frac", "0.125", "--fold", str(s - 1)], data + ".log")
     foundation = os.path.join(a.out, f"all-s{s}")
     T.train(foundation, s, [T.sources(geo, fleet, sim)])
     runs = {"fine-tuned": ("configs/finetune-lmrc.toml", [f"train.init_from={foundation}"]),
             "scratch": ("configs/lmrc.toml", [])}
     out = {}
     for arm, (config, extra) in runs.items():
-        rd = os.path.join(a.out, f"lmrc-{arm}-s{s}")
+        rd = os.path.join(a.out, f"lmrc-{arm}-f{s - 1}")
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             os.system(f"rm -rf '{rd}'")
             T.run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={s}", "--set",
                    f"run.dir={rd}", "--set", f"data.path={data}"] + [x for e in extra for x in ("--set", e)],
                   rd + ".log")
         r = json.load(open(os.path.join(rd, "eval_test.json")))
-        out[arm] = next_stop(r["next_stop"])
+        out[arm] = next_stop(r["next_stop"]) + [((r.get("route_plans") or {}).get("model") or {}).get("krc", float("nan"))]
         out["same zone, then nearest"] = next_stop(r["baselines"]["same_zone_nearest_first"]["next_stop"])
         out["nearest stop first"] = next_stop(r["baselines"]["nearest_stop_first"]["next_stop"])
         out["decisions"] = r["next_stop"]["samples"]
@@ -130,7 +131,7 @@ def lmrc(a, s, geo, fleet, sim):
 
 
 def next_stop(m):
-    return [m["hr_at_3"], m["accuracy"], (m.get("rollout") or {}).get("krc", float("nan"))]
+    return [m["hr_at_3"], m["accuracy"], (m.get("rollout") or {}).get("krc", float("nan")), float("nan")]
 
 
 def report(res):
@@ -152,12 +153,14 @@ def report(res):
     rows = res["lmrc"]
     print(f"\nLMRC next stop, 2 held-out routes per seed ({sum(r['decisions'] for r in rows)} decisions), "
           f"seeds {seeds}:\n")
-    print("| | HR@3 | accuracy | roll-out Kendall tau |")
-    print("|---|---|---|---|")
+    print("| | HR@3 | accuracy | greedy roll-out Kendall tau | zone plan, its likelier way |")
+    print("|---|---|---|---|---|")
     for arm, label in [("fine-tuned", "foundation model, fine-tuned"), ("scratch", "configs/lmrc.toml from scratch"),
                        ("same zone, then nearest", "same zone, then nearest"),
                        ("nearest stop first", "nearest stop first")]:
         cells = [T.cell3([r[arm][i] for r in rows]) for i in range(3)]
+        plan = [r[arm][3] for r in rows if len(r[arm]) > 3]
+        cells.append(T.cell3(plan) if plan and plan[0] == plan[0] else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -4,15 +4,16 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
-                                 [--only geolife|lmrc] [--set KEY=VALUE ...]
+                                 [--folds 0,1,2,3] [--only geolife|lmrc] [--set KEY=VALUE ...]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
   mode, constant velocity and the run's ridge regression, on the same windows.
-- LMRC (`configs/lmrc.toml`): the 8 routes are split by a hash of the route id and the seed
-  (`--test-frac 0.25 --val-frac 0.125`: 2 test routes, 1 validation, 5 training), so every seed
-  tests on other routes. Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
-  model and "same zone, then nearest".
+- LMRC (`configs/lmrc.toml`): the 8 routes, ordered by a hash of the route id, are cut into 4
+  folds of 2 (`--test-frac 0.25 --val-frac 0.125 --fold F`: 2 test routes, 1 validation, 5
+  training); fold F is trained with seed F + 1, so the 4 runs test every route once. Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
+  model and "same zone, then nearest"; Kendall tau of the zone plans (`src/route_plan.rs`) driven
+  the way the model finds likelier or by a rule.
 Only the standard library is needed. A result whose difference is inside the spread is a tie.
 """
 import argparse, json, os, subprocess, sys
@@ -49,33 +50,49 @@ def geolife(a, seeds):
         print(f"| {k} | {cell(v)} | {cell(rcv, 3)} | {cell(rr, 3)} |")
 
 
-def lmrc(a, seeds):
-    rows = {"model": [], "model, zone-first roll-out": [], "same zone, then nearest": [], "nearest stop first": []}
-    for s in seeds:
-        data = os.path.join(a.out, f"lmrc-data-s{s}")
+def lmrc(a, folds):
+    plans = {"model": "model, zone plan driven its likelier way", "nearest_end_first": "zone plan, nearest end first",
+             "far_end_first": "zone plan, far end first", "better_end_first": "zone plan, better end (reads the truth)"}
+    rule = "same zone, then nearest"
+    rows = {"model": [], "model, zone-first roll-out": [], rule: [],
+            "same zone, then neighbouring zone, then nearest": [], "nearest stop first": []}
+    rows.update({v: [] for v in plans.values()})
+    for f in folds:
+        data = os.path.join(a.out, f"lmrc-data-f{f}")
         if not os.path.isfile(os.path.join(data, "manifest.json")):
             run(["data", "import", "lmrc", "--in", os.path.join(a.shared, "lmrc-sample"), "--out", data, "--force",
-                 "--seed", str(s), "--test-frac", "0.25", "--val-frac", "0.125"], data + ".log")
-        rd = os.path.join(a.out, f"lmrc-s{s}")
+                 "--seed", "1", "--test-frac", "0.25", "--val-frac", "0.125", "--fold", str(f)], data + ".log")
+        rd = os.path.join(a.out, f"lmrc-f{f}")
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             subprocess.run(["rm", "-rf", rd])
-            run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={s}",
+            run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={f + 1}",
                  f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
         r = json.load(open(os.path.join(rd, "eval_test.json")))
-        for name, m in [("model", r["next_stop"]),
-                        ("same zone, then nearest", r["baselines"]["same_zone_nearest_first"]["next_stop"]),
-                        ("nearest stop first", r["baselines"]["nearest_stop_first"]["next_stop"])]:
+        b = r["baselines"]
+        for name, m in [("model", r["next_stop"]), (rule, b["same_zone_nearest_first"]["next_stop"]),
+                        ("same zone, then neighbouring zone, then nearest", b["zone_neighbour_first"]["next_stop"]),
+                        ("nearest stop first", b["nearest_stop_first"]["next_stop"])]:
             ro = m.get("rollout") or {}
             rows[name].append((m["hr_at_3"], m["accuracy"], ro.get("krc", float("nan")), m["samples"]))
         zf = r["next_stop"].get("rollout_zone_first") or {}
         m = r["next_stop"]
         rows["model, zone-first roll-out"].append((m["hr_at_3"], m["accuracy"], zf.get("krc", float("nan")), 0))
-    print(f"\nLMRC, 2 held-out routes per seed (seeds {','.join(map(str, seeds))}; "
-          f"{sum(x[3] for x in rows['model'])} test decisions in all):\n")
+        for key, name in plans.items():
+            p = (r.get("route_plans") or {}).get(key) or {}
+            rows[name].append((float("nan"), float("nan"), p.get("krc", float("nan")), 0))
+    print(f"\nLMRC, 2 held-out routes per fold (folds {','.join(map(str, folds))}, seeds "
+          f"{','.join(str(f + 1) for f in folds)}; {sum(x[3] for x in rows['model'])} test decisions in all):\n")
     print("| | HR@3 | accuracy | roll-out Kendall tau |")
     print("|---|---|---|---|")
     for k, v in rows.items():
-        print(f"| {k} | {cell([x[0] for x in v], 3)} | {cell([x[1] for x in v], 3)} | {cell([x[2] for x in v], 3)} |")
+        hr, acc = ("", "") if k in plans.values() else (cell([x[0] for x in v], 3), cell([x[1] for x in v], 3))
+        print(f"| {k} | {hr} | {acc} | {cell([x[2] for x in v], 3)} |")
+    # The same routes on both sides: the difference per fold, then its mean and spread.
+    d = lambda x, y, i: [p[i] - q[i] for p, q in zip(x, y)]
+    m, r_ = rows["model"], rows[rule]
+    pl = rows[plans["model"]]
+    print(f"| model - {rule}, per fold | {cell(d(m, r_, 0), 3)} | {cell(d(m, r_, 1), 3)} | "
+          f"{cell(d(pl, r_, 2), 3)} (zone plan) |")
 
 
 def extra_sets(a):
@@ -85,7 +102,8 @@ def extra_sets(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--seeds", default="1,2,3", help="GeoLife seeds")
+    ap.add_argument("--folds", default="0,1,2,3", help="LMRC folds (fold F trains with seed F + 1)")
     ap.add_argument("--shared", default=os.path.join("..", "shared", "data"))
     ap.add_argument("--out", default=os.path.join("checkpoints", "real"))
     ap.add_argument("--only", choices=["geolife", "lmrc"])
@@ -97,7 +115,7 @@ def main():
     if a.only in (None, "geolife"):
         geolife(a, seeds)
     if a.only in (None, "lmrc"):
-        lmrc(a, seeds)
+        lmrc(a, [int(f) for f in a.folds.split(",")])
 
 
 if __name__ == "__main__":

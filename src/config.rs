@@ -172,7 +172,9 @@ pub struct ModelConfig {
     pub imu_patch: usize,
     /// Probability of dropping each modality of a training sample.
     pub modality_dropout: f64,
-    /// Start the next-stop pointer from the rule "same zone, then nearest": a learned scale
+    /// Start the next-stop pointer from the rule "same zone, then neighbouring zone, then
+    /// nearest" (`zones::rule_key`; "same zone, then nearest" where zone ids do not follow the
+    /// Amazon convention): a learned scale
     /// times `-ln(1 + the stop's rank under the rule)` is added to its logits.
     pub next_stop_prior: bool,
     /// Video tubelets (ViViT-style): frames and pixels a side per token, when the dataset has

@@ -16,8 +16,8 @@
 //! - `stops` [N, STOP_CH]: x, y, distance (scaled), window start/end relative to t0 (hours),
 //!   has window, service, packages, volume (normalized), attributes present, ln(1 + d / 100 m),
 //!   rank by distance among the listed stops (0 nearest .. 1 farthest), same zone as the
-//!   vehicle (+1 / -1, 0 unknown), rank under "same zone, then nearest", rank of the stop's
-//!   zone by distance, zone-id steps from the vehicle's zone and its presence (`zones.rs`);
+//!   vehicle (+1 / -1, 0 unknown), rank under "same zone, then neighbouring zone, then
+//!   nearest", rank of the stop's zone by distance, zone-id steps from the vehicle's zone and its presence (`zones.rs`);
 //!   mask per stop.
 //! - `ctx`   [CTX_CH]: groups listed in `CTX_GROUPS` (time, weather, peak, road, zone, depot).
 //! - `prior` [F, 2]: the constant-velocity extrapolation (scaled like the future); the model

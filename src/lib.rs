@@ -30,6 +30,7 @@ pub mod predict;
 pub mod predict_data;
 pub mod predict_table;
 pub mod quickstart;
+pub mod route_plan;
 pub mod runs;
 pub mod seed;
 pub mod serve;

@@ -1,6 +1,8 @@
 //! Delivery zones as stop features: what drivers do on real routes is finish their zone, then
 //! move to a neighbouring one. Three per-stop values, each in [0, 1]:
-//! - `rule_rank`: the stop's rank under "same zone, then nearest" (0 = the rule's pick);
+//! - `rule_rank`: the stop's rank under "same zone, then neighbouring zone, then nearest" (0 =
+//!   the rule's pick; a neighbouring zone's id is one row or column away, below; where zone ids
+//!   do not follow that convention, as in the simulator, this is "same zone, then nearest");
 //! - `zone_rank`: its zone's rank among the listed zones by the distance of the zone's nearest
 //!   stop (0 = the vehicle's own zone when it has stops, else the nearest zone);
 //! - `zone_step`: how far the stop's zone id is from the vehicle's in the zone-id convention of
@@ -30,6 +32,27 @@ pub fn zone_step(a: &str, b: &str) -> Option<f32> {
     Some(steps.min(4) as f32)
 }
 
+/// Whether a zone id follows the convention (`D-8.2B`).
+pub fn follows_convention(z: &str) -> bool {
+    parse(z).is_some()
+}
+
+/// Whether two zone ids are neighbours in the convention (one row or column apart).
+pub fn neighbours(a: &str, b: &str) -> bool {
+    zone_step(a, b) == Some(1.0)
+}
+
+/// The key of "same zone, then neighbouring zone, then nearest" for a stop at `d` metres in zone
+/// `z`, for a vehicle in `here` (lower = sooner).
+pub fn rule_key(d: f64, z: Option<&str>, here: Option<&str>) -> f64 {
+    match (here, z) {
+        (None, _) => d,
+        (Some(h), Some(z)) if z == h => d,
+        (Some(h), Some(z)) if neighbours(h, z) => d + 1e12,
+        _ => d + 2e12,
+    }
+}
+
 /// Ranks of 0..n under a key (ties by index), scaled to [0, 1].
 fn ranks(keys: &[f64]) -> Vec<f32> {
     let n = keys.len();
@@ -53,11 +76,10 @@ pub struct ZoneFeatures {
 /// The zone features of listed stops at distances `dist` with zones `zones`, for a vehicle in
 /// `here` (its current zone, when known).
 pub fn zone_features(dist: &[f64], zones: &[Option<&str>], here: Option<&str>) -> ZoneFeatures {
-    let other = |z: &Option<&str>| here.is_some() && *z != here;
     let rule: Vec<f64> = dist
         .iter()
         .zip(zones)
-        .map(|(d, z)| if other(z) { d + 1e12 } else { *d })
+        .map(|(d, z)| rule_key(*d, *z, here))
         .collect();
     // A zone's distance: its nearest stop's; the vehicle's own zone comes first.
     let mut zone_dist: BTreeMap<&str, f64> = BTreeMap::new();
@@ -118,5 +140,13 @@ mod tests {
         assert_eq!(f.zone_rank, vec![1.0, 0.0, 0.0, 0.5]);
         assert_eq!(f.zone_step[0], (0.5, 1.0));
         assert_eq!(f.zone_step[3], (0.0, 0.0));
+        // A neighbouring zone (one column on) comes before a nearer zone two steps away.
+        let f = zone_features(
+            &[50.0, 300.0, 100.0],
+            &[Some("D-8.1A"), Some("D-8.2C"), Some("D-8.2B")],
+            Some("D-8.2B"),
+        );
+        assert_eq!(f.rule_rank, vec![1.0, 0.5, 0.0]);
+        assert!(neighbours("D-8.2B", "D-8.2C") && !neighbours("D-8.2B", "D-8.1A"));
     }
 }

@@ -419,6 +419,44 @@ fn import_cli_reports_and_refuses_bad_records() {
     assert!(!ok && err.contains("--force"), "{err}");
 }
 
+/// Zone plans on the 8 real routes: driven from the better end they order the stops as the
+/// drivers did (Kendall's tau above 0.5 on average), where a greedy "same zone, then nearest"
+/// from the station does not (below 0); starting from the end nearer the station or from the far
+/// one is a coin flip on these routes (their Kendall's taus nearly cancel).
+#[test]
+fn zone_plans_order_real_routes_like_their_drivers() {
+    use dfm::eval::{baselines, rollout};
+    let Some(input) = shared("lmrc-sample") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lmrc");
+    lmrc::import(&input, &out, &lmrc::LmrcOptions::default(), false, false).unwrap();
+    let mut logs: BTreeMap<String, rollout::RouteLog> = BTreeMap::new();
+    for s in SPLITS.iter().flat_map(|s| split_samples(&out, s)) {
+        logs.entry(s.route_id.clone()).or_default().add(&s);
+    }
+    let indifferent = |b: &[Sample], _: &[usize]| vec![0.0; b.len()];
+    let p = rollout::planned(&logs, &indifferent, 64).unwrap();
+    let greedy = rollout::run(
+        &logs,
+        &rollout::rule_chooser(baselines::same_zone_nearest_scores),
+        64,
+    )
+    .unwrap();
+    assert_eq!((p["better_end_first"].routes, greedy.routes), (8, 8));
+    let (best, near, far) = (
+        p["better_end_first"].krc,
+        p["nearest_end_first"].krc,
+        p["far_end_first"].krc,
+    );
+    assert!(best > 0.5 && greedy.krc < 0.0, "{best} {greedy:?}");
+    assert!(
+        best >= near.max(far) && (near + far).abs() < 0.5,
+        "{near} {far}"
+    );
+}
+
 /// Stops are a set: a model trained on an import capped at 40 stop tokens evaluates on an import
 /// of the same routes with every stop (up to 192): it reads the nearest 40 and says so.
 #[test]
@@ -470,6 +508,12 @@ fn lmrc_model_reads_an_import_with_more_stops() {
     let over = r["samples_over_stop_capacity"].as_u64().unwrap();
     assert!(over > 0 && over < r["samples"].as_u64().unwrap(), "{over}");
     assert!(r["next_stop"]["hr_at_3"].as_f64().is_some());
+    // Routes are rolled out greedily and by zone plan, the model choosing the plan's direction.
+    let plans = &r["route_plans"];
+    let krc = |k: &str| plans[k]["krc"].as_f64().unwrap();
+    assert!(krc("model") == krc("nearest_end_first") || krc("model") == krc("far_end_first"));
+    assert!(krc("better_end_first") >= krc("nearest_end_first").max(krc("far_end_first")));
+    assert!(r["baselines"]["zone_neighbour_first"]["next_stop"]["accuracy"].is_f64());
 }
 
 /// A GPS CSV of another shape than any shipped config was written for trains with

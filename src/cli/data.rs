@@ -96,6 +96,11 @@ pub struct LmrcArgs {
     pub val_frac: f64,
     #[arg(value_parser = f64_in(0.0, 0.99), long, default_value_t = 0.1)]
     pub test_frac: f64,
+    /// Cross-validation: test on block FOLD (0, 1, ..) of --test-frac of the hash-ordered routes
+    /// instead of the first; validation takes the routes after it. The same --seed with folds
+    /// 0, 1, .. tests disjoint routes.
+    #[arg(value_parser = usize_in(0, 1024), long, default_value_t = 0)]
+    pub fold: usize,
     /// IANA time zone of every route (e.g. America/Chicago); default: from each route's station
     /// code (the challenge's Los Angeles, Seattle, Chicago, Austin and Boston stations).
     #[arg(long)]
@@ -377,6 +382,7 @@ fn lmrc_options(a: &LmrcArgs) -> anyhow::Result<lmrc::LmrcOptions> {
         max_stops: a.max_stops,
         val_frac: a.val_frac,
         test_frac: a.test_frac,
+        fold: a.fold,
         tz: a.tz.clone(),
         ..Default::default()
     })

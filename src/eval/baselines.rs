@@ -92,6 +92,18 @@ pub fn same_zone_nearest_scores(s: &Sample, frame: &LocalFrame) -> Vec<f64> {
         .collect()
 }
 
+/// Scores for "same zone, then neighbouring zone, then nearest" (`zones::rule_key`: zone ids one
+/// row or column apart in the Amazon convention are neighbours; without that convention it is
+/// "same zone, then nearest").
+pub fn zone_neighbour_scores(s: &Sample, frame: &LocalFrame) -> Vec<f64> {
+    let here = s.context.zone.as_deref();
+    nearest_first_scores(s, frame)
+        .into_iter()
+        .zip(&s.stops)
+        .map(|(d, st)| -crate::zones::rule_key(-d, st.zone.as_deref(), here))
+        .collect()
+}
+
 /// What the baselines learn from the training split: mean speed per region, base rates.
 #[derive(Clone, Debug, Default)]
 pub struct TrainStats {

@@ -119,6 +119,9 @@ pub struct Truth {
     next: Option<usize>,
     nearest: Vec<f64>,
     same_zone: Vec<f64>,
+    zone_neighbour: Vec<f64>,
+    /// The vehicle's zone id follows the Amazon convention (neighbouring zones are known).
+    zone_convention: bool,
     /// The raw decision, kept for route roll-outs (route datasets only).
     decision: Option<crate::Sample>,
     /// The sample listed more stops than the model reads (it saw the nearest ones).
@@ -160,6 +163,9 @@ struct Acc {
     next: NextStopAcc,
     next_base: NextStopAcc,
     next_zone: NextStopAcc,
+    next_neighbour: NextStopAcc,
+    /// Decisions whose vehicle zone follows the Amazon zone-id convention.
+    zone_convention: u64,
 }
 
 fn top_mode(p: &[f64]) -> usize {
@@ -209,6 +215,9 @@ impl Acc {
                 .add(&t.nearest[..n], t.next, order.as_deref());
             self.next_zone
                 .add(&t.same_zone[..n], t.next, order.as_deref());
+            self.next_neighbour
+                .add(&t.zone_neighbour[..n], t.next, order.as_deref());
+            self.zone_convention += t.zone_convention as u64;
         }
     }
 
@@ -289,6 +298,16 @@ impl Acc {
                 ..Default::default()
             },
         );
+        // Only where zone ids say which zones are neighbours (else it is the rule above).
+        if self.zone_convention > 0 {
+            b.insert(
+                "zone_neighbour_first".into(),
+                Metrics {
+                    next_stop: self.next_neighbour.finish(),
+                    ..Default::default()
+                },
+            );
+        }
         (model, b)
     }
 }

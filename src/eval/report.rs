@@ -96,6 +96,10 @@ pub struct EvalReport {
     pub delivered: Option<BinaryMetrics>,
     pub next_stop: Option<NextStopMetrics>,
     pub baselines: BTreeMap<String, Metrics>,
+    /// Planned roll-outs of whole routes (route datasets only; `rollout::planned`): each
+    /// route's zone plan driven in the direction the model finds likelier, or by a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_plans: Option<BTreeMap<String, super::rollout::RolloutMetrics>>,
     pub slices: Slices,
 }
 
@@ -116,6 +120,20 @@ fn traj_row(s: &mut String, name: &str, m: Option<&TrajMetrics>) {
         f(m.map(|m| m.miss_rate), 10, 3),
         f(m.map(|m| m.brier_min_fde_m), 10, 2)
     );
+}
+
+fn rollout_rows(s: &mut String, title: &str, rows: &[(&str, &super::rollout::RolloutMetrics)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n{title:<28}{:>9}{:>9}{:>9}", "routes", "KRC", "score");
+    for (n, r) in rows {
+        let _ = writeln!(
+            s,
+            "  {n:<26}{:>9}{:>9.3}{:>9.4}",
+            r.routes, r.krc, r.sequence_score
+        );
+    }
 }
 
 fn eta_row(s: &mut String, name: &str, m: Option<&EtaMetrics>) {
@@ -344,6 +362,9 @@ impl EvalReport {
             "same zone, then nearest",
             b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
         );
+        if let Some(m) = b("zone_neighbour_first").and_then(|m| m.next_stop.as_ref()) {
+            next_row(s, "same zone, neighbour zone", Some(m));
+        }
         let zone_first = self
             .next_stop
             .as_ref()
@@ -358,24 +379,29 @@ impl EvalReport {
                 "same zone, then nearest",
                 b("same_zone_nearest_first").and_then(|m| m.next_stop.as_ref()),
             ),
+            (
+                "same zone, neighbour zone",
+                b("zone_neighbour_first").and_then(|m| m.next_stop.as_ref()),
+            ),
         ]
         .into_iter()
         .filter_map(|(n, m)| Some((n, m?.rollout.as_ref()?)))
         .chain(zone_first.map(|r| ("model, zone first", r)))
         .collect();
-        if !rollouts.is_empty() {
-            let _ = writeln!(
-                s,
-                "\nroute roll-out (greedy){:<5}{:>9}{:>9}{:>9}",
-                "", "routes", "KRC", "score"
-            );
-            for (n, r) in rollouts {
-                let _ = writeln!(
-                    s,
-                    "  {n:<26}{:>9}{:>9.3}{:>9.4}",
-                    r.routes, r.krc, r.sequence_score
-                );
+        rollout_rows(s, "route roll-out (greedy)", &rollouts);
+        if let Some(p) = &self.route_plans {
+            fn name(k: &str) -> &str {
+                match k {
+                    "model" => "model's likelier way",
+                    "nearest_end_first" => "nearest end first",
+                    "far_end_first" => "far end first",
+                    "better_end_first" => "better end (reads truth)",
+                    other => other,
+                }
             }
+            let rows: Vec<(&str, &super::rollout::RolloutMetrics)> =
+                p.iter().map(|(k, m)| (name(k.as_str()), m)).collect();
+            rollout_rows(s, "zone plan roll-out", &rows);
         }
     }
 

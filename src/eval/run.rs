@@ -123,6 +123,12 @@ fn truth_of(
         next: t.and_then(|t| t.next_stop),
         nearest: baselines::nearest_first_scores(s, &frame),
         same_zone: baselines::same_zone_nearest_scores(s, &frame),
+        zone_neighbour: baselines::zone_neighbour_scores(s, &frame),
+        zone_convention: s
+            .context
+            .zone
+            .as_deref()
+            .is_some_and(crate::zones::follows_convention),
         decision,
         over_capacity,
         slices: [
@@ -317,7 +323,8 @@ impl Running {
         }
     }
 
-    /// Route roll-outs of the model (greedy and zone first) and the two heuristics.
+    /// Route roll-outs of the model (greedy and zone first) and the two heuristics; the planned
+    /// roll-outs are returned.
     fn rollouts(
         &self,
         model: &DfmModel,
@@ -325,9 +332,9 @@ impl Running {
         bs: usize,
         model_m: &mut Metrics,
         baselines: &mut BTreeMap<String, Metrics>,
-    ) {
+    ) -> Option<BTreeMap<String, rollout::RolloutMetrics>> {
         if self.route_logs.is_empty() {
-            return;
+            return None;
         }
         let logs = &self.route_logs;
         let chooser = rollout::model_chooser(model, inp.norm, inp.device, false);
@@ -335,15 +342,17 @@ impl Running {
         if let Some(m) = model_m.next_stop.as_mut() {
             m.rollout_zone_first = rollout::run(logs, &zone_first, bs);
         }
-        let runs: [(&str, Option<rollout::RolloutMetrics>); 3] = [
+        let rule = |f| rollout::run(logs, &rollout::rule_chooser(f), bs);
+        let runs: [(&str, Option<rollout::RolloutMetrics>); 4] = [
             ("model", rollout::run(logs, &chooser, bs)),
-            (
-                "nearest_stop_first",
-                rollout::run(logs, &rollout::nearest_chooser(false), bs),
-            ),
+            ("nearest_stop_first", rule(baselines::nearest_first_scores)),
             (
                 "same_zone_nearest_first",
-                rollout::run(logs, &rollout::nearest_chooser(true), bs),
+                rule(baselines::same_zone_nearest_scores),
+            ),
+            (
+                "zone_neighbour_first",
+                rule(baselines::zone_neighbour_scores),
             ),
         ];
         for (who, r) in runs {
@@ -356,6 +365,8 @@ impl Running {
                 m.rollout = r;
             }
         }
+        let score = rollout::model_scorer(model, inp.norm, inp.device);
+        rollout::planned(logs, &score, bs)
     }
 
     fn slices(&self, g: &BTreeMap<String, Acc>, miss: f64) -> BTreeMap<String, Slice> {
@@ -402,7 +413,7 @@ impl Running {
     ) -> anyhow::Result<(EvalReport, PlotData)> {
         let miss = o.miss_threshold_m;
         let (mut model_m, mut baselines) = self.all.finish(self.k, miss);
-        self.rollouts(model, inp, o.batch_size, &mut model_m, &mut baselines);
+        let route_plans = self.rollouts(model, inp, o.batch_size, &mut model_m, &mut baselines);
         let horizon = self.horizon_rows(inp.manifest.spec.future_step_s as f64);
         self.plot.on_time_reliability = self.all.on_time.reliability();
         self.plot.delivered_reliability = self.all.delivered.reliability();
@@ -419,6 +430,7 @@ impl Running {
             delivered: model_m.delivered,
             next_stop: model_m.next_stop,
             baselines,
+            route_plans,
             slices: Slices {
                 region: self.slices(&self.groups[0], miss),
                 weather: self.slices(&self.groups[1], miss),

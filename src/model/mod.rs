@@ -395,9 +395,9 @@ impl DfmModel {
     }
 }
 
-/// The rule "same zone, then nearest" as next-stop logits: `-scale * ln(1 + rank)`, where rank
-/// is the stop's place in the rule's order among the listed stops (0 = the rule's pick); zero on
-/// padding. [B, N].
+/// The rule "same zone, then neighbouring zone, then nearest" (`zones::rule_key`) as next-stop
+/// logits: `-scale * ln(1 + rank)`, where rank is the stop's place in the rule's order among the
+/// listed stops (0 = the rule's pick); zero on padding. [B, N].
 fn rule_prior(b: &Batch, stop_valid: &Tensor<2>, scale: Tensor<1>) -> Tensor<2> {
     let [bs, n, _] = b.stops.dims();
     let scaled = b

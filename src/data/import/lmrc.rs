@@ -28,6 +28,10 @@ pub struct LmrcOptions {
     pub max_stops: usize,
     pub val_frac: f64,
     pub test_frac: f64,
+    /// Which block of `test_frac` of the hash-ordered routes is `test` (cross-validation:
+    /// folds 0, 1, .. test disjoint routes); validation takes the routes after it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fold: usize,
     pub seed: u64,
     pub shard_size: usize,
     /// IANA time zone of every route (e.g. `America/Chicago`); None: from the station code.
@@ -45,6 +49,7 @@ impl Default for LmrcOptions {
             max_stops: 0,
             val_frac: 0.1,
             test_frac: 0.1,
+            fold: 0,
             seed: 1,
             shard_size: 2000,
             tz: None,
@@ -533,14 +538,20 @@ pub fn spec(max_stops: usize) -> Spec {
     }
 }
 
-/// Splits routes: sorted by a hash of their id, the first `test_frac` (at least one when there
-/// are three or more routes) go to `test`, the next `val_frac` to `val`, the rest to `train`.
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+/// Splits routes: sorted by a hash of their id and `seed`, block `fold` of `test_frac` of them
+/// (at least one route when there are three or more) goes to `test`, the next `val_frac` (after
+/// it, wrapping around) to `val`, the rest to `train`. None when the fold starts past the routes.
 pub fn route_splits(
     ids: &[&str],
     seed: u64,
     val_frac: f64,
     test_frac: f64,
-) -> BTreeMap<String, &'static str> {
+    fold: usize,
+) -> Option<BTreeMap<String, &'static str>> {
     let mut v: Vec<(u64, &str)> = ids
         .iter()
         .map(|id| (rng::hash(seed, id, &[]), *id))
@@ -555,9 +566,15 @@ pub fn route_splits(
         }
     };
     let (nt, nv) = (at_least(test_frac), at_least(val_frac));
-    v.iter()
+    let first = fold * nt;
+    if fold > 0 && (nt == 0 || first >= n) {
+        return None;
+    }
+    let splits = v
+        .iter()
         .enumerate()
         .map(|(i, (_, id))| {
+            let i = (i + n - first) % n.max(1);
             (
                 id.to_string(),
                 if i < nt {
@@ -569,7 +586,8 @@ pub fn route_splits(
                 },
             )
         })
-        .collect()
+        .collect();
+    Some(splits)
 }
 
 pub fn import(
@@ -602,7 +620,14 @@ pub fn import(
         "--max-stops {max_stops}: at most 1024 stop tokens"
     );
     let ids: Vec<&str> = routes.iter().map(|r| r.id.as_str()).collect();
-    let splits = route_splits(&ids, o.seed, o.val_frac, o.test_frac);
+    let splits = route_splits(&ids, o.seed, o.val_frac, o.test_frac, o.fold).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--fold {}: {} routes hold fewer folds of --test-frac {} (folds start at 0)",
+            o.fold,
+            ids.len(),
+            o.test_frac
+        )
+    })?;
     let mut writer = DatasetWriter::new(out, spec(max_stops), o.shard_size, force)?;
     for r in o.part.select(&routes) {
         let split = splits[&r.id];
@@ -643,5 +668,27 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert!(v["a"].is_null() && v["b"] == "NaN");
+    }
+
+    #[test]
+    fn folds_test_disjoint_routes_and_cover_them_all() {
+        let ids: Vec<String> = (0..8).map(|i| format!("RouteID_{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut tested = Vec::new();
+        for fold in 0..4 {
+            let s = super::route_splits(&ids, 1, 0.125, 0.25, fold).unwrap();
+            let count = |w: &str| s.values().filter(|v| **v == w).count();
+            assert_eq!((count("test"), count("val"), count("train")), (2, 1, 5));
+            tested.extend(
+                s.iter()
+                    .filter(|(_, v)| **v == "test")
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        tested.sort();
+        tested.dedup();
+        assert_eq!(tested.len(), 8, "four folds test every route once");
+        // Fold 0 is the split without folds; a fold past the routes is refused.
+        assert!(super::route_splits(&ids, 1, 0.125, 0.25, 4).is_none());
     }
 }
