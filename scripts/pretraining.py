@@ -123,7 +123,8 @@ def lmrc(a, s, geo, fleet, sim):
                    f"run.dir={rd}", "--set", f"data.path={data}"] + [x for e in extra for x in ("--set", e)],
                   rd + ".log")
         r = json.load(open(os.path.join(rd, "eval_test.json")))
-        out[arm] = next_stop(r["next_stop"]) + [((r.get("route_plans") or {}).get("model") or {}).get("krc", float("nan"))]
+        plan = ((r.get("route_plans") or {}).get("model") or {}).get("krc", float("nan"))
+        out[arm] = next_stop(r["next_stop"])[:3] + [plan]
         out["same zone, then nearest"] = next_stop(r["baselines"]["same_zone_nearest_first"]["next_stop"])
         out["nearest stop first"] = next_stop(r["baselines"]["nearest_stop_first"]["next_stop"])
         out["decisions"] = r["next_stop"]["samples"]
