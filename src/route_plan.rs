@@ -304,6 +304,10 @@ mod tests {
             .collect();
         let p = zone_path(&c);
         assert!((path_cost(&c, &p) - 3.0).abs() < 1e-12, "{p:?}");
+        // 2-opt alone mends a crossed path.
+        let mut p = vec![2, 0, 3, 1];
+        two_opt(&c, &mut p);
+        assert!((path_cost(&c, &p) - 3.0).abs() < 1e-12, "{p:?}");
     }
 
     #[test]
@@ -313,7 +317,9 @@ mod tests {
             st.zone = None;
         }
         let p = plan(&s).unwrap();
-        assert_eq!(p.forward.len(), s.stops.len());
+        let mut sorted = p.forward.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..s.stops.len()).collect::<Vec<_>>());
         assert!(plan(&sample(Vec::new())).is_none());
     }
 }

@@ -177,8 +177,11 @@ pub fn model_scorer<'a>(
             .into_iter()
             .zip(chosen)
             .map(|(l, &k)| {
-                let max = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = l.iter().map(|v| (v - max).exp()).sum();
+                // Over the stops it reads (finite logits); a stop it does not read counts as one
+                // it gives a billionth.
+                let read = || l.iter().copied().filter(|v| v.is_finite());
+                let max = read().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = read().map(|v| (v - max).exp()).sum();
                 if l[k].is_finite() {
                     l[k] - max - z.ln()
                 } else {

@@ -570,6 +570,8 @@ pub fn route_splits(
     if fold > 0 && (nt == 0 || first >= n) {
         return None;
     }
+    // The last block may be short (the routes are not a multiple of it): no route is tested twice.
+    let nt = nt.min(n - first);
     let splits = v
         .iter()
         .enumerate()
@@ -690,5 +692,19 @@ mod tests {
         assert_eq!(tested.len(), 8, "four folds test every route once");
         // Fold 0 is the split without folds; a fold past the routes is refused.
         assert!(super::route_splits(&ids, 1, 0.125, 0.25, 4).is_none());
+        // Seven routes: blocks of 2, the last one short; still every route tested once.
+        let mut tested = Vec::new();
+        for fold in 0..4 {
+            let s = super::route_splits(&ids[..7], 1, 0.125, 0.25, fold).unwrap();
+            tested.extend(
+                s.iter()
+                    .filter(|(_, v)| **v == "test")
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        assert_eq!(tested.len(), 7);
+        tested.sort();
+        tested.dedup();
+        assert_eq!(tested.len(), 7, "no route is tested twice");
     }
 }
