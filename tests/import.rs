@@ -499,6 +499,12 @@ fn lmrc_model_reads_an_import_with_more_stops() {
         out.contains("list more stops than the model reads"),
         "{out}"
     );
+    // Route data has no futures: one line says so instead of a table of "absent".
+    assert!(
+        out.contains("trajectory: absent") && !out.contains("model K=0"),
+        "{out}"
+    );
+    assert!(out.contains("zone plan roll-out"), "{out}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["stop_capacity"], 40);

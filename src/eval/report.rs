@@ -239,7 +239,10 @@ impl EvalReport {
     /// Trajectory errors of the model (K, most likely, most probable mode) and the baselines.
     fn render_trajectory(&self, s: &mut String) {
         let b = |n: &str| self.baselines.get(n);
-        let k = self.trajectory.as_ref().map(|t| t.k).unwrap_or(0);
+        let Some(k) = self.trajectory.as_ref().map(|t| t.k) else {
+            let _ = writeln!(s, "\ntrajectory: absent (the data has no futures)");
+            return;
+        };
         let miss = self
             .trajectory
             .as_ref()
@@ -300,6 +303,10 @@ impl EvalReport {
     /// ETA errors.
     fn render_eta(&self, s: &mut String) {
         let b = |n: &str| self.baselines.get(n);
+        if self.eta.is_none() {
+            let _ = writeln!(s, "\nETA: absent (the data has no arrival times)");
+            return;
+        }
         let _ = writeln!(
             s,
             "\nETA{:<25}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}{:>8}",
@@ -316,6 +323,13 @@ impl EvalReport {
     /// On-time and delivered.
     fn render_outcomes(&self, s: &mut String) {
         let b = |n: &str| self.baselines.get(n);
+        if self.on_time.is_none() && self.delivered.is_none() {
+            let _ = writeln!(
+                s,
+                "\noutcomes: absent (the data has no on-time or delivered labels)"
+            );
+            return;
+        }
         let _ = writeln!(
             s,
             "\noutcomes{:<20}{:>9}{:>9}{:>9}{:>9}{:>9}",
@@ -399,8 +413,16 @@ impl EvalReport {
                     other => other,
                 }
             }
-            let rows: Vec<(&str, &super::rollout::RolloutMetrics)> =
-                p.iter().map(|(k, m)| (name(k.as_str()), m)).collect();
+            let order = [
+                "model",
+                "nearest_end_first",
+                "far_end_first",
+                "better_end_first",
+            ];
+            let rows: Vec<(&str, &super::rollout::RolloutMetrics)> = order
+                .iter()
+                .filter_map(|k| Some((name(k), p.get(*k)?)))
+                .collect();
             rollout_rows(s, "zone plan roll-out", &rows);
         }
     }
