@@ -221,7 +221,7 @@ fn nearest_first(m: &[usize], pos: &[(f64, f64)], mut at: (f64, f64)) -> Vec<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Context, Fix, Region, Stop};
+    use crate::data::sample::{Fix, Stop};
 
     /// A station at the origin and stops on a grid of zones `A-1.{row}{col}`, two stops per zone,
     /// listed in a scrambled order.
@@ -245,18 +245,8 @@ mod tests {
 
     fn sample(stops: Vec<Stop>) -> Sample {
         Sample {
-            video: None,
-            key: "r-0001".into(),
-            route_id: "r".into(),
-            region: Region::Unknown,
-            t0: 0.0,
-            context: Context::default(),
-            history: vec![Fix::at(0.0, 40.0, 0.0)],
-            imu: None,
-            images: Vec::new(),
             stops,
-            horizons_s: Vec::new(),
-            target: None,
+            ..Sample::bare("r-0001", 0.0, vec![Fix::at(0.0, 40.0, 0.0)])
         }
     }
 

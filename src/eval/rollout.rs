@@ -407,7 +407,7 @@ fn route_metrics(r: &Route, predicted: &[String]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Context, Region, Stop, Target};
+    use crate::data::sample::{Stop, Target};
 
     /// A route along a street east of the station: stops 100 m apart, driven in `order`.
     fn route(order: &[usize]) -> RouteLog {
@@ -419,18 +419,8 @@ mod tests {
             })
             .collect();
         let mut s = Sample {
-            video: None,
-            key: "r-0001".into(),
-            route_id: "r".into(),
-            region: Region::Unknown,
-            t0: 0.0,
-            context: Context::default(),
-            history: vec![Fix::at(0.0, 40.0, 0.0)],
-            imu: None,
-            images: Vec::new(),
             stops,
-            horizons_s: Vec::new(),
-            target: None,
+            ..Sample::bare("r-0001", 0.0, vec![Fix::at(0.0, 40.0, 0.0)])
         };
         let mut log = RouteLog::default();
         for (k, &next) in order.iter().enumerate() {
