@@ -192,10 +192,11 @@ pub fn model_scorer<'a>(
     }
 }
 
-/// A rule as a chooser: the stop of the highest score under `scores` (the baselines' scores).
-pub fn rule_chooser(
-    scores: fn(&Sample, &LocalFrame) -> Vec<f64>,
-) -> impl Fn(&[Sample]) -> Vec<usize> {
+/// A rule's scores of a decision's stops (higher = sooner; the baselines' scores).
+pub type RuleScores = fn(&Sample, &LocalFrame) -> Vec<f64>;
+
+/// A rule as a chooser: the stop of the highest score under `scores`.
+pub fn rule_chooser(scores: RuleScores) -> impl Fn(&[Sample]) -> Vec<usize> {
     move |batch: &[Sample]| {
         batch
             .iter()

@@ -341,28 +341,20 @@ impl Running {
         let zone_first = rollout::model_chooser(model, inp.norm, inp.device, true);
         if let Some(m) = model_m.next_stop.as_mut() {
             m.rollout_zone_first = rollout::run(logs, &zone_first, bs);
+            m.rollout = rollout::run(logs, &chooser, bs);
         }
-        let rule = |f| rollout::run(logs, &rollout::rule_chooser(f), bs);
-        let runs: [(&str, Option<rollout::RolloutMetrics>); 4] = [
-            ("model", rollout::run(logs, &chooser, bs)),
-            ("nearest_stop_first", rule(baselines::nearest_first_scores)),
+        // Each rule the report lists (the neighbouring-zone rule only where zone ids allow it).
+        let rules: [(&str, rollout::RuleScores); 3] = [
+            ("nearest_stop_first", baselines::nearest_first_scores),
             (
                 "same_zone_nearest_first",
-                rule(baselines::same_zone_nearest_scores),
+                baselines::same_zone_nearest_scores,
             ),
-            (
-                "zone_neighbour_first",
-                rule(baselines::zone_neighbour_scores),
-            ),
+            ("zone_neighbour_first", baselines::zone_neighbour_scores),
         ];
-        for (who, r) in runs {
-            let m = if who == "model" {
-                model_m.next_stop.as_mut()
-            } else {
-                baselines.get_mut(who).and_then(|b| b.next_stop.as_mut())
-            };
-            if let Some(m) = m {
-                m.rollout = r;
+        for (who, scores) in rules {
+            if let Some(m) = baselines.get_mut(who).and_then(|b| b.next_stop.as_mut()) {
+                m.rollout = rollout::run(logs, &rollout::rule_chooser(scores), bs);
             }
         }
         let score = rollout::model_scorer(model, inp.norm, inp.device);
