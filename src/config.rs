@@ -177,6 +177,10 @@ pub struct ModelConfig {
     /// Amazon convention): a learned scale
     /// times `-ln(1 + the stop's rank under the rule)` is added to its logits.
     pub next_stop_prior: bool,
+    /// Give each trajectory offset a second part in units of the history's own motion (the
+    /// decoders' relative outputs times the sample's motion scale): a linear model of the
+    /// history scales its answer with the speed; this lets the modes do the same.
+    pub relative_offsets: bool,
     /// Video tubelets (ViViT-style): frames and pixels a side per token, when the dataset has
     /// clips.
     pub video_tubelet: usize,
@@ -197,6 +201,7 @@ impl Default for ModelConfig {
             imu_patch: 0,
             modality_dropout: 0.1,
             next_stop_prior: false,
+            relative_offsets: false,
             video_tubelet: 4,
             video_patch: 8,
         }

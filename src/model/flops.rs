@@ -161,6 +161,10 @@ pub fn terms(cfg: &ModelConfig, spec: &Spec, image_size: usize, work: Work) -> V
         linear("on-time head", t.stops, d, 1),
         linear("next-stop head", t.stops, d, 1),
     ]);
+    if cfg.relative_offsets {
+        v.push(linear("relative trajectory head", k, 2 * d, 2 * f));
+        v.push(linear("relative most likely head", 1, 2 * d, 2 * f));
+    }
     for mut r in [
         linear("reconstruct history", t.history, d, hp * HIST_CH),
         linear("reconstruct imu", t.imu, d, ip * IMU_CH),
@@ -248,6 +252,11 @@ mod tests {
     fn terms_cover_every_parameter() {
         let spec = Spec::default();
         check(&ModelConfig::default(), &spec, 32);
+        let relative = ModelConfig {
+            relative_offsets: true,
+            ..Default::default()
+        };
+        check(&relative, &spec, 32);
         let big = ModelConfig {
             d_model: 96,
             layers: 3,

@@ -22,6 +22,10 @@ pub struct Heads {
     pub eta: Linear,
     pub on_time: Linear,
     pub next: Linear,
+    /// `model.relative_offsets`: a second output of the trajectory and point decoders, in units
+    /// of the history's own motion (times the sample's motion scale; see `forward`).
+    pub traj_rel: Option<Linear>,
+    pub point_rel: Option<Linear>,
     pub future_len: usize,
 }
 
@@ -38,31 +42,52 @@ impl Heads {
             eta: LinearConfig::new(d, 3).init(device),
             on_time: LinearConfig::new(d, 1).init(device),
             next: LinearConfig::new(d, 1).init(device),
+            traj_rel: None,
+            point_rel: None,
             future_len,
         }
     }
 
+    /// Adds the relative offset decoders, starting at zero (the model starts as it would
+    /// without them, and no weight is drawn, so every other weight of a seeded run is the same).
+    pub fn with_relative_offsets(mut self, d: usize, device: &Device) -> Self {
+        let zero = || Linear {
+            weight: Param::from_tensor(Tensor::zeros([2 * d, self.future_len * 2], device)),
+            bias: Some(Param::from_tensor(Tensor::zeros(
+                [self.future_len * 2],
+                device,
+            ))),
+        };
+        self.traj_rel = Some(zero());
+        self.point_rel = Some(zero());
+        self
+    }
+
     /// mode_h [B, K + 1, d] (the K mode tokens, then the most-likely token, decoded by its own
-    /// MLP; only the K modes get logits), out_h [B, d], stop_h [B, N, d], stop_valid [B, N].
+    /// MLP; only the K modes get logits), out_h [B, d], stop_h [B, N, d], stop_valid [B, N];
+    /// `motion` [B]: each sample's motion scale, which the relative offsets are multiplied by.
     pub fn forward(
         &self,
         mode_h: Tensor<3>,
         out_h: Tensor<2>,
         stop_h: Tensor<3>,
         stop_valid: Tensor<2>,
+        motion: Tensor<1>,
     ) -> Output {
         let [b, k1, _] = mode_h.dims();
         let k = k1 - 1;
         let [_, n, _] = stop_h.dims();
-        let modes_h = mode_h.clone().narrow(1, 0, k);
-        let traj = self
-            .traj2
-            .forward(gelu(self.traj1.forward(modes_h)))
-            .reshape([b, k, self.future_len, 2]);
-        let point = self
-            .point2
-            .forward(gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1))))
-            .reshape([b, self.future_len, 2]);
+        let f = self.future_len;
+        let modes_h = gelu(self.traj1.forward(mode_h.clone().narrow(1, 0, k)));
+        let point_h = gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1)));
+        let mut traj = self.traj2.forward(modes_h.clone()).reshape([b, k, f, 2]);
+        let mut point = self.point2.forward(point_h.clone()).reshape([b, f, 2]);
+        if let (Some(tr), Some(pr)) = (&self.traj_rel, &self.point_rel) {
+            let m = motion.reshape([b, 1, 1]);
+            let rel = tr.forward(modes_h).reshape([b, k, f, 2]);
+            traj = traj + rel * m.clone().unsqueeze_dim::<4>(1);
+            point = point + pr.forward(point_h).reshape([b, f, 2]) * m;
+        }
         let mode_logits = self.mode.forward(mode_h.narrow(1, 0, k)).reshape([b, k]);
         let summary = out_h.clone();
         let delivered_logits = self.delivered.forward(out_h).reshape([b]);

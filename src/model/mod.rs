@@ -196,6 +196,9 @@ impl DfmModel {
         if cfg.next_stop_prior {
             model.next_prior = Some(Param::from_tensor(Tensor::from_data([1.0f32], device)));
         }
+        if cfg.relative_offsets {
+            model.heads = model.heads.with_relative_offsets(d, device);
+        }
         if spec.video_frames > 0 {
             model.enc.video = Some(VideoEncoder::new(
                 spec.video_frames,
@@ -358,9 +361,13 @@ impl DfmModel {
         let stop_h = h.clone().narrow(1, stop0, n_stops);
         let mode_h = h.clone().narrow(1, q0, self.modes + 1);
         let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
-        let mut out = self
-            .heads
-            .forward(mode_h, out_h, stop_h, stop_valid.clone());
+        let mut out = self.heads.forward(
+            mode_h,
+            out_h,
+            stop_h,
+            stop_valid.clone(),
+            motion_scale(b) * keep(Modality::History).reshape([bs]),
+        );
         if let Some(scale) = &self.next_prior {
             out.next_logits = out.next_logits + rule_prior(b, &stop_valid, scale.val());
         }
@@ -393,6 +400,19 @@ impl DfmModel {
         }
         out
     }
+}
+
+/// Each sample's motion scale [B]: the span of its history in its own motion (`features`:
+/// the log of it is the last history row's `LOG_SCALE` channel), over the dataset's position
+/// scale.
+fn motion_scale(b: &Batch) -> Tensor<1> {
+    let [bs, h, _] = b.hist.dims();
+    b.hist
+        .clone()
+        .narrow(1, h - 1, 1)
+        .narrow(2, crate::features::hist_ch::LOG_SCALE, 1)
+        .reshape([bs])
+        .exp()
 }
 
 /// The rule "same zone, then neighbouring zone, then nearest" (`zones::rule_key`) as next-stop
@@ -490,6 +510,70 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
+    }
+
+    /// With `model.relative_offsets`, the relative decoders' output is multiplied by each
+    /// sample's motion scale: a mover ten times as fast gets ten times the relative offset (a
+    /// linear model of the history scales the same way), and none without its history.
+    #[test]
+    fn relative_offsets_scale_with_the_history_motion() {
+        let spec = tiny_spec(2);
+        let cfg = ModelConfig {
+            history_patch: 1,
+            imu_patch: 1,
+            dropout: 0.0,
+            relative_offsets: true,
+            ..Default::default()
+        };
+        let device = Device::flex();
+        let mut model = DfmModel::new(&cfg, &spec, 8, &device);
+        let n = Normalizer::new(&spec, &NormStats::default(), 8);
+        let mover = |m_per_s: f64| {
+            Sample::bare(
+                "k",
+                1.0,
+                vec![fix_north(0.0, -m_per_s), fix_north(1.0, 0.0)],
+            )
+        };
+        let feats = vec![n.features(&mover(1.0)), n.features(&mover(10.0))];
+        let b = crate::batch::FeatureBatcher.batch(feats, &device);
+        let point = |model: &DfmModel, keep_history: bool| -> Vec<f32> {
+            let drop = if keep_history {
+                vec![]
+            } else {
+                vec!["history".to_string()]
+            };
+            let keep = crate::eval::keep_mask(&drop, 2, &device);
+            let out = model.forward(&b, &TokenMasks::keep(keep));
+            out.point
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap()
+        };
+        let before = point(&model, true);
+        let dropped = point(&model, false);
+        // Relative outputs of 1 everywhere (zero weights, unit bias).
+        let f2 = spec.future_len * 2;
+        let pr = model.heads.point_rel.as_mut().expect("relative decoders");
+        pr.bias = Some(Param::from_tensor(Tensor::ones([f2], &device)));
+        let after = point(&model, true);
+        let scale: Vec<f32> = motion_scale(&b).into_data().try_into_vec().unwrap();
+        assert!((scale[1] / scale[0] - 10.0).abs() < 1e-3, "{scale:?}");
+        for i in 0..2 {
+            for j in 0..f2 {
+                let d = after[i * f2 + j] - before[i * f2 + j];
+                assert!(
+                    (d - scale[i]).abs() < 1e-3 * scale[i].max(1.0),
+                    "{d} vs {scale:?}"
+                );
+            }
+        }
+        assert_eq!(
+            point(&model, false),
+            dropped,
+            "no history, no relative part"
+        );
     }
 
     /// A clip changes the outputs when video is kept, and not when the video modality is
