@@ -840,6 +840,7 @@ mod tests {
                 images: Vec::new(),
                 stops: Vec::new(),
                 horizons_s: Vec::new(),
+                plan_route: false,
                 target: Some(Target {
                     future_step_s: Some(3.0),
                     future: future.to_vec(),

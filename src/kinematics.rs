@@ -140,6 +140,7 @@ mod tests {
             images: Vec::new(),
             stops: Vec::new(),
             horizons_s: Vec::new(),
+            plan_route: false,
             target: None,
         }
     }

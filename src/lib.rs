@@ -28,6 +28,7 @@ pub mod passes;
 pub mod plot;
 pub mod predict;
 pub mod predict_data;
+pub mod predict_route;
 pub mod predict_table;
 pub mod quickstart;
 pub mod route_plan;

@@ -50,6 +50,7 @@ pub fn parse_sample(json: &[u8], limits: &RequestLimits) -> Result<Sample, Input
 /// `max_image_side` pixels a side; other images (photos) are dropped undecoded.
 pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Sample, InputError> {
     s.target = None;
+    check_plan_request(&s)?;
     if let Some(i) = s
         .horizons_s
         .iter()
@@ -115,6 +116,28 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
     })?;
     check_clip_shape(&s, limits)?;
     Ok(s)
+}
+
+/// A route plan needs stops to order, and at most `MAX_PLAN_STOPS` of them.
+fn check_plan_request(s: &Sample) -> Result<(), InputError> {
+    use crate::predict_route::MAX_PLAN_STOPS;
+    if !s.plan_route {
+        return Ok(());
+    }
+    let error = if s.stops.is_empty() {
+        "a route plan needs stops: the request lists none".to_string()
+    } else if s.stops.len() > MAX_PLAN_STOPS {
+        format!(
+            "{} stops: a route plan orders at most {MAX_PLAN_STOPS}",
+            s.stops.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(InputError {
+        field: "plan_route".into(),
+        error,
+    })
 }
 
 /// A clip for a model that reads video has the frame count and size of the model's spec.
@@ -221,7 +244,13 @@ pub struct Prediction {
     /// nearest ones (absent when every stop was read).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stops_not_scored: Vec<String>,
+    /// The order to drive all the stops in, when the request asked (`"plan_route": true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_plan: Option<crate::predict_route::RoutePlan>,
 }
+
+/// Inputs per forward pass when route plans add their decisions to a prediction.
+pub const PLAN_BATCH: usize = 256;
 
 /// A model ready for inference on one device.
 pub struct Predictor {
@@ -284,16 +313,34 @@ impl Predictor {
         Codec::new(self.loaded.normalizer.clone(), self.model.modes)
     }
 
-    /// Predictions for validated samples, in order (one forward pass).
+    /// Predictions for validated samples, in order (one forward pass, or one per
+    /// [`PLAN_BATCH`] inputs when route plans add their decisions).
     pub fn predict(&self, samples: &[Sample]) -> Vec<Prediction> {
         let codec = self.codec();
-        let (features, metas): (Vec<_>, Vec<_>) =
-            samples.iter().map(|s| codec.prepare(s.clone())).unzip();
-        let raw = self.forward(features);
+        let mut inputs = Vec::new();
+        let mut metas = Vec::with_capacity(samples.len());
+        for s in samples {
+            let (f, m) = codec.prepare_request(s.clone());
+            inputs.extend(f);
+            metas.push(m);
+        }
+        let size = if inputs.len() > samples.len() {
+            PLAN_BATCH
+        } else {
+            inputs.len()
+        };
+        let mut raw = Vec::with_capacity(inputs.len());
+        while !inputs.is_empty() {
+            let rest = inputs.split_off(inputs.len().min(size.max(1)));
+            raw.extend(self.forward(std::mem::replace(&mut inputs, rest)));
+        }
+        let mut raw = raw.into_iter();
         metas
             .into_iter()
-            .zip(raw)
-            .map(|(m, r)| codec.finish(m, r))
+            .map(|m| {
+                let mine = raw.by_ref().take(m.inputs()).collect();
+                codec.finish_request(m, mine)
+            })
             .collect()
     }
 
@@ -360,6 +407,13 @@ pub struct RawOutput {
     delivered: f32,
 }
 
+impl RawOutput {
+    /// The next-stop probabilities, one per stop slot the model reads.
+    pub fn next_probabilities(&self) -> &[f32] {
+        &self.next
+    }
+}
+
 /// What a prediction needs from its sample besides the model's outputs.
 #[derive(Clone, Debug)]
 pub struct PredictionMeta {
@@ -370,6 +424,13 @@ pub struct PredictionMeta {
     /// The stops the model read, in the request's order.
     stop_ids: Vec<String>,
     not_scored: Vec<String>,
+}
+
+impl PredictionMeta {
+    /// The listed stops the model reads, in the request's order.
+    pub fn stop_ids(&self) -> &[String] {
+        &self.stop_ids
+    }
 }
 
 /// Samples to model inputs (the training feature code) and model outputs to predictions.
@@ -463,6 +524,7 @@ impl Codec {
             stops,
             delivered_probability: r.delivered as f64,
             stops_not_scored: m.not_scored,
+            route_plan: None,
         }
     }
 }

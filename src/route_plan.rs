@@ -9,12 +9,16 @@
 //! has one; a route without zones is planned stop by stop. A path can be driven from either end:
 //! [`plan`] gives both, and a caller picks the direction (the model's likelier one, or a rule).
 
-use crate::data::sample::Sample;
+use crate::data::sample::{Fix, Sample};
 use crate::frame::Enu;
 use std::collections::BTreeMap;
 
 /// Extra cost, in metres, of moving between two zones whose ids are not neighbours.
 pub const ZONE_JUMP_M: f64 = 1000.0;
+
+/// Speed assumed between stops, m/s (the LMRC importer's default): the clock of a walk along
+/// a route ([`advance`]).
+pub const TRAVEL_SPEED_MPS: f64 = 8.0;
 
 /// At most this many zones start a nearest-neighbour path (evenly spaced over the zones), each
 /// improved by 2-opt; the cheapest path is kept.
@@ -64,6 +68,44 @@ pub fn plan(s: &Sample) -> Option<Plan> {
         forward: expand(&path),
         reverse: expand(&reversed),
     })
+}
+
+/// The decision after visiting stop `idx` of `s`.
+pub fn advance(s: &Sample, idx: usize) -> Sample {
+    let st = &s.stops[idx];
+    let here = s.history.last().expect("validated");
+    let (e, n) = Enu::new(here.lat, here.lon).to_en(st.lat, st.lon);
+    let dt = (e * e + n * n).sqrt() / TRAVEL_SPEED_MPS + st.service_s.unwrap_or(0.0) as f64;
+    let mut next = s.clone();
+    next.t0 = s.t0 + dt;
+    next.history = vec![Fix::at(next.t0, st.lat, st.lon)];
+    next.context.zone = st.zone.clone();
+    let h = next.context.hour as f64 + dt / 3600.0;
+    next.context.hour = (h.rem_euclid(24.0) as f32).min(23.999);
+    next.context.weekday =
+        ((next.context.weekday as i64 + (h / 24.0).floor() as i64).rem_euclid(7)) as u8;
+    next.stops.remove(idx);
+    next.target = None;
+    next
+}
+
+/// The decisions of driving `order` (indices into `start`'s stops) from `start`, each with the
+/// id of the stop it chooses: `start` itself, then the vehicle at each stop visited, with the
+/// stops left ([`advance`]).
+pub fn walk(start: &Sample, order: &[usize]) -> Vec<(Sample, String)> {
+    let ids: Vec<&String> = order.iter().map(|&i| &start.stops[i].id).collect();
+    let mut out = Vec::with_capacity(order.len());
+    let mut s = start.clone();
+    for id in ids {
+        let k = s
+            .stops
+            .iter()
+            .position(|st| &st.id == id)
+            .expect("each stop of the order once");
+        let next = advance(&s, k);
+        out.push((std::mem::replace(&mut s, next), id.clone()));
+    }
+    out
 }
 
 fn dist(a: (f64, f64), b: (f64, f64)) -> f64 {

@@ -258,6 +258,95 @@ fn predict_serve_and_memory_agree() {
     });
 }
 
+/// A request with `"plan_route": true` gets every stop once, in its zone plan driven from the end
+/// the model finds likelier; its log-likelihood is the sum of the next-stop probabilities the
+/// model gives, decision by decision, to plain requests along that walk; the server answers the
+/// same plan; a plan without stops is a 422 naming `plan_route`.
+#[test]
+fn route_plans_are_whole_orders_driven_the_likelier_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let p = predictor(&bundle);
+    let start = samples
+        .iter()
+        .max_by_key(|s| s.stops.len())
+        .unwrap()
+        .clone();
+    assert!(start.stops.len() >= 3, "{} stops", start.stops.len());
+    let mut asked = dfm::predict::parse_sample(
+        &serde_json::to_vec(&to_request_json(&start).unwrap()).unwrap(),
+        &p.limits(),
+    )
+    .unwrap();
+    asked.plan_route = true;
+    let both = p.predict(&[start.clone(), asked.clone()]);
+    assert!(both[0].route_plan.is_none(), "only when asked");
+    let plan = both[1].route_plan.clone().expect("a route plan");
+    let mut ids = plan.order.clone();
+    ids.sort();
+    let mut want: Vec<String> = start.stops.iter().map(|s| s.id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want, "every stop once");
+    let zone_plan = dfm::route_plan::plan(&start).unwrap();
+    let [fwd, rev] = zone_plan.orders().map(|o| {
+        o.iter()
+            .map(|&i| start.stops[i].id.clone())
+            .collect::<Vec<_>>()
+    });
+    assert!(plan.order == fwd || plan.order == rev);
+    assert!(plan.log_likelihood >= plan.reverse_log_likelihood);
+    let ll = |order: &[String]| -> f64 {
+        let idx: Vec<usize> = order
+            .iter()
+            .map(|id| start.stops.iter().position(|s| &s.id == id).unwrap())
+            .collect();
+        dfm::route_plan::walk(&start, &idx)
+            .into_iter()
+            .map(|(d, id)| {
+                let pred = &p.predict(&[d])[0];
+                let q = pred.stops.iter().find(|s| s.stop_id == id).unwrap();
+                q.next_probability.max(1e-9).ln()
+            })
+            .sum()
+    };
+    let (chosen, other) = if plan.order == fwd {
+        (&fwd, &rev)
+    } else {
+        (&rev, &fwd)
+    };
+    assert!((ll(chosen) - plan.log_likelihood).abs() < 1e-3 * plan.log_likelihood.abs().max(1.0));
+    assert!(
+        (ll(other) - plan.reverse_log_likelihood).abs()
+            < 1e-3 * plan.reverse_log_likelihood.abs().max(1.0)
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut srv = start_server(&bundle).await;
+        let c = reqwest::Client::new();
+        let mut body = to_request_json(&start).unwrap();
+        body["plan_route"] = json!(true);
+        let (s, v) = post(&c, &srv.url, serde_json::to_vec(&body).unwrap(), None).await;
+        assert_eq!(s, 200, "{v}");
+        let served = serde_json::to_value(&both[1].route_plan).unwrap();
+        assert_eq!(v["route_plan"]["order"], served["order"]);
+        assert!(
+            close(&v["route_plan"], &served),
+            "{} vs {served}",
+            v["route_plan"]
+        );
+        body["stops"] = json!([]);
+        let (s, v) = post(&c, &srv.url, serde_json::to_vec(&body).unwrap(), None).await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("plan_route")), "{v}");
+        srv.stop.take().unwrap().send(()).unwrap();
+        srv.handle.await.unwrap().unwrap();
+    });
+}
+
+async fn start_server(bundle: &Path) -> Server {
+    start(bundle, ServeOptions::default()).await
+}
+
 /// Mean distance between two trajectories of the same length, meters.
 fn mean_gap(a: &[[f64; 2]], b: &[[f64; 2]]) -> f64 {
     assert_eq!(a.len(), b.len());

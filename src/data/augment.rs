@@ -117,6 +117,7 @@ mod tests {
             images: Vec::new(),
             stops: vec![stop("a", 200.0, 150.0), stop("b", 100.0, -80.0)],
             horizons_s: Vec::new(),
+            plan_route: false,
             target: Some(Target {
                 future_step_s: Some(5.0),
                 future: (1..=6)

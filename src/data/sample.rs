@@ -55,6 +55,10 @@ pub struct Sample {
     /// samples never carry it (their labels' times are the horizons).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub horizons_s: Vec<f64>,
+    /// A request's own question: also plan the route through all its stops (`route_plan`; the
+    /// prediction's `route_plan`). Stored samples never carry it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan_route: bool,
 }
 
 /// Most horizons one request may ask for.
@@ -478,6 +482,7 @@ impl Sample {
             stops: Vec::new(),
             target: None,
             horizons_s: Vec::new(),
+            plan_route: false,
         }
     }
 

@@ -193,6 +193,7 @@ mod tests {
             images: vec![],
             stops: vec![],
             horizons_s: Vec::new(),
+            plan_route: false,
             target: None,
         }
     }

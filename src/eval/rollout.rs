@@ -6,7 +6,7 @@
 
 use super::sequence::{lmrc_score, order_krc};
 use crate::batch::FeatureBatcher;
-use crate::data::sample::{Fix, Sample};
+use crate::data::sample::Sample;
 use crate::features::Normalizer;
 use crate::frame::{Enu, LocalFrame};
 use crate::model::{DfmModel, TokenMasks};
@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Speed assumed for travel between stops, m/s (as the LMRC importer's default).
-pub const SPEED_MPS: f64 = 8.0;
+pub const SPEED_MPS: f64 = crate::route_plan::TRAVEL_SPEED_MPS;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct RolloutMetrics {
@@ -67,24 +67,7 @@ impl RouteLog {
     }
 }
 
-/// The decision after visiting stop `idx` of `s`.
-pub fn advance(s: &Sample, idx: usize) -> Sample {
-    let st = &s.stops[idx];
-    let here = s.history.last().expect("validated");
-    let (e, n) = Enu::new(here.lat, here.lon).to_en(st.lat, st.lon);
-    let dt = (e * e + n * n).sqrt() / SPEED_MPS + st.service_s.unwrap_or(0.0) as f64;
-    let mut next = s.clone();
-    next.t0 = s.t0 + dt;
-    next.history = vec![Fix::at(next.t0, st.lat, st.lon)];
-    next.context.zone = st.zone.clone();
-    let h = next.context.hour as f64 + dt / 3600.0;
-    next.context.hour = (h.rem_euclid(24.0) as f32).min(23.999);
-    next.context.weekday =
-        ((next.context.weekday as i64 + (h / 24.0).floor() as i64).rem_euclid(7)) as u8;
-    next.stops.remove(idx);
-    next.target = None;
-    next
-}
+pub use crate::route_plan::advance;
 
 /// Picks the next stop of a decision: the index of the highest score.
 pub type Chooser<'a> = dyn Fn(&[Sample]) -> Vec<usize> + 'a;
@@ -408,7 +391,7 @@ fn route_metrics(r: &Route, predicted: &[String]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Stop, Target};
+    use crate::data::sample::{Fix, Stop, Target};
 
     /// A route along a street east of the station: stops 100 m apart, driven in `order`.
     fn route(order: &[usize]) -> RouteLog {

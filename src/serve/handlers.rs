@@ -230,12 +230,18 @@ pub async fn predict(
             );
         }
     };
-    let n = samples.len();
+    // A route plan adds its decisions to the request's work.
+    let mut inputs = Vec::new();
+    let mut metas = Vec::with_capacity(samples.len());
+    for s in samples {
+        let (f, m) = st.codec.prepare_request(s);
+        inputs.extend(f);
+        metas.push(m);
+    }
+    let n = inputs.len();
     if reserve(st, n).is_none() {
         return busy("overloaded: the queue is full; retry after a moment");
     }
-    let (inputs, metas): (Vec<_>, Vec<_>) =
-        samples.into_iter().map(|s| st.codec.prepare(s)).unzip();
     let (tx, rx) = oneshot::channel();
     let sent = st.jobs.try_send(Job { inputs, reply: tx });
     drop(arriving);
@@ -251,10 +257,13 @@ pub async fn predict(
     }
     match rx.await {
         Ok(Ok(raw)) => {
+            let mut raw = raw.into_iter();
             let preds: Vec<_> = metas
                 .into_iter()
-                .zip(raw)
-                .map(|(m, r)| st.codec.finish(m, r))
+                .map(|m| {
+                    let mine = raw.by_ref().take(m.inputs()).collect();
+                    st.codec.finish_request(m, mine)
+                })
                 .collect();
             // Serialized once, straight to bytes (not through a `Value`).
             let body = if list {

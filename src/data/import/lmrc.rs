@@ -490,6 +490,7 @@ impl RouteData {
             images: Vec::new(),
             stops,
             horizons_s: Vec::new(),
+            plan_route: false,
             target: Some(Target {
                 next_stop: next_idx,
                 delivered,

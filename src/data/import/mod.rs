@@ -349,6 +349,7 @@ pub fn windows(
             images: Vec::new(),
             stops: Vec::new(),
             horizons_s: Vec::new(),
+            plan_route: false,
             target: Some(Target {
                 future_step_s: Some(o.step_s as f32),
                 future: piece[i + 1..=i + f]

@@ -133,6 +133,7 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             images,
             stops,
             horizons_s: Vec::new(),
+            plan_route: false,
             target: Some(target),
         });
     }

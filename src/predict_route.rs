@@ -1,0 +1,130 @@
+//! A request's route plan (`"plan_route": true`): the order of all its stops that a downstream
+//! route planner acts on. The stops' zone plan (`route_plan::plan`: zones kept whole, moving
+//! between neighbouring zones) can be driven from either end; the model picks the end it finds
+//! likelier, by the sum of its next-stop log-probabilities over the decisions of each walk (the
+//! evaluation's `route_plans.model`). Every decision of both walks is known before the model
+//! runs (the vehicle at each stop in turn), so a plan is one batch of model inputs, prepared and
+//! read back on the request threads like the request's own.
+
+use crate::data::sample::Sample;
+use crate::features::Features;
+use crate::predict::{Codec, Prediction, PredictionMeta, RawOutput};
+use serde::Serialize;
+
+/// Most stops a request may ask to plan: each adds two decisions (one per direction) to the
+/// model's work.
+pub const MAX_PLAN_STOPS: usize = 1024;
+
+/// Log-probability counted for a stop the model did not read (more stops than its capacity).
+const UNREAD_LN_P: f64 = -20.723_265_836_946_41; // ln 1e-9
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct RoutePlan {
+    /// Every stop id once, in the order to drive them.
+    pub order: Vec<String>,
+    /// The zones in the order they are driven (empty when the stops have none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// The model's log-likelihood of this order, and of the same plan driven from the other end.
+    pub log_likelihood: f64,
+    pub reverse_log_likelihood: f64,
+}
+
+/// What a request's prediction needs besides the model's outputs: its own, and for a plan, each
+/// decision's with the stop it chooses, forward walk then reverse.
+pub struct RequestMeta {
+    own: PredictionMeta,
+    plan: Option<PlanMeta>,
+}
+
+struct PlanMeta {
+    orders: [Vec<String>; 2],
+    zones: [Vec<String>; 2],
+    /// Per decision: which walk, what the model reads of it, the stop it chooses.
+    decisions: Vec<(usize, PredictionMeta, String)>,
+}
+
+impl RequestMeta {
+    /// Model inputs this request takes (its own and its plan's decisions).
+    pub fn inputs(&self) -> usize {
+        1 + self.plan.as_ref().map_or(0, |p| p.decisions.len())
+    }
+}
+
+impl Codec {
+    /// A request's model inputs: its own, then (with `plan_route`) every decision of its plan's
+    /// two walks.
+    pub fn prepare_request(&self, s: Sample) -> (Vec<Features>, RequestMeta) {
+        let plan = s.plan_route.then(|| crate::route_plan::plan(&s)).flatten();
+        let mut inputs = Vec::new();
+        let plan = plan.map(|p| {
+            let mut decisions = Vec::new();
+            let mut orders: [Vec<String>; 2] = Default::default();
+            let mut zones: [Vec<String>; 2] = Default::default();
+            for (d, order) in p.orders().into_iter().enumerate() {
+                orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
+                zones[d] = zone_sequence(&s, order);
+                for (decision, id) in crate::route_plan::walk(&s, order) {
+                    let (f, m) = self.prepare(decision);
+                    inputs.push(f);
+                    decisions.push((d, m, id));
+                }
+            }
+            PlanMeta {
+                orders,
+                zones,
+                decisions,
+            }
+        });
+        let (f, own) = self.prepare(s);
+        inputs.insert(0, f);
+        (inputs, RequestMeta { own, plan })
+    }
+
+    /// The prediction of a request from its outputs (as many as its inputs, in order).
+    pub fn finish_request(&self, m: RequestMeta, raw: Vec<RawOutput>) -> Prediction {
+        let mut raw = raw.into_iter();
+        let mut pred = self.finish(m.own, raw.next().expect("the request's own output"));
+        if let Some(p) = m.plan {
+            let mut ll = [0.0f64; 2];
+            for ((d, meta, id), r) in p.decisions.iter().zip(raw) {
+                ll[*d] += chosen_ln_p(meta, &r, id);
+            }
+            let d = if ll[0] >= ll[1] { 0 } else { 1 };
+            let [a, b] = p.orders;
+            let [za, zb] = p.zones;
+            let (order, zones) = if d == 0 { (a, za) } else { (b, zb) };
+            pred.route_plan = Some(RoutePlan {
+                order,
+                zones,
+                log_likelihood: ll[d],
+                reverse_log_likelihood: ll[1 - d],
+            });
+        }
+        pred
+    }
+}
+
+/// The model's log-probability of choosing stop `id` at a decision, at least [`UNREAD_LN_P`]
+/// (what a stop it did not read counts).
+fn chosen_ln_p(meta: &PredictionMeta, r: &RawOutput, id: &str) -> f64 {
+    let next = r.next_probabilities();
+    let read = meta.stop_ids().len().min(next.len());
+    match meta.stop_ids()[..read].iter().position(|s| s == id) {
+        Some(j) => (next[j] as f64).max(1e-30).ln().max(UNREAD_LN_P),
+        None => UNREAD_LN_P,
+    }
+}
+
+/// The zones of `order`'s stops, each run of one zone once.
+fn zone_sequence(s: &Sample, order: &[usize]) -> Vec<String> {
+    let mut z: Vec<String> = Vec::new();
+    for &i in order {
+        if let Some(id) = &s.stops[i].zone
+            && z.last() != Some(id)
+        {
+            z.push(id.clone());
+        }
+    }
+    z
+}
