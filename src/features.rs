@@ -33,6 +33,29 @@ use crate::frame::LocalFrame;
 use crate::time_grid;
 use std::ops::Range;
 
+/// The version of what this feature code computes. A model reads the features of the version
+/// it was trained with (`Normalization::features_version`): bump it whenever an input changes
+/// meaning for some data, and say what changed in [`FEATURE_CHANGES`].
+pub const FEATURES_VERSION: u32 = 2;
+
+/// What each version changed from the one before it.
+pub const FEATURE_CHANGES: [(u32, &str); 1] = [(
+    2,
+    "the stop's rule rank (and `model.next_stop_prior`) is \"same zone, then neighbouring zone, \
+     then nearest\" where zone ids follow Amazon's convention (LMRC), was \"same zone, then \
+     nearest\"",
+)];
+
+/// The changes after version `v`, one per line (empty when none is known).
+pub fn feature_changes_since(v: u32) -> String {
+    FEATURE_CHANGES
+        .iter()
+        .filter(|(at, _)| *at > v)
+        .map(|(at, what)| format!("  version {at}: {what}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub const HIST_CH: usize = 11;
 
 /// History channels (see the layout above).

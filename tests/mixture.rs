@@ -157,6 +157,11 @@ fn one_run_learns_two_samplings() {
         serde_json::from_str(&std::fs::read_to_string(run.join("normalization.json")).unwrap())
             .unwrap();
     assert_eq!(norm["spec"]["future_len"], 20, "{}", norm["spec"]);
+    assert_eq!(
+        norm["features_version"],
+        dfm::features::FEATURES_VERSION,
+        "a run records its feature version"
+    );
 
     // Fine-tuning on one source starts from the whole model with its grid and normalization:
     // its first logged loss is already below the mixture run's first.

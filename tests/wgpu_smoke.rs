@@ -104,6 +104,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
                 manifest_sha256: String::new(),
                 spec: m.spec.clone(),
                 norm: m.norm.clone(),
+                features_version: Some(dfm::features::FEATURES_VERSION),
             },
             normalizer,
             description: "test".into(),

@@ -40,6 +40,10 @@ pub struct Normalization {
     pub manifest_sha256: String,
     pub spec: Spec,
     pub norm: NormStats,
+    /// The feature code's version the model was trained with (`features::FEATURES_VERSION`);
+    /// absent in runs made before versions were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_version: Option<u32>,
 }
 
 impl Normalization {
@@ -267,6 +271,7 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
     let normalization: Normalization =
         serde_json::from_slice(&files.remove(NORMALIZATION).unwrap_or_default())
             .with_context(|| format!("{} is not valid", name(NORMALIZATION)))?;
+    super::check_features(&normalization, dir)?;
     let ridge = match files.remove(RIDGE) {
         Some(b) => Some(
             serde_json::from_slice(&b)

@@ -46,6 +46,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
     }
     let cfg = Config::load(Some(&path.join("config.toml")), &[])?;
     let normalization = Normalization::load(&path.join(NORMALIZATION))?;
+    check_features(&normalization, path)?;
     let dir = checkpoint::best_or_last(path)?;
     let state = checkpoint::read_state(&dir)?;
     let model = DfmModel::new(&cfg.model, &normalization.spec, cfg.data.image_size, device);
@@ -69,6 +70,33 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
         normalization,
         normalizer,
     })
+}
+
+/// A model reads the features it was trained on: a model of another feature version is refused
+/// (naming what changed), one made before versions were recorded is loaded with a warning that
+/// lists what may differ.
+pub fn check_features(n: &Normalization, model: &Path) -> anyhow::Result<()> {
+    use crate::features::{FEATURES_VERSION, feature_changes_since};
+    match n.features_version {
+        Some(v) if v == FEATURES_VERSION => Ok(()),
+        Some(v) if v > FEATURES_VERSION => bail!(
+            "{}: the model was trained on feature version {v}, made by a newer dfm than this one (version {FEATURES_VERSION}): use that dfm",
+            model.display()
+        ),
+        Some(v) => bail!(
+            "{}: the model was trained on feature version {v}; this dfm computes version {FEATURES_VERSION}, where inputs changed meaning:\n{}\nretrain it with this dfm (`train.init_from` fine-tunes it), or use the dfm that made it",
+            model.display(),
+            feature_changes_since(v)
+        ),
+        None => {
+            eprintln!(
+                "warning: {}: made before feature versions were recorded; if it is older than one of these changes, its inputs now mean something else:\n{}",
+                model.display(),
+                feature_changes_since(1)
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Checks that a dataset can be fed to a model: same schema version, a future within the
@@ -136,5 +164,44 @@ impl LoadedModel {
     pub fn check(&self, manifest: &Manifest, data: &Path, allow_shift: bool) -> anyhow::Result<()> {
         check_data(manifest, data, &self.normalization, allow_shift)
             .context("the data does not fit the model")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::FEATURES_VERSION;
+
+    fn of_version(v: Option<u32>) -> Normalization {
+        Normalization {
+            schema_version: crate::SCHEMA_VERSION,
+            manifest_sha256: String::new(),
+            spec: Default::default(),
+            norm: Default::default(),
+            features_version: v,
+        }
+    }
+
+    /// The current version loads; an older one is refused naming what changed since; a newer
+    /// one is refused as a newer dfm's; one without a version loads (with a warning).
+    #[test]
+    fn models_of_another_feature_version_are_refused_naming_the_change() {
+        let at = Path::new("runs/x");
+        check_features(&of_version(Some(FEATURES_VERSION)), at).unwrap();
+        check_features(&of_version(None), at).unwrap();
+        let old = check_features(&of_version(Some(1)), at)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            old.contains("runs/x")
+                && old.contains("feature version 1")
+                && old.contains("neighbouring zone"),
+            "{old}"
+        );
+        let newer = check_features(&of_version(Some(FEATURES_VERSION + 1)), at)
+            .unwrap_err()
+            .to_string();
+        assert!(newer.contains("newer dfm"), "{newer}");
+        assert_eq!(crate::features::feature_changes_since(FEATURES_VERSION), "");
     }
 }

@@ -13,4 +13,4 @@ pub use export::load as load_bundle;
 pub use export::{
     Bundle, BundleMeta, FORMAT, NORMALIZATION, Normalization, Which, checkpoint_dir, export,
 };
-pub use load::{LoadedModel, check_data, load};
+pub use load::{LoadedModel, check_data, check_features, load};

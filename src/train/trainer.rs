@@ -683,6 +683,7 @@ fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Resul
             manifest_sha256: setup.manifest_sha256.clone(),
             spec: setup.spec.clone(),
             norm: setup.stats.clone(),
+            features_version: Some(crate::features::FEATURES_VERSION),
         };
         crate::util::write_json(&norm_path, &n)?;
     }
