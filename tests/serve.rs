@@ -343,6 +343,38 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
     });
 }
 
+/// `dfm bench serve --plan-route`: every request is answered (the bench fails on any other
+/// status) and brings its plan's decisions to the forward passes (one-at-a-time requests fill
+/// passes of more than one input only through them).
+#[test]
+fn bench_serve_sends_route_plans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, samples) = setup(tmp.path());
+    let mut routes: Vec<dfm::Sample> = samples
+        .into_iter()
+        .filter(|s| s.stops.len() >= 2)
+        .take(2)
+        .collect();
+    assert!(!routes.is_empty());
+    let o = ServeOptions {
+        model_workers: 1,
+        ..Default::default()
+    };
+    let bench = |samples: &[dfm::Sample]| {
+        dfm::bench::serve::run(predictor(&bundle), samples, "tiny", &[1], 4, &o).unwrap()
+    };
+    let plain = bench(&routes);
+    assert!(!plain.route_plans);
+    assert!((plain.rows[0].mean_batch - 1.0).abs() < 1e-9, "{plain:?}");
+    for s in &mut routes {
+        s.plan_route = true;
+    }
+    let planned = bench(&routes);
+    assert!(planned.route_plans && planned.render().contains("route plan"));
+    assert_eq!(planned.rows[0].requests, 4);
+    assert!(planned.rows[0].mean_batch > 2.0, "{planned:?}");
+}
+
 async fn start_server(bundle: &Path) -> Server {
     start(bundle, ServeOptions::default()).await
 }

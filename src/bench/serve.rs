@@ -28,6 +28,8 @@ pub struct ServeBench {
     /// Forward passes the server ran at once, and threads per pass.
     pub model_workers: usize,
     pub threads_per_worker: usize,
+    /// Each request asked for its route plan (`--plan-route`: 2 x its stops more model inputs).
+    pub route_plans: bool,
     /// Best throughput over the concurrencies.
     pub samples_per_s: f64,
     pub p50_ms: f64,
@@ -191,6 +193,7 @@ pub fn run(
             max_wait_ms: o.max_wait_ms,
             model_workers: plan.workers,
             threads_per_worker: plan.threads,
+            route_plans: samples.iter().all(|s| s.plan_route),
             samples_per_s: best,
             p50_ms: p50,
             p99_ms: p99,
@@ -202,12 +205,17 @@ pub fn run(
 impl ServeBench {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "serve: {} on loopback, max_batch {}, max_wait {} ms, {} forward pass(es) at once ({} thread(s) each), one sample per request\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}\n",
+            "serve: {} on loopback, max_batch {}, max_wait {} ms, {} forward pass(es) at once ({} thread(s) each), one sample per request{}\n{:>12} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}\n",
             self.model,
             self.max_batch,
             self.max_wait_ms,
             self.model_workers,
             self.threads_per_worker,
+            if self.route_plans {
+                ", each with its route plan"
+            } else {
+                ""
+            },
             "concurrency",
             "requests",
             "samples/s",

@@ -83,6 +83,10 @@ pub struct BenchServeArgs {
     /// Forward passes at once (0: one per core on a CPU, at most 16; one on a GPU).
     #[arg(value_parser = usize_in(0, 256), long, default_value_t = 0)]
     pub model_workers: usize,
+    /// Ask each request for its route plan (`"plan_route": true`); only samples with two or
+    /// more stops are sent.
+    #[arg(long)]
+    pub plan_route: bool,
     /// auto | flex | wgpu | cuda[:N] (default: auto).
     #[arg(long)]
     pub device: Option<String>,
@@ -204,7 +208,17 @@ pub fn infer(a: InferArgs) -> anyhow::Result<()> {
 pub fn serve(a: BenchServeArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), None)?;
     let p = Predictor::load(&a.model, sel.device)?;
-    let samples = bench_samples(&p, a.data.as_deref())?;
+    let mut samples = bench_samples(&p, a.data.as_deref())?;
+    if a.plan_route {
+        samples.retain(|s| s.stops.len() >= 2);
+        anyhow::ensure!(
+            !samples.is_empty(),
+            "--plan-route: no sample among the first 64 lists two or more stops"
+        );
+        for s in &mut samples {
+            s.plan_route = true;
+        }
+    }
     let o = crate::serve::ServeOptions {
         max_batch: a.max_batch,
         max_wait_ms: a.max_wait_ms,
