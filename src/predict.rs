@@ -313,33 +313,29 @@ impl Predictor {
         Codec::new(self.loaded.normalizer.clone(), self.model.modes)
     }
 
-    /// Predictions for validated samples, in order (one forward pass, or one per
-    /// [`PLAN_BATCH`] inputs when route plans add their decisions).
+    /// Predictions for validated samples, in order: one forward pass for the samples, then
+    /// each route plan asked for on its own, [`PLAN_BATCH`] of its decisions per pass (memory
+    /// holds one plan's inputs at a time).
     pub fn predict(&self, samples: &[Sample]) -> Vec<Prediction> {
         let codec = self.codec();
-        let mut inputs = Vec::new();
-        let mut metas = Vec::with_capacity(samples.len());
-        for s in samples {
-            let (f, m) = codec.prepare_request(s.clone());
-            inputs.extend(f);
-            metas.push(m);
-        }
-        let size = if inputs.len() > samples.len() {
-            PLAN_BATCH
-        } else {
-            inputs.len()
-        };
-        let mut raw = Vec::with_capacity(inputs.len());
-        while !inputs.is_empty() {
-            let rest = inputs.split_off(inputs.len().min(size.max(1)));
-            raw.extend(self.forward(std::mem::replace(&mut inputs, rest)));
-        }
-        let mut raw = raw.into_iter();
+        let (features, metas): (Vec<_>, Vec<_>) =
+            samples.iter().map(|s| codec.prepare(s.clone())).unzip();
+        let raw = self.forward(features);
         metas
             .into_iter()
-            .map(|m| {
-                let mine = raw.by_ref().take(m.inputs()).collect();
-                codec.finish_request(m, mine)
+            .zip(raw)
+            .zip(samples)
+            .map(|((m, r), s)| {
+                let mut pred = codec.finish(m, r);
+                pred.route_plan = codec.prepare_plan(s).map(|(mut inputs, plan)| {
+                    let mut raw = Vec::with_capacity(inputs.len());
+                    while !inputs.is_empty() {
+                        let rest = inputs.split_off(inputs.len().min(PLAN_BATCH));
+                        raw.extend(self.forward(std::mem::replace(&mut inputs, rest)));
+                    }
+                    codec.finish_plan(plan, raw.into_iter())
+                });
+                pred
             })
             .collect()
     }

@@ -30,52 +30,49 @@ pub struct RoutePlan {
     pub reverse_log_likelihood: f64,
 }
 
-/// What a request's prediction needs besides the model's outputs: its own, and for a plan, each
-/// decision's with the stop it chooses, forward walk then reverse.
+/// The model inputs a request takes: its own, and with `plan_route`, one per stop for each of
+/// the plan's two walks (known before anything is prepared, so a server can refuse the work
+/// first).
+pub fn inputs_of(s: &Sample) -> usize {
+    1 + if s.plan_route { 2 * s.stops.len() } else { 0 }
+}
+
+/// What a request's prediction needs besides the model's outputs: its own, and its plan's.
 pub struct RequestMeta {
     own: PredictionMeta,
     plan: Option<PlanMeta>,
 }
 
-struct PlanMeta {
+/// What a plan needs besides the model's outputs: both orders and their zones, and per decision
+/// (forward walk, then reverse) which walk it belongs to, what the model reads of it and the
+/// stop it chooses.
+pub struct PlanMeta {
     orders: [Vec<String>; 2],
     zones: [Vec<String>; 2],
-    /// Per decision: which walk, what the model reads of it, the stop it chooses.
     decisions: Vec<(usize, PredictionMeta, String)>,
+}
+
+impl PlanMeta {
+    /// Model inputs of the plan.
+    pub fn inputs(&self) -> usize {
+        self.decisions.len()
+    }
 }
 
 impl RequestMeta {
     /// Model inputs this request takes (its own and its plan's decisions).
     pub fn inputs(&self) -> usize {
-        1 + self.plan.as_ref().map_or(0, |p| p.decisions.len())
+        1 + self.plan.as_ref().map_or(0, PlanMeta::inputs)
     }
 }
 
 impl Codec {
-    /// A request's model inputs: its own, then (with `plan_route`) every decision of its plan's
-    /// two walks.
+    /// A request's model inputs: its own, then (with `plan_route`) its plan's.
     pub fn prepare_request(&self, s: Sample) -> (Vec<Features>, RequestMeta) {
-        let plan = s.plan_route.then(|| crate::route_plan::plan(&s)).flatten();
-        let mut inputs = Vec::new();
-        let plan = plan.map(|p| {
-            let mut decisions = Vec::new();
-            let mut orders: [Vec<String>; 2] = Default::default();
-            let mut zones: [Vec<String>; 2] = Default::default();
-            for (d, order) in p.orders().into_iter().enumerate() {
-                orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
-                zones[d] = zone_sequence(&s, order);
-                for (decision, id) in crate::route_plan::walk(&s, order) {
-                    let (f, m) = self.prepare(decision);
-                    inputs.push(f);
-                    decisions.push((d, m, id));
-                }
-            }
-            PlanMeta {
-                orders,
-                zones,
-                decisions,
-            }
-        });
+        let (mut inputs, plan) = match self.prepare_plan(&s) {
+            Some((f, m)) => (f, Some(m)),
+            None => (Vec::new(), None),
+        };
         let (f, own) = self.prepare(s);
         inputs.insert(0, f);
         (inputs, RequestMeta { own, plan })
@@ -85,23 +82,54 @@ impl Codec {
     pub fn finish_request(&self, m: RequestMeta, raw: Vec<RawOutput>) -> Prediction {
         let mut raw = raw.into_iter();
         let mut pred = self.finish(m.own, raw.next().expect("the request's own output"));
-        if let Some(p) = m.plan {
-            let mut ll = [0.0f64; 2];
-            for ((d, meta, id), r) in p.decisions.iter().zip(raw) {
-                ll[*d] += chosen_ln_p(meta, &r, id);
-            }
-            let d = if ll[0] >= ll[1] { 0 } else { 1 };
-            let [a, b] = p.orders;
-            let [za, zb] = p.zones;
-            let (order, zones) = if d == 0 { (a, za) } else { (b, zb) };
-            pred.route_plan = Some(RoutePlan {
-                order,
-                zones,
-                log_likelihood: ll[d],
-                reverse_log_likelihood: ll[1 - d],
-            });
-        }
+        pred.route_plan = m.plan.map(|p| self.finish_plan(p, raw));
         pred
+    }
+
+    /// The model inputs of a request's plan (every decision of its two walks), when it asks for
+    /// one (`plan_route`) and has stops.
+    pub fn prepare_plan(&self, s: &Sample) -> Option<(Vec<Features>, PlanMeta)> {
+        if !s.plan_route {
+            return None;
+        }
+        let plan = crate::route_plan::plan(s)?;
+        let mut inputs = Vec::new();
+        let mut decisions = Vec::new();
+        let mut orders: [Vec<String>; 2] = Default::default();
+        let mut zones: [Vec<String>; 2] = Default::default();
+        for (d, order) in plan.orders().into_iter().enumerate() {
+            orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
+            zones[d] = zone_sequence(s, order);
+            for (decision, id) in crate::route_plan::walk(s, order) {
+                let (f, m) = self.prepare(decision);
+                inputs.push(f);
+                decisions.push((d, m, id));
+            }
+        }
+        let meta = PlanMeta {
+            orders,
+            zones,
+            decisions,
+        };
+        Some((inputs, meta))
+    }
+
+    /// A plan from its decisions' outputs: the direction of the higher summed log-probability.
+    pub fn finish_plan(&self, p: PlanMeta, raw: impl Iterator<Item = RawOutput>) -> RoutePlan {
+        let mut ll = [0.0f64; 2];
+        for ((d, meta, id), r) in p.decisions.iter().zip(raw) {
+            ll[*d] += chosen_ln_p(meta, &r, id);
+        }
+        let d = if ll[0] >= ll[1] { 0 } else { 1 };
+        let [a, b] = p.orders;
+        let [za, zb] = p.zones;
+        let (order, zones) = if d == 0 { (a, za) } else { (b, zb) };
+        RoutePlan {
+            order,
+            zones,
+            log_likelihood: ll[d],
+            reverse_log_likelihood: ll[1 - d],
+        }
     }
 }
 

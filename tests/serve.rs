@@ -267,30 +267,30 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
     let tmp = tempfile::tempdir().unwrap();
     let (bundle, samples) = setup(tmp.path());
     let p = predictor(&bundle);
-    let start = samples
+    let route = samples
         .iter()
         .max_by_key(|s| s.stops.len())
         .unwrap()
         .clone();
-    assert!(start.stops.len() >= 3, "{} stops", start.stops.len());
+    assert!(route.stops.len() >= 3, "{} stops", route.stops.len());
     let mut asked = dfm::predict::parse_sample(
-        &serde_json::to_vec(&to_request_json(&start).unwrap()).unwrap(),
+        &serde_json::to_vec(&to_request_json(&route).unwrap()).unwrap(),
         &p.limits(),
     )
     .unwrap();
     asked.plan_route = true;
-    let both = p.predict(&[start.clone(), asked.clone()]);
+    let both = p.predict(&[route.clone(), asked.clone()]);
     assert!(both[0].route_plan.is_none(), "only when asked");
     let plan = both[1].route_plan.clone().expect("a route plan");
     let mut ids = plan.order.clone();
     ids.sort();
-    let mut want: Vec<String> = start.stops.iter().map(|s| s.id.clone()).collect();
+    let mut want: Vec<String> = route.stops.iter().map(|s| s.id.clone()).collect();
     want.sort();
     assert_eq!(ids, want, "every stop once");
-    let zone_plan = dfm::route_plan::plan(&start).unwrap();
+    let zone_plan = dfm::route_plan::plan(&route).unwrap();
     let [fwd, rev] = zone_plan.orders().map(|o| {
         o.iter()
-            .map(|&i| start.stops[i].id.clone())
+            .map(|&i| route.stops[i].id.clone())
             .collect::<Vec<_>>()
     });
     assert!(plan.order == fwd || plan.order == rev);
@@ -298,9 +298,9 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
     let ll = |order: &[String]| -> f64 {
         let idx: Vec<usize> = order
             .iter()
-            .map(|id| start.stops.iter().position(|s| &s.id == id).unwrap())
+            .map(|id| route.stops.iter().position(|s| &s.id == id).unwrap())
             .collect();
-        dfm::route_plan::walk(&start, &idx)
+        dfm::route_plan::walk(&route, &idx)
             .into_iter()
             .map(|(d, id)| {
                 let pred = &p.predict(&[d])[0];
@@ -322,12 +322,26 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut srv = start_server(&bundle).await;
+        // The queue holds exactly this plan's work: the request itself and two per stop.
+        let o = ServeOptions {
+            max_samples: 1,
+            max_queue_samples: 1 + 2 * route.stops.len(),
+            ..Default::default()
+        };
+        let mut srv = start(&bundle, o).await;
         let c = reqwest::Client::new();
-        let mut body = to_request_json(&start).unwrap();
+        let mut body = to_request_json(&route).unwrap();
         body["plan_route"] = json!(true);
         let (s, v) = post(&c, &srv.url, serde_json::to_vec(&body).unwrap(), None).await;
         assert_eq!(s, 200, "{v}");
+        // One stop more is more work than the queue holds: refused before it is prepared.
+        let mut more = body.clone();
+        let mut extra = more["stops"][0].clone();
+        extra["id"] = json!("one-more");
+        more["stops"].as_array_mut().unwrap().push(extra);
+        let (s, e) = post(&c, &srv.url, serde_json::to_vec(&more).unwrap(), None).await;
+        assert_eq!(s, 413, "{e}");
+        assert!(e["error"].as_str().unwrap().contains("route plan"), "{e}");
         let served = serde_json::to_value(&both[1].route_plan).unwrap();
         assert_eq!(v["route_plan"]["order"], served["order"]);
         assert!(
@@ -373,10 +387,6 @@ fn bench_serve_sends_route_plans() {
     assert!(planned.route_plans && planned.render().contains("route plan"));
     assert_eq!(planned.rows[0].requests, 4);
     assert!(planned.rows[0].mean_batch > 2.0, "{planned:?}");
-}
-
-async fn start_server(bundle: &Path) -> Server {
-    start(bundle, ServeOptions::default()).await
 }
 
 /// Mean distance between two trajectories of the same length, meters.

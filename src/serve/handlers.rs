@@ -230,7 +230,23 @@ pub async fn predict(
             );
         }
     };
-    // A route plan adds its decisions to the request's work.
+    // A route plan adds its decisions to the request's work: more than the queue holds is
+    // refused before anything is prepared.
+    let need: usize = samples.iter().map(crate::predict_route::inputs_of).sum();
+    if need > st.max_queue_samples {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!(
+                "the request needs {need} model inputs (a route plan takes 2 per stop), more than the queue holds ({}): split it",
+                st.max_queue_samples
+            ),
+        );
+    }
+    // Room is taken before the inputs are prepared: a full queue costs no memory.
+    if reserve(st, need).is_none() {
+        return busy("overloaded: the queue is full; retry after a moment");
+    }
     let mut inputs = Vec::new();
     let mut metas = Vec::with_capacity(samples.len());
     for s in samples {
@@ -238,9 +254,11 @@ pub async fn predict(
         inputs.extend(f);
         metas.push(m);
     }
+    // The queue counts what the job holds (the model thread gives back its inputs' count).
     let n = inputs.len();
-    if reserve(st, n).is_none() {
-        return busy("overloaded: the queue is full; retry after a moment");
+    if n != need {
+        st.shared.queued_samples.fetch_add(n, Ordering::SeqCst);
+        st.shared.queued_samples.fetch_sub(need, Ordering::SeqCst);
     }
     let (tx, rx) = oneshot::channel();
     let sent = st.jobs.try_send(Job { inputs, reply: tx });
