@@ -127,6 +127,44 @@ fn stack_knot_weights(items: &[Features], fl: usize, device: &Device) -> Option<
     ))
 }
 
+/// The stop slots a batch of `items` needs: the most stops any of them lists (listed stops come
+/// first, padding after), at least one; rounded up to a power of two, at most the capacity,
+/// unless `exact` (on a GPU every new shape compiles its kernels).
+pub fn stop_slots(items: &[Features], exact: bool) -> usize {
+    let cap = items.first().map_or(1, |f| f.stops_mask.len()).max(1);
+    let listed = items
+        .iter()
+        .map(|f| {
+            f.stops_mask
+                .iter()
+                .rposition(|&m| m > 0.0)
+                .map_or(0, |i| i + 1)
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    if exact {
+        listed
+    } else {
+        listed.next_power_of_two().min(cap)
+    }
+}
+
+/// Drops a sample's stop slots past `n` (padding only when `n` is at least its listed stops:
+/// the model never attends to padding, so its outputs for the listed stops are the same).
+pub fn keep_stop_slots(f: &mut Features, n: usize) {
+    f.stops.truncate(n * STOP_CH);
+    for v in [
+        &mut f.stops_mask,
+        &mut f.eta,
+        &mut f.eta_mask,
+        &mut f.on_time,
+        &mut f.on_time_mask,
+    ] {
+        v.truncate(n);
+    }
+}
+
 impl Batcher<Features, Batch> for FeatureBatcher {
     fn batch(&self, items: Vec<Features>, device: &Device) -> Batch {
         let b = items.len();
@@ -175,5 +213,50 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             },
             meta: items.into_iter().map(|f| f.meta).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::manifest::NormStats;
+    use crate::data::sample::{Fix, Sample, Spec, Stop};
+    use crate::features::Normalizer;
+
+    fn with_stops(n: usize) -> Features {
+        let spec = Spec {
+            max_stops: 12,
+            ..Spec::default()
+        };
+        let s = Sample {
+            stops: (0..n)
+                .map(|i| Stop::at(format!("s{i}"), 40.0 + 0.001 * i as f64, 0.0))
+                .collect(),
+            ..Sample::bare("k", 0.0, vec![Fix::at(0.0, 40.0, 0.0)])
+        };
+        Normalizer::new(&spec, &NormStats::default(), 8).features(&s)
+    }
+
+    /// A batch needs as many stop slots as its most listed stops (a power of two at most the
+    /// capacity, unless exact); trimming keeps the listed stops' rows whole.
+    #[test]
+    fn stop_slots_cover_the_listed_stops() {
+        let items = vec![with_stops(2), with_stops(5), with_stops(0)];
+        assert_eq!(stop_slots(&items, true), 5);
+        assert_eq!(stop_slots(&items, false), 8);
+        assert_eq!(
+            stop_slots(&[with_stops(11)], false),
+            12,
+            "at most the capacity"
+        );
+        assert_eq!(stop_slots(&[with_stops(0)], true), 1, "at least one slot");
+        let full = with_stops(5);
+        let mut f = full.clone();
+        keep_stop_slots(&mut f, 5);
+        assert_eq!(f.stops[..], full.stops[..5 * STOP_CH]);
+        assert_eq!(f.stops_mask, vec![1.0; 5]);
+        assert_eq!(f.eta.len(), 5);
+        let b = FeatureBatcher.batch(vec![f], &Device::flex());
+        assert_eq!(b.stops.dims(), [1, 5, STOP_CH]);
     }
 }

@@ -250,7 +250,7 @@ pub struct Prediction {
 }
 
 /// Inputs per forward pass when route plans add their decisions to a prediction.
-pub const PLAN_BATCH: usize = 256;
+pub const PLAN_BATCH: usize = 32;
 
 /// A model ready for inference on one device.
 pub struct Predictor {
@@ -327,17 +327,37 @@ impl Predictor {
             .zip(samples)
             .map(|((m, r), s)| {
                 let mut pred = codec.finish(m, r);
-                pred.route_plan = codec.prepare_plan(s).map(|(mut inputs, plan)| {
-                    let mut raw = Vec::with_capacity(inputs.len());
-                    while !inputs.is_empty() {
-                        let rest = inputs.split_off(inputs.len().min(PLAN_BATCH));
-                        raw.extend(self.forward(std::mem::replace(&mut inputs, rest)));
-                    }
-                    codec.finish_plan(plan, raw.into_iter())
-                });
+                pred.route_plan = codec
+                    .prepare_plan(s)
+                    .map(|(inputs, plan)| codec.finish_plan(plan, self.forward_many(inputs)));
                 pred
             })
             .collect()
+    }
+
+    /// The model's outputs for many prepared inputs (a plan's decisions), in order: forward
+    /// passes of [`PLAN_BATCH`], inputs of similar stop counts together (a pass reads only the
+    /// stop slots its inputs list).
+    fn forward_many(&self, inputs: Vec<Features>) -> std::vec::IntoIter<RawOutput> {
+        let n = inputs.len();
+        let listed = |f: &Features| f.stops_mask.iter().filter(|&&m| m > 0.0).count();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(listed(&inputs[i])));
+        let mut slots: Vec<Option<Features>> = inputs.into_iter().map(Some).collect();
+        let mut out: Vec<Option<RawOutput>> = (0..n).map(|_| None).collect();
+        for chunk in order.chunks(PLAN_BATCH) {
+            let batch = chunk
+                .iter()
+                .map(|&i| slots[i].take().expect("once"))
+                .collect();
+            for (&i, r) in chunk.iter().zip(self.forward(batch)) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every input once"))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// The model's outputs for prepared samples (one forward pass): the only part of a
@@ -350,15 +370,22 @@ impl Predictor {
         // On a GPU every new batch shape compiles (and autotunes) new kernels: seconds each. A
         // batch is padded to the next power of two (repeating its last sample), so a server
         // meets at most log2(max batch) + 1 shapes; the CPU runs any shape as is.
-        let padded = batch_bucket(n, crate::model::dropout::on_cpu(&self.device));
+        let cpu = crate::model::dropout::on_cpu(&self.device);
+        let padded = batch_bucket(n, cpu);
         if padded > n {
             let last = features[n - 1].clone();
             features.resize(padded, last);
         }
+        // Only the stop slots the batch lists (a route model's capacity is far above most
+        // decisions' stops), in powers of two on a GPU for the same reason.
+        let ns = crate::batch::stop_slots(&features, cpu);
+        for f in &mut features {
+            crate::batch::keep_stop_slots(f, ns);
+        }
         let b = FeatureBatcher.batch(features, &self.device);
         let masks = TokenMasks::keep(crate::eval::keep_mask(&[], b.len(), &self.device));
         let out = self.model.forward(&b, &masks);
-        let (k, ns) = (self.model.modes, self.loaded.normalizer.spec.max_stops);
+        let k = self.model.modes;
         let fb = out.point.dims()[1];
         let traj = values(out.traj);
         let point = values(out.point);

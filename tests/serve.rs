@@ -259,8 +259,9 @@ fn predict_serve_and_memory_agree() {
 }
 
 /// A request with `"plan_route": true` gets every stop once, in its zone plan driven from the end
-/// the model finds likelier; its log-likelihood is the sum of the next-stop probabilities the
-/// model gives, decision by decision, to plain requests along that walk; the server answers the
+/// the model finds likelier; its log-likelihood is evaluation's (`route_plans.model`: the
+/// model's log-softmax over all its stop slots, where serving reads only the listed ones),
+/// decision by decision along that walk; the server answers the
 /// same plan; a plan without stops is a 422 naming `plan_route`.
 #[test]
 fn route_plans_are_whole_orders_driven_the_likelier_way() {
@@ -300,12 +301,14 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
             .iter()
             .map(|id| route.stops.iter().position(|s| &s.id == id).unwrap())
             .collect();
+        // Evaluation's scorer: the model's log-softmax over every stop slot (no trimming).
+        let score =
+            dfm::eval::rollout::model_scorer(&p.loaded.model, &p.loaded.normalizer, p.device());
         dfm::route_plan::walk(&route, &idx)
             .into_iter()
             .map(|(d, id)| {
-                let pred = &p.predict(&[d])[0];
-                let q = pred.stops.iter().find(|s| s.stop_id == id).unwrap();
-                q.next_probability.max(1e-9).ln()
+                let k = d.stops.iter().position(|s| s.id == id).unwrap();
+                score(&[d], &[k])[0]
             })
             .sum()
     };
