@@ -124,6 +124,9 @@ fn check_plan_request(s: &Sample) -> Result<(), InputError> {
     if !s.plan_route {
         return Ok(());
     }
+    let mut ids: Vec<&str> = s.stops.iter().map(|st| st.id.as_str()).collect();
+    ids.sort_unstable();
+    let twice = ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]);
     let error = if s.stops.is_empty() {
         "a route plan needs stops: the request lists none".to_string()
     } else if s.stops.len() > MAX_PLAN_STOPS {
@@ -131,6 +134,8 @@ fn check_plan_request(s: &Sample) -> Result<(), InputError> {
             "{} stops: a route plan orders at most {MAX_PLAN_STOPS}",
             s.stops.len()
         )
+    } else if let Some(id) = twice {
+        format!("stop id {id:?} is listed twice: a route plan names each stop by its id")
     } else {
         return Ok(());
     };
@@ -336,8 +341,8 @@ impl Predictor {
     }
 
     /// The model's outputs for many prepared inputs (a plan's decisions), in order: forward
-    /// passes of [`PLAN_BATCH`], inputs of similar stop counts together (a pass reads only the
-    /// stop slots its inputs list).
+    /// passes of [`PLAN_BATCH`], inputs of similar stop counts together (on the CPU a pass reads
+    /// only the stop slots its inputs list).
     fn forward_many(&self, inputs: Vec<Features>) -> std::vec::IntoIter<RawOutput> {
         let n = inputs.len();
         let listed = |f: &Features| f.stops_mask.iter().filter(|&&m| m > 0.0).count();
@@ -376,8 +381,8 @@ impl Predictor {
             let last = features[n - 1].clone();
             features.resize(padded, last);
         }
-        // Only the stop slots the batch lists (a route model's capacity is far above most
-        // decisions' stops), in powers of two on a GPU for the same reason.
+        // On the CPU only the stop slots the batch lists (a route model's capacity is far above
+        // most decisions' stops); a GPU keeps the capacity, one stop shape.
         let ns = crate::batch::stop_slots(&features, cpu);
         for f in &mut features {
             crate::batch::keep_stop_slots(f, ns);

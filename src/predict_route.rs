@@ -15,8 +15,13 @@ use serde::Serialize;
 /// model's work.
 pub const MAX_PLAN_STOPS: usize = 1024;
 
-/// Log-probability counted for a stop the model did not read (more stops than its capacity).
+/// Log-probability counted for a stop the model did not read (more stops than its capacity), as
+/// evaluation's scorer counts it.
 const UNREAD_LN_P: f64 = -20.723_265_836_946_41; // ln 1e-9
+
+/// Smallest probability a read stop counts (the f32 softmax's smallest positive value), so that
+/// one that underflowed to 0 does not make the sum minus infinity.
+const MIN_READ_P: f64 = 1e-45;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct RoutePlan {
@@ -100,11 +105,11 @@ impl Codec {
         for (d, order) in plan.orders().into_iter().enumerate() {
             orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
             zones[d] = zone_sequence(s, order);
-            for (decision, id) in crate::route_plan::walk(s, order) {
+            crate::route_plan::walk_each(s, order, |decision, id| {
                 let (f, m) = self.prepare(decision);
                 inputs.push(f);
-                decisions.push((d, m, id));
-            }
+                decisions.push((d, m, id.to_string()));
+            });
         }
         let meta = PlanMeta {
             orders,
@@ -133,13 +138,13 @@ impl Codec {
     }
 }
 
-/// The model's log-probability of choosing stop `id` at a decision, at least [`UNREAD_LN_P`]
-/// (what a stop it did not read counts).
+/// The model's log-probability of choosing stop `id` at a decision ([`UNREAD_LN_P`] for a stop
+/// it did not read).
 fn chosen_ln_p(meta: &PredictionMeta, r: &RawOutput, id: &str) -> f64 {
     let next = r.next_probabilities();
     let read = meta.stop_ids().len().min(next.len());
     match meta.stop_ids()[..read].iter().position(|s| s == id) {
-        Some(j) => (next[j] as f64).max(1e-30).ln().max(UNREAD_LN_P),
+        Some(j) => (next[j] as f64).max(MIN_READ_P).ln(),
         None => UNREAD_LN_P,
     }
 }

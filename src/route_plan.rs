@@ -21,8 +21,14 @@ pub const ZONE_JUMP_M: f64 = 1000.0;
 pub const TRAVEL_SPEED_MPS: f64 = 8.0;
 
 /// At most this many zones start a nearest-neighbour path (evenly spaced over the zones), each
-/// improved by 2-opt; the cheapest path is kept.
+/// improved by 2-opt; the cheapest path is kept. Above [`FULL_STARTS_UP_TO`] zones the starts
+/// shrink with the square of the zones (a route without zones plans each stop as a zone), so
+/// the work stays bounded.
 const MAX_STARTS: usize = 32;
+const FULL_STARTS_UP_TO: usize = 64;
+
+/// Most 2-opt passes over a path (each O(zones²)); a route's few dozen zones settle in a handful.
+const MAX_TWO_OPT_PASSES: usize = 100;
 
 /// The two directions of a plan: indices into the sample's stops, every stop once.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +92,10 @@ pub fn advance(s: &Sample, idx: usize) -> Sample {
         ((next.context.weekday as i64 + (h / 24.0).floor() as i64).rem_euclid(7)) as u8;
     next.stops.remove(idx);
     next.target = None;
+    // The sensors and images were of the start: at the stop there are none.
+    next.imu = None;
+    next.video = None;
+    next.images.clear();
     next
 }
 
@@ -93,8 +103,14 @@ pub fn advance(s: &Sample, idx: usize) -> Sample {
 /// id of the stop it chooses: `start` itself, then the vehicle at each stop visited, with the
 /// stops left ([`advance`]).
 pub fn walk(start: &Sample, order: &[usize]) -> Vec<(Sample, String)> {
-    let ids: Vec<&String> = order.iter().map(|&i| &start.stops[i].id).collect();
     let mut out = Vec::with_capacity(order.len());
+    walk_each(start, order, |d, id| out.push((d, id.to_string())));
+    out
+}
+
+/// [`walk`], handing each decision to `f` as it is made (one decision in memory at a time).
+pub fn walk_each(start: &Sample, order: &[usize], mut f: impl FnMut(Sample, &str)) {
+    let ids: Vec<&String> = order.iter().map(|&i| &start.stops[i].id).collect();
     let mut s = start.clone();
     for id in ids {
         let k = s
@@ -103,9 +119,8 @@ pub fn walk(start: &Sample, order: &[usize]) -> Vec<(Sample, String)> {
             .position(|st| &st.id == id)
             .expect("each stop of the order once");
         let next = advance(&s, k);
-        out.push((std::mem::replace(&mut s, next), id.clone()));
+        f(std::mem::replace(&mut s, next), id);
     }
-    out
 }
 
 fn dist(a: (f64, f64), b: (f64, f64)) -> f64 {
@@ -181,7 +196,8 @@ pub fn zone_path(c: &[Vec<f64>]) -> Vec<usize> {
     if n <= 2 {
         return (0..n).collect();
     }
-    let starts = n.min(MAX_STARTS);
+    let full = FULL_STARTS_UP_TO * FULL_STARTS_UP_TO;
+    let starts = n.min(MAX_STARTS * full / (n * n).max(full)).max(1);
     let mut best: Option<(f64, Vec<usize>)> = None;
     for k in 0..starts {
         let mut p = nearest_neighbour(c, k * n / starts);
@@ -214,8 +230,8 @@ fn nearest_neighbour(c: &[Vec<f64>], start: usize) -> Vec<usize> {
 /// 2-opt on an open path with free ends: reverse a segment while that shortens the path.
 fn two_opt(c: &[Vec<f64>], p: &mut [usize]) {
     let n = p.len();
-    // Each pass either improves or stops; the bound only guards against float ping-pong.
-    for _ in 0..(n * n).max(16) {
+    // Each pass either improves or stops; the bound keeps a path of a thousand stops cheap.
+    for _ in 0..MAX_TWO_OPT_PASSES {
         let mut improved = false;
         for i in 0..n - 1 {
             for j in i + 1..n {
@@ -353,5 +369,22 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..s.stops.len()).collect::<Vec<_>>());
         assert!(plan(&sample(Vec::new())).is_none());
+    }
+
+    /// The largest plan a request may ask for, without zones (every stop a zone of its own: the
+    /// path's starts and 2-opt passes are bounded), orders every stop once.
+    #[test]
+    fn a_thousand_stops_without_zones_are_planned() {
+        let n = crate::predict_route::MAX_PLAN_STOPS;
+        let stops: Vec<Stop> = (0..n)
+            .map(|i| {
+                let (row, col) = ((i / 32) as f64, (i % 32) as f64);
+                Stop::at(format!("s{i}"), 40.0 + 0.0005 * row, 0.0005 * col)
+            })
+            .collect();
+        let p = plan(&sample(stops)).unwrap();
+        let mut sorted = p.forward.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..n).collect::<Vec<_>>());
     }
 }

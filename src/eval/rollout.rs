@@ -500,8 +500,15 @@ mod tests {
     #[test]
     fn advancing_moves_the_vehicle_and_the_clock() {
         let log = route(&[0, 1, 2, 3]);
-        let s = log.start.unwrap();
+        let mut s = log.start.unwrap();
+        s.imu = Some(crate::data::sample::Imu {
+            rate_hz: 1.0,
+            file: None,
+            npy_base64: None,
+            data: vec![[0.0; 4]],
+        });
         let n = advance(&s, 1);
+        assert!(n.imu.is_none(), "the start's sensors stay at the start");
         assert_eq!(n.stops.len(), 3);
         assert_eq!(n.history[0].lon, s.stops[1].lon);
         let (e, _) = Enu::new(40.0, 0.0).to_en(40.0, s.stops[1].lon);

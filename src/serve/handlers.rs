@@ -203,6 +203,62 @@ fn reserve(st: &AppState, n: usize) -> Option<()> {
     Some(())
 }
 
+/// Room taken in the queue ([`Shared::queued_samples`]), given back when dropped unless handed
+/// over to the model thread with its job.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    n: usize,
+}
+
+impl<'a> Reservation<'a> {
+    fn take(st: &'a AppState, n: usize) -> Option<Self> {
+        reserve(st, n)?;
+        Some(Reservation {
+            shared: &st.shared,
+            n,
+        })
+    }
+
+    /// The room of `n` samples instead (what the job holds once prepared).
+    fn resize(&mut self, n: usize) {
+        self.shared.queued_samples.fetch_add(n, Ordering::SeqCst);
+        self.shared
+            .queued_samples
+            .fetch_sub(self.n, Ordering::SeqCst);
+        self.n = n;
+    }
+
+    fn hand_over(mut self) {
+        self.n = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .queued_samples
+            .fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
+
+/// Every sample's model inputs, in order, and what its prediction needs.
+fn prepare_all(
+    codec: &Codec,
+    samples: Vec<Sample>,
+) -> (
+    Vec<crate::features::Features>,
+    Vec<crate::predict_route::RequestMeta>,
+) {
+    let mut inputs = Vec::new();
+    let mut metas = Vec::with_capacity(samples.len());
+    for s in samples {
+        let (f, m) = codec.prepare_request(s);
+        inputs.extend(f);
+        metas.push(m);
+    }
+    (inputs, metas)
+}
+
 pub async fn predict(
     State(st): State<AppState>,
     arriving: Option<axum::Extension<Arriving>>,
@@ -243,30 +299,36 @@ pub async fn predict(
             ),
         );
     }
-    // Room is taken before the inputs are prepared: a full queue costs no memory.
-    if reserve(st, need).is_none() {
+    // Room is taken before the inputs are prepared (a full queue costs no memory) and given
+    // back however the request ends before its job is queued.
+    let Some(mut room) = Reservation::take(st, need) else {
         return busy("overloaded: the queue is full; retry after a moment");
-    }
-    let mut inputs = Vec::new();
-    let mut metas = Vec::with_capacity(samples.len());
-    for s in samples {
-        let (f, m) = st.codec.prepare_request(s);
-        inputs.extend(f);
-        metas.push(m);
-    }
-    // The queue counts what the job holds (the model thread gives back its inputs' count).
-    let n = inputs.len();
-    if n != need {
-        st.shared.queued_samples.fetch_add(n, Ordering::SeqCst);
-        st.shared.queued_samples.fetch_sub(need, Ordering::SeqCst);
-    }
+    };
+    // A route plan's preparation is CPU work (the plan, two walks of features): it runs off the
+    // async threads, which keep answering other clients and the probes meanwhile.
+    let (inputs, metas) = if need > samples.len() {
+        let codec = st.codec.clone();
+        match tokio::task::spawn_blocking(move || prepare_all(&codec, samples)).await {
+            Ok(p) => p,
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    None,
+                    "preparing the request failed",
+                );
+            }
+        }
+    } else {
+        prepare_all(&st.codec, samples)
+    };
+    room.resize(inputs.len());
     let (tx, rx) = oneshot::channel();
     let sent = st.jobs.try_send(Job { inputs, reply: tx });
     drop(arriving);
     match sent {
-        Ok(()) => {}
+        // The model thread gives the room back once it has run (or dropped) the job.
+        Ok(()) => room.hand_over(),
         Err(e) => {
-            st.shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
             return match e {
                 TrySendError::Full(_) => busy("overloaded: too many requests waiting"),
                 TrySendError::Disconnected(_) => busy("the model is not running"),
