@@ -22,6 +22,7 @@ pub mod zones;
 
 pub use data::sample::{SCHEMA_VERSION, Sample};
 pub mod bundle;
+pub mod codec;
 pub mod eval;
 pub mod model;
 pub mod passes;

@@ -4,11 +4,9 @@
 //! likelier, by the sum of its next-stop log-probabilities over the decisions of each walk (the
 //! evaluation's `route_plans.model`). Every decision of both walks is known before the model
 //! runs (the vehicle at each stop in turn), so a plan is one batch of model inputs, prepared and
-//! read back on the request threads like the request's own.
+//! read back like the request's own (`codec.rs`: `Codec::prepare_plan`, `Codec::finish_plan`).
 
 use crate::data::sample::Sample;
-use crate::features::Features;
-use crate::predict::{Codec, Prediction, PredictionMeta, RawOutput};
 use serde::Serialize;
 
 /// Most stops a request may ask to plan: each adds two decisions (one per direction) to the
@@ -42,115 +40,18 @@ pub fn inputs_of(s: &Sample) -> usize {
     1 + if s.plan_route { 2 * s.stops.len() } else { 0 }
 }
 
-/// What a request's prediction needs besides the model's outputs: its own, and its plan's.
-pub struct RequestMeta {
-    own: PredictionMeta,
-    plan: Option<PlanMeta>,
-}
-
-/// What a plan needs besides the model's outputs: both orders and their zones, and per decision
-/// (forward walk, then reverse) which walk it belongs to, what the model reads of it and the
-/// stop it chooses.
-pub struct PlanMeta {
-    orders: [Vec<String>; 2],
-    zones: [Vec<String>; 2],
-    decisions: Vec<(usize, PredictionMeta, String)>,
-}
-
-impl PlanMeta {
-    /// Model inputs of the plan.
-    pub fn inputs(&self) -> usize {
-        self.decisions.len()
-    }
-}
-
-impl RequestMeta {
-    /// Model inputs this request takes (its own and its plan's decisions).
-    pub fn inputs(&self) -> usize {
-        1 + self.plan.as_ref().map_or(0, PlanMeta::inputs)
-    }
-}
-
-impl Codec {
-    /// A request's model inputs: its own, then (with `plan_route`) its plan's.
-    pub fn prepare_request(&self, s: Sample) -> (Vec<Features>, RequestMeta) {
-        let (mut inputs, plan) = match self.prepare_plan(&s) {
-            Some((f, m)) => (f, Some(m)),
-            None => (Vec::new(), None),
-        };
-        let (f, own) = self.prepare(s);
-        inputs.insert(0, f);
-        (inputs, RequestMeta { own, plan })
-    }
-
-    /// The prediction of a request from its outputs (as many as its inputs, in order).
-    pub fn finish_request(&self, m: RequestMeta, raw: Vec<RawOutput>) -> Prediction {
-        let mut raw = raw.into_iter();
-        let mut pred = self.finish(m.own, raw.next().expect("the request's own output"));
-        pred.route_plan = m.plan.map(|p| self.finish_plan(p, raw));
-        pred
-    }
-
-    /// The model inputs of a request's plan (every decision of its two walks), when it asks for
-    /// one (`plan_route`) and has stops.
-    pub fn prepare_plan(&self, s: &Sample) -> Option<(Vec<Features>, PlanMeta)> {
-        if !s.plan_route {
-            return None;
-        }
-        let plan = crate::route_plan::plan(s)?;
-        let mut inputs = Vec::new();
-        let mut decisions = Vec::new();
-        let mut orders: [Vec<String>; 2] = Default::default();
-        let mut zones: [Vec<String>; 2] = Default::default();
-        for (d, order) in plan.orders().into_iter().enumerate() {
-            orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
-            zones[d] = zone_sequence(s, order);
-            crate::route_plan::walk_each(s, order, |decision, id| {
-                let (f, m) = self.prepare(decision);
-                inputs.push(f);
-                decisions.push((d, m, id.to_string()));
-            });
-        }
-        let meta = PlanMeta {
-            orders,
-            zones,
-            decisions,
-        };
-        Some((inputs, meta))
-    }
-
-    /// A plan from its decisions' outputs: the direction of the higher summed log-probability.
-    pub fn finish_plan(&self, p: PlanMeta, raw: impl Iterator<Item = RawOutput>) -> RoutePlan {
-        let mut ll = [0.0f64; 2];
-        for ((d, meta, id), r) in p.decisions.iter().zip(raw) {
-            ll[*d] += chosen_ln_p(meta, &r, id);
-        }
-        let d = if ll[0] >= ll[1] { 0 } else { 1 };
-        let [a, b] = p.orders;
-        let [za, zb] = p.zones;
-        let (order, zones) = if d == 0 { (a, za) } else { (b, zb) };
-        RoutePlan {
-            order,
-            zones,
-            log_likelihood: ll[d],
-            reverse_log_likelihood: ll[1 - d],
-        }
-    }
-}
-
 /// The model's log-probability of choosing stop `id` at a decision ([`UNREAD_LN_P`] for a stop
 /// it did not read).
-fn chosen_ln_p(meta: &PredictionMeta, r: &RawOutput, id: &str) -> f64 {
-    let next = r.next_probabilities();
-    let read = meta.stop_ids().len().min(next.len());
-    match meta.stop_ids()[..read].iter().position(|s| s == id) {
+pub fn chosen_ln_p(stop_ids: &[String], next: &[f32], id: &str) -> f64 {
+    let read = stop_ids.len().min(next.len());
+    match stop_ids[..read].iter().position(|s| s == id) {
         Some(j) => (next[j] as f64).max(MIN_READ_P).ln(),
         None => UNREAD_LN_P,
     }
 }
 
 /// The zones of `order`'s stops, each run of one zone once.
-fn zone_sequence(s: &Sample, order: &[usize]) -> Vec<String> {
+pub fn zone_sequence(s: &Sample, order: &[usize]) -> Vec<String> {
     let mut z: Vec<String> = Vec::new();
     for &i in order {
         if let Some(id) = &s.stops[i].zone

@@ -247,7 +247,7 @@ fn prepare_all(
     samples: Vec<Sample>,
 ) -> (
     Vec<crate::features::Features>,
-    Vec<crate::predict_route::RequestMeta>,
+    Vec<crate::codec::RequestMeta>,
 ) {
     let mut inputs = Vec::new();
     let mut metas = Vec::with_capacity(samples.len());
