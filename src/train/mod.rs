@@ -156,6 +156,17 @@ fn inherited_grid(
         crate::bundle::check_data(&s.manifest, &s.dir, &n, true)
             .with_context(|| format!("train.init_from {}", cfg.train.init_from))?;
     }
+    if n.features_version != Some(crate::features::FEATURES_VERSION) {
+        eprintln!(
+            "warning: train.init_from {}: trained on feature version {}; fine-tuning it on this dfm's version {}, where inputs changed meaning:\n{}",
+            cfg.train.init_from,
+            n.features_version
+                .map_or("unknown (before versions were recorded)".into(), |v| v
+                    .to_string()),
+            crate::features::FEATURES_VERSION,
+            crate::features::feature_changes_since(n.features_version.unwrap_or(1))
+        );
+    }
     let mut n = n;
     n.spec.max_stops = sources
         .iter()
