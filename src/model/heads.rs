@@ -78,9 +78,11 @@ impl Heads {
         let k = k1 - 1;
         let [_, n, _] = stop_h.dims();
         let f = self.future_len;
+        // In this order: burn draws a weight when it is first used, so the order of first use
+        // is what a seeded run's initial weights depend on.
         let modes_h = gelu(self.traj1.forward(mode_h.clone().narrow(1, 0, k)));
-        let point_h = gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1)));
         let mut traj = self.traj2.forward(modes_h.clone()).reshape([b, k, f, 2]);
+        let point_h = gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1)));
         let mut point = self.point2.forward(point_h.clone()).reshape([b, f, 2]);
         if let (Some(tr), Some(pr)) = (&self.traj_rel, &self.point_rel) {
             let m = motion.reshape([b, 1, 1]);
