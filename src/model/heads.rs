@@ -65,14 +65,15 @@ impl Heads {
 
     /// mode_h [B, K + 1, d] (the K mode tokens, then the most-likely token, decoded by its own
     /// MLP; only the K modes get logits), out_h [B, d], stop_h [B, N, d], stop_valid [B, N];
-    /// `motion` [B]: each sample's motion scale, which the relative offsets are multiplied by.
+    /// `motion` [B]: each sample's motion scale, which the relative offsets are multiplied by
+    /// (computed only when the heads have them).
     pub fn forward(
         &self,
         mode_h: Tensor<3>,
         out_h: Tensor<2>,
         stop_h: Tensor<3>,
         stop_valid: Tensor<2>,
-        motion: Tensor<1>,
+        motion: impl FnOnce() -> Tensor<1>,
     ) -> Output {
         let [b, k1, _] = mode_h.dims();
         let k = k1 - 1;
@@ -85,7 +86,7 @@ impl Heads {
         let point_h = gelu(self.point1.forward(mode_h.clone().narrow(1, k, 1)));
         let mut point = self.point2.forward(point_h.clone()).reshape([b, f, 2]);
         if let (Some(tr), Some(pr)) = (&self.traj_rel, &self.point_rel) {
-            let m = motion.reshape([b, 1, 1]);
+            let m = motion().reshape([b, 1, 1]);
             let rel = tr.forward(modes_h).reshape([b, k, f, 2]);
             traj = traj + rel * m.clone().unsqueeze_dim::<4>(1);
             point = point + pr.forward(point_h).reshape([b, f, 2]) * m;

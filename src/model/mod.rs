@@ -361,13 +361,11 @@ impl DfmModel {
         let stop_h = h.clone().narrow(1, stop0, n_stops);
         let mode_h = h.clone().narrow(1, q0, self.modes + 1);
         let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
-        let mut out = self.heads.forward(
-            mode_h,
-            out_h,
-            stop_h,
-            stop_valid.clone(),
-            motion_scale(b) * keep(Modality::History).reshape([bs]),
-        );
+        let mut out = self
+            .heads
+            .forward(mode_h, out_h, stop_h, stop_valid.clone(), || {
+                motion_scale(b) * keep(Modality::History).reshape([bs])
+            });
         if let Some(scale) = &self.next_prior {
             out.next_logits = out.next_logits + rule_prior(b, &stop_valid, scale.val());
         }
