@@ -27,6 +27,38 @@ pub fn velocity(s: &Sample, frame: &LocalFrame) -> (f64, f64) {
     (0.0, 0.0)
 }
 
+/// Mean ground speed (m/s) over the history: the path's length over its time span; None with
+/// fewer than two fixes or no time between them.
+pub fn history_speed(s: &Sample, frame: &LocalFrame) -> Option<f64> {
+    let pts: Vec<(f64, f64, f64)> = s
+        .history
+        .iter()
+        .map(|h| {
+            let (x, y) = frame.to_local(h.lat, h.lon);
+            (h.t, x, y)
+        })
+        .collect();
+    let span = pts.last()?.0 - pts.first()?.0;
+    (pts.len() >= 2 && span > 0.0).then(|| {
+        let path: f64 = pts
+            .windows(2)
+            .map(|w| (w[1].1 - w[0].1).hypot(w[1].2 - w[0].2))
+            .sum();
+        path / span
+    })
+}
+
+/// The speed band of a mean speed, for evaluation slices: walking or standing, cycling or
+/// crawling traffic, driving in town, fast roads and rail.
+pub fn speed_band(v: f64) -> &'static str {
+    match v {
+        v if v < 2.0 => "00-02 m/s",
+        v if v < 6.0 => "02-06 m/s",
+        v if v < 15.0 => "06-15 m/s",
+        _ => "15+ m/s",
+    }
+}
+
 /// Constant-velocity future positions (meters, local frame) at `step` seconds apart.
 pub fn constant_velocity(s: &Sample, frame: &LocalFrame, n: usize, step: f64) -> Vec<[f64; 2]> {
     let times: Vec<f64> = (1..=n).map(|k| k as f64 * step).collect();
@@ -158,5 +190,20 @@ mod tests {
             f.lon = 116.0 + 1e-6 * (k % 3) as f64;
         }
         assert_eq!(yaw_rate(&s), 0.0);
+    }
+
+    #[test]
+    fn history_speed_is_the_path_over_the_time() {
+        let s = circle(0.05);
+        let frame = LocalFrame::new(40.0, 116.0, 0.0);
+        // Chords of a 10 m/s circle: a little under 10 m/s.
+        let v = history_speed(&s, &frame).unwrap();
+        assert!((9.8..10.0).contains(&v), "{v}");
+        assert_eq!(speed_band(v), "06-15 m/s");
+        assert_eq!(speed_band(1.0), "00-02 m/s");
+        assert_eq!(speed_band(30.0), "15+ m/s");
+        let mut one = s.clone();
+        one.history.truncate(1);
+        assert_eq!(history_speed(&one, &frame), None);
     }
 }

@@ -135,6 +135,21 @@ fn report_schema_baselines_plots_and_ablation() {
         );
     }
     assert_eq!(r["slices"]["horizon"].as_array().unwrap().len(), 15);
+    // Speed bands: every sample with a future, each band scored for the model and ridge.
+    let speed = r["slices"]["speed"].as_object().unwrap();
+    let total: f64 = speed.values().map(|v| v["samples"].as_f64().unwrap()).sum();
+    assert_eq!(total, num(&r, "samples"), "speed bands cover every sample");
+    for (band, v) in speed {
+        let fde = |p: &str| v.pointer(p).and_then(|x| x.as_f64());
+        assert!(
+            fde("/model/trajectory/at_1/min_fde_m").is_some_and(|x| x > 0.0),
+            "{band}"
+        );
+        assert!(
+            fde("/baselines/ridge/trajectory/at_k/min_fde_m").is_some(),
+            "{band}"
+        );
+    }
 
     // The model beats every baseline on the held-out routes.
     let b = |p: &str| num(&r, &format!("baselines.{p}"));

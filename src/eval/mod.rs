@@ -126,7 +126,7 @@ pub struct Truth {
     decision: Option<crate::Sample>,
     /// The sample listed more stops than the model reads (it saw the nearest ones).
     over_capacity: bool,
-    slices: [String; 4],
+    slices: [String; 5],
     history: Vec<[f64; 2]>,
     raster: Option<(Rgb8, f32, [f32; 2])>,
 }

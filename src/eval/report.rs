@@ -3,7 +3,8 @@
 //! Top-level keys: `split`, `samples`, `model`, `trajectory`, `eta`, `on_time`, `delivered`,
 //! `next_stop`, `baselines` (each baseline with the same keys as the model, null where it makes
 //! no such prediction), `slices` (`region`, `weather`, `peak_day`, and `light_ahead` where
-//! samples approach a traffic light: per value the sample count, the model's and the baselines'
+//! samples approach a traffic light, `speed`: samples with a future to score, by the band of
+//! their history's mean speed: per value the sample count, the model's and the baselines'
 //! metrics; `horizon`: errors per future step). A metric whose
 //! labels are absent is null, not zero.
 
@@ -70,6 +71,10 @@ pub struct Slices {
     /// with video); absent elsewhere.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub light_ahead: BTreeMap<String, Slice>,
+    /// Samples with a future to score, by their history's mean speed
+    /// ([`crate::kinematics::speed_band`]); absent without trajectories.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub speed: BTreeMap<String, Slice>,
     pub horizon: Vec<HorizonRow>,
 }
 
@@ -211,6 +216,7 @@ impl EvalReport {
         self.render_outcomes(&mut s);
         self.render_next_stop(&mut s);
         self.render_slices(&mut s);
+        self.render_speed(&mut s);
         self.render_horizon(&mut s);
         s
     }
@@ -480,6 +486,43 @@ impl EvalReport {
                     f(sl.model.next_stop.as_ref().map(|m| m.hr_at_3), 8, 3)
                 );
             }
+        }
+    }
+
+    /// Final displacement by the history's speed: where the model gains on the baselines and
+    /// where it does not.
+    fn render_speed(&self, s: &mut String) {
+        if self.slices.speed.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "
+minFDE m by speed{:<11}{:>8}{:>10}{:>10}{:>10}{:>10}",
+            "", "samples", "best of K", "K=1", "CV", "ridge"
+        );
+        let fde = |m: Option<&Metrics>, at_1: bool| {
+            m.and_then(|m| m.trajectory.as_ref())
+                .and_then(|t| {
+                    if at_1 {
+                        t.at_1.as_ref()
+                    } else {
+                        t.at_k.as_ref()
+                    }
+                })
+                .map(|t| t.min_fde_m)
+        };
+        for (band, sl) in &self.slices.speed {
+            let _ = writeln!(
+                s,
+                "  {:<26}{:>8}{}{}{}{}",
+                format!("speed={band}"),
+                sl.samples,
+                f(fde(Some(&sl.model), false), 10, 2),
+                f(fde(Some(&sl.model), true), 10, 2),
+                f(fde(sl.baselines.get("constant_velocity"), false), 10, 2),
+                f(fde(sl.baselines.get("ridge"), false), 10, 2)
+            );
         }
     }
 

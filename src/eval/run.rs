@@ -145,6 +145,11 @@ fn truth_of(
             t.and_then(|t| t.light_ahead)
                 .map(|l| l.name().to_string())
                 .unwrap_or_default(),
+            // Only samples with a future to score have a speed slice.
+            t.filter(|t| !t.future.is_empty())
+                .and_then(|_| crate::kinematics::history_speed(s, &frame))
+                .map(|v| crate::kinematics::speed_band(v).to_string())
+                .unwrap_or_default(),
         ],
         history: s.history.iter().map(|h| local(h.lat, h.lon)).collect(),
         raster,
@@ -209,7 +214,7 @@ struct Running {
     k: usize,
     fl: usize,
     all: Acc,
-    groups: [BTreeMap<String, Acc>; 4],
+    groups: [BTreeMap<String, Acc>; 5],
     horizon: Vec<HorizonSums>,
     horizon_n: u64,
     route_logs: BTreeMap<String, rollout::RouteLog>,
@@ -428,6 +433,7 @@ impl Running {
                 weather: self.slices(&self.groups[1], miss),
                 peak_day: self.slices(&self.groups[2], miss),
                 light_ahead: self.slices(&self.groups[3], miss),
+                speed: self.slices(&self.groups[4], miss),
                 horizon,
             },
         };

@@ -368,8 +368,9 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
     match v {
         Value::Object(o) => {
             for (k, x) in o {
+                let k = metric_name(k);
                 let key = if prefix.is_empty() {
-                    k.clone()
+                    k
                 } else {
                     format!("{prefix}.{k}")
                 };
@@ -383,6 +384,21 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
         }
         _ => {}
     }
+}
+
+/// A key as MLflow accepts it in a metric name (alphanumerics, `_ - . : /` and spaces): any other
+/// character becomes `_`. Keys come from data too (slice values such as a region's name, the
+/// speed band `15+ m/s`), and one bad name makes MLflow refuse the whole batch it is in.
+fn metric_name(k: &str) -> String {
+    k.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.:/ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// What the sender's channel gave.
@@ -634,13 +650,15 @@ mod tests {
 
     #[test]
     fn flatten_takes_finite_numbers_with_dotted_keys() {
-        let v = serde_json::json!({"loss": 1.5, "by": {"a": 2, "b": null}, "name": "x", "nan": f64::NAN});
+        let v = serde_json::json!({"loss": 1.5, "by": {"a": 2, "b": null, "15+ m/s": 3, "Zürich": 4}, "name": "x", "nan": f64::NAN});
         let mut out = Vec::new();
         flatten("test", &v, &mut out);
         out.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             out,
             vec![
+                ("test.by.15_ m/s".to_string(), 3.0),
+                ("test.by.Z_rich".to_string(), 4.0),
                 ("test.by.a".to_string(), 2.0),
                 ("test.loss".to_string(), 1.5)
             ]
