@@ -181,6 +181,12 @@ pub struct ModelConfig {
     /// decoders' relative outputs times the sample's motion scale): a linear model of the
     /// history scales its answer with the speed; this lets the modes do the same.
     pub relative_offsets: bool,
+    /// At inference (evaluation, prediction, serving), shrink the most likely trajectory's
+    /// learned correction towards constant velocity for histories moving faster than the
+    /// training data covers: fully learned up to the training histories' 99th percentile of
+    /// motion, constant velocity from twice that (`model::support_factor`). Training fits the
+    /// correction everywhere.
+    pub support_guard: bool,
     /// Video tubelets (ViViT-style): frames and pixels a side per token, when the dataset has
     /// clips.
     pub video_tubelet: usize,
@@ -202,6 +208,7 @@ impl Default for ModelConfig {
             modality_dropout: 0.1,
             next_stop_prior: false,
             relative_offsets: false,
+            support_guard: false,
             video_tubelet: 4,
             video_patch: 8,
         }
@@ -297,6 +304,9 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Probability that a training sample is mirrored about its heading (`data::augment`).
     pub mirror: f64,
+    /// Decay of an exponential moving average of the weights (`train::ema`), 0: off. With it,
+    /// validation, `best/` and so every evaluation and export use the averaged weights.
+    pub ema: f64,
 }
 
 pub const LOSS_HEADS: [&str; 10] = [
@@ -356,6 +366,7 @@ impl Default for TrainConfig {
             loss_weights: LOSS_HEADS.iter().map(|h| (h.to_string(), 1.0)).collect(),
             precision: Precision::F32,
             mirror: 0.0,
+            ema: 0.0,
         }
     }
 }
@@ -580,6 +591,7 @@ impl Config {
         real("train.weight_decay", t.weight_decay, 0.0, 10.0)?;
         real("train.grad_clip", t.grad_clip, 0.0, 1e6)?;
         real("train.mirror", t.mirror, 0.0, 1.0)?;
+        real("train.ema", t.ema, 0.0, 0.99999)?;
         real(
             "eval.miss_threshold_m",
             self.eval.miss_threshold_m,
@@ -726,6 +738,7 @@ mod tests {
             ("train.weight_decay=-1", "train.weight_decay"),
             ("train.grad_clip=nan", "train.grad_clip"),
             ("train.mirror=1.5", "train.mirror"),
+            ("train.ema=1", "train.ema"),
             ("train.loss_weights.point=1e9", "train.loss_weights.point"),
             ("eval.miss_threshold_m=0", "eval.miss_threshold_m"),
             ("eval.batch_size=0", "eval.batch_size"),

@@ -169,6 +169,10 @@ fn train_args(data: &Path, run: &Path) -> Vec<String> {
         "train.checkpoint_every=5",
         "train.keep_last=20",
         "data.shuffle_buffer=300",
+        // The average of the weights and the support guard's threshold are part of what a
+        // resume must restore exactly.
+        "train.ema=0.9",
+        "model.support_guard=true",
     ] {
         a.push("--set".into());
         a.push(o.into());
@@ -253,6 +257,28 @@ fn killed_run_resumes_to_the_same_weights() {
     assert_eq!(
         wa, wb,
         "after {kills} kills the weights are bitwise those of the uninterrupted run"
+    );
+    let ema = |run: &Path| {
+        let p = final_ckpt(run).join(checkpoint::EMA_FILE);
+        weights(&checkpoint::load_weights(load(run, &final_ckpt(run)), &p).unwrap())
+    };
+    let (ea, eb) = (ema(&a), ema(&b));
+    assert_eq!(ea, eb, "and so is their average (train.ema)");
+    assert!(
+        max_abs_diff(&ea, &wa) > 1e-6,
+        "the average is not the weights"
+    );
+    // `best/` keeps the average as it was when validation measured it.
+    let best =
+        weights(&checkpoint::load_model(load(&a, &a.join("best")), &a.join("best")).unwrap());
+    let best_step = checkpoint::read_state(&a.join("best")).unwrap().step;
+    let at_best = a.join(checkpoint::ckpt_name(best_step));
+    let ema_then =
+        checkpoint::load_weights(load(&a, &at_best), &at_best.join(checkpoint::EMA_FILE));
+    assert_eq!(
+        best,
+        weights(&ema_then.unwrap()),
+        "best/ holds the averaged weights"
     );
     println!(
         "kill -9 x{kills} (last checkpoint at each kill: {at_steps:?}): final weights bitwise equal"

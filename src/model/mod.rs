@@ -68,6 +68,9 @@ pub struct DfmModel {
     pub recon: Recon,
     /// The scale of the rule prior on next-stop logits (`model.next_stop_prior`): [1].
     pub next_prior: Option<Param<Tensor<1>>>,
+    /// `model.support_guard`: the training histories' 99th percentile of motion scale, set
+    /// when training starts (never trained; [`UNSET_SUPPORT`] until then): [1].
+    pub support_q99: Option<Param<Tensor<1>>>,
     pub modes: usize,
     /// Trajectory knots (the training data's future grid; other times are blended from them).
     pub future_len: usize,
@@ -187,6 +190,7 @@ impl DfmModel {
                 device,
             )),
             next_prior: None,
+            support_q99: None,
             modes: cfg.modes,
             future_len: spec.future_len,
         };
@@ -198,6 +202,9 @@ impl DfmModel {
         }
         if cfg.relative_offsets {
             model.heads = model.heads.with_relative_offsets(d, device);
+        }
+        if cfg.support_guard {
+            model.set_support_q99(UNSET_SUPPORT, device);
         }
         if spec.video_frames > 0 {
             model.enc.video = Some(VideoEncoder::new(
@@ -279,6 +286,27 @@ impl DfmModel {
                 let m = self.enc.mask_token.val().reshape([1, 1, d]);
                 x * (h.clone().neg() + 1.0) + m * h
             }
+        }
+    }
+
+    /// Modes are offsets from the constant-velocity prior (which comes from the history, so it
+    /// goes when the history is dropped: `hist_keep` [B]), each by its learned gate; with
+    /// `model.support_guard`, at inference, the most likely trajectory keeps only the share of
+    /// its correction that the training data's range of motion supports.
+    fn add_prior(&self, out: &mut Output, b: &Batch, hist_keep: Tensor<1>) {
+        let [bs, f, _] = b.prior.dims();
+        let cv = b.prior.clone() * hist_keep.reshape([bs, 1, 1]);
+        let k = self.modes;
+        let gate = self.prior_gate.val();
+        let mode_gate = gate.clone().narrow(0, 0, k).reshape([1, k, 1, 1]);
+        let point_gate = gate.narrow(0, k, 1).reshape([1, 1, 1]);
+        out.point = out.point.clone() + cv.clone() * point_gate;
+        out.traj = out.traj.clone() + cv.clone().reshape([bs, 1, f, 2]) * mode_gate;
+        if let Some(q) = &self.support_q99
+            && !b.prior.device().is_autodiff()
+        {
+            let g = support_factor(motion_scale(b), q.val()).reshape([bs, 1, 1]);
+            out.point = cv.clone() + (out.point.clone() - cv) * g;
         }
     }
 
@@ -380,17 +408,7 @@ impl DfmModel {
                 .matmul(out.traj);
             out.point = w.clone().matmul(out.point);
         }
-        // Modes are offsets from the constant-velocity prior (which comes from the history, so
-        // it goes when the history is dropped).
-        let [_, f, _] = b.prior.dims();
-        let prior =
-            (b.prior.clone() * keep(Modality::History).reshape([bs, 1, 1])).reshape([bs, 1, f, 2]);
-        let k = self.modes;
-        let gate = self.prior_gate.val();
-        let mode_gate = gate.clone().narrow(0, 0, k).reshape([1, k, 1, 1]);
-        let point_gate = gate.narrow(0, k, 1).reshape([1, 1, 1]);
-        out.point = out.point + prior.clone().reshape([bs, f, 2]) * point_gate;
-        out.traj = out.traj + prior * mode_gate;
+        self.add_prior(&mut out, b, keep(Modality::History).reshape([bs]));
         if masks.hide_hist.is_some() || masks.hide_imu.is_some() || masks.hide_stops.is_some() {
             out.recon_hist = Some(self.recon.hist.forward(h.clone().narrow(1, 0, nh)));
             out.recon_imu = Some(self.recon.imu.forward(h.clone().narrow(1, nh, ni)));
@@ -400,10 +418,30 @@ impl DfmModel {
     }
 }
 
+/// The support guard's threshold before training sets it: so large that nothing is shrunk.
+pub const UNSET_SUPPORT: f32 = 1e30;
+
+/// `model.support_guard`: how much of the learned correction a sample keeps [B], from its
+/// motion scale `s` [B] and the training histories' 99th percentile `q` [1]: 1 up to `q`,
+/// falling linearly to 0 at `2 q` (constant velocity beyond: no training data says otherwise).
+pub fn support_factor(s: Tensor<1>, q: Tensor<1>) -> Tensor<1> {
+    let [bs] = s.dims();
+    let q = q.repeat_dim(0, bs);
+    (q.clone().mul_scalar(2.0) - s).div(q).clamp(0.0, 1.0)
+}
+
+impl DfmModel {
+    /// Sets the support guard's threshold (`model.support_guard`; a fixed value, not trained).
+    pub fn set_support_q99(&mut self, q: f32, device: &Device) {
+        let t = Tensor::from_data([q], device);
+        self.support_q99 = Some(Param::from_tensor(t).set_require_grad(false));
+    }
+}
+
 /// Each sample's motion scale [B]: the span of its history in its own motion (`features`:
 /// the log of it is the last history row's `LOG_SCALE` channel), over the dataset's position
 /// scale.
-fn motion_scale(b: &Batch) -> Tensor<1> {
+pub fn motion_scale(b: &Batch) -> Tensor<1> {
     let [bs, h, _] = b.hist.dims();
     b.hist
         .clone()
@@ -507,6 +545,80 @@ mod tests {
         ];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn support_factor_keeps_the_correction_inside_the_training_motion() {
+        let device = Device::flex();
+        let s = Tensor::<1>::from_data([0.5f32, 1.0, 1.5, 2.0, 3.0], &device);
+        let q = Tensor::<1>::from_data([2.0f32], &device);
+        let g: Vec<f32> = support_factor(s.clone() * 2.0, q)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(g, vec![1.0, 1.0, 0.5, 0.0, 0.0]);
+        let unset = Tensor::<1>::from_data([UNSET_SUPPORT], &device);
+        let g: Vec<f32> = support_factor(s, unset).into_data().to_vec().unwrap();
+        assert_eq!(g, vec![1.0; 5], "a threshold never set shrinks nothing");
+    }
+
+    /// `model.support_guard`: at inference a history moving faster than twice the threshold gets
+    /// constant velocity as its most likely trajectory, a slower one the model's own; training
+    /// (autodiff) sees the model's own for both.
+    #[test]
+    fn the_support_guard_falls_back_to_constant_velocity_beyond_the_training_motion() {
+        let spec = tiny_spec(2);
+        let cfg = ModelConfig {
+            history_patch: 1,
+            imu_patch: 1,
+            dropout: 0.0,
+            support_guard: true,
+            ..Default::default()
+        };
+        let device = Device::flex();
+        let mut model = DfmModel::new(&cfg, &spec, 8, &device);
+        let n = Normalizer::new(&spec, &NormStats::default(), 8);
+        let mover = |m_per_s: f64| {
+            Sample::bare(
+                "k",
+                1.0,
+                vec![fix_north(0.0, -m_per_s), fix_north(1.0, 0.0)],
+            )
+        };
+        let feats = vec![n.features(&mover(1.0)), n.features(&mover(10.0))];
+        let b = crate::batch::FeatureBatcher.batch(feats.clone(), &device);
+        let flat = |t: Tensor<3>| -> Vec<f32> { t.into_data().convert::<f32>().to_vec().unwrap() };
+        let point = |model: &DfmModel, b: &Batch| {
+            let keep = crate::eval::keep_mask(&[], 2, &b.prior.device());
+            flat(model.forward(b, &TokenMasks::keep(keep)).point)
+        };
+        let own = point(&model, &b);
+        // The slow mover is at the threshold, the fast one ten times beyond it.
+        let slow: Vec<f32> = motion_scale(&b).into_data().to_vec().unwrap();
+        model.set_support_q99(slow[0], &device);
+        let guarded = point(&model, &b);
+        let f2 = spec.future_len * 2;
+        let cv = flat(b.prior.clone());
+        assert_eq!(&guarded[..f2], &own[..f2], "inside the training motion");
+        for (g, c) in guarded[f2..].iter().zip(&cv[f2..]) {
+            assert!(
+                (g - c).abs() < 1e-6,
+                "beyond it: constant velocity {g} vs {c}"
+            );
+        }
+        assert!(
+            own[f2..]
+                .iter()
+                .zip(&cv[f2..])
+                .any(|(o, c)| (o - c).abs() > 1e-3)
+        );
+        // Training forward passes (autodiff) are not guarded.
+        let ad = device.clone().autodiff();
+        let b_ad = crate::batch::FeatureBatcher.batch(feats, &ad);
+        let trained = point(&model.clone().fork(&ad), &b_ad);
+        for (t, o) in trained.iter().zip(&own) {
+            assert!((t - o).abs() < 1e-5, "{t} vs {o}");
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! Layout of `checkpoints/<run>/`:
 //! - `config.toml`: the resolved config of the run
-//! - `ckpt-00000500/`: `model.bpk`, `optim.bpk`, `state.json` (the last `keep_last` are kept)
+//! - `ckpt-00000500/`: `model.bpk`, `optim.bpk`, `state.json`, and `ema.bpk` (the averaged
+//!   weights) with `train.ema` (the last `keep_last` are kept)
 //! - `best/`: `model.bpk`, `state.json` (lowest validation loss)
 //! - `metrics.jsonl`, `loss.png`
 
@@ -70,7 +71,10 @@ pub fn ensure_finite(model: &DfmModel, what: &str) -> anyhow::Result<()> {
 }
 
 /// The files of a checkpoint whose SHA-256 is kept in `checksums.json`.
-const CHECKED: [&str; 2] = ["model.bpk", "optim.bpk"];
+const CHECKED: [&str; 3] = ["model.bpk", "optim.bpk", EMA_FILE];
+
+/// The averaged weights of a checkpoint (`train.ema`).
+pub const EMA_FILE: &str = "ema.bpk";
 
 fn save_checksums(dir: &Path) -> anyhow::Result<()> {
     let mut sums = std::collections::BTreeMap::new();
@@ -115,11 +119,15 @@ pub fn verify(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn save_model(model: &DfmModel, dir: &Path) -> anyhow::Result<()> {
+    save_weights(model, &dir.join("model.bpk"))
+}
+
+fn save_weights(model: &DfmModel, path: &Path) -> anyhow::Result<()> {
     model
         .clone()
         .into_record()
-        .save(dir.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("saving model: {e}"))
+        .save(path)
+        .map_err(|e| anyhow::anyhow!("saving {}: {e}", path.display()))
 }
 
 fn save_state(state: &TrainState, dir: &Path) -> anyhow::Result<()> {
@@ -131,10 +139,12 @@ pub fn ckpt_name(step: usize) -> String {
     format!("ckpt-{step:08}")
 }
 
-/// Saves a resumable checkpoint and removes all but the last `keep` ones.
+/// Saves a resumable checkpoint (with the averaged weights, when the run keeps an average) and
+/// removes all but the last `keep` ones.
 pub fn save(
     run: &Path,
     model: &DfmModel,
+    ema: Option<&DfmModel>,
     optim: &ModuleOptimizer,
     state: &TrainState,
     keep: usize,
@@ -143,6 +153,9 @@ pub fn save(
     let dst = run.join(ckpt_name(state.step));
     crate::util::write_dir_atomic(&dst, |tmp| {
         save_model(model, tmp)?;
+        if let Some(ema) = ema {
+            save_weights(ema, &tmp.join(EMA_FILE))?;
+        }
         optim
             .save(tmp.join("optim.bpk"))
             .map_err(|e| anyhow::anyhow!("saving optimizer: {e}"))?;
@@ -270,9 +283,13 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
 
 /// Loads model weights from a checkpoint folder (`model.bpk`) into `model`.
 pub fn load_model(model: DfmModel, dir: &Path) -> anyhow::Result<DfmModel> {
-    let p = dir.join("model.bpk");
+    load_weights(model, &dir.join("model.bpk"))
+}
+
+/// Loads the weights of one record file into `model`.
+pub fn load_weights(model: DfmModel, p: &Path) -> anyhow::Result<DfmModel> {
     let read =
-        || burn::store::ModuleRecord::load(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        || burn::store::ModuleRecord::load(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     load_record(model, read, &p.display().to_string())
 }
 

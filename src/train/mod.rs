@@ -8,8 +8,10 @@
 //! gradient clipping, gradient accumulation, burnpack records).
 
 pub mod checkpoint;
+pub mod ema;
 pub mod losses;
 pub mod schedule;
+pub mod support;
 pub mod trainer;
 
 use crate::batch::{Batch, FeatureBatcher};

@@ -4,6 +4,7 @@
 //! end of every epoch, and [`Trainer::finish`] plots the losses and evaluates the best model.
 
 use super::checkpoint::{self, TrainState};
+use super::ema::Ema;
 use super::{
     Micro, Outcome, Setup, StepInput, append_metrics, end_of_epoch, ensure_ridge, init_from,
     lock_run, micro_step, optimizer, parallel_micro_step, replica_pools, resume_config, schedule,
@@ -99,6 +100,8 @@ pub struct Trainer {
     pools: Option<crate::passes::Passes>,
     /// Taken out during an optimizer step (which consumes it) and put back.
     model: Option<DfmModel>,
+    /// The average of the weights (`train.ema`), from the first step on.
+    ema: Option<Ema>,
     optim: ModuleOptimizer,
     state: TrainState,
     ridge: Option<Ridge>,
@@ -152,6 +155,7 @@ impl Trainer {
                 .collect(),
             bar: crate::progress::bar(total as u64, "training"),
             model: Some(model),
+            ema: None,
             eval_device: device.clone(),
             last_ckpt: None,
             window: LogWindow::new(),
@@ -216,6 +220,7 @@ impl Trainer {
             );
         }
         self.state = state;
+        self.ema = self.restored_ema(&dir, &model)?;
         self.model = Some(model);
         let optim = optimizer(self.cfg());
         self.optim = optim
@@ -230,6 +235,25 @@ impl Trainer {
             self.state.batches_in_epoch
         );
         Ok(())
+    }
+
+    /// The average saved in a checkpoint (`train.ema`); a checkpoint saved without one starts
+    /// it again from the checkpoint's weights, with a warning.
+    fn restored_ema(&self, dir: &Path, model: &DfmModel) -> anyhow::Result<Option<Ema>> {
+        let decay = self.cfg().train.ema;
+        if decay == 0.0 || self.state.step == 0 {
+            return Ok(None);
+        }
+        let p = dir.join(checkpoint::EMA_FILE);
+        if !p.is_file() {
+            eprintln!(
+                "warning: {} has no averaged weights (train.ema was off when it was saved): the average starts again from its weights",
+                dir.display()
+            );
+            return Ok(Some(Ema::new(model, decay)));
+        }
+        let avg = checkpoint::load_weights(model.clone(), &p)?;
+        Ok(Some(Ema::restored(avg, decay)))
     }
 
     fn print_plan(&self) {
@@ -284,8 +308,12 @@ impl Trainer {
             self.state.epoch += 1;
             self.state.batches_in_epoch = 0;
         }
+        let kept = match &self.ema {
+            Some(e) => &e.model,
+            None => self.model.as_ref().expect("model"),
+        };
         let line = end_of_epoch(
-            self.model.as_ref().expect("model"),
+            kept,
             &self.setup,
             &self.eval_device,
             &mut self.state,
@@ -394,6 +422,7 @@ impl Trainer {
             } else {
                 self.optim.step_multi(lr, model, grads)
             });
+            self.average();
         } else {
             self.non_finite(epoch)?;
         }
@@ -405,6 +434,19 @@ impl Trainer {
         self.state.step += 1;
         self.window.add_step(losses);
         self.after_step(epoch, lr)
+    }
+
+    /// Moves the average of the weights (`train.ema`) after an optimizer step.
+    fn average(&mut self) {
+        let decay = self.cfg().train.ema;
+        if decay == 0.0 {
+            return;
+        }
+        let model = self.model.as_ref().expect("model");
+        match &mut self.ema {
+            Some(e) => e.update(model, self.state.step),
+            None => self.ema = Some(Ema::new(model, decay)),
+        }
     }
 
     /// A step with a non-finite loss: stop naming the step and the last good checkpoint, or
@@ -485,6 +527,7 @@ impl Trainer {
         self.last_ckpt = Some(checkpoint::save(
             &self.run_dir,
             self.model.as_ref().expect("model"),
+            self.ema.as_ref().map(|e| &e.model),
             &self.optim,
             &self.state,
             self.cfg().train.keep_last,
@@ -500,6 +543,12 @@ impl Trainer {
         if let Err(e) = crate::plot::loss_curves(&self.metrics_path, &self.run_dir.join("loss.png"))
         {
             eprintln!("warning: no loss plot: {e:#}");
+        }
+        // Without validation nothing was marked best: the average is the run's model.
+        if let Some(e) = &self.ema
+            && !self.run_dir.join("best").join("model.bpk").is_file()
+        {
+            checkpoint::save_best(&self.run_dir, &e.model, &self.state)?;
         }
         let cfg = self.cfg();
         let mut report = None;
@@ -703,7 +752,29 @@ fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result
     if cfg.train.freeze_encoders {
         model.enc = model.enc.no_grad();
     }
+    if cfg.model.support_guard {
+        set_support(&mut model, setup, device)?;
+    }
     Ok(model)
+}
+
+/// Measures the training data's range of motion for `model.support_guard` (a resumed run's
+/// checkpoint brings its own).
+fn set_support(model: &mut DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<()> {
+    let Some(q) = super::support::motion_q99(setup)? else {
+        eprintln!("warning: model.support_guard: no training history moves; the guard is off");
+        return Ok(());
+    };
+    model.set_support_q99(q, device);
+    let (spec, norm) = (&setup.spec, &setup.norm);
+    // The motion scale is the history's mean step times its rows, over the position scale.
+    let mps =
+        q as f64 * norm.pos_scale as f64 / (spec.history_len as f64 * spec.history_step_s as f64);
+    println!(
+        "support guard: 99% of the training histories move at most {mps:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
+        2.0 * mps
+    );
+    Ok(())
 }
 
 /// Samples one optimizer step takes: a loader batch (a replica's part of `train.batch_size`)
