@@ -27,6 +27,7 @@ def geolife(a, seeds):
         run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"],
             os.path.join(a.out, "geolife-import.log"))
     rows = {k: [] for k in ["model K=1", "model top mode", "model best of 6", "ridge", "constant velocity"]}
+    bands = {}
     for s in seeds:
         rd = os.path.join(a.out, f"geolife-s{s}")
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
@@ -40,6 +41,10 @@ def geolife(a, seeds):
         rows["model best of 6"].append(t["at_k"]["min_fde_m"])
         rows["ridge"].append(b["ridge"]["trajectory"]["at_k"]["min_fde_m"])
         rows["constant velocity"].append(b["constant_velocity"]["trajectory"]["at_k"]["min_fde_m"])
+        for band, sl in r["slices"].get("speed", {}).items():
+            fde = lambda m, at="at_k": m["trajectory"][at]["min_fde_m"]
+            bands.setdefault(band, []).append((sl["samples"], fde(sl["model"], "at_1"), fde(sl["model"]),
+                                               fde(sl["baselines"]["constant_velocity"]), fde(sl["baselines"]["ridge"])))
     cv = rows["constant velocity"]
     print(f"\nGeoLife, users 006-007 held out (60 s -> 60 s), seeds {','.join(map(str, seeds))}:\n")
     print("| | minFDE m | / constant velocity | / ridge |")
@@ -48,6 +53,12 @@ def geolife(a, seeds):
         rcv = [x / c for x, c in zip(v, cv)]
         rr = [x / c for x, c in zip(v, rows["ridge"])]
         print(f"| {k} | {cell(v)} | {cell(rcv, 3)} | {cell(rr, 3)} |")
+    print("\nminFDE m by the history's mean speed (`slices.speed`):\n")
+    print("| speed | windows | model K=1 | model best of 6 | constant velocity | ridge |")
+    print("|---|---|---|---|---|---|")
+    for band, v in bands.items():
+        col = lambda i: cell([x[i] for x in v], 1)
+        print(f"| {band} | {v[0][0]} | {col(1)} | {col(2)} | {col(3)} | {col(4)} |")
 
 
 def lmrc(a, folds):
