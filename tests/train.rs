@@ -82,6 +82,63 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Two numbers that change when any weight does: the sum of |w| and a fixed pseudo-random
+/// projection of all weights in their visiting order.
+fn fingerprint(w: &[Vec<f32>]) -> (f64, f64) {
+    let (mut abs, mut proj, mut i) = (0.0f64, 0.0f64, 0u64);
+    for x in w.iter().flatten() {
+        abs += x.abs() as f64;
+        proj += *x as f64 * ((i as f64 * 0.618_033_988_749_895).fract() - 0.5);
+        i += 1;
+    }
+    (abs, proj)
+}
+
+/// burn draws each weight at its first use, so calling modules in another order in a forward
+/// pass silently changes every seeded run's initial weights, and with them every seeded figure
+/// in README (a session once shipped such a reordering; only the fresh-clone quickstart caught
+/// it). This pins the weights a seeded run starts from, as the trainer draws them: one step at
+/// learning rate 1e-12 leaves them as drawn. If a change of the model means to draw them
+/// differently, regenerate README's figures and update the numbers here.
+#[test]
+fn a_seeded_runs_initial_weights_are_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 31);
+    let run = tmp.path().join("run");
+    // In a process of its own: burn's device generator is shared by the threads of a process,
+    // and another test training beside this one would draw from it in between.
+    let mut args = vec!["train".to_string()];
+    for o in tiny_overrides(&data, &run).into_iter().chain(
+        [
+            "train.max_steps=1",
+            "train.lr=1e-12",
+            "train.warmup_steps=0",
+        ]
+        .map(String::from),
+    ) {
+        args.extend(["--set".to_string(), o]);
+    }
+    let st = spawn_train(&args).wait().unwrap();
+    assert!(st.success(), "dfm {args:?}");
+    let w = weights(&load(&run, &final_ckpt_at(&run, 1)));
+    let (abs, proj) = fingerprint(&w);
+    println!("initial weights: sum |w| {abs:.9}, projection {proj:.9}");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
+    assert!(
+        close(abs, PINNED_ABS) && close(proj, PINNED_PROJ),
+        "a seeded run's initial weights changed (sum |w| {abs:.9}, projection {proj:.9}; pinned {PINNED_ABS}, {PINNED_PROJ}): modules are first used in another order, or initialized differently"
+    );
+}
+
+const PINNED_ABS: f64 = 3764.625638055;
+const PINNED_PROJ: f64 = -3.419023024;
+
+fn final_ckpt_at(run: &Path, step: usize) -> PathBuf {
+    let (got, p) = checkpoint::list(run).unwrap().pop().unwrap();
+    assert_eq!(got, step, "the run reached step {step}");
+    p
+}
+
 #[test]
 fn loss_falls_and_model_beats_baselines_on_held_out_routes() {
     let tmp = tempfile::tempdir().unwrap();
