@@ -71,12 +71,14 @@ fn blend(avg: DfmModel, w: &HashMap<ParamId, Tensor<1>>, keep: f64) -> DfmModel 
             let keep = self.1;
             p.map(|t| {
                 let (grad, autodiff) = (t.is_require_grad(), t.is_autodiff());
-                let w = w.clone().reshape(t.shape());
-                // On the inner backend: the result is a leaf that records nothing.
+                // On the inner backend: the result is a leaf that records nothing. After a
+                // data-parallel step a weight may sit on another device than its average.
+                let t = t.inner();
+                let w = w.clone().reshape(t.shape()).to_device(&t.device());
                 let t = if keep == 0.0 {
                     w
                 } else {
-                    t.inner().mul_scalar(keep) + w.mul_scalar(1.0 - keep)
+                    t.mul_scalar(keep) + w.mul_scalar(1.0 - keep)
                 };
                 let t = if autodiff { t.autodiff() } else { t };
                 if grad { t.require_grad() } else { t }
