@@ -4,11 +4,13 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
-                                 [--folds 0,1,2,3] [--only geolife|lmrc] [--set KEY=VALUE ...]
+                                 [--folds 0,1,2,3] [--only geolife|fleet|lmrc] [--set KEY=VALUE ...]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
   mode, constant velocity and the run's ridge regression, on the same windows.
+- GPS CSV fleet (`configs/gps-csv.toml`): the eight GeoLife users written as one GPS CSV
+  (`scripts/geolife_csv.py`), imported at 10 s; held-out trips of the same people. Same columns.
 - LMRC (`configs/lmrc.toml`): the 8 routes, ordered by a hash of the route id, are cut into 4
   folds of 2 (`--test-frac 0.25 --val-frac 0.125 --fold F`: 2 test routes, 1 validation, 5
   training); fold F is trained with seed F + 1, so the 4 runs test every route once. Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
@@ -21,20 +23,25 @@ import argparse, json, os, subprocess, sys
 from study import cell, ms, run
 
 
-def geolife(a, seeds):
-    data = os.path.join(a.out, "geolife-data")
-    if not os.path.isfile(os.path.join(data, "manifest.json")):
-        run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"],
-            os.path.join(a.out, "geolife-import.log"))
-    rows = {k: [] for k in ["model K=1", "model top mode", "model best of 6", "ridge", "constant velocity"]}
-    bands = {}
+def train_seeds(a, config, data, name, seeds):
+    """Trains `config` on `data` once per seed (runs already evaluated are kept); their reports."""
+    reports = []
     for s in seeds:
-        rd = os.path.join(a.out, f"geolife-s{s}")
+        rd = os.path.join(a.out, f"{name}-s{s}")
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             subprocess.run(["rm", "-rf", rd])
-            run(["train", "--config", "configs/geolife.toml", "--device", "flex", "--set", f"run.seed={s}",
+            run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={s}",
                  f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
-        r = json.load(open(os.path.join(rd, "eval_test.json")))
+        reports.append(json.load(open(os.path.join(rd, "eval_test.json"))))
+    return reports
+
+
+def trajectory_tables(title, reports):
+    """minFDE of the model (K=1, most probable mode, best of 6), ridge and constant velocity, then
+    by the history's speed band: mean +- spread over the runs."""
+    rows = {k: [] for k in ["model K=1", "model top mode", "model best of 6", "ridge", "constant velocity"]}
+    bands = {}
+    for r in reports:
         t, b = r["trajectory"], r["baselines"]
         rows["model K=1"].append(t["at_1"]["min_fde_m"])
         rows["model top mode"].append(t["top_mode"]["min_fde_m"])
@@ -46,7 +53,7 @@ def geolife(a, seeds):
             bands.setdefault(band, []).append((sl["samples"], fde(sl["model"], "at_1"), fde(sl["model"]),
                                                fde(sl["baselines"]["constant_velocity"]), fde(sl["baselines"]["ridge"])))
     cv = rows["constant velocity"]
-    print(f"\nGeoLife, users 006-007 held out (60 s -> 60 s), seeds {','.join(map(str, seeds))}:\n")
+    print(f"\n{title}:\n")
     print("| | minFDE m | / constant velocity | / ridge |")
     print("|---|---|---|---|")
     for k, v in rows.items():
@@ -59,6 +66,33 @@ def geolife(a, seeds):
     for band, v in bands.items():
         col = lambda i: cell([x[i] for x in v], 1)
         print(f"| {band} | {v[0][0]} | {col(1)} | {col(2)} | {col(3)} | {col(4)} |")
+
+
+def geolife(a, seeds):
+    data = os.path.join(a.out, "geolife-data")
+    if not os.path.isfile(os.path.join(data, "manifest.json")):
+        run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"],
+            os.path.join(a.out, "geolife-import.log"))
+    reports = train_seeds(a, "configs/geolife.toml", data, "geolife", seeds)
+    trajectory_tables(f"GeoLife, users 006-007 held out (60 s -> 60 s), seeds {','.join(map(str, seeds))}", reports)
+
+
+def fleet(a, seeds):
+    """All eight GeoLife users as one GPS CSV fleet (`scripts/geolife_csv.py`), imported with the
+    gps-csv defaults (10 s fixes, 60 s -> 60 s, trips split by a hash of their id: the test trips
+    come from the people the model trained on), trained with `configs/gps-csv.toml`."""
+    data, csv = os.path.join(a.out, "fleet-data"), os.path.join(a.out, "fleet.csv")
+    if not os.path.isfile(os.path.join(data, "manifest.json")):
+        tree = os.path.join(a.shared, "geolife")
+        users = ",".join(sorted(d for d in os.listdir(tree) if os.path.isdir(os.path.join(tree, d))))
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "geolife_csv.py"),
+                            "--in", tree, "--users", users, "--out", csv])
+        if r.returncode != 0:
+            sys.exit("geolife_csv.py failed")
+        run(["data", "import", "gps-csv", "--in", csv, "--out", data, "--force"], os.path.join(a.out, "fleet-import.log"))
+    reports = train_seeds(a, "configs/gps-csv.toml", data, "fleet", seeds)
+    trajectory_tables(f"GPS CSV fleet of the 8 GeoLife users, held-out trips (60 s -> 60 s), seeds "
+                      f"{','.join(map(str, seeds))}", reports)
 
 
 def lmrc(a, folds):
@@ -117,7 +151,7 @@ def main():
     ap.add_argument("--folds", default="0,1,2,3", help="LMRC folds (fold F trains with seed F + 1)")
     ap.add_argument("--shared", default=os.path.join("..", "shared", "data"))
     ap.add_argument("--out", default=os.path.join("checkpoints", "real"))
-    ap.add_argument("--only", choices=["geolife", "lmrc"])
+    ap.add_argument("--only", choices=["geolife", "fleet", "lmrc"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every training run (repeatable); use another --out")
     a = ap.parse_args()
@@ -125,6 +159,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     if a.only in (None, "geolife"):
         geolife(a, seeds)
+    if a.only in (None, "fleet"):
+        fleet(a, seeds)
     if a.only in (None, "lmrc"):
         lmrc(a, [int(f) for f in a.folds.split(",")])
 
