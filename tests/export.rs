@@ -46,6 +46,7 @@ fn eval_json(
         source: "x".into(),
         step: None,
         dropped: vec![],
+        support_guard_mps: None,
     };
     let norm = std::sync::Arc::new(norm.clone());
     let inputs = dfm::eval::EvalInputs {

@@ -337,6 +337,21 @@ fn killed_run_resumes_to_the_same_weights() {
         weights(&ema_then.unwrap()),
         "best/ holds the averaged weights"
     );
+    // Training set the guard's threshold from the data (a motion scale: about 1 in this world),
+    // and the run's report names it.
+    let q = load(&a, &final_ckpt(&a))
+        .support_q99
+        .unwrap()
+        .val()
+        .into_scalar::<f32>();
+    assert!(q > 0.1 && q < 100.0, "support threshold {q}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("eval_test.json")).unwrap()).unwrap();
+    let mps = report["model"]["support_guard_mps"].as_f64();
+    assert!(
+        mps.is_some_and(|v| v > 0.0),
+        "the report names the guard: {mps:?}"
+    );
     println!(
         "kill -9 x{kills} (last checkpoint at each kill: {at_steps:?}): final weights bitwise equal"
     );

@@ -69,6 +69,7 @@ impl Ctx<'_> {
             source: self.m.description.clone(),
             step: self.m.step,
             dropped: o.drop.clone(),
+            support_guard_mps: self.m.model.support_guard_mps(&self.norm),
         };
         let inputs = crate::eval::EvalInputs {
             model: &self.m.model,

@@ -84,6 +84,10 @@ pub struct ModelInfo {
     pub step: Option<usize>,
     /// Modalities masked out for this evaluation.
     pub dropped: Vec<String>,
+    /// `model.support_guard`: the mean speed (m/s) from which the most likely trajectory's
+    /// correction shrinks (to none at twice it); absent without the guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support_guard_mps: Option<f64>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -233,6 +237,13 @@ impl EvalReport {
             "evaluation of {} on `{}`: {} samples{dropped}",
             self.model.source, self.split, self.samples
         );
+        if let Some(v) = self.model.support_guard_mps {
+            let _ = writeln!(
+                s,
+                "  support guard: the most likely trajectory's correction shrinks from {v:.1} m/s (the training histories' 99th percentile) to none at {:.1} m/s",
+                2.0 * v
+            );
+        }
         if self.samples_over_stop_capacity > 0 {
             let _ = writeln!(
                 s,

@@ -431,6 +431,18 @@ pub fn support_factor(s: Tensor<1>, q: Tensor<1>) -> Tensor<1> {
 }
 
 impl DfmModel {
+    /// The support guard's threshold as a mean speed (m/s) for data read by `norm`: the motion
+    /// scale is the history's mean step times its rows over the position scale. None without
+    /// the guard or before training set it.
+    pub fn support_guard_mps(&self, norm: &crate::features::Normalizer) -> Option<f64> {
+        let q = self.support_q99.as_ref()?.val().into_scalar::<f32>() as f64;
+        let (h, step) = (
+            norm.spec.history_len as f64,
+            norm.spec.history_step_s as f64,
+        );
+        (q < UNSET_SUPPORT as f64 / 2.0).then(|| q * norm.pos_scale as f64 / (h * step))
+    }
+
     /// Sets the support guard's threshold (`model.support_guard`; a fixed value, not trained).
     pub fn set_support_q99(&mut self, q: f32, device: &Device) {
         let t = Tensor::from_data([q], device);

@@ -610,6 +610,7 @@ impl Trainer {
             ),
             step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
             dropped: vec![],
+            support_guard_mps: best.support_guard_mps(&setup.norm),
         };
         let inputs = crate::eval::EvalInputs {
             model: &best,
@@ -766,10 +767,7 @@ fn set_support(model: &mut DfmModel, setup: &Setup, device: &Device) -> anyhow::
         return Ok(());
     };
     model.set_support_q99(q, device);
-    let (spec, norm) = (&setup.spec, &setup.norm);
-    // The motion scale is the history's mean step times its rows, over the position scale.
-    let mps =
-        q as f64 * norm.pos_scale as f64 / (spec.history_len as f64 * spec.history_step_s as f64);
+    let mps = model.support_guard_mps(&setup.norm).unwrap_or(f64::NAN);
     println!(
         "support guard: 99% of the training histories move at most {mps:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
         2.0 * mps
