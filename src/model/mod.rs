@@ -480,7 +480,7 @@ fn rule_prior(b: &Batch, stop_valid: &Tensor<2>, scale: Tensor<1>) -> Tensor<2> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::manifest::NormStats;
     use crate::data::sample::{Context, Fix, Sample, Stop};
@@ -488,8 +488,32 @@ mod tests {
     use crate::frame::Enu;
     use burn::data::dataloader::batcher::Batcher;
 
+    /// A model of `cfg` on `spec` with one history and IMU row per token and no dropout.
+    pub(crate) fn small_model(cfg: ModelConfig, spec: &Spec) -> DfmModel {
+        let cfg = ModelConfig {
+            history_patch: 1,
+            imu_patch: 1,
+            dropout: 0.0,
+            ..cfg
+        };
+        DfmModel::new(&cfg, spec, 8, &Device::flex())
+    }
+
+    /// The features of two samples going north, at 1 and at 10 m/s (two 1 s fixes each).
+    fn two_movers(spec: &Spec) -> Vec<crate::features::Features> {
+        let n = Normalizer::new(spec, &NormStats::default(), 8);
+        let mover = |m_per_s: f64| {
+            Sample::bare(
+                "k",
+                1.0,
+                vec![fix_north(0.0, -m_per_s), fix_north(1.0, 0.0)],
+            )
+        };
+        vec![n.features(&mover(1.0)), n.features(&mover(10.0))]
+    }
+
     /// Two 1 s history fixes, two 1 s future steps, one IMU row, `max_stops` stop slots.
-    fn tiny_spec(max_stops: usize) -> Spec {
+    pub(crate) fn tiny_spec(max_stops: usize) -> Spec {
         Spec {
             history_len: 2,
             history_step_s: 1.0,
@@ -580,25 +604,15 @@ mod tests {
     /// (autodiff) sees the model's own for both.
     #[test]
     fn the_support_guard_falls_back_to_constant_velocity_beyond_the_training_motion() {
-        let spec = tiny_spec(2);
-        let cfg = ModelConfig {
-            history_patch: 1,
-            imu_patch: 1,
-            dropout: 0.0,
-            support_guard: true,
-            ..Default::default()
-        };
-        let device = Device::flex();
-        let mut model = DfmModel::new(&cfg, &spec, 8, &device);
-        let n = Normalizer::new(&spec, &NormStats::default(), 8);
-        let mover = |m_per_s: f64| {
-            Sample::bare(
-                "k",
-                1.0,
-                vec![fix_north(0.0, -m_per_s), fix_north(1.0, 0.0)],
-            )
-        };
-        let feats = vec![n.features(&mover(1.0)), n.features(&mover(10.0))];
+        let (spec, device) = (tiny_spec(2), Device::flex());
+        let mut model = small_model(
+            ModelConfig {
+                support_guard: true,
+                ..Default::default()
+            },
+            &spec,
+        );
+        let feats = two_movers(&spec);
         let b = crate::batch::FeatureBatcher.batch(feats.clone(), &device);
         let flat = |t: Tensor<3>| -> Vec<f32> { t.into_data().convert::<f32>().to_vec().unwrap() };
         let point = |model: &DfmModel, b: &Batch| {
@@ -639,26 +653,15 @@ mod tests {
     /// linear model of the history scales the same way), and none without its history.
     #[test]
     fn relative_offsets_scale_with_the_history_motion() {
-        let spec = tiny_spec(2);
-        let cfg = ModelConfig {
-            history_patch: 1,
-            imu_patch: 1,
-            dropout: 0.0,
-            relative_offsets: true,
-            ..Default::default()
-        };
-        let device = Device::flex();
-        let mut model = DfmModel::new(&cfg, &spec, 8, &device);
-        let n = Normalizer::new(&spec, &NormStats::default(), 8);
-        let mover = |m_per_s: f64| {
-            Sample::bare(
-                "k",
-                1.0,
-                vec![fix_north(0.0, -m_per_s), fix_north(1.0, 0.0)],
-            )
-        };
-        let feats = vec![n.features(&mover(1.0)), n.features(&mover(10.0))];
-        let b = crate::batch::FeatureBatcher.batch(feats, &device);
+        let (spec, device) = (tiny_spec(2), Device::flex());
+        let mut model = small_model(
+            ModelConfig {
+                relative_offsets: true,
+                ..Default::default()
+            },
+            &spec,
+        );
+        let b = crate::batch::FeatureBatcher.batch(two_movers(&spec), &device);
         let point = |model: &DfmModel, keep_history: bool| -> Vec<f32> {
             let drop = if keep_history {
                 vec![]

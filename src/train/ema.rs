@@ -92,27 +92,11 @@ fn blend(avg: DfmModel, w: &HashMap<ParamId, Tensor<1>>, keep: f64) -> DfmModel 
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
-    use crate::data::sample::Spec;
-    use burn::tensor::Device;
 
     /// A small model with every weight drawn (burn draws each at its first use).
     fn model() -> DfmModel {
-        let spec = Spec {
-            history_len: 2,
-            history_step_s: 1.0,
-            future_len: 2,
-            future_step_s: 1.0,
-            imu_len: 1,
-            imu_rate_hz: 1.0,
-            max_stops: 2,
-            ..Spec::default()
-        };
-        let cfg = ModelConfig {
-            history_patch: 1,
-            imu_patch: 1,
-            ..Default::default()
-        };
-        DfmModel::new(&cfg, &spec, 8, &Device::flex()).map(&mut Shift(0.0))
+        let spec = crate::model::tests::tiny_spec(2);
+        crate::model::tests::small_model(ModelConfig::default(), &spec).map(&mut Shift(0.0))
     }
 
     /// Every weight plus a constant.
