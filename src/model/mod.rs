@@ -16,6 +16,8 @@ pub mod heads;
 pub mod image;
 pub mod sensor;
 pub mod stop_context;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod video;
 
 use crate::batch::Batch;
@@ -480,24 +482,14 @@ fn rule_prior(b: &Batch, stop_valid: &Tensor<2>, scale: Tensor<1>) -> Tensor<2> 
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::testing::{small_model, tiny_spec};
     use super::*;
     use crate::data::manifest::NormStats;
     use crate::data::sample::{Context, Fix, Sample, Stop};
     use crate::features::Normalizer;
     use crate::frame::Enu;
     use burn::data::dataloader::batcher::Batcher;
-
-    /// A model of `cfg` on `spec` with one history and IMU row per token and no dropout.
-    pub(crate) fn small_model(cfg: ModelConfig, spec: &Spec) -> DfmModel {
-        let cfg = ModelConfig {
-            history_patch: 1,
-            imu_patch: 1,
-            dropout: 0.0,
-            ..cfg
-        };
-        DfmModel::new(&cfg, spec, 8, &Device::flex())
-    }
 
     /// The features of two samples going north, at 1 and at 10 m/s (two 1 s fixes each).
     fn two_movers(spec: &Spec) -> Vec<crate::features::Features> {
@@ -510,20 +502,6 @@ pub(crate) mod tests {
             )
         };
         vec![n.features(&mover(1.0)), n.features(&mover(10.0))]
-    }
-
-    /// Two 1 s history fixes, two 1 s future steps, one IMU row, `max_stops` stop slots.
-    pub(crate) fn tiny_spec(max_stops: usize) -> Spec {
-        Spec {
-            history_len: 2,
-            history_step_s: 1.0,
-            future_len: 2,
-            future_step_s: 1.0,
-            imu_len: 1,
-            imu_rate_hz: 1.0,
-            max_stops,
-            ..Spec::default()
-        }
     }
 
     /// A fix `north` meters north of (47.6, -122.3) at time `t`.
@@ -591,11 +569,14 @@ pub(crate) mod tests {
         let q = Tensor::<1>::from_data([2.0f32], &device);
         let g: Vec<f32> = support_factor(s.clone() * 2.0, q)
             .into_data()
-            .to_vec()
+            .try_into_vec::<f32>()
             .unwrap();
         assert_eq!(g, vec![1.0, 1.0, 0.5, 0.0, 0.0]);
         let unset = Tensor::<1>::from_data([UNSET_SUPPORT], &device);
-        let g: Vec<f32> = support_factor(s, unset).into_data().to_vec().unwrap();
+        let g: Vec<f32> = support_factor(s, unset)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         assert_eq!(g, vec![1.0; 5], "a threshold never set shrinks nothing");
     }
 
@@ -614,14 +595,19 @@ pub(crate) mod tests {
         );
         let feats = two_movers(&spec);
         let b = crate::batch::FeatureBatcher.batch(feats.clone(), &device);
-        let flat = |t: Tensor<3>| -> Vec<f32> { t.into_data().convert::<f32>().to_vec().unwrap() };
+        let flat = |t: Tensor<3>| -> Vec<f32> {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
         let point = |model: &DfmModel, b: &Batch| {
             let keep = crate::eval::keep_mask(&[], 2, &b.prior.device());
             flat(model.forward(b, &TokenMasks::keep(keep)).point)
         };
         let own = point(&model, &b);
         // The slow mover is at the threshold, the fast one ten times beyond it.
-        let slow: Vec<f32> = motion_scale(&b).into_data().to_vec().unwrap();
+        let slow: Vec<f32> = motion_scale(&b).into_data().try_into_vec::<f32>().unwrap();
         model.set_support_q99(slow[0], &device);
         let guarded = point(&model, &b);
         let f2 = spec.future_len * 2;

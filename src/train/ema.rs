@@ -95,8 +95,8 @@ mod tests {
 
     /// A small model with every weight drawn (burn draws each at its first use).
     fn model() -> DfmModel {
-        let spec = crate::model::tests::tiny_spec(2);
-        crate::model::tests::small_model(ModelConfig::default(), &spec).map(&mut Shift(0.0))
+        let spec = crate::model::testing::tiny_spec(2);
+        crate::model::testing::small_model(ModelConfig::default(), &spec).map(&mut Shift(0.0))
     }
 
     /// Every weight plus a constant.
@@ -118,7 +118,7 @@ mod tests {
                 w[i].clone()
                     .into_data()
                     .convert::<f32>()
-                    .to_vec::<f32>()
+                    .try_into_vec::<f32>()
                     .unwrap()
             })
             .collect()
