@@ -4,6 +4,15 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 
+/// The `q` quantile of sorted values, by nearest rank; NaN when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
 /// Writes a file atomically: a temporary file beside it, fsync, then rename. A crash at any
 /// point leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

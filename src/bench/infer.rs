@@ -5,10 +5,10 @@
 //! several forward passes at once (a CPU: [`crate::passes::plan`]), also the
 //! throughput of that many passes side by side.
 
-use super::serve::percentile;
 use crate::batch::FeatureBatcher;
 use crate::model::TokenMasks;
 use crate::predict::Predictor;
+use crate::util::percentile;
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use serde::Serialize;

@@ -4,6 +4,7 @@
 
 use crate::predict::{Predictor, to_request_json};
 use crate::serve::ServeOptions;
+use crate::util::percentile;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -35,14 +36,6 @@ pub struct ServeBench {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub rows: Vec<Row>,
-}
-
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
 }
 
 /// Sends `requests` single-sample requests from `concurrency` clients at once; their

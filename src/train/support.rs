@@ -19,12 +19,16 @@ pub fn motion_scale(f: &Features) -> Option<f32> {
     (present.len() >= 2).then(|| f.hist[last * HIST_CH + hist_ch::LOG_SCALE].exp())
 }
 
-/// The `q` quantile of values (nearest rank); None when there are none.
-pub fn quantile(mut v: Vec<f32>, q: f64) -> Option<f32> {
-    v.retain(|x| x.is_finite());
-    v.sort_by(f32::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v.get(i).copied()
+/// The `q` quantile of the finite values (nearest rank, `util::percentile`); None when there are
+/// none.
+pub fn quantile(v: Vec<f32>, q: f64) -> Option<f32> {
+    let mut v: Vec<f64> = v
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .map(f64::from)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| crate::util::percentile(&v, q) as f32)
 }
 
 /// The [`QUANTILE`] of the motion scale over every source's training split; None when no
