@@ -306,6 +306,10 @@ fn killed_run_resumes_to_the_same_weights() {
         !b.join("ckpt-00000059.tmp").exists(),
         "leftover .tmp cleaned up"
     );
+    assert!(
+        !out.contains("support guard: 99%"),
+        "a resume reads the guard's threshold from support.json instead of measuring it: {out}"
+    );
 
     let (wa, wb) = (
         weights(&load(&a, &final_ckpt(&a))),
@@ -345,6 +349,15 @@ fn killed_run_resumes_to_the_same_weights() {
         .val()
         .into_scalar::<f32>();
     assert!(q > 0.1 && q < 100.0, "support threshold {q}");
+    let kept = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("support.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        kept(&a)["motion_scale"].as_f64().map(|v| v as f32),
+        Some(q),
+        "support.json keeps the model's threshold"
+    );
+    assert_eq!(kept(&a), kept(&b), "and a killed run keeps the same one");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("eval_test.json")).unwrap()).unwrap();
     let mps = report["model"]["support_guard_mps"].as_f64();

@@ -1,6 +1,9 @@
 //! The training data's range of motion, for `model.support_guard`: the 99th percentile of the
 //! training histories' motion scale (the feature the model reads: the history's mean step over
-//! the position scale), measured when a run starts and kept in the model.
+//! the position scale), measured when a run starts, kept in the run folder (`support.json`, so a
+//! resumed run does not measure it again) and in the model.
+
+use std::path::Path;
 
 use super::Setup;
 use crate::data::loader::{Loader, LoaderOptions};
@@ -58,6 +61,59 @@ pub fn motion_q99(setup: &Setup) -> anyhow::Result<Option<f32>> {
     Ok(quantile(all, QUANTILE))
 }
 
+/// The run folder's record of the threshold.
+pub const FILE: &str = "support.json";
+
+/// What `support.json` holds: the quantile, the motion scale it measured and the data it read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Threshold {
+    pub quantile: f64,
+    pub motion_scale: f32,
+    pub manifest_sha256: String,
+}
+
+/// The run's threshold: the one `support.json` in `run_dir` keeps for this data (a resumed run),
+/// else measured with [`motion_q99`] and written there. `Ok(None)` when no training history
+/// moves; `Ok(Some((q, measured)))` otherwise.
+pub fn ensure(setup: &Setup, run_dir: &Path) -> anyhow::Result<Option<(f32, bool)>> {
+    let path = run_dir.join(FILE);
+    if let Some(t) = load(&path)?
+        && t.manifest_sha256 == setup.manifest_sha256
+        && t.quantile == QUANTILE
+    {
+        return Ok(Some((t.motion_scale, false)));
+    }
+    let Some(q) = motion_q99(setup)? else {
+        return Ok(None);
+    };
+    let t = Threshold {
+        quantile: QUANTILE,
+        motion_scale: q,
+        manifest_sha256: setup.manifest_sha256.clone(),
+    };
+    crate::util::write_atomic(&path, &serde_json::to_vec_pretty(&t)?)?;
+    Ok(Some((q, true)))
+}
+
+/// `support.json`, when the run has one; an unreadable one is an error naming the file.
+fn load(path: &Path) -> anyhow::Result<Option<Threshold>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let t: Threshold = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a support threshold: {e}", path.display()))?;
+    if !(t.motion_scale.is_finite() && t.motion_scale > 0.0) {
+        anyhow::bail!(
+            "{}: motion_scale {} is not a positive number",
+            path.display(),
+            t.motion_scale
+        );
+    }
+    Ok(Some(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +125,27 @@ mod tests {
         assert_eq!(quantile(v, 0.0), Some(1.0));
         assert_eq!(quantile(vec![f32::NAN, 2.0], 0.99), Some(2.0));
         assert_eq!(quantile(Vec::new(), 0.99), None);
+    }
+
+    #[test]
+    fn a_bad_support_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(FILE);
+        assert_eq!(load(&p).unwrap(), None, "no file: measure");
+        for bad in [
+            "{",
+            r#"{"quantile":0.99,"motion_scale":-1.0,"manifest_sha256":"x"}"#,
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let e = load(&p).unwrap_err().to_string();
+            assert!(e.contains("support.json"), "{e}");
+        }
+        let t = Threshold {
+            quantile: QUANTILE,
+            motion_scale: 1.25,
+            manifest_sha256: "abc".into(),
+        };
+        std::fs::write(&p, serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(load(&p).unwrap(), Some(t));
     }
 }

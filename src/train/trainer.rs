@@ -140,7 +140,7 @@ impl Trainer {
         write_run_files(&setup, &run_dir, resume)?;
         let ridge = ensure_ridge(&setup, &run_dir, quiet)?;
         let devices = training_devices(&setup.cfg, device)?;
-        let model = initial_model(&setup, &devices[0], resume)?;
+        let model = initial_model(&setup, &devices[0], &run_dir, resume)?;
         let loader = setup.train_loader()?;
         let (per_epoch, total) = run_length(&setup.cfg, &loader, devices.len())?;
         let tracker = start_tracking(&setup, &run_dir, resume, device, quiet)?;
@@ -706,6 +706,7 @@ fn log_run_artifacts(t: &Tracker, run_dir: &Path) {
         "metrics.jsonl",
         "loss.png",
         crate::eval::ridge::FILE,
+        super::support::FILE,
     ] {
         t.artifact(&run_dir.join(f), f);
     }
@@ -742,7 +743,12 @@ fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Resul
 
 /// A new model, with a pretrained run's encoders (`train.init_from`, new runs only) and frozen
 /// encoders when asked.
-fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result<DfmModel> {
+fn initial_model(
+    setup: &Setup,
+    device: &Device,
+    run_dir: &Path,
+    resume: bool,
+) -> anyhow::Result<DfmModel> {
     let cfg = &setup.cfg;
     let mut model = setup.new_model(device);
     if !cfg.train.init_from.is_empty() && !resume {
@@ -754,19 +760,27 @@ fn initial_model(setup: &Setup, device: &Device, resume: bool) -> anyhow::Result
         model.enc = model.enc.no_grad();
     }
     if cfg.model.support_guard {
-        set_support(&mut model, setup, device)?;
+        set_support(&mut model, setup, run_dir, device)?;
     }
     Ok(model)
 }
 
-/// Measures the training data's range of motion for `model.support_guard` (a resumed run's
-/// checkpoint brings its own).
-fn set_support(model: &mut DfmModel, setup: &Setup, device: &Device) -> anyhow::Result<()> {
-    let Some(q) = super::support::motion_q99(setup)? else {
+/// The training data's range of motion for `model.support_guard`: measured when the run starts,
+/// read back from `support.json` when it resumes.
+fn set_support(
+    model: &mut DfmModel,
+    setup: &Setup,
+    run_dir: &Path,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let Some((q, measured)) = super::support::ensure(setup, run_dir)? else {
         eprintln!("warning: model.support_guard: no training history moves; the guard is off");
         return Ok(());
     };
     model.set_support_q99(q, device);
+    if !measured {
+        return Ok(());
+    }
     let mps = model.support_guard_mps(&setup.norm).unwrap_or(f64::NAN);
     println!(
         "support guard: 99% of the training histories move at most {mps:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
