@@ -544,60 +544,39 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let m = &self.model;
-        let t = &self.train;
-        let d = &self.data;
         // Every number a user can set has a range, named with its key.
-        let (int, real) = (int_in, real_in);
-        const BIG: usize = 1_000_000_000;
-        int("data.synth_routes", d.synth_routes, 0, 10_000_000)?;
-        int("data.workers", d.workers, 1, 256)?;
-        int("data.prefetch", d.prefetch, 1, 1024)?;
-        int("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
-        int("data.image_size", d.image_size, 8, 1024)?;
-        self.validate_sources()?;
+        self.validate_data()?;
+        self.validate_model()?;
+        self.validate_train()?;
+        self.validate_eval()?;
+        self.validate_run()
+    }
+
+    fn validate_data(&self) -> anyhow::Result<()> {
+        let d = &self.data;
+        int_in("data.synth_routes", d.synth_routes, 0, 10_000_000)?;
+        int_in("data.workers", d.workers, 1, 256)?;
+        int_in("data.prefetch", d.prefetch, 1, 1024)?;
+        int_in("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
+        int_in("data.image_size", d.image_size, 8, 1024)?;
+        self.validate_sources()
+    }
+
+    fn validate_model(&self) -> anyhow::Result<()> {
+        let m = &self.model;
+        let int = int_in;
         int("model.d_model", m.d_model, 1, 8192)?;
         int("model.layers", m.layers, 1, 128)?;
         int("model.heads", m.heads, 1, 256)?;
         int("model.ff_mult", m.ff_mult, 1, 64)?;
         int("model.modes", m.modes, 1, 64)?;
-        int("model.image_patch", m.image_patch, 1, d.image_size)?;
+        int("model.image_patch", m.image_patch, 1, self.data.image_size)?;
         // 0: derive from the data.
         int("model.history_patch", m.history_patch, 0, 100_000)?;
         int("model.imu_patch", m.imu_patch, 0, 100_000)?;
-        int(
-            "model.video_tubelet",
-            m.video_tubelet,
-            1,
-            crate::data::video::MAX_FRAMES,
-        )?;
-        int(
-            "model.video_patch",
-            m.video_patch,
-            1,
-            crate::data::video::MAX_SIDE,
-        )?;
-        int("train.epochs", t.epochs, 1, 1_000_000)?;
-        int("train.max_steps", t.max_steps, 0, BIG)?;
-        int("train.batch_size", t.batch_size, 1, 65_536)?;
-        int("train.warmup_steps", t.warmup_steps, 0, BIG)?;
-        int("train.grad_accum", t.grad_accum, 1, 4096)?;
-        t.validate_replicas()?;
-        int("train.checkpoint_every", t.checkpoint_every, 1, BIG)?;
-        int("train.keep_last", t.keep_last, 1, 1000)?;
-        int("train.log_every", t.log_every, 1, BIG)?;
-        int("eval.batch_size", self.eval.batch_size, 1, 65_536)?;
-        real("train.lr", t.lr, 1e-12, 1e6)?;
-        real("train.weight_decay", t.weight_decay, 0.0, 10.0)?;
-        real("train.grad_clip", t.grad_clip, 0.0, 1e6)?;
-        real("train.mirror", t.mirror, 0.0, 1.0)?;
-        real("train.ema", t.ema, 0.0, 0.99999)?;
-        real(
-            "eval.miss_threshold_m",
-            self.eval.miss_threshold_m,
-            1e-3,
-            1e6,
-        )?;
+        let video = (crate::data::video::MAX_FRAMES, crate::data::video::MAX_SIDE);
+        int("model.video_tubelet", m.video_tubelet, 1, video.0)?;
+        int("model.video_patch", m.video_patch, 1, video.1)?;
         if m.d_model % m.heads != 0 {
             bail!(
                 "key `model.d_model`: {} is not divisible by model.heads = {}",
@@ -620,15 +599,27 @@ impl Config {
                 bail!("key `{key}`: {v} is outside [0, 1)");
             }
         }
-        real("run.track_flush_s", self.run.track_flush_s, 0.0, 3600.0)?;
-        if !self.run.track.is_empty() {
-            crate::track::mlflow::check_uri(&self.run.track)
-                .map_err(|e| anyhow::anyhow!("key `run.track`: {e}"))?;
-        }
-        let exp = &self.run.experiment;
-        if exp.trim().is_empty() || exp.len() > 500 {
-            bail!("key `run.experiment`: {exp:?} must be 1 to 500 characters");
-        }
+        Ok(())
+    }
+
+    fn validate_train(&self) -> anyhow::Result<()> {
+        let t = &self.train;
+        let (int, real) = (int_in, real_in);
+        const BIG: usize = 1_000_000_000;
+        int("train.epochs", t.epochs, 1, 1_000_000)?;
+        int("train.max_steps", t.max_steps, 0, BIG)?;
+        int("train.batch_size", t.batch_size, 1, 65_536)?;
+        int("train.warmup_steps", t.warmup_steps, 0, BIG)?;
+        int("train.grad_accum", t.grad_accum, 1, 4096)?;
+        t.validate_replicas()?;
+        int("train.checkpoint_every", t.checkpoint_every, 1, BIG)?;
+        int("train.keep_last", t.keep_last, 1, 1000)?;
+        int("train.log_every", t.log_every, 1, BIG)?;
+        real("train.lr", t.lr, 1e-12, 1e6)?;
+        real("train.weight_decay", t.weight_decay, 0.0, 10.0)?;
+        real("train.grad_clip", t.grad_clip, 0.0, 1e6)?;
+        real("train.mirror", t.mirror, 0.0, 1.0)?;
+        real("train.ema", t.ema, 0.0, 0.99999)?;
         for (k, v) in &t.loss_weights {
             if !LOSS_HEADS.contains(&k.as_str()) {
                 bail!(
@@ -653,13 +644,33 @@ impl Config {
                 );
             }
         }
+        Ok(())
+    }
+
+    fn validate_eval(&self) -> anyhow::Result<()> {
+        let e = &self.eval;
+        int_in("eval.batch_size", e.batch_size, 1, 65_536)?;
+        real_in("eval.miss_threshold_m", e.miss_threshold_m, 1e-3, 1e6)?;
         const SPLITS: [&str; 5] = ["train", "val", "test", "test_days", "all"];
-        if !SPLITS.contains(&self.eval.split.as_str()) {
+        if !SPLITS.contains(&e.split.as_str()) {
             bail!(
                 "key `eval.split`: `{}`; allowed: {}",
-                self.eval.split,
+                e.split,
                 SPLITS.join(", ")
             );
+        }
+        Ok(())
+    }
+
+    fn validate_run(&self) -> anyhow::Result<()> {
+        real_in("run.track_flush_s", self.run.track_flush_s, 0.0, 3600.0)?;
+        if !self.run.track.is_empty() {
+            crate::track::mlflow::check_uri(&self.run.track)
+                .map_err(|e| anyhow::anyhow!("key `run.track`: {e}"))?;
+        }
+        let exp = &self.run.experiment;
+        if exp.trim().is_empty() || exp.len() > 500 {
+            bail!("key `run.experiment`: {exp:?} must be 1 to 500 characters");
         }
         Ok(())
     }

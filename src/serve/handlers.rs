@@ -6,7 +6,7 @@
 use super::metrics::Metrics;
 use super::model_thread::{Job, Shared};
 use crate::data::sample::Sample;
-use crate::predict::{Codec, InputError, RequestLimits, sample_from_request};
+use crate::predict::{Codec, InputError, RawOutput, RequestLimits, sample_from_request};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -265,26 +265,9 @@ pub async fn predict(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let st = &st;
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                format!("body larger than {} bytes", st.max_body),
-            );
-        }
-        Err(e) => return error(e.status(), None, e.body_text()),
-    };
-    let (samples, list) = match parse_body(&body, st.max_samples, &st.limits) {
+    let (samples, list) = match read_request(st, body) {
         Ok(x) => x,
-        Err((status, e)) => {
-            return error(
-                status,
-                (!e.field.is_empty()).then_some(e.field.as_str()),
-                e.error,
-            );
-        }
+        Err(r) => return r,
     };
     // A route plan adds its decisions to the request's work: more than the queue holds is
     // refused before anything is prepared.
@@ -304,22 +287,9 @@ pub async fn predict(
     let Some(mut room) = Reservation::take(st, need) else {
         return busy("overloaded: the queue is full; retry after a moment");
     };
-    // A route plan's preparation is CPU work (the plan, two walks of features): it runs off the
-    // async threads, which keep answering other clients and the probes meanwhile.
-    let (inputs, metas) = if need > samples.len() {
-        let codec = st.codec.clone();
-        match tokio::task::spawn_blocking(move || prepare_all(&codec, samples)).await {
-            Ok(p) => p,
-            Err(_) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    None,
-                    "preparing the request failed",
-                );
-            }
-        }
-    } else {
-        prepare_all(&st.codec, samples)
+    let (inputs, metas) = match prepare(st, samples, need).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     room.resize(inputs.len());
     let (tx, rx) = oneshot::channel();
@@ -328,44 +298,104 @@ pub async fn predict(
     match sent {
         // The model thread gives the room back once it has run (or dropped) the job.
         Ok(()) => room.hand_over(),
-        Err(e) => {
-            return match e {
-                TrySendError::Full(_) => busy("overloaded: too many requests waiting"),
-                TrySendError::Disconnected(_) => busy("the model is not running"),
-            };
-        }
+        Err(TrySendError::Full(_)) => return busy("overloaded: too many requests waiting"),
+        Err(TrySendError::Disconnected(_)) => return busy("the model is not running"),
     }
     match rx.await {
-        Ok(Ok(raw)) => {
-            let mut raw = raw.into_iter();
-            let preds: Vec<_> = metas
-                .into_iter()
-                .map(|m| {
-                    let mine = raw.by_ref().take(m.inputs()).collect();
-                    st.codec.finish_request(m, mine)
-                })
-                .collect();
-            // Serialized once, straight to bytes (not through a `Value`).
-            let body = if list {
-                serde_json::to_vec(&preds)
-            } else {
-                serde_json::to_vec(&preds[0])
-            };
-            match body {
-                Ok(v) => (
-                    StatusCode::OK,
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    )],
-                    v,
-                )
-                    .into_response(),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
-            }
-        }
+        Ok(Ok(raw)) => answer(st, metas, raw, list),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e),
         Err(_) => busy("the model stopped"),
+    }
+}
+
+/// The request's samples and whether it sent a list; an error response for a body too large or
+/// not a valid request.
+fn read_request(
+    st: &AppState,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(Vec<Sample>, bool), Response> {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                format!("body larger than {} bytes", st.max_body),
+            ));
+        }
+        Err(e) => return Err(error(e.status(), None, e.body_text())),
+    };
+    parse_body(&body, st.max_samples, &st.limits).map_err(|(status, e)| {
+        error(
+            status,
+            (!e.field.is_empty()).then_some(e.field.as_str()),
+            e.error,
+        )
+    })
+}
+
+/// The samples' model inputs. A route plan's preparation is CPU work (the plan, two walks of
+/// features): it runs off the async threads, which keep answering other clients and the probes
+/// meanwhile.
+async fn prepare(
+    st: &AppState,
+    samples: Vec<Sample>,
+    need: usize,
+) -> Result<
+    (
+        Vec<crate::features::Features>,
+        Vec<crate::codec::RequestMeta>,
+    ),
+    Response,
+> {
+    if need <= samples.len() {
+        return Ok(prepare_all(&st.codec, samples));
+    }
+    let codec = st.codec.clone();
+    tokio::task::spawn_blocking(move || prepare_all(&codec, samples))
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "preparing the request failed",
+            )
+        })
+}
+
+/// The predictions of the request's samples from the model's raw outputs (in order), as JSON: a
+/// list when the request sent one.
+fn answer(
+    st: &AppState,
+    metas: Vec<crate::codec::RequestMeta>,
+    raw: Vec<RawOutput>,
+    list: bool,
+) -> Response {
+    let mut raw = raw.into_iter();
+    let preds: Vec<_> = metas
+        .into_iter()
+        .map(|m| {
+            let mine = raw.by_ref().take(m.inputs()).collect();
+            st.codec.finish_request(m, mine)
+        })
+        .collect();
+    // Serialized once, straight to bytes (not through a `Value`).
+    let body = if list {
+        serde_json::to_vec(&preds)
+    } else {
+        serde_json::to_vec(&preds[0])
+    };
+    match body {
+        Ok(v) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            v,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
     }
 }
 
