@@ -5,10 +5,13 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
                                  [--folds 0,1,2,3] [--only geolife|fleet|lmrc] [--set KEY=VALUE ...]
+                                 [--history FIXES]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
-  mode, constant velocity and the run's ridge regression, on the same windows.
+  mode, constant velocity and the run's ridge regression, on the same windows. `--history 36`
+  imports GeoLife with 36 fixes (3 min) of history instead of 12 (fewer windows: a trip must be
+  longer); use another --out.
 - GPS CSV fleet (`configs/gps-csv.toml`): the eight GeoLife users written as one GPS CSV
   (`scripts/geolife_csv.py`), imported at 10 s; held-out trips of the same people. Same columns.
 - LMRC (`configs/lmrc.toml`): the 8 routes, ordered by a hash of the route id, are cut into 4
@@ -71,10 +74,12 @@ def trajectory_tables(title, reports):
 def geolife(a, seeds):
     data = os.path.join(a.out, "geolife-data")
     if not os.path.isfile(os.path.join(data, "manifest.json")):
-        run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"],
-            os.path.join(a.out, "geolife-import.log"))
+        history = ["--history", str(a.history)] if a.history else []
+        run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"]
+            + history, os.path.join(a.out, "geolife-import.log"))
     reports = train_seeds(a, "configs/geolife.toml", data, "geolife", seeds)
-    trajectory_tables(f"GeoLife, users 006-007 held out (60 s -> 60 s), seeds {','.join(map(str, seeds))}", reports)
+    past = f"{a.history * 5} s" if a.history else "60 s"
+    trajectory_tables(f"GeoLife, users 006-007 held out ({past} -> 60 s), seeds {','.join(map(str, seeds))}", reports)
 
 
 def fleet(a, seeds):
@@ -154,6 +159,7 @@ def main():
     ap.add_argument("--only", choices=["geolife", "fleet", "lmrc"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every training run (repeatable); use another --out")
+    ap.add_argument("--history", type=int, help="GeoLife: fixes of history to import (12 by default)")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     os.makedirs(a.out, exist_ok=True)
