@@ -274,7 +274,8 @@ fn importers_never_panic_on_mutated_files() {
     fuzz("gps csv", &[csv.into_bytes()], |bytes| {
         std::fs::write(&path, bytes).unwrap();
         let mut r = dfm::data::import::ImportReport::default();
-        dfm::data::import::gps_csv::read(&path, &cols, &mut r, false).is_ok()
+        let utc = dfm::data::import::Clock::Offset(0.0);
+        dfm::data::import::gps_csv::read(&path, &cols, &utc, &mut r, false).is_ok()
     });
 
     let mut plt = String::from(

@@ -287,6 +287,76 @@ fn gps_csv_renamed_columns_sparse_fixes_gaps_and_bad_rows() {
     );
 }
 
+/// The fleet CSV with its UNIX times rewritten by `fmt` (a chrono format) in Berlin time.
+fn fleet_csv_dated(dir: &Path, fmt: &str) -> PathBuf {
+    let unix = std::fs::read_to_string(fleet_csv(dir, false)).unwrap();
+    let mut lines = unix.lines();
+    let mut text = format!("{}\n", lines.next().unwrap());
+    for line in lines {
+        let mut cells: Vec<String> = line.split(',').map(String::from).collect();
+        let t: f64 = cells[1].parse().unwrap();
+        let utc = chrono::DateTime::from_timestamp(t as i64, 0).unwrap();
+        cells[1] = utc
+            .with_timezone(&chrono_tz::Europe::Berlin)
+            .format(fmt)
+            .to_string();
+        text.push_str(&format!("{}\n", cells.join(",")));
+    }
+    let p = dir.join("fleet-dated.csv");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn gps_csv_reads_iso_date_times_local_or_with_an_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = csv_options();
+    o.window.tz = Some("Europe/Berlin".into());
+    let samples = |input: &Path, name: &str, o: &gps_csv::CsvOptions| -> Vec<serde_json::Value> {
+        let out = tmp.path().join(name);
+        gps_csv::import(input, &out, o, false, false).unwrap();
+        SPLITS
+            .iter()
+            .flat_map(|s| split_samples(&out, s))
+            .map(|s| serde_json::to_value(s).unwrap())
+            .collect()
+    };
+    let unix = samples(&fleet_csv(tmp.path(), false), "unix", &o);
+    assert_eq!(unix.len(), 8 + 2 * 2 + 8);
+    // Local Berlin date-times without an offset (--tz says whose), and with one.
+    for (fmt, name) in [
+        ("%Y-%m-%d %H:%M:%S", "local"),
+        ("%Y-%m-%dT%H:%M:%S%:z", "offset"),
+    ] {
+        let dated = fleet_csv_dated(tmp.path(), fmt);
+        assert_eq!(samples(&dated, name, &o), unix, "{fmt}");
+    }
+    // Read as UTC, the local times are an hour off (Berlin is at +1 h in January).
+    let mut utc = o.clone();
+    utc.window.tz = None;
+    let shifted = samples(
+        &fleet_csv_dated(tmp.path(), "%Y-%m-%d %H:%M:%S"),
+        "utc",
+        &utc,
+    );
+    let t0 = |v: &[serde_json::Value]| v[0]["t0"].as_f64().unwrap();
+    assert_eq!(t0(&shifted) - t0(&unix), 3600.0);
+    // A date-time that is not one names the row and the column.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "vehicle,ts,latitude,longitude,spd\na,2022-01-08 25:00:00,48.0,11.0,\n",
+    )
+    .unwrap();
+    let e = gps_csv::import(&bad, &tmp.path().join("b"), &o, false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("row 2") && e.contains("ts") && e.contains("ISO 8601"),
+        "{e}"
+    );
+}
+
 #[test]
 fn lmrc_routes_decisions_nan_and_baseline() {
     let Some(input) = shared("lmrc-sample") else {

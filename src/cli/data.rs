@@ -60,6 +60,8 @@ pub struct GpsCsvArgs {
     pub window: WindowArgs,
     #[arg(long, default_value = "trajectory_id")]
     pub id_col: String,
+    /// The time column: UNIX seconds or ISO 8601 date-times (`2008-10-23T02:53:04Z`,
+    /// `2008-10-23 10:53:04+08:00`; without an offset, local time on --tz / --utc-offset).
     #[arg(long, default_value = "timestamp")]
     pub time_col: String,
     #[arg(long, default_value = "lat")]

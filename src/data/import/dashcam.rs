@@ -4,7 +4,7 @@
 //! ```text
 //! IN/
 //!   <trip>/
-//!     gps.csv          timestamp,lat,lon[,speed,heading]  (UNIX seconds, degrees, m/s, degrees)
+//!     gps.csv          timestamp,lat,lon[,speed,heading]  (as a GPS CSV: UNIX seconds or ISO 8601)
 //!     frames/          one image per frame (.png, .jpg), named by its UNIX time in seconds,
 //!       1700000000.000.jpg      e.g. 1700000000.500.png
 //! ```
@@ -227,7 +227,13 @@ pub fn import(
             .to_string_lossy()
             .to_string();
         report.files += 1;
-        let track = read(&trip.join("gps.csv"), &columns, &mut report, skip_bad)?;
+        let track = read(
+            &trip.join("gps.csv"),
+            &columns,
+            &clock,
+            &mut report,
+            skip_bad,
+        )?;
         let frames = list_frames(&trip.join("frames"))?;
         let split = hash_split(o.seed, &id, o.val_frac, o.test_frac);
         let mut cache = HashMap::new();

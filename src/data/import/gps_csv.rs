@@ -1,10 +1,10 @@
-//! A generic GPS CSV: a header and at least `trajectory_id,timestamp,lat,lon` (UNIX seconds),
-//! optionally `speed` (m/s) and `heading` (degrees); column names can be changed. Fleet data is
+//! A generic GPS CSV: a header and at least `trajectory_id,timestamp,lat,lon` (UNIX seconds or
+//! ISO 8601 date-times, see [`super::timestamp`]), optionally `speed` (m/s) and `heading` (degrees); column names can be changed. Fleet data is
 //! often sparse (one fix every 10-15 s): trajectories are cut at gaps longer than `max_gap_s`
 //! and resampled to `step_s`. Splits: trajectories starting on the last days of the data go to
 //! `test_days`; the others to `train`, `val` or `test` by a hash of their id.
 
-use super::{ImportReport, RawFix, WindowOptions, hash_split, local_day, resample, windows};
+use super::{Clock, ImportReport, RawFix, WindowOptions, hash_split, local_day, resample, windows};
 use crate::data::sample::Region;
 use crate::data::writer::DatasetWriter;
 use crate::error::DataError;
@@ -74,10 +74,11 @@ impl Default for CsvOptions {
 }
 
 /// Reads the CSV into trajectories (sorted by time). Bad rows are errors naming the file, the
-/// row and the column.
+/// row and the column. Date-times without an offset are local times on `clock`.
 pub fn read(
     path: &Path,
     c: &Columns,
+    clock: &Clock,
     report: &mut ImportReport,
     skip_bad: bool,
 ) -> Result<BTreeMap<String, Vec<RawFix>>, DataError> {
@@ -137,7 +138,7 @@ pub fn read(
             speed: cs,
             heading: ch,
         };
-        let parsed = parse_row(&row, &cols, c, path, &key);
+        let parsed = parse_row(&row, &cols, c, clock, path, &key);
         match parsed {
             Ok((id, f)) => out.entry(id).or_default().push(f),
             Err(e) => report.bad(e, skip_bad)?,
@@ -164,6 +165,7 @@ fn parse_row(
     row: &csv::StringRecord,
     cols: &RowColumns,
     c: &Columns,
+    clock: &Clock,
     path: &Path,
     key: &str,
 ) -> Result<(String, RawFix), DataError> {
@@ -216,8 +218,8 @@ fn parse_row(
     if id.is_empty() && cols.id.is_some() {
         return Err(DataError::field(path, key, &c.id, "empty trajectory id"));
     }
-    let t = get(cols.time, &c.time)?;
-    let t = super::check_unix_time(t).map_err(|m| DataError::field(path, key, &c.time, m))?;
+    let t = super::timestamp::parse(row.get(cols.time).unwrap_or(""), clock)
+        .map_err(|m| DataError::field(path, key, &c.time, m))?;
     Ok((
         id,
         RawFix {
@@ -247,7 +249,7 @@ pub fn import(
         files: 1,
         ..Default::default()
     };
-    let trajs = read(input, &o.columns, &mut report, skip_bad)?;
+    let trajs = read(input, &o.columns, &clock, &mut report, skip_bad)?;
     anyhow::ensure!(!trajs.is_empty(), "{}: no trajectories", input.display());
     let mut days: Vec<i64> = trajs
         .values()

@@ -7,6 +7,7 @@ pub mod dashcam;
 pub mod geolife;
 pub mod gps_csv;
 pub mod lmrc;
+pub mod timestamp;
 
 use crate::data::sample::{Context, Fix, Region, Sample, Target};
 use crate::error::DataError;
