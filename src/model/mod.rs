@@ -313,12 +313,21 @@ impl DfmModel {
     }
 
     pub fn forward(&self, b: &Batch, masks: &TokenMasks) -> Output {
+        let (tokens, valid, at) = self.tokens(b, masks);
+        let pad = valid.lower_elem(0.5);
+        let h = self.enc.fusion.forward(tokens, pad);
+        let h = self.enc.norm.forward(h);
+        self.read_out(h, &at, b, masks)
+    }
+
+    /// Every modality's tokens, then the queries, in one sequence [B, n, d], with validity
+    /// [B, n] (1 = attend) and where each part sits.
+    fn tokens(&self, b: &Batch, masks: &TokenMasks) -> (Tensor<3>, Tensor<2>, TokenLayout) {
         let e = &self.enc;
         let [bs, n_stops, _] = b.stops.dims();
         let device = b.hist.device();
         let keep = |m: Modality| masks.keep.clone().narrow(1, m.index(), 1); // [B, 1]
 
-        // Tokens per modality, and validity [B, n] (1 = attend).
         let hist_t = self.with_modality(
             self.hide(e.hist.forward(b.hist.clone()), &masks.hide_hist),
             Modality::History.index(),
@@ -357,7 +366,6 @@ impl DfmModel {
         let ctx_valid = keep(Modality::Context).repeat_dim(1, nc);
 
         let nq = self.modes + 2;
-        let [_, d] = self.queries.dims();
         let q = self.queries.val().unsqueeze_dim::<3>(0).repeat_dim(0, bs);
         let q_t = self.with_modality(q, QUERY);
 
@@ -380,24 +388,41 @@ impl DfmModel {
         }
         tokens.push(q_t);
         valid.push(Tensor::<2>::ones([bs, nq], &device));
-        let tokens = Tensor::cat(tokens, 1);
-        let valid = Tensor::cat(valid, 1);
-        let pad = valid.lower_elem(0.5);
-        let h = e.fusion.forward(tokens, pad);
-        let h = e.norm.forward(h);
+        let at = TokenLayout {
+            nh,
+            ni,
+            stop0: nh + ni + ng,
+            n_stops,
+            q0: nh + ni + ng + n_stops + nc + nv,
+            stop_valid,
+        };
+        (Tensor::cat(tokens, 1), Tensor::cat(valid, 1), at)
+    }
 
-        let stop0 = nh + ni + ng;
-        let q0 = stop0 + n_stops + nc + nv;
-        let stop_h = h.clone().narrow(1, stop0, n_stops);
-        let mode_h = h.clone().narrow(1, q0, self.modes + 1);
-        let out_h = h.clone().narrow(1, q0 + self.modes + 1, 1).reshape([bs, d]);
+    /// The heads on the fused tokens `h`: trajectories (at the batch's times), mode and stop
+    /// scores with their priors, and the reconstructions when tokens were hidden.
+    fn read_out(&self, h: Tensor<3>, at: &TokenLayout, b: &Batch, masks: &TokenMasks) -> Output {
+        let [bs, _, d] = h.dims();
+        let keep_hist = || {
+            masks
+                .keep
+                .clone()
+                .narrow(1, Modality::History.index(), 1)
+                .reshape([bs])
+        };
+        let stop_h = h.clone().narrow(1, at.stop0, at.n_stops);
+        let mode_h = h.clone().narrow(1, at.q0, self.modes + 1);
+        let out_h = h
+            .clone()
+            .narrow(1, at.q0 + self.modes + 1, 1)
+            .reshape([bs, d]);
         let mut out = self
             .heads
-            .forward(mode_h, out_h, stop_h, stop_valid.clone(), || {
-                motion_scale(b) * keep(Modality::History).reshape([bs])
+            .forward(mode_h, out_h, stop_h, at.stop_valid.clone(), || {
+                motion_scale(b) * keep_hist()
             });
         if let Some(scale) = &self.next_prior {
-            out.next_logits = out.next_logits + rule_prior(b, &stop_valid, scale.val());
+            out.next_logits = out.next_logits + rule_prior(b, &at.stop_valid, scale.val());
         }
         // The heads give the trajectories at the model's knots; a batch asking for other times
         // blends the two knots around each (`time_grid`).
@@ -410,14 +435,27 @@ impl DfmModel {
                 .matmul(out.traj);
             out.point = w.clone().matmul(out.point);
         }
-        self.add_prior(&mut out, b, keep(Modality::History).reshape([bs]));
+        self.add_prior(&mut out, b, keep_hist());
         if masks.hide_hist.is_some() || masks.hide_imu.is_some() || masks.hide_stops.is_some() {
+            let (nh, ni) = (at.nh, at.ni);
             out.recon_hist = Some(self.recon.hist.forward(h.clone().narrow(1, 0, nh)));
             out.recon_imu = Some(self.recon.imu.forward(h.clone().narrow(1, nh, ni)));
-            out.recon_stops = Some(self.recon.stops.forward(h.narrow(1, stop0, n_stops)));
+            out.recon_stops = Some(self.recon.stops.forward(h.narrow(1, at.stop0, at.n_stops)));
         }
         out
     }
+}
+
+/// Where the parts of the token sequence sit: history tokens from 0 (`nh`), then IMU (`ni`),
+/// image, stops (`n_stops` from `stop0`, valid where `stop_valid`), context, video, and the
+/// queries from `q0`.
+struct TokenLayout {
+    nh: usize,
+    ni: usize,
+    stop0: usize,
+    n_stops: usize,
+    q0: usize,
+    stop_valid: Tensor<2>,
 }
 
 /// The support guard's threshold before training sets it: so large that nothing is shrunk.
