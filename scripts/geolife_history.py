@@ -12,26 +12,16 @@ Prints minFDE (m) at 60 s.
 Usage (from the project root):
     dfm data import geolife --in ../shared/data/geolife --out datasets/geolife-h36 --history 36
     python3 scripts/geolife_history.py [--data datasets/geolife-h36]
-Needs numpy and scikit-learn.
+Needs numpy, scipy and scikit-learn (it shares the loader of geolife_overlap.py).
 """
-import argparse, glob, json, tarfile
+import argparse
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 
+from geolife_overlap import fde, load
+
 EARTH_M = 6371008.8
-
-
-def load(data, split):
-    hist, fut = [], []
-    for path in sorted(glob.glob(f"{data}/{split}-*.tar")):
-        with tarfile.open(path) as t:
-            for m in t.getmembers():
-                if m.name.endswith(".json"):
-                    s = json.loads(t.extractfile(m).read())
-                    hist.append([[h["lat"], h["lon"]] for h in s["history"]])
-                    fut.append(s["target"]["future"])
-    return np.array(hist), np.array(fut)
 
 
 def agent_frame(hist, fut):
@@ -55,10 +45,6 @@ def constant_velocity(h, n):
 def features(h):
     v = np.diff(h, axis=1)
     return np.concatenate([h.reshape(len(h), -1), v.reshape(len(h), -1), np.linalg.norm(v, axis=2)], 1)
-
-
-def fde(pred, fut):
-    return float(np.mean(np.linalg.norm(pred[:, -1] - fut[:, -1], axis=-1)))
 
 
 def main():
