@@ -387,9 +387,6 @@ fn plan_path(
             light: None,
         }
     };
-    let time = |e: usize, f0: f64, f1: f64| {
-        area.edges[e].len * (f1 - f0).abs() / (area.edges[e].speed_mps * edge_factor[e])
-    };
     // Same edge: drive straight along it.
     if let (Loc::Edge(e0, f0), Loc::Edge(e1, f1)) = (from, to)
         && e0 == e1
@@ -400,33 +397,7 @@ fn plan_path(
             .map(|p| pt(p, e0))
             .collect();
     }
-    let sources: Vec<(usize, f64)> = match from {
-        Loc::Node(n) => vec![(n, 0.0)],
-        Loc::Edge(e, f) => vec![
-            (area.edges[e].a, time(e, f, 0.0)),
-            (area.edges[e].b, time(e, f, 1.0)),
-        ],
-    };
-    let (cost, prev) = area.dijkstra(&sources, edge_factor);
-    let (end_node, _) = match to {
-        Loc::Node(n) => (n, 0.0),
-        Loc::Edge(e, f) => {
-            let (a, b) = (area.edges[e].a, area.edges[e].b);
-            let ca = cost[a] + time(e, 0.0, f);
-            let cb = cost[b] + time(e, f, 1.0);
-            if ca <= cb { (a, ca) } else { (b, cb) }
-        }
-    };
-    // Walk back the edges from end_node to a source.
-    let mut edges = Vec::new();
-    let mut n = end_node;
-    while let Some(e) = prev[n] {
-        edges.push(e);
-        let ed = &area.edges[e];
-        n = if ed.a == n { ed.b } else { ed.a };
-    }
-    edges.reverse();
-    let start_node = n;
+    let (start_node, edges) = fastest_edges(area, from, to, edge_factor);
     let mut out: Vec<PathPt> = Vec::new();
     if let Loc::Edge(e, f) = from {
         let to_f = if area.edges[e].a == start_node {
@@ -439,38 +410,10 @@ fn plan_path(
         let first = edges.first().copied().unwrap_or(0);
         out.push(pt(area.nodes[start_node], first));
     }
-    let mut node = start_node;
-    for &e in &edges {
-        let ed = &area.edges[e];
-        let forward = ed.a == node;
-        let mut geo = ed.pts.clone();
-        if !forward {
-            geo.reverse();
-        }
-        at_intersection(&mut out, area, node, rng);
-        // A point's limit is that of the segment starting there: the intersection we leave
-        // takes this edge's.
-        if let Some(last) = out.last_mut() {
-            *last = PathPt {
-                halt_s: last.halt_s,
-                light: last.light,
-                ..pt(last.p, e)
-            };
-        }
-        for p in geo.into_iter().skip(1) {
-            out.push(pt(p, e));
-        }
-        node = if forward { ed.b } else { ed.a };
-    }
+    let node = drive_edges(&mut out, area, start_node, &edges, &pt, rng);
     if let Loc::Edge(e, f) = to {
         let from_f = if area.edges[e].a == node { 0.0 } else { 1.0 };
-        if let Some(last) = out.last_mut() {
-            *last = PathPt {
-                halt_s: last.halt_s,
-                light: last.light,
-                ..pt(last.p, e)
-            };
-        }
+        take_limit_of(&mut out, e, &pt);
         out.extend(
             area.edge_piece(e, from_f, f)
                 .into_iter()
@@ -479,4 +422,78 @@ fn plan_path(
         );
     }
     out
+}
+
+/// The fastest way between two places (Dijkstra on the edges' times at `edge_factor`): the node
+/// it leaves `from` by and the edges from there, in order.
+fn fastest_edges(area: &Area, from: Loc, to: Loc, edge_factor: &[f64]) -> (usize, Vec<usize>) {
+    let time = |e: usize, f0: f64, f1: f64| {
+        area.edges[e].len * (f1 - f0).abs() / (area.edges[e].speed_mps * edge_factor[e])
+    };
+    let sources: Vec<(usize, f64)> = match from {
+        Loc::Node(n) => vec![(n, 0.0)],
+        Loc::Edge(e, f) => vec![
+            (area.edges[e].a, time(e, f, 0.0)),
+            (area.edges[e].b, time(e, f, 1.0)),
+        ],
+    };
+    let (cost, prev) = area.dijkstra(&sources, edge_factor);
+    let end_node = match to {
+        Loc::Node(n) => n,
+        Loc::Edge(e, f) => {
+            let (a, b) = (area.edges[e].a, area.edges[e].b);
+            let ca = cost[a] + time(e, 0.0, f);
+            let cb = cost[b] + time(e, f, 1.0);
+            if ca <= cb { a } else { b }
+        }
+    };
+    // Walk back the edges from end_node to a source.
+    let mut edges = Vec::new();
+    let mut n = end_node;
+    while let Some(e) = prev[n] {
+        edges.push(e);
+        let ed = &area.edges[e];
+        n = if ed.a == n { ed.b } else { ed.a };
+    }
+    edges.reverse();
+    (n, edges)
+}
+
+/// Drives `edges` from `node` (each intersection with its halt or light), appending their
+/// points; the node it ends at.
+fn drive_edges(
+    out: &mut Vec<PathPt>,
+    area: &Area,
+    mut node: usize,
+    edges: &[usize],
+    pt: &impl Fn(P2, usize) -> PathPt,
+    rng: &mut SimRng,
+) -> usize {
+    for &e in edges {
+        let ed = &area.edges[e];
+        let forward = ed.a == node;
+        let mut geo = ed.pts.clone();
+        if !forward {
+            geo.reverse();
+        }
+        at_intersection(out, area, node, rng);
+        take_limit_of(out, e, pt);
+        for p in geo.into_iter().skip(1) {
+            out.push(pt(p, e));
+        }
+        node = if forward { ed.b } else { ed.a };
+    }
+    node
+}
+
+/// A point's limit is that of the segment starting there: the last point (the intersection we
+/// leave) takes edge `e`'s, keeping its halt and light.
+fn take_limit_of(out: &mut [PathPt], e: usize, pt: &impl Fn(P2, usize) -> PathPt) {
+    if let Some(last) = out.last_mut() {
+        *last = PathPt {
+            halt_s: last.halt_s,
+            light: last.light,
+            ..pt(last.p, e)
+        };
+    }
 }
