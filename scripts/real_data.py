@@ -16,7 +16,8 @@ Usage (from the project root, after `cargo build --release`):
   (`scripts/geolife_csv.py`), imported at 10 s; held-out trips of the same people. Same columns.
 - LMRC (`configs/lmrc.toml`): the 8 routes, ordered by a hash of the route id, are cut into 4
   folds of 2 (`--test-frac 0.25 --val-frac 0.125 --fold F`: 2 test routes, 1 validation, 5
-  training); fold F is trained with seed F + 1, so the 4 runs test every route once. Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
+  training); fold F is trained with seeds F + 1, F + 5 and F + 9 (`--lmrc-seeds`), so every route
+  is tested by 3 runs; the rules' rows repeat per seed (they have no seed). Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
   model and "same zone, then nearest"; Kendall tau of the zone plans (`src/route_plan.rs`) driven
   the way the model finds likelier or by a rule.
 Only the standard library is needed. A result whose difference is inside the spread is a tie.
@@ -112,37 +113,49 @@ def lmrc(a, folds):
         if not os.path.isfile(os.path.join(data, "manifest.json")):
             run(["data", "import", "lmrc", "--in", os.path.join(a.shared, "lmrc-sample"), "--out", data, "--force",
                  "--seed", "1", "--test-frac", "0.25", "--val-frac", "0.125", "--fold", str(f)], data + ".log")
-        rd = os.path.join(a.out, f"lmrc-f{f}")
-        if not os.path.isfile(os.path.join(rd, "eval_test.json")):
-            subprocess.run(["rm", "-rf", rd])
-            run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={f + 1}",
-                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
-        r = json.load(open(os.path.join(rd, "eval_test.json")))
-        b = r["baselines"]
-        for name, m in [("model", r["next_stop"]), (rule, b["same_zone_nearest_first"]["next_stop"]),
-                        ("same zone, then neighbouring zone, then nearest", b["zone_neighbour_first"]["next_stop"]),
-                        ("nearest stop first", b["nearest_stop_first"]["next_stop"])]:
-            ro = m.get("rollout") or {}
-            rows[name].append((m["hr_at_3"], m["accuracy"], ro.get("krc", float("nan")), m["samples"]))
-        zf = r["next_stop"].get("rollout_zone_first") or {}
-        m = r["next_stop"]
-        rows["model, zone-first roll-out"].append((m["hr_at_3"], m["accuracy"], zf.get("krc", float("nan")), 0))
-        for key, name in plans.items():
-            p = (r.get("route_plans") or {}).get(key) or {}
-            rows[name].append((float("nan"), float("nan"), p.get("krc", float("nan")), 0))
+        for seed in lmrc_seeds(f, a.lmrc_seeds):
+            lmrc_run(a, f, seed, data, rows, plans, rule)
+    seeds = [s for f in folds for s in lmrc_seeds(f, a.lmrc_seeds)]
     print(f"\nLMRC, 2 held-out routes per fold (folds {','.join(map(str, folds))}, seeds "
-          f"{','.join(str(f + 1) for f in folds)}; {sum(x[3] for x in rows['model'])} test decisions in all):\n")
+          f"{','.join(map(str, seeds))}; {sum(x[3] for x in rows['model']) // a.lmrc_seeds} test decisions in all):\n")
     print("| | HR@3 | accuracy | roll-out Kendall tau |")
     print("|---|---|---|---|")
     for k, v in rows.items():
         hr, acc = ("", "") if k in plans.values() else (cell([x[0] for x in v], 3), cell([x[1] for x in v], 3))
         print(f"| {k} | {hr} | {acc} | {cell([x[2] for x in v], 3)} |")
-    # The same routes on both sides: the difference per fold, then its mean and spread.
+    # The same routes on both sides: the difference per run, then its mean and spread.
     d = lambda x, y, i: [p[i] - q[i] for p, q in zip(x, y)]
     m, r_ = rows["model"], rows[rule]
     pl = rows[plans["model"]]
-    print(f"| model - {rule}, per fold | {cell(d(m, r_, 0), 3)} | {cell(d(m, r_, 1), 3)} | "
-          f"{cell(d(pl, r_, 2), 3)} (zone plan) |")
+    print(f"| model - {rule}, per run (same routes) | {cell(d(m, r_, 0), 3)} | {cell(d(m, r_, 1), 3)} | "
+          f"{cell(d(m, r_, 2), 3)} (greedy); {cell(d(pl, r_, 2), 3)} (zone plan) |")
+
+
+def lmrc_seeds(fold, n):
+    """Fold F trains with seed F + 1, then F + 5, F + 9, ... (every fold and seed its own)."""
+    return [fold + 1 + 4 * k for k in range(n)]
+
+
+def lmrc_run(a, f, seed, data, rows, plans, rule):
+    """Trains fold `f` with `seed` (a run already evaluated is kept) and adds its rows."""
+    rd = os.path.join(a.out, f"lmrc-f{f}" if seed == f + 1 else f"lmrc-f{f}-s{seed}")
+    if not os.path.isfile(os.path.join(rd, "eval_test.json")):
+        subprocess.run(["rm", "-rf", rd])
+        run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={seed}",
+             f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
+    r = json.load(open(os.path.join(rd, "eval_test.json")))
+    b = r["baselines"]
+    for name, m in [("model", r["next_stop"]), (rule, b["same_zone_nearest_first"]["next_stop"]),
+                    ("same zone, then neighbouring zone, then nearest", b["zone_neighbour_first"]["next_stop"]),
+                    ("nearest stop first", b["nearest_stop_first"]["next_stop"])]:
+        ro = m.get("rollout") or {}
+        rows[name].append((m["hr_at_3"], m["accuracy"], ro.get("krc", float("nan")), m["samples"]))
+    zf = r["next_stop"].get("rollout_zone_first") or {}
+    m = r["next_stop"]
+    rows["model, zone-first roll-out"].append((m["hr_at_3"], m["accuracy"], zf.get("krc", float("nan")), 0))
+    for key, name in plans.items():
+        p = (r.get("route_plans") or {}).get(key) or {}
+        rows[name].append((float("nan"), float("nan"), p.get("krc", float("nan")), 0))
 
 
 def extra_sets(a):
@@ -153,7 +166,9 @@ def extra_sets(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1,2,3", help="GeoLife seeds")
-    ap.add_argument("--folds", default="0,1,2,3", help="LMRC folds (fold F trains with seed F + 1)")
+    ap.add_argument("--folds", default="0,1,2,3", help="LMRC folds")
+    ap.add_argument("--lmrc-seeds", type=int, default=3,
+                    help="LMRC runs per fold: fold F trains with seeds F + 1, F + 5, F + 9, ...")
     ap.add_argument("--shared", default=os.path.join("..", "shared", "data"))
     ap.add_argument("--out", default=os.path.join("checkpoints", "real"))
     ap.add_argument("--only", choices=["geolife", "fleet", "lmrc"])

@@ -180,34 +180,7 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         let path = plan_path(area, at, Loc::Edge(st.edge, st.frac), edge_factor, &mut rng);
         track.drive(&path, &driver, &speed);
         let arrival = track.end_time();
-        let mut service_start = arrival;
-        if let Some((a, _)) = st.tw
-            && arrival < a
-            && a - arrival < 20.0 * 60.0
-        {
-            service_start = a; // early: wait for the window to open
-        }
-        let in_window = st
-            .tw
-            .is_none_or(|(a, b)| service_start >= a && service_start <= b);
-        let hour = local_hour(area, service_start);
-        let density = area.zone_density[st.zone] as f64;
-        let mut fail = p.fail_p * cond.fail_factor() * (0.6 + 0.9 * density);
-        if !in_window {
-            fail *= 2.2;
-        }
-        if hour >= 18.0 {
-            fail *= 1.6;
-        }
-        if st.packages >= 4 {
-            fail *= 0.8;
-        }
-        let delivered = !chance(&mut rng, fail.min(0.9));
-        let dwell = st.service_s
-            * cond.service_factor()
-            * lognormal(&mut rng, 0.3)
-            * if delivered { 1.0 } else { 0.7 };
-        let departure_t = service_start + dwell;
+        let (service_start, departure_t, delivered) = serve(area, st, arrival, &cond, &mut rng);
         track.dwell_until(departure_t);
         visits.push(Visit {
             stop: s,
@@ -237,6 +210,47 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         traffic,
         gps_reports_motion,
     }
+}
+
+/// A stop's service for a van arriving at `arrival`: when it starts (an early van waits up to
+/// 20 min for the window to open), when the van leaves, and whether the delivery succeeds (less
+/// often outside the window, in the evening, in dense zones and on hard days).
+fn serve(
+    area: &Area,
+    st: &StopSpec,
+    arrival: f64,
+    cond: &DayConditions,
+    rng: &mut SimRng,
+) -> (f64, f64, bool) {
+    let p = &area.params;
+    let mut service_start = arrival;
+    if let Some((a, _)) = st.tw
+        && arrival < a
+        && a - arrival < 20.0 * 60.0
+    {
+        service_start = a; // early: wait for the window to open
+    }
+    let in_window = st
+        .tw
+        .is_none_or(|(a, b)| service_start >= a && service_start <= b);
+    let hour = local_hour(area, service_start);
+    let density = area.zone_density[st.zone] as f64;
+    let mut fail = p.fail_p * cond.fail_factor() * (0.6 + 0.9 * density);
+    if !in_window {
+        fail *= 2.2;
+    }
+    if hour >= 18.0 {
+        fail *= 1.6;
+    }
+    if st.packages >= 4 {
+        fail *= 0.8;
+    }
+    let delivered = !chance(rng, fail.min(0.9));
+    let dwell = st.service_s
+        * cond.service_factor()
+        * lognormal(rng, 0.3)
+        * if delivered { 1.0 } else { 0.7 };
+    (service_start, service_start + dwell, delivered)
 }
 
 fn place_stops(
