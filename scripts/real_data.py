@@ -5,13 +5,14 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
                                  [--folds 0,1,2,3] [--only geolife|fleet|lmrc] [--set KEY=VALUE ...]
-                                 [--history FIXES]
+                                 [--history FIXES] [--sim-pretrain ROUTES]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
   mode, constant velocity and the run's ridge regression, on the same windows. `--history 36`
   imports GeoLife with 36 fixes (3 min) of history instead of 12 (fewer windows: a trip must be
-  longer); use another --out.
+  longer); use another --out. `--sim-pretrain 300` starts every GeoLife run from a model trained
+  on a simulated world with GeoLife's shapes (3 epochs, same seed); use another --out.
 - GPS CSV fleet (`configs/gps-csv.toml`): the eight GeoLife users written as one GPS CSV
   (`scripts/geolife_csv.py`), imported at 10 s; held-out trips of the same people. Same columns.
 - LMRC (`configs/lmrc.toml`): the 8 routes, ordered by a hash of the route id, are cut into 4
@@ -27,15 +28,16 @@ import argparse, json, os, subprocess, sys
 from study import cell, ms, run
 
 
-def train_seeds(a, config, data, name, seeds):
-    """Trains `config` on `data` once per seed (runs already evaluated are kept); their reports."""
+def train_seeds(a, config, data, name, seeds, per_seed=lambda s: []):
+    """Trains `config` on `data` once per seed (runs already evaluated are kept), with `per_seed(s)`
+    extra `--set` arguments; their reports."""
     reports = []
     for s in seeds:
         rd = os.path.join(a.out, f"{name}-s{s}")
         if not os.path.isfile(os.path.join(rd, "eval_test.json")):
             subprocess.run(["rm", "-rf", rd])
             run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={s}",
-                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
+                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a) + per_seed(s), rd + ".log")
         reports.append(json.load(open(os.path.join(rd, "eval_test.json"))))
     return reports
 
@@ -78,9 +80,23 @@ def geolife(a, seeds):
         history = ["--history", str(a.history)] if a.history else []
         run(["data", "import", "geolife", "--in", os.path.join(a.shared, "geolife"), "--out", data, "--force"]
             + history, os.path.join(a.out, "geolife-import.log"))
-    reports = train_seeds(a, "configs/geolife.toml", data, "geolife", seeds)
+    per_seed = sim_pretraining(a, seeds) if a.sim_pretrain else (lambda s: [])
+    reports = train_seeds(a, "configs/geolife.toml", data, "geolife", seeds, per_seed)
     past = f"{a.history * 5} s" if a.history else "60 s"
     trajectory_tables(f"GeoLife, users 006-007 held out ({past} -> 60 s), seeds {','.join(map(str, seeds))}", reports)
+
+
+def sim_pretraining(a, seeds):
+    """`--sim-pretrain N`: a simulated world of N routes with GeoLife's shapes (5 s fixes, 12 -> 12),
+    on which `configs/geolife.toml` trains 3 epochs per seed; each GeoLife run then starts from the
+    pretrained run of its seed (`train.init_from`: the whole model, its grid and normalization)."""
+    sim = os.path.join(a.out, "sim-data")
+    if not os.path.isfile(os.path.join(sim, "manifest.json")):
+        run(["data", "synth", "--out", sim, "--routes", str(a.sim_pretrain), "--seed", "1", "--force",
+             "--history-len", "12", "--history-step", "5", "--future-len", "12", "--future-step", "5",
+             "--imu-len", "12", "--imu-rate", "0.2"], sim + ".log")
+    train_seeds(a, "configs/geolife.toml", sim, "sim-pretrain", seeds, lambda s: ["--set", "train.epochs=3"])
+    return lambda s: ["--set", f"train.init_from={os.path.join(a.out, f'sim-pretrain-s{s}')}"]
 
 
 def fleet(a, seeds):
@@ -175,6 +191,8 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every training run (repeatable); use another --out")
     ap.add_argument("--history", type=int, help="GeoLife: fixes of history to import (12 by default)")
+    ap.add_argument("--sim-pretrain", type=int, metavar="ROUTES",
+                    help="GeoLife: start every run from a model trained on a simulated world of ROUTES routes")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     os.makedirs(a.out, exist_ok=True)
