@@ -1,7 +1,7 @@
 //! A generic GPS CSV: a header and at least `trajectory_id,timestamp,lat,lon` (UNIX seconds or
-//! ISO 8601 date-times, see [`super::timestamp`]), optionally `speed` (m/s) and `heading` (degrees); column names can be changed. Fleet data is
-//! often sparse (one fix every 10-15 s): trajectories are cut at gaps longer than `max_gap_s`
-//! and resampled to `step_s`. Splits: trajectories starting on the last days of the data go to
+//! ISO 8601 date-times, see [`super::timestamp`]), optionally `speed` (m/s) and `heading`
+//! (degrees); column names can be changed. Fleet data is often sparse (one fix every 10-15 s):
+//! trajectories are cut at gaps longer than `max_gap_s` and resampled to `step_s`. Splits: trajectories starting on the last days of the data go to
 //! `test_days`; the others to `train`, `val` or `test` by a hash of their id.
 
 use super::{Clock, ImportReport, RawFix, WindowOptions, hash_split, local_day, resample, windows};
