@@ -129,6 +129,25 @@ impl Clock {
             day,
         )
     }
+
+    /// The inverse of [`Clock::local`]: UNIX seconds of a local date-time. In a zone's
+    /// daylight-saving overlap the earlier of the two instants; a time its gap skips is an error.
+    pub fn utc_of(&self, n: chrono::NaiveDateTime) -> Result<f64, String> {
+        use chrono::TimeZone;
+        match self {
+            Clock::Offset(h) => Ok(unix_seconds(&n.and_utc()) - h * 3600.0),
+            Clock::Zone(tz) => tz
+                .from_local_datetime(&n)
+                .earliest()
+                .map(|dt| unix_seconds(&dt))
+                .ok_or_else(|| format!("this local time does not exist in {tz} (daylight saving)")),
+        }
+    }
+}
+
+/// UNIX seconds (with the fraction) of a chrono date-time.
+pub fn unix_seconds<Tz: chrono::TimeZone>(dt: &chrono::DateTime<Tz>) -> f64 {
+    dt.timestamp() as f64 + dt.timestamp_subsec_nanos() as f64 * 1e-9
 }
 
 /// Parses an IANA time zone name, naming the flag.
@@ -392,9 +411,7 @@ pub fn hash_split(seed: u64, id: &str, val_frac: f64, test_frac: f64) -> &'stati
 pub fn parse_date_time(date: &str, time: &str) -> Option<f64> {
     let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
     let t = chrono::NaiveTime::parse_from_str(time.trim(), "%H:%M:%S%.f").ok()?;
-    let utc = d.and_time(t).and_utc();
-    let s = utc.timestamp() as f64 + utc.timestamp_subsec_nanos() as f64 * 1e-9;
-    check_unix_time(s).ok()
+    check_unix_time(unix_seconds(&d.and_time(t).and_utc())).ok()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! A GPS CSV's timestamps: UNIX seconds, or ISO 8601 date-times, with an offset (`Z`, `+08:00`,
 //! `+0800`) or without one (then in the import's local time: `--tz` or `--utc-offset`).
 
-use super::{Clock, check_unix_time};
-use chrono::{DateTime, NaiveDateTime, TimeZone};
+use super::{Clock, check_unix_time, unix_seconds};
+use chrono::{DateTime, NaiveDateTime};
 
 /// Date-time layouts without an offset (a space may stand for the `T`).
 const NAIVE: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"];
@@ -20,12 +20,12 @@ pub fn parse(v: &str, clock: &Clock) -> Result<f64, String> {
     let t = if let Ok(dt) = DateTime::parse_from_rfc3339(&iso)
         .or_else(|_| DateTime::parse_from_str(&iso, "%Y-%m-%dT%H:%M:%S%.f%z"))
     {
-        seconds(dt.timestamp(), dt.timestamp_subsec_nanos())
+        unix_seconds(&dt)
     } else if let Some(n) = NAIVE
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(&iso, f).ok())
     {
-        utc_of_local(n, clock).map_err(|e| format!("`{v}`: {e}"))?
+        clock.utc_of(n).map_err(|e| format!("`{v}`: {e}"))?
     } else {
         return Err(format!(
             "`{v}` is neither UNIX seconds nor an ISO 8601 date-time (2008-10-23T02:53:04Z, \
@@ -33,24 +33,6 @@ pub fn parse(v: &str, clock: &Clock) -> Result<f64, String> {
         ));
     };
     check_unix_time(t).map_err(|_| format!("`{v}` is not between 1970 and 2100"))
-}
-
-fn seconds(s: i64, nanos: u32) -> f64 {
-    s as f64 + nanos as f64 * 1e-9
-}
-
-/// UNIX seconds of a local date-time on `clock`. In a zone's daylight-saving overlap the earlier
-/// of the two instants; a time its gap skips is an error.
-fn utc_of_local(n: NaiveDateTime, clock: &Clock) -> Result<f64, String> {
-    let subsec = n.and_utc().timestamp_subsec_nanos();
-    match clock {
-        Clock::Offset(h) => Ok(seconds(n.and_utc().timestamp(), subsec) - h * 3600.0),
-        Clock::Zone(tz) => tz
-            .from_local_datetime(&n)
-            .earliest()
-            .map(|dt| seconds(dt.timestamp(), subsec))
-            .ok_or_else(|| format!("this local time does not exist in {tz} (daylight saving)")),
-    }
 }
 
 #[cfg(test)]
