@@ -31,15 +31,17 @@ from study import cell, ms, run
 def train_seeds(a, config, data, name, seeds, per_seed=lambda s: []):
     """Trains `config` on `data` once per seed (runs already evaluated are kept), with `per_seed(s)`
     extra `--set` arguments; their reports."""
-    reports = []
-    for s in seeds:
-        rd = os.path.join(a.out, f"{name}-s{s}")
-        if not os.path.isfile(os.path.join(rd, "eval_test.json")):
-            subprocess.run(["rm", "-rf", rd])
-            run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={s}",
-                 f"run.dir={rd}", f"data.path={data}"] + extra_sets(a) + per_seed(s), rd + ".log")
-        reports.append(json.load(open(os.path.join(rd, "eval_test.json"))))
-    return reports
+    return [train_run(a, config, data, os.path.join(a.out, f"{name}-s{s}"), s, per_seed(s)) for s in seeds]
+
+
+def train_run(a, config, data, rd, seed, extra=()):
+    """Trains `config` on `data` into `rd` with `seed` (a run already evaluated is kept); its
+    report."""
+    if not os.path.isfile(os.path.join(rd, "eval_test.json")):
+        subprocess.run(["rm", "-rf", rd])
+        run(["train", "--config", config, "--device", "flex", "--set", f"run.seed={seed}",
+             f"run.dir={rd}", f"data.path={data}"] + extra_sets(a) + list(extra), rd + ".log")
+    return json.load(open(os.path.join(rd, "eval_test.json")))
 
 
 def trajectory_tables(title, reports):
@@ -155,11 +157,7 @@ def lmrc_seeds(fold, n):
 def lmrc_run(a, f, seed, data, rows, plans, rule):
     """Trains fold `f` with `seed` (a run already evaluated is kept) and adds its rows."""
     rd = os.path.join(a.out, f"lmrc-f{f}" if seed == f + 1 else f"lmrc-f{f}-s{seed}")
-    if not os.path.isfile(os.path.join(rd, "eval_test.json")):
-        subprocess.run(["rm", "-rf", rd])
-        run(["train", "--config", "configs/lmrc.toml", "--device", "flex", "--set", f"run.seed={seed}",
-             f"run.dir={rd}", f"data.path={data}"] + extra_sets(a), rd + ".log")
-    r = json.load(open(os.path.join(rd, "eval_test.json")))
+    r = train_run(a, "configs/lmrc.toml", data, rd, seed)
     b = r["baselines"]
     for name, m in [("model", r["next_stop"]), (rule, b["same_zone_nearest_first"]["next_stop"]),
                     ("same zone, then neighbouring zone, then nearest", b["zone_neighbour_first"]["next_stop"]),
