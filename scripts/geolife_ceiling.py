@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""How far ahead of ridge can any learner get on the held-out GeoLife users, even one allowed to
+learn from those very users? A ceiling for the issue's "10% ahead of ridge at K=1".
+
+The reference is ridge fitted on the training users (000-005), as in every dfm evaluation. Against
+it, scikit-learn's gradient boosting (HistGradientBoostingRegressor, absolute error, 200
+iterations, one per coordinate of the final offset from constant velocity) is fitted on:
+  1. the training users only (what dfm is asked to do);
+  2. the training users plus the held-out users' *other days* (5 folds by user and local day,
+     drawn 3 times: a test window is never predicted by a model that saw its day), the most generous setting a
+     deployed model could reach after living with these people for weeks;
+  3. as 2, plus where the window is (its last fix in meters about Beijing's centre of the data)
+     and its heading: a personal map of the places and routes the user repeats.
+Prints minFDE at 60 s (m) and each learner over ridge.
+
+Usage (from the project root, after `python3 scripts/real_data.py --only geolife` or
+`dfm data import geolife --in ../shared/data/geolife --out datasets/geolife`):
+    python3 scripts/geolife_ceiling.py [--data checkpoints/real/geolife-data]
+Needs numpy and scikit-learn (it shares the loaders of geolife_overlap.py and geolife_history.py).
+"""
+import argparse
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import Ridge
+
+from geolife_history import agent_frame, constant_velocity, features
+from geolife_overlap import load
+
+EARTH_M = 6371008.8
+BEIJING_UTC_OFFSET_S = 8 * 3600
+FOLDS = 5
+SEEDS = (1, 2, 3)
+
+
+def place(hist, origin):
+    """The last fix in meters about `origin`, and the heading of the last step as sine and cosine."""
+    lat0, lon0 = origin
+    last, prev = hist[:, -1], hist[:, -2]
+    x = np.radians(last[:, 1] - lon0) * EARTH_M * np.cos(np.radians(lat0))
+    y = np.radians(last[:, 0] - lat0) * EARTH_M
+    dy, dx = last[:, 0] - prev[:, 0], (last[:, 1] - prev[:, 1]) * np.cos(np.radians(lat0))
+    ang = np.arctan2(dy, dx)
+    return np.stack([x, y, np.cos(ang), np.sin(ang)], 1)
+
+
+def boost(x, y):
+    """Gradient boosting per target column; returns a function of the features."""
+    fits = [HistGradientBoostingRegressor(max_iter=200, loss="absolute_error", random_state=0).fit(x, y[:, j])
+            for j in range(y.shape[1])]
+    return lambda z: np.stack([f.predict(z) for f in fits], 1)
+
+
+def final_error(offset, cv_end, true_end):
+    return float(np.mean(np.linalg.norm(cv_end + offset - true_end, axis=1)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="checkpoints/real/geolife-data")
+    a = ap.parse_args()
+    keys_tr, keys_te = [], []
+    raw_tr, raw_te = load(a.data, "train", keys_tr), load(a.data, "test", keys_te)
+    (htr, ftr), (hte, fte) = agent_frame(*raw_tr), agent_frame(*raw_te)
+    n = ftr.shape[1]
+    cv_tr, cv_te = constant_velocity(htr, n)[:, -1], constant_velocity(hte, n)[:, -1]
+    ytr = ftr[:, -1] - cv_tr
+    xtr, xte = features(htr), features(hte)
+    origin = (raw_tr[0][:, -1, 0].mean(), raw_tr[0][:, -1, 1].mean())
+    ptr, pte = place(raw_tr[0], origin), place(raw_te[0], origin)
+    day = np.array([f"{u}/{int((t + BEIJING_UTC_OFFSET_S) // 86400)}" for u, t in keys_te])
+    groups = np.unique(day)
+    print(f"train {len(xtr)} windows (users 000-005), test {len(xte)} (users 006-007, {len(groups)} user-days, "
+          f"{FOLDS} folds by day, fold draws {', '.join(map(str, SEEDS))})")
+
+    ridge = Ridge(alpha=10.0).fit(xtr, ytr).predict(xte)
+    ref = final_error(ridge, cv_te, fte[:, -1])
+    rows = [("constant velocity", [final_error(0 * ridge, cv_te, fte[:, -1])]),
+            ("ridge, training users (the reference)", [ref]),
+            ("gradient boosting, training users", [final_error(boost(xtr, ytr)(xte), cv_te, fte[:, -1])])]
+    yte = fte[:, -1] - cv_te
+    for name, with_place in (("+ the held-out users' other days", False), ("+ their other days and a map of their places", True)):
+        errs = []
+        for seed in SEEDS:
+            rng = np.random.default_rng(seed)
+            fold_of_group = dict(zip(groups, rng.permutation(len(groups)) % FOLDS))
+            fold = np.array([fold_of_group[d] for d in day])
+            pred = np.zeros_like(yte)
+            for k in range(FOLDS):
+                seen, held = fold != k, fold == k
+                x_fit, x_held = np.concatenate([xtr, xte[seen]]), xte[held]
+                if with_place:
+                    x_fit = np.concatenate([x_fit, np.concatenate([ptr, pte[seen]])], 1)
+                    x_held = np.concatenate([x_held, pte[held]], 1)
+                pred[held] = boost(x_fit, np.concatenate([ytr, yte[seen]]))(x_held)
+            errs.append(final_error(pred, cv_te, fte[:, -1]))
+        rows.append((f"gradient boosting, training users {name}", errs))
+    print("\n| learner | minFDE m | / ridge |")
+    print("|---|---|---|")
+    for name, errs in rows:
+        print(f"| {name} | {spread(errs)} | {spread(np.array(errs) / ref, 3)} |")
+
+
+def spread(values, digits=2):
+    """Mean, and ± the sample standard deviation where there are several values."""
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+
+if __name__ == "__main__":
+    main()
