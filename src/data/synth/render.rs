@@ -44,88 +44,128 @@ pub fn render(
     traffic: &[f64],
     spec: &RasterSpec,
 ) -> Rgb8 {
-    let n = spec.size as i32;
-    let mut cv = Canvas::new(n, n, GROUND);
-    let h = heading_deg.to_radians();
-    let (sh, ch) = (h.sin(), h.cos());
-    let m = spec.m_per_px;
-    let to_px = |q: P2| -> [f64; 2] {
-        let (e, nn) = (q[0] - origin[0], q[1] - origin[1]);
+    let view = View::new(origin, heading_deg, spec);
+    let mut cv = Canvas::new(spec.size as i32, spec.size as i32, GROUND);
+    draw_blocks(&mut cv, &view, area);
+    draw_roads(&mut cv, &view, area, traffic);
+    draw_markers(&mut cv, &view, area, stops);
+    Rgb8 {
+        width: spec.size,
+        height: spec.size,
+        data: cv.data,
+    }
+}
+
+/// Where the raster looks: area meters to pixels, heading up, and what is near enough to draw.
+struct View {
+    origin: P2,
+    sin_cos: (f64, f64),
+    m_per_px: f64,
+    anchor: [f64; 2],
+    reach: f64,
+}
+
+impl View {
+    fn new(origin: P2, heading_deg: f64, spec: &RasterSpec) -> Self {
+        let h = heading_deg.to_radians();
+        View {
+            origin,
+            sin_cos: (h.sin(), h.cos()),
+            m_per_px: spec.m_per_px,
+            anchor: spec.anchor,
+            reach: spec.m_per_px * (spec.size as f64) * 0.9,
+        }
+    }
+
+    fn to_px(&self, q: P2) -> [f64; 2] {
+        let (sh, ch) = self.sin_cos;
+        let (e, nn) = (q[0] - self.origin[0], q[1] - self.origin[1]);
         let fwd = e * sh + nn * ch;
         let left = -e * ch + nn * sh;
-        [spec.anchor[0] - left / m, spec.anchor[1] - fwd / m]
-    };
-    let reach = m * (spec.size as f64) * 0.9;
-    let near = |lo: P2, hi: P2| {
-        lo[0] <= origin[0] + reach
-            && hi[0] >= origin[0] - reach
-            && lo[1] <= origin[1] + reach
-            && hi[1] >= origin[1] - reach
-    };
-    let rect = |r: &super::world::Rect| {
         [
-            to_px(r.min),
-            to_px([r.max[0], r.min[1]]),
-            to_px(r.max),
-            to_px([r.min[0], r.max[1]]),
+            self.anchor[0] - left / self.m_per_px,
+            self.anchor[1] - fwd / self.m_per_px,
         ]
-    };
-    for r in &area.parks {
-        if near(r.min, r.max) {
-            cv.convex(&rect(r), PARK);
+    }
+
+    /// Whether a box (area meters) may show in the raster.
+    fn near(&self, lo: P2, hi: P2) -> bool {
+        let (o, r) = (self.origin, self.reach);
+        lo[0] <= o[0] + r && hi[0] >= o[0] - r && lo[1] <= o[1] + r && hi[1] >= o[1] - r
+    }
+
+    fn rect(&self, r: &super::world::Rect) -> [[f64; 2]; 4] {
+        [
+            self.to_px(r.min),
+            self.to_px([r.max[0], r.min[1]]),
+            self.to_px(r.max),
+            self.to_px([r.min[0], r.max[1]]),
+        ]
+    }
+
+    /// A width in meters as pixels, at least `min_px`.
+    fn px(&self, meters: f64, min_px: f64) -> f64 {
+        (meters / self.m_per_px).max(min_px)
+    }
+}
+
+/// Parks, then buildings.
+fn draw_blocks(cv: &mut Canvas, view: &View, area: &Area) {
+    for (rects, color) in [(&area.parks, PARK), (&area.buildings, BUILDING)] {
+        for r in rects.iter().filter(|r| view.near(r.min, r.max)) {
+            cv.convex(&view.rect(r), color);
         }
     }
-    for r in &area.buildings {
-        if near(r.min, r.max) {
-            cv.convex(&rect(r), BUILDING);
-        }
-    }
+}
+
+/// Roads by class, the larger over the smaller; jammed edges in the live-traffic colour.
+fn draw_roads(cv: &mut Canvas, view: &View, area: &Area, traffic: &[f64]) {
     for class in [RoadClass::Local, RoadClass::Arterial, RoadClass::Highway] {
         let (color, width_m) = match class {
             RoadClass::Local => (LOCAL, 7.0),
             RoadClass::Arterial => (ARTERIAL, 11.0),
             RoadClass::Highway => (HIGHWAY, 15.0),
         };
-        for (ei, e) in area
-            .edges
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.class == class)
-        {
-            let lo = [
-                e.pts.iter().map(|p| p[0]).fold(f64::MAX, f64::min),
-                e.pts.iter().map(|p| p[1]).fold(f64::MAX, f64::min),
-            ];
-            let hi = [
-                e.pts.iter().map(|p| p[0]).fold(f64::MIN, f64::max),
-                e.pts.iter().map(|p| p[1]).fold(f64::MIN, f64::max),
-            ];
-            if !near(lo, hi) {
+        for (ei, e) in area.edges.iter().enumerate() {
+            if e.class != class {
+                continue;
+            }
+            let (lo, hi) = bounding_box(&e.pts);
+            if !view.near(lo, hi) {
                 continue;
             }
             let jammed = traffic.get(ei).is_some_and(|&t| t < 0.5);
             for w in e.pts.windows(2) {
+                let (a, b) = (view.to_px(w[0]), view.to_px(w[1]));
                 cv.segment(
-                    to_px(w[0]),
-                    to_px(w[1]),
-                    (width_m / m).max(1.0),
+                    a,
+                    b,
+                    view.px(width_m, 1.0),
                     if jammed { JAM } else { color },
                 );
             }
         }
     }
+}
+
+/// The points' bounding box: its lowest and highest corner.
+fn bounding_box(pts: &[P2]) -> (P2, P2) {
+    let fold = |axis: usize, start: f64, pick: fn(f64, f64) -> f64| {
+        pts.iter().map(|p| p[axis]).fold(start, pick)
+    };
+    (
+        [fold(0, f64::MAX, f64::min), fold(1, f64::MAX, f64::min)],
+        [fold(0, f64::MIN, f64::max), fold(1, f64::MIN, f64::max)],
+    )
+}
+
+/// The depot, then the route's remaining stops.
+fn draw_markers(cv: &mut Canvas, view: &View, area: &Area, stops: &[P2]) {
     let depot = area.nodes[area.depot];
-    if near(depot, depot) {
-        cv.disc(to_px(depot), (12.0 / m).max(1.5), DEPOT);
+    if view.near(depot, depot) {
+        cv.disc(view.to_px(depot), view.px(12.0, 1.5), DEPOT);
     }
-    for &s in stops {
-        if near(s, s) {
-            cv.disc(to_px(s), (6.0 / m).max(1.0), STOP);
-        }
-    }
-    Rgb8 {
-        width: spec.size,
-        height: spec.size,
-        data: cv.data,
+    for &s in stops.iter().filter(|&&s| view.near(s, s)) {
+        cv.disc(view.to_px(s), view.px(6.0, 1.0), STOP);
     }
 }
