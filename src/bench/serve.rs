@@ -116,20 +116,12 @@ pub fn run(
         .iter()
         .map(|s| Ok(serde_json::to_vec(&to_request_json(s)?)?))
         .collect::<anyhow::Result<_>>()?;
-    // On a GPU each batch shape compiles its kernels the first time (seconds): run every shape
-    // the server can meet (batches are padded to powers of two) before timing.
-    let mut k = 1;
-    while k <= o.max_batch.next_power_of_two() {
-        let batch: Vec<crate::Sample> = samples.iter().cycle().take(k).cloned().collect();
-        predictor.predict(&batch);
-        k *= 2;
-    }
+    compile_batch_shapes(&predictor, samples, o.max_batch);
     let plan = crate::passes::plan_for(o.model_workers, predictor.device());
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
+    let rows = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/v1/predict", listener.local_addr()?);
-        let metrics_url = format!("http://{}/metrics", listener.local_addr()?);
+        let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let o2 = o.clone();
         let server = tokio::spawn(async move {
@@ -138,61 +130,86 @@ pub fn run(
             })
             .await
         });
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?;
-        // Warm-up: sequential requests, then a burst at the highest concurrency, so that every
-        // forward-pass thread has run passes of the sizes it will meet.
-        for b in bodies.iter().take(8) {
-            client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(b.clone())
-                .send()
-                .await?
-                .error_for_status()?;
-        }
-        let top = concurrencies.iter().copied().max().unwrap_or(1);
-        drive(&client, &url, &bodies, top, 4 * top).await?;
-        let mut rows = Vec::new();
-        for &c in concurrencies {
-            let (passes0, samples0) = batch_totals(&client, &metrics_url).await?;
-            let t = Instant::now();
-            let mut lat = drive(&client, &url, &bodies, c, requests).await?;
-            let secs = t.elapsed().as_secs_f64();
-            let (passes1, samples1) = batch_totals(&client, &metrics_url).await?;
-            lat.sort_by(f64::total_cmp);
-            rows.push(Row {
-                concurrency: c,
-                requests: lat.len(),
-                samples_per_s: lat.len() as f64 / secs,
-                p50_ms: percentile(&lat, 0.5),
-                p95_ms: percentile(&lat, 0.95),
-                p99_ms: percentile(&lat, 0.99),
-                mean_batch: (samples1 - samples0) / (passes1 - passes0).max(1.0),
-            });
-        }
+        let rows = load_rows(&format!("http://{addr}"), &bodies, concurrencies, requests).await;
         let _ = stop_tx.send(());
         server.await??;
-        let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
-        let (p50, p99) = rows
-            .first()
-            .map(|r| (r.p50_ms, r.p99_ms))
-            .unwrap_or((f64::NAN, f64::NAN));
-        Ok(ServeBench {
-            bench: "serve",
-            model: model.to_string(),
-            max_batch: o.max_batch,
-            max_wait_ms: o.max_wait_ms,
-            model_workers: plan.workers,
-            threads_per_worker: plan.threads,
-            route_plans: samples.iter().all(|s| s.plan_route),
-            samples_per_s: best,
-            p50_ms: p50,
-            p99_ms: p99,
-            rows,
-        })
+        rows
+    })?;
+    let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
+    let (p50, p99) = rows
+        .first()
+        .map(|r| (r.p50_ms, r.p99_ms))
+        .unwrap_or((f64::NAN, f64::NAN));
+    Ok(ServeBench {
+        bench: "serve",
+        model: model.to_string(),
+        max_batch: o.max_batch,
+        max_wait_ms: o.max_wait_ms,
+        model_workers: plan.workers,
+        threads_per_worker: plan.threads,
+        route_plans: samples.iter().all(|s| s.plan_route),
+        samples_per_s: best,
+        p50_ms: p50,
+        p99_ms: p99,
+        rows,
     })
+}
+
+/// On a GPU each batch shape compiles its kernels the first time (seconds): runs every shape the
+/// server can meet (batches are padded to powers of two) before anything is timed.
+fn compile_batch_shapes(predictor: &Predictor, samples: &[crate::Sample], max_batch: usize) {
+    let mut k = 1;
+    while k <= max_batch.next_power_of_two() {
+        let batch: Vec<crate::Sample> = samples.iter().cycle().take(k).cloned().collect();
+        predictor.predict(&batch);
+        k *= 2;
+    }
+}
+
+/// Warms the server at `base`, then measures one row per concurrency.
+async fn load_rows(
+    base: &str,
+    bodies: &[Vec<u8>],
+    concurrencies: &[usize],
+    requests: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let url = format!("{base}/v1/predict");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    // Warm-up: sequential requests, then a burst at the highest concurrency, so that every
+    // forward-pass thread has run passes of the sizes it will meet.
+    for b in bodies.iter().take(8) {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(b.clone())
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let top = concurrencies.iter().copied().max().unwrap_or(1);
+    drive(&client, &url, bodies, top, 4 * top).await?;
+    let metrics_url = format!("{base}/metrics");
+    let mut rows = Vec::new();
+    for &c in concurrencies {
+        let (passes0, samples0) = batch_totals(&client, &metrics_url).await?;
+        let t = Instant::now();
+        let mut lat = drive(&client, &url, bodies, c, requests).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let (passes1, samples1) = batch_totals(&client, &metrics_url).await?;
+        lat.sort_by(f64::total_cmp);
+        rows.push(Row {
+            concurrency: c,
+            requests: lat.len(),
+            samples_per_s: lat.len() as f64 / secs,
+            p50_ms: percentile(&lat, 0.5),
+            p95_ms: percentile(&lat, 0.95),
+            p99_ms: percentile(&lat, 0.99),
+            mean_batch: (samples1 - samples0) / (passes1 - passes0).max(1.0),
+        });
+    }
+    Ok(rows)
 }
 
 impl ServeBench {
