@@ -222,52 +222,39 @@ impl Acc {
     }
 
     fn finish(&self, k: usize, miss: f64) -> (Metrics, BTreeMap<String, Metrics>) {
-        let traj = |at_k: &TrajAcc, at_1: Option<&TrajAcc>, k: usize| {
-            let at_k = at_k.finish();
-            at_k.is_some().then(|| TrajBlock {
-                k,
-                miss_threshold_m: miss,
-                at_1: at_1.and_then(|a| a.finish()).or_else(|| at_k.clone()),
-                top_mode: None,
-                mode_calibration: None,
-                at_k,
-            })
-        };
-        let model_traj = traj(&self.traj_k, Some(&self.traj_1), k).map(|t| TrajBlock {
+        (self.model_metrics(k, miss), self.baseline_metrics(miss))
+    }
+
+    fn model_metrics(&self, k: usize, miss: f64) -> Metrics {
+        let trajectory = traj_block(&self.traj_k, Some(&self.traj_1), k, miss).map(|t| TrajBlock {
             top_mode: self.traj_top.finish(),
             mode_calibration: self.mode_cal.finish(),
             ..t
         });
-        let model = Metrics {
-            trajectory: model_traj,
+        Metrics {
+            trajectory,
             eta: self.eta.finish(true),
             on_time: self.on_time.finish(),
             delivered: self.delivered.finish(),
             next_stop: self.next.finish(),
+        }
+    }
+
+    /// Every baseline by name, each with the metrics it answers.
+    fn baseline_metrics(&self, miss: f64) -> BTreeMap<String, Metrics> {
+        let trajectory = |acc: &TrajAcc| Metrics {
+            trajectory: traj_block(acc, None, 1, miss),
+            ..Default::default()
+        };
+        let next_stop = |acc: &NextStopAcc| Metrics {
+            next_stop: acc.finish(),
+            ..Default::default()
         };
         let mut b = BTreeMap::new();
-        b.insert(
-            "constant_velocity".into(),
-            Metrics {
-                trajectory: traj(&self.cv, None, 1),
-                ..Default::default()
-            },
-        );
-        b.insert(
-            "constant_turn_rate".into(),
-            Metrics {
-                trajectory: traj(&self.ctrv, None, 1),
-                ..Default::default()
-            },
-        );
+        b.insert("constant_velocity".into(), trajectory(&self.cv));
+        b.insert("constant_turn_rate".into(), trajectory(&self.ctrv));
         if self.ridge.n > 0 {
-            b.insert(
-                "ridge".into(),
-                Metrics {
-                    trajectory: traj(&self.ridge, None, 1),
-                    ..Default::default()
-                },
-            );
+            b.insert("ridge".into(), trajectory(&self.ridge));
         }
         b.insert(
             "distance_over_speed".into(),
@@ -284,32 +271,31 @@ impl Acc {
                 ..Default::default()
             },
         );
-        b.insert(
-            "nearest_stop_first".into(),
-            Metrics {
-                next_stop: self.next_base.finish(),
-                ..Default::default()
-            },
-        );
-        b.insert(
-            "same_zone_nearest_first".into(),
-            Metrics {
-                next_stop: self.next_zone.finish(),
-                ..Default::default()
-            },
-        );
+        b.insert("nearest_stop_first".into(), next_stop(&self.next_base));
+        b.insert("same_zone_nearest_first".into(), next_stop(&self.next_zone));
         // Only where zone ids say which zones are neighbours (else it is the rule above).
         if self.zone_convention > 0 {
             b.insert(
                 "zone_neighbour_first".into(),
-                Metrics {
-                    next_stop: self.next_neighbour.finish(),
-                    ..Default::default()
-                },
+                next_stop(&self.next_neighbour),
             );
         }
-        (model, b)
+        b
     }
+}
+
+/// The trajectory block of `at_k` (its K=1 from `at_1`, else `at_k` itself); None without
+/// samples.
+fn traj_block(at_k: &TrajAcc, at_1: Option<&TrajAcc>, k: usize, miss: f64) -> Option<TrajBlock> {
+    let at_k = at_k.finish()?;
+    Some(TrajBlock {
+        k,
+        miss_threshold_m: miss,
+        at_1: at_1.and_then(|a| a.finish()).or_else(|| Some(at_k.clone())),
+        top_mode: None,
+        mode_calibration: None,
+        at_k: Some(at_k),
+    })
 }
 
 /// ETA calibration: for each quantile, how often the truth falls below it; and the mean truth
