@@ -542,6 +542,20 @@ mod tests {
         vec![n.features(&mover(1.0)), n.features(&mover(10.0))]
     }
 
+    /// The most likely trajectory of each sample of `b`, flat, with the modalities in `drop`
+    /// masked.
+    fn point_of(model: &DfmModel, b: &Batch, drop: &[&str]) -> Vec<f32> {
+        let drop: Vec<String> = drop.iter().map(|d| d.to_string()).collect();
+        let keep = crate::eval::keep_mask(&drop, b.prior.dims()[0], &b.prior.device());
+        model
+            .forward(b, &TokenMasks::keep(keep))
+            .point
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
     /// A fix `north` meters north of (47.6, -122.3) at time `t`.
     fn fix_north(t: f64, north: f64) -> Fix {
         let (lat, lon) = Enu::new(47.6, -122.3).to_lat_lon(0.0, north);
@@ -633,23 +647,20 @@ mod tests {
         );
         let feats = two_movers(&spec);
         let b = crate::batch::FeatureBatcher.batch(feats.clone(), &device);
-        let flat = |t: Tensor<3>| -> Vec<f32> {
-            t.into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap()
-        };
-        let point = |model: &DfmModel, b: &Batch| {
-            let keep = crate::eval::keep_mask(&[], 2, &b.prior.device());
-            flat(model.forward(b, &TokenMasks::keep(keep)).point)
-        };
+        let point = |model: &DfmModel, b: &Batch| point_of(model, b, &[]);
         let own = point(&model, &b);
         // The slow mover is at the threshold, the fast one ten times beyond it.
         let slow: Vec<f32> = motion_scale(&b).into_data().try_into_vec::<f32>().unwrap();
         model.set_support_q99(slow[0], &device);
         let guarded = point(&model, &b);
         let f2 = spec.future_len * 2;
-        let cv = flat(b.prior.clone());
+        let cv: Vec<f32> = b
+            .prior
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
         assert_eq!(&guarded[..f2], &own[..f2], "inside the training motion");
         for (g, c) in guarded[f2..].iter().zip(&cv[f2..]) {
             assert!(
@@ -686,27 +697,13 @@ mod tests {
             &spec,
         );
         let b = crate::batch::FeatureBatcher.batch(two_movers(&spec), &device);
-        let point = |model: &DfmModel, keep_history: bool| -> Vec<f32> {
-            let drop = if keep_history {
-                vec![]
-            } else {
-                vec!["history".to_string()]
-            };
-            let keep = crate::eval::keep_mask(&drop, 2, &device);
-            let out = model.forward(&b, &TokenMasks::keep(keep));
-            out.point
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
-                .unwrap()
-        };
-        let before = point(&model, true);
-        let dropped = point(&model, false);
+        let before = point_of(&model, &b, &[]);
+        let dropped = point_of(&model, &b, &["history"]);
         // Relative outputs of 1 everywhere (zero weights, unit bias).
         let f2 = spec.future_len * 2;
         let pr = model.heads.point_rel.as_mut().expect("relative decoders");
         pr.bias = Some(Param::from_tensor(Tensor::ones([f2], &device)));
-        let after = point(&model, true);
+        let after = point_of(&model, &b, &[]);
         let scale: Vec<f32> = motion_scale(&b).into_data().try_into_vec().unwrap();
         assert!((scale[1] / scale[0] - 10.0).abs() < 1e-3, "{scale:?}");
         for i in 0..2 {
@@ -719,7 +716,7 @@ mod tests {
             }
         }
         assert_eq!(
-            point(&model, false),
+            point_of(&model, &b, &["history"]),
             dropped,
             "no history, no relative part"
         );
