@@ -224,6 +224,13 @@ fn csv_options() -> gps_csv::CsvOptions {
     o
 }
 
+/// The error a GPS CSV import stops with (it must stop).
+fn gps_csv_error(input: &Path, out: &Path, o: &gps_csv::CsvOptions) -> String {
+    gps_csv::import(input, out, o, false, false)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn gps_csv_renamed_columns_sparse_fixes_gaps_and_bad_rows() {
     let tmp = tempfile::tempdir().unwrap();
@@ -231,9 +238,7 @@ fn gps_csv_renamed_columns_sparse_fixes_gaps_and_bad_rows() {
 
     // A bad row stops the import with the file, the row and the column named.
     let input = fleet_csv(tmp.path(), true);
-    let err = gps_csv::import(&input, &tmp.path().join("x"), &o, false, false)
-        .unwrap_err()
-        .to_string();
+    let err = gps_csv_error(&input, &tmp.path().join("x"), &o);
     assert!(
         err.contains("fleet.csv") && err.contains("row 36") && err.contains("latitude"),
         "{err}"
@@ -241,9 +246,7 @@ fn gps_csv_renamed_columns_sparse_fixes_gaps_and_bad_rows() {
     // A missing column names the flag that renames it.
     let mut wrong = o.clone();
     wrong.columns.lat = "lat".into();
-    let err = gps_csv::import(&input, &tmp.path().join("y"), &wrong, false, false)
-        .unwrap_err()
-        .to_string();
+    let err = gps_csv_error(&input, &tmp.path().join("y"), &wrong);
     assert!(err.contains("`lat`") && err.contains("--lat-col"), "{err}");
 
     // --skip-bad: skipped, counted, reported.
@@ -348,9 +351,7 @@ fn gps_csv_reads_iso_date_times_local_or_with_an_offset() {
         "vehicle,ts,latitude,longitude,spd\na,2022-01-08 25:00:00,48.0,11.0,\n",
     )
     .unwrap();
-    let e = gps_csv::import(&bad, &tmp.path().join("b"), &o, false, false)
-        .unwrap_err()
-        .to_string();
+    let e = gps_csv_error(&bad, &tmp.path().join("b"), &o);
     assert!(
         e.contains("row 2") && e.contains("ts") && e.contains("ISO 8601"),
         "{e}"
@@ -651,9 +652,7 @@ fn hostile_flags_times_and_routes_are_errors_not_hangs_or_panics() {
         ));
     }
     std::fs::write(&huge, text).unwrap();
-    let e = gps_csv::import(&huge, &tmp.path().join("o1"), &csv_options(), false, false)
-        .unwrap_err()
-        .to_string();
+    let e = gps_csv_error(&huge, &tmp.path().join("o1"), &csv_options());
     assert!(
         e.contains("row 2") && e.contains("ts") && e.contains("UNIX time"),
         "{e}"
