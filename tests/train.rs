@@ -447,6 +447,53 @@ fn finetune_loads_pretrained_encoders_and_can_freeze_them() {
     );
 }
 
+/// A fine-tune keeps the speeds its initial model trained on: its support guard's threshold is
+/// the larger of its own data's and the initial model's (`support.json` says which), and a
+/// fine-tune whose config has no guard has none.
+#[test]
+fn a_fine_tune_keeps_its_initial_models_support_guard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 34);
+    let pre = tmp.path().join("pre");
+    let short = ["train.max_steps=10", "train.checkpoint_every=100"];
+    let guarded = [&short[..], &["model.support_guard=true"]].concat();
+    dfm::train::train(cfg(&data, &pre, &guarded), false, &Device::flex(), true).unwrap();
+    let kept = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("support.json")).unwrap()).unwrap()
+    };
+    let own = kept(&pre)["motion_scale"].as_f64().unwrap() as f32;
+    assert!(
+        kept(&pre).get("inherited").is_none(),
+        "a run from scratch inherits nothing"
+    );
+    // The initial model as if it had trained on movers ten times as fast as this data's.
+    let best = pre.join("best");
+    let mut m = load(&pre, &best);
+    m.set_support_q99(10.0 * own, &Device::flex());
+    checkpoint::save_best(&pre, &m, &checkpoint::read_state(&best).unwrap()).unwrap();
+    let init = format!("train.init_from={}", pre.display());
+
+    let ft = tmp.path().join("ft");
+    let c = cfg(&data, &ft, &[&guarded[..], &[init.as_str()]].concat());
+    dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    let t = kept(&ft);
+    let f32_of = |v: &serde_json::Value| v.as_f64().map(|x| x as f32);
+    assert_eq!(f32_of(&t["motion_scale"]), Some(10.0 * own), "{t}");
+    assert_eq!(f32_of(&t["inherited"]), Some(10.0 * own), "{t}");
+    let ft_model = load(&ft, &checkpoint::best_or_last(&ft).unwrap());
+    assert_eq!(ft_model.support_q99_set(), Some(10.0 * own));
+
+    let off = tmp.path().join("off");
+    let c = cfg(&data, &off, &[&short[..], &[init.as_str()]].concat());
+    dfm::train::train(c, false, &Device::flex(), true).unwrap();
+    assert!(!off.join("support.json").exists());
+    let off_model = load(&off, &checkpoint::best_or_last(&off).unwrap());
+    assert!(
+        off_model.support_q99.is_none(),
+        "no guard without model.support_guard"
+    );
+}
+
 fn final_ckpt_any(run: &Path) -> PathBuf {
     checkpoint::list(run).unwrap().pop().unwrap().1
 }

@@ -461,6 +461,16 @@ struct TokenLayout {
 /// The support guard's threshold before training sets it: so large that nothing is shrunk.
 pub const UNSET_SUPPORT: f32 = 1e30;
 
+/// A motion scale as a mean speed (m/s) for data read by `norm`: the motion scale is the
+/// history's mean step times its rows over the position scale.
+pub fn motion_scale_mps(q: f32, norm: &crate::features::Normalizer) -> f64 {
+    let (h, step) = (
+        norm.spec.history_len as f64,
+        norm.spec.history_step_s as f64,
+    );
+    q as f64 * norm.pos_scale as f64 / (h * step)
+}
+
 /// `model.support_guard`: how much of the learned correction a sample keeps [B], from its
 /// motion scale `s` [B] and the training histories' 99th percentile `q` [1]: 1 up to `q`,
 /// falling linearly to 0 at `2 q` (constant velocity beyond: no training data says otherwise).
@@ -471,16 +481,16 @@ pub fn support_factor(s: Tensor<1>, q: Tensor<1>) -> Tensor<1> {
 }
 
 impl DfmModel {
-    /// The support guard's threshold as a mean speed (m/s) for data read by `norm`: the motion
-    /// scale is the history's mean step times its rows over the position scale. None without
+    /// The support guard's threshold as a mean speed (m/s) for data read by `norm`. None without
     /// the guard or before training set it.
     pub fn support_guard_mps(&self, norm: &crate::features::Normalizer) -> Option<f64> {
-        let q = self.support_q99.as_ref()?.val().into_scalar::<f32>() as f64;
-        let (h, step) = (
-            norm.spec.history_len as f64,
-            norm.spec.history_step_s as f64,
-        );
-        (q < UNSET_SUPPORT as f64 / 2.0).then(|| q * norm.pos_scale as f64 / (h * step))
+        Some(motion_scale_mps(self.support_q99_set()?, norm))
+    }
+
+    /// The support guard's threshold (a motion scale), once training has set it.
+    pub fn support_q99_set(&self) -> Option<f32> {
+        let q = self.support_q99.as_ref()?.val().into_scalar::<f32>();
+        (q < UNSET_SUPPORT / 2.0).then_some(q)
     }
 
     /// Sets the support guard's threshold (`model.support_guard`; a fixed value, not trained).

@@ -64,35 +64,50 @@ pub fn motion_q99(setup: &Setup) -> anyhow::Result<Option<f32>> {
 /// The run folder's record of the threshold.
 pub const FILE: &str = "support.json";
 
-/// What `support.json` holds: the quantile, the motion scale it measured and the data it read.
+/// What `support.json` holds: the quantile, the threshold and the data it was measured on.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Threshold {
     pub quantile: f64,
+    /// The run's threshold: the training data's, or the initial model's where that is larger.
     pub motion_scale: f32,
     pub manifest_sha256: String,
+    /// The initial model's threshold (`train.init_from`), when it had one: what it trained on
+    /// is the run's support too, so a fine-tune on a few slow routes keeps the speeds its
+    /// initial model learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited: Option<f32>,
 }
 
-/// The run's threshold: the one `support.json` in `run_dir` keeps for this data (a resumed run),
-/// else measured with [`motion_q99`] and written there. `Ok(None)` when no training history
-/// moves; `Ok(Some((q, measured)))` otherwise.
-pub fn ensure(setup: &Setup, run_dir: &Path) -> anyhow::Result<Option<(f32, bool)>> {
+/// The run's threshold: the one `support.json` in `run_dir` keeps for this data (a resumed run,
+/// or a new one from the same initial model), else the larger of [`motion_q99`] and
+/// `inherited`, written there. `Ok(None)` when neither exists; `Ok(Some((q, measured)))`
+/// otherwise, `measured` being the training data's own value when it was measured now.
+pub fn ensure(
+    setup: &Setup,
+    run_dir: &Path,
+    resume: bool,
+    inherited: Option<f32>,
+) -> anyhow::Result<Option<(f32, Option<f32>)>> {
     let path = run_dir.join(FILE);
     if let Some(t) = load(&path)?
         && t.manifest_sha256 == setup.manifest_sha256
         && t.quantile == QUANTILE
+        && (resume || t.inherited == inherited)
     {
-        return Ok(Some((t.motion_scale, false)));
+        return Ok(Some((t.motion_scale, None)));
     }
-    let Some(q) = motion_q99(setup)? else {
+    let measured = motion_q99(setup)?;
+    let Some(q) = measured.into_iter().chain(inherited).reduce(f32::max) else {
         return Ok(None);
     };
     let t = Threshold {
         quantile: QUANTILE,
         motion_scale: q,
         manifest_sha256: setup.manifest_sha256.clone(),
+        inherited,
     };
     crate::util::write_atomic(&path, &serde_json::to_vec_pretty(&t)?)?;
-    Ok(Some((q, true)))
+    Ok(Some((q, measured)))
 }
 
 /// `support.json`, when the run has one; an unreadable one is an error naming the file.
@@ -144,6 +159,7 @@ mod tests {
             quantile: QUANTILE,
             motion_scale: 1.25,
             manifest_sha256: "abc".into(),
+            inherited: None,
         };
         std::fs::write(&p, serde_json::to_vec(&t).unwrap()).unwrap();
         assert_eq!(load(&p).unwrap(), Some(t));

@@ -760,32 +760,48 @@ fn initial_model(
         model.enc = model.enc.no_grad();
     }
     if cfg.model.support_guard {
-        set_support(&mut model, setup, run_dir, device)?;
+        // A new run keeps the speeds its initial model trained on (`train.init_from`).
+        let inherited = (!resume && !cfg.train.init_from.is_empty())
+            .then(|| model.support_q99_set())
+            .flatten();
+        set_support(&mut model, setup, run_dir, device, resume, inherited)?;
+    } else {
+        // An initial model's guard goes with it only where this run's config asks for one.
+        model.support_q99 = None;
     }
     Ok(model)
 }
 
-/// The training data's range of motion for `model.support_guard`: measured when the run starts,
-/// read back from `support.json` when it resumes.
+/// The training data's range of motion for `model.support_guard` (or the initial model's, where
+/// larger): measured when the run starts, read back from `support.json` when it resumes.
 fn set_support(
     model: &mut DfmModel,
     setup: &Setup,
     run_dir: &Path,
     device: &Device,
+    resume: bool,
+    inherited: Option<f32>,
 ) -> anyhow::Result<()> {
-    let Some((q, measured)) = super::support::ensure(setup, run_dir)? else {
+    let Some((q, measured)) = super::support::ensure(setup, run_dir, resume, inherited)? else {
         eprintln!("warning: model.support_guard: no training history moves; the guard is off");
         return Ok(());
     };
     model.set_support_q99(q, device);
-    if !measured {
-        return Ok(());
+    let mps = |q: f32| crate::model::motion_scale_mps(q, &setup.norm);
+    match measured {
+        Some(m) if m < q => println!(
+            "support guard: 99% of the training histories move at most {:.1} m/s; the initial model's reach {:.1} m/s, which the run keeps: the most likely trajectory is constant velocity from {:.1} m/s",
+            mps(m),
+            mps(q),
+            2.0 * mps(q)
+        ),
+        Some(_) => println!(
+            "support guard: 99% of the training histories move at most {:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
+            mps(q),
+            2.0 * mps(q)
+        ),
+        None => {}
     }
-    let mps = model.support_guard_mps(&setup.norm).unwrap_or(f64::NAN);
-    println!(
-        "support guard: 99% of the training histories move at most {mps:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
-        2.0 * mps
-    );
     Ok(())
 }
 
