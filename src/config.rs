@@ -184,8 +184,8 @@ pub struct ModelConfig {
     /// At inference (evaluation, prediction, serving), shrink the most likely trajectory's
     /// learned correction towards constant velocity for histories moving faster than the
     /// training data covers: fully learned up to the training histories' 99th percentile of
-    /// motion, constant velocity from twice that (`model::support_factor`). Training fits the
-    /// correction everywhere.
+    /// motion (or a fine-tune's initial model's, where larger), constant velocity from twice that
+    /// (`model::support_factor`). Training fits the correction everywhere.
     pub support_guard: bool,
     /// Video tubelets (ViViT-style): frames and pixels a side per token, when the dataset has
     /// clips.

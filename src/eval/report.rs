@@ -240,7 +240,7 @@ impl EvalReport {
         if let Some(v) = self.model.support_guard_mps {
             let _ = writeln!(
                 s,
-                "  support guard: the most likely trajectory's correction shrinks from {v:.1} m/s (the training histories' 99th percentile) to none at {:.1} m/s",
+                "  support guard: the most likely trajectory's correction shrinks from {v:.1} m/s (the training histories' 99th percentile, or its initial model's where larger) to none at {:.1} m/s",
                 2.0 * v
             );
         }

@@ -70,8 +70,9 @@ pub struct DfmModel {
     pub recon: Recon,
     /// The scale of the rule prior on next-stop logits (`model.next_stop_prior`): [1].
     pub next_prior: Option<Param<Tensor<1>>>,
-    /// `model.support_guard`: the training histories' 99th percentile of motion scale, set
-    /// when training starts (never trained; [`UNSET_SUPPORT`] until then): [1].
+    /// `model.support_guard`: the training histories' 99th percentile of motion scale (or the
+    /// initial model's, where larger), set when training starts (never trained;
+    /// [`UNSET_SUPPORT`] until then): [1].
     pub support_q99: Option<Param<Tensor<1>>>,
     pub modes: usize,
     /// Trajectory knots (the training data's future grid; other times are blended from them).
