@@ -11,7 +11,9 @@ iterations, one per coordinate of the final offset from constant velocity) is fi
      deployed model could reach after living with these people for weeks;
   3. as 2, plus where the window is (its last fix in meters about Beijing's centre of the data)
      and its heading: a personal map of the places and routes the user repeats.
-Prints minFDE at 60 s (m) and each learner over ridge.
+Prints minFDE at 60 s (m) and each learner over ridge. A second table leaves one user out at a
+time (every split of the import: the other seven users train ridge and gradient boosting): on
+which people a learner gets ahead of ridge, and by how much.
 
 Usage (from the project root, after `python3 scripts/real_data.py --only geolife` or
 `dfm data import geolife --in ../shared/data/geolife --out datasets/geolife`):
@@ -29,6 +31,7 @@ from geolife_overlap import load
 EARTH_M = 6371008.8
 BEIJING_UTC_OFFSET_S = 8 * 3600
 FOLDS = 5
+STEP_S = 5.0  # the import's resampling step (`dfm data import geolife --step`)
 SEEDS = (1, 2, 3)
 
 
@@ -52,6 +55,38 @@ def boost(x, y):
 
 def final_error(offset, cv_end, true_end):
     return float(np.mean(np.linalg.norm(cv_end + offset - true_end, axis=1)))
+
+
+def all_windows(data):
+    """Every window of the import (all splits), in the agent frame, with its user."""
+    hs, fs, users = [], [], []
+    for split in ("train", "val", "test", "test_days"):
+        keys = []
+        h, f = load(data, split, keys)
+        if len(h):
+            hs.append(h)
+            fs.append(f)
+            users += [u for u, _ in keys]
+    h, f = agent_frame(np.concatenate(hs), np.concatenate(fs))
+    return h, f, np.array(users)
+
+
+def leave_one_user_out(data):
+    h, f, users = all_windows(data)
+    n = f.shape[1]
+    cv = constant_velocity(h, n)[:, -1]
+    y, x = f[:, -1] - cv, features(h)
+    speed = np.linalg.norm(np.diff(h, axis=1), axis=2).mean(1) / STEP_S
+    print("\nleave one user out (the other seven train):\n")
+    print("| user | windows | median speed m/s | constant velocity m | ridge / CV | gradient boosting / CV | boosting / ridge |")
+    print("|---|---|---|---|---|---|---|")
+    for u in sorted(set(users)):
+        te, tr = users == u, users != u
+        err = lambda offset: final_error(offset, cv[te], f[te][:, -1])
+        c = err(0 * y[te])
+        r = err(Ridge(alpha=10.0).fit(x[tr], y[tr]).predict(x[te]))
+        g = err(boost(x[tr], y[tr])(x[te]))
+        print(f"| {u} | {te.sum()} | {np.median(speed[te]):.1f} | {c:.1f} | {r / c:.3f} | {g / c:.3f} | {g / r:.3f} |")
 
 
 def main():
@@ -98,6 +133,7 @@ def main():
     print("|---|---|---|")
     for name, errs in rows:
         print(f"| {name} | {spread(errs)} | {spread(np.array(errs) / ref, 3)} |")
+    leave_one_user_out(a.data)
 
 
 def spread(values, digits=2):
