@@ -25,10 +25,10 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 
-from geolife_history import agent_frame, constant_velocity, features
+from geolife_history import EARTH_M, agent_frame, constant_velocity, features
 from geolife_overlap import load
+from study import cell
 
-EARTH_M = 6371008.8
 BEIJING_UTC_OFFSET_S = 8 * 3600
 FOLDS = 5
 STEP_S = 5.0  # the import's resampling step (`dfm data import geolife --step`)
@@ -132,15 +132,13 @@ def main():
     print("\n| learner | minFDE m | / ridge |")
     print("|---|---|---|")
     for name, errs in rows:
-        print(f"| {name} | {spread(errs)} | {spread(np.array(errs) / ref, 3)} |")
+        print(f"| {name} | {spread(errs)} | {spread([e / ref for e in errs], 3)} |")
     leave_one_user_out(a.data)
 
 
 def spread(values, digits=2):
-    """Mean, and ± the sample standard deviation where there are several values."""
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
-
+    """`mean ± spread` (`study.cell`) over several values; a single one as it is."""
+    return cell(list(values), digits) if len(values) > 1 else f"{values[0]:.{digits}f}"
 
 if __name__ == "__main__":
     main()
