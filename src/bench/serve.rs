@@ -135,11 +135,8 @@ pub fn run(
         server.await??;
         rows
     })?;
-    let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
-    let (p50, p99) = rows
-        .first()
-        .map(|r| (r.p50_ms, r.p99_ms))
-        .unwrap_or((f64::NAN, f64::NAN));
+    let (best, p50, p99) =
+        super::headline(rows.iter().map(|r| (r.samples_per_s, r.p50_ms, r.p99_ms)));
     Ok(ServeBench {
         bench: "serve",
         model: model.to_string(),
