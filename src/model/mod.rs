@@ -177,21 +177,7 @@ impl DfmModel {
             },
             queries: init.init([cfg.modes + 2, d], device),
             heads: Heads::new(d, cfg.modes, spec.future_len, device),
-            prior_gate: Param::from_tensor(Tensor::from_data(
-                burn::tensor::TensorData::new(
-                    (0..=cfg.modes)
-                        .map(|m| {
-                            if m == 0 || m == cfg.modes {
-                                1.0f32
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect::<Vec<_>>(),
-                    [cfg.modes + 1],
-                ),
-                device,
-            )),
+            prior_gate: first_and_last_gate(cfg.modes, device),
             next_prior: None,
             support_q99: None,
             modes: cfg.modes,
@@ -470,6 +456,19 @@ pub fn motion_scale_mps(q: f32, norm: &crate::features::Normalizer) -> f64 {
         norm.spec.history_step_s as f64,
     );
     q as f64 * norm.pos_scale as f64 / (h * step)
+}
+
+/// A gate [K + 1] that is 1 for mode 0 and the most likely trajectory (the last) and 0 for the
+/// other modes: those two start on the prior it scales, the others free, so the modes do not
+/// collapse onto one another.
+fn first_and_last_gate(modes: usize, device: &Device) -> Param<Tensor<1>> {
+    let g: Vec<f32> = (0..=modes)
+        .map(|m| if m == 0 || m == modes { 1.0 } else { 0.0 })
+        .collect();
+    Param::from_tensor(Tensor::from_data(
+        burn::tensor::TensorData::new(g, [modes + 1]),
+        device,
+    ))
 }
 
 /// `model.support_guard`: how much of the learned correction a sample keeps [B], from its

@@ -32,102 +32,113 @@ fn round(x: f64, step: f64) -> f64 {
 pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) -> Vec<Sample> {
     let spec = &o.spec;
     let mut rng = rng::stream(seed, "samples", &[index as u64]);
-    let gps = GpsNoise::new(seed, index, area, &route.track);
-    let imu_model = ImuModel::new(&mut rng, area);
-    let hist_span = (spec.history_len - 1) as f64 * spec.history_step_s as f64;
+    let c = Cutter {
+        seed,
+        index,
+        area,
+        route,
+        o,
+        gps: GpsNoise::new(seed, index, area, &route.track),
+        imu_model: ImuModel::new(&mut rng, area),
+        hist_span: (spec.history_len - 1) as f64 * spec.history_step_s as f64,
+        depot: {
+            let (lat, lon) = area.lat_lon(route.depot);
+            LatLon {
+                lat: round7(lat),
+                lon: round7(lon),
+            }
+        },
+        lights: (spec.video_frames > 0).then(|| Lights::new(seed, index, &route.track)),
+    };
     let imu_span = (spec.imu_len as f64 - 1.0) / spec.imu_rate_hz as f64;
+    // Every visit arrives before the last arrival, so a decision point before it has a stop
+    // ahead.
     let last_arrival = route
         .visits
         .iter()
         .map(|v| v.arrival)
         .fold(f64::MIN, f64::max);
-    let (dlat, dlon) = area.lat_lon(route.depot);
-    let depot = LatLon {
-        lat: round7(dlat),
-        lon: round7(dlon),
-    };
-    // Stops are listed in an order that says nothing about the visit order.
-    let order_key = |s: usize| rng::hash(seed, "stop-order", &[index as u64, s as u64]);
-    let lights = (spec.video_frames > 0).then(|| Lights::new(seed, index, &route.track));
     let mut out = Vec::new();
     let mut t0 = round(
-        route.departure + hist_span.max(imu_span) + uniform(&mut rng, 1.0, o.sample_every_s),
+        route.departure + c.hist_span.max(imu_span) + uniform(&mut rng, 1.0, o.sample_every_s),
         0.1,
     );
     while t0 < last_arrival {
         let this_t0 = t0;
         t0 = round(t0 + o.sample_every_s * uniform(&mut rng, 0.6, 1.4), 0.1);
+        if let Some(s) = c.sample_at(this_t0, out.len(), &mut rng) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// What every sample of one simulated route shares while it is cut.
+struct Cutter<'a> {
+    seed: u64,
+    index: usize,
+    area: &'a Area,
+    route: &'a Route,
+    o: &'a CutOptions,
+    gps: GpsNoise,
+    imu_model: ImuModel,
+    hist_span: f64,
+    depot: LatLon,
+    lights: Option<Lights<'a>>,
+}
+
+impl Cutter<'_> {
+    /// The decision point at `t0` (the route's `n`-th sample), or None for a vehicle that stands
+    /// still over the whole window and is not kept (`stationary_keep_p`).
+    fn sample_at(&self, t0: f64, n: usize, rng: &mut rng::SimRng) -> Option<Sample> {
+        let (area, route, spec) = (self.area, self.route, &self.o.spec);
         let track = &route.track;
-        let here = track.state_at(this_t0).p;
-        let fut_end = this_t0 + spec.future_len as f64 * spec.future_step_s as f64;
-        let moved = (0..=20)
-            .map(|k| this_t0 - hist_span + k as f64 * (hist_span + fut_end - this_t0) / 20.0)
-            .any(|t| dist(track.state_at(t).p, here) > 5.0);
-        if !moved && !chance(&mut rng, o.stationary_keep_p) {
-            continue;
+        let here = track.state_at(t0).p;
+        let fut_end = t0 + spec.future_len as f64 * spec.future_step_s as f64;
+        if !self.moves(t0, fut_end) && !chance(rng, self.o.stationary_keep_p) {
+            return None;
         }
-        let ahead: Vec<&super::route::Visit> = route
-            .visits
-            .iter()
-            .filter(|v| v.arrival > this_t0)
-            .collect();
-        if ahead.is_empty() {
-            break;
-        }
-        let (history, last_pos) = history_fixes(&gps, area, route, this_t0, spec, &mut rng);
-        let imu = chance(&mut rng, o.imu_p).then(|| Imu {
-            rate_hz: spec.imu_rate_hz,
-            file: None,
-            npy_base64: None,
-            data: imu_model.read(
-                track,
-                this_t0,
-                spec.imu_rate_hz as f64,
-                spec.imu_len,
-                &mut rng,
-            ),
-        });
-        let images = if chance(&mut rng, o.image_p) {
+        let ahead: Vec<&super::route::Visit> =
+            route.visits.iter().filter(|v| v.arrival > t0).collect();
+        let next_stop_id = ahead.first()?.stop;
+        let (history, last_pos) = history_fixes(&self.gps, area, route, t0, spec, rng);
+        let imu = self.imu(t0, rng);
+        let images = if chance(rng, self.o.image_p) {
             vec![map_image(
-                area, route, &ahead, &history, last_pos, &o.raster,
+                area,
+                route,
+                &ahead,
+                &history,
+                last_pos,
+                &self.o.raster,
             )]
         } else {
             Vec::new()
         };
+        // Stops are listed in an order that says nothing about the visit order.
         let mut listed: Vec<&super::route::Visit> =
             ahead.iter().take(spec.max_stops).copied().collect();
-        let next_stop_id = listed[0].stop;
-        listed.sort_by_key(|v| order_key(v.stop));
+        listed.sort_by_key(|v| {
+            rng::hash(self.seed, "stop-order", &[self.index as u64, v.stop as u64])
+        });
         let stops = stop_list(area, route, &listed);
         let mut target = target_at(
             area,
             route,
-            this_t0,
+            t0,
             spec,
             &listed,
             ahead[0].delivered,
             next_stop_id,
         );
-        let video = lights.as_ref().map(|lights| {
-            let stops_ahead: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
-            let scene = Scene {
-                area,
-                track: &route.track,
-                traffic: &route.traffic,
-                lights,
-                stops_ahead: &stops_ahead,
-                seed,
-            };
-            target.light_ahead = lights.ahead(this_t0, fut_end).map(|(_, phase)| phase);
-            dashcam(&scene, this_t0, spec)
-        });
-        out.push(Sample {
+        let video = self.video(&ahead, t0, fut_end, &mut target);
+        Some(Sample {
             video,
-            key: format!("{}-{:04}", route.id, out.len()),
+            key: format!("{}-{:04}", route.id, n),
             route_id: route.id.clone(),
             region: area.region,
-            t0: this_t0,
-            context: context_at(area, route, this_t0, here, depot),
+            t0,
+            context: context_at(area, route, t0, here, self.depot),
             history,
             imu,
             images,
@@ -135,9 +146,59 @@ pub fn cut(seed: u64, index: usize, area: &Area, route: &Route, o: &CutOptions) 
             horizons_s: Vec::new(),
             plan_route: false,
             target: Some(target),
-        });
+        })
     }
-    out
+
+    /// Whether the vehicle moves more than 5 m from where it is at `t0` at any of 21 times over
+    /// the history and the future.
+    fn moves(&self, t0: f64, fut_end: f64) -> bool {
+        let track = &self.route.track;
+        let here = track.state_at(t0).p;
+        (0..=20)
+            .map(|k| t0 - self.hist_span + k as f64 * (self.hist_span + fut_end - t0) / 20.0)
+            .any(|t| dist(track.state_at(t).p, here) > 5.0)
+    }
+
+    /// The IMU rows before `t0`, for a share `imu_p` of the samples.
+    fn imu(&self, t0: f64, rng: &mut rng::SimRng) -> Option<Imu> {
+        let spec = &self.o.spec;
+        chance(rng, self.o.imu_p).then(|| Imu {
+            rate_hz: spec.imu_rate_hz,
+            file: None,
+            npy_base64: None,
+            data: self.imu_model.read(
+                &self.route.track,
+                t0,
+                spec.imu_rate_hz as f64,
+                spec.imu_len,
+                rng,
+            ),
+        })
+    }
+
+    /// The dashcam clip before `t0` when the world has video; records the light ahead in the
+    /// target.
+    fn video(
+        &self,
+        ahead: &[&super::route::Visit],
+        t0: f64,
+        fut_end: f64,
+        target: &mut Target,
+    ) -> Option<Video> {
+        let lights = self.lights.as_ref()?;
+        let route = self.route;
+        let stops_ahead: Vec<_> = ahead.iter().map(|v| route.stops[v.stop].pos).collect();
+        let scene = Scene {
+            area: self.area,
+            track: &route.track,
+            traffic: &route.traffic,
+            lights,
+            stops_ahead: &stops_ahead,
+            seed: self.seed,
+        };
+        target.light_ahead = lights.ahead(t0, fut_end).map(|(_, phase)| phase);
+        Some(dashcam(&scene, t0, &self.o.spec))
+    }
 }
 
 /// The dashcam clip of the last seconds before `t0`: `spec.video_frames` frames
