@@ -384,6 +384,72 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// The largest member a shard may hold (a record's JSON, PNG or `.npy`), bytes.
 pub const MAX_MEMBER_BYTES: u64 = 256 << 20;
 
+/// One tar member of a shard: its path, the record key and extension of its file name, and
+/// its bytes.
+struct Member {
+    name: String,
+    key: String,
+    ext: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads a tar member whole, refusing a name without an extension and a size the shard cannot
+/// hold (`file_len`) or the read does not deliver; `at` says where in the shard it is.
+fn read_member<R: Read>(
+    path: &Path,
+    mut entry: tar::Entry<'_, R>,
+    file_len: u64,
+    at: impl Fn() -> String,
+) -> Result<Member, DataError> {
+    let name = entry
+        .path()
+        .map_err(|e| DataError::file(path, format!("bad member name {}: {e}", at())))?
+        .to_string_lossy()
+        .to_string();
+    let base = name.rsplit('/').next().unwrap_or(&name).to_string();
+    let Some((key, ext)) = base.split_once('.') else {
+        return Err(DataError::file(
+            path,
+            format!("member `{name}` has no extension"),
+        ));
+    };
+    let size = entry.size();
+    // A header may claim any size (base-256 sizes reach 2^95): believe it only when the
+    // shard can hold it, so a corrupt header is an error, not an allocation failure.
+    if size > file_len.min(MAX_MEMBER_BYTES) {
+        return Err(DataError::record(
+            path,
+            key,
+            format!(
+                "member `{name}` claims {size} bytes in its tar header; the shard has \
+                 {file_len} bytes and a member may have at most {MAX_MEMBER_BYTES} \
+                 (corrupt header?)"
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    (&mut entry)
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::record(path, key, format!("cannot read member `{name}`: {e}")))?;
+    if bytes.len() as u64 != size {
+        return Err(DataError::record(
+            path,
+            key,
+            format!(
+                "member `{name}` is truncated: {} of {size} bytes (truncated shard?)",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Member {
+        key: key.to_string(),
+        ext: ext.to_string(),
+        name,
+        bytes,
+    })
+}
+
 /// Reads the records of a shard in order, calling `f` for each; `f` returns `false` to stop.
 /// A truncated or malformed archive is an error naming the shard and the record being read.
 /// With `expected`, a shard holding another number of records is an error too.
@@ -409,52 +475,19 @@ pub fn for_each_record(
         None => "before the first record".to_string(),
     };
     for entry in entries {
-        let mut entry = entry.map_err(|e| {
+        let entry = entry.map_err(|e| {
             DataError::file(
                 path,
                 format!("corrupt or truncated tar {}: {e}", after(&cur)),
             )
         })?;
-        let name = entry
-            .path()
-            .map_err(|e| DataError::file(path, format!("bad member name {}: {e}", after(&cur))))?
-            .to_string_lossy()
-            .to_string();
-        let base = name.rsplit('/').next().unwrap_or(&name).to_string();
-        let Some((key, ext)) = base.split_once('.') else {
-            return Err(DataError::file(
-                path,
-                format!("member `{name}` has no extension"),
-            ));
-        };
-        let size = entry.size();
-        // A header may claim any size (base-256 sizes reach 2^95): believe it only when the
-        // shard can hold it, so a corrupt header is an error, not an allocation failure.
-        if size > file_len.min(MAX_MEMBER_BYTES) {
-            return Err(DataError::record(
-                path,
-                key,
-                format!(
-                    "member `{name}` claims {size} bytes in its tar header; the shard has \
-                     {file_len} bytes and a member may have at most {MAX_MEMBER_BYTES} \
-                     (corrupt header?)"
-                ),
-            ));
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        (&mut entry).take(size).read_to_end(&mut buf).map_err(|e| {
-            DataError::record(path, key, format!("cannot read member `{name}`: {e}"))
-        })?;
-        if buf.len() as u64 != size {
-            return Err(DataError::record(
-                path,
-                key,
-                format!(
-                    "member `{name}` is truncated: {} of {size} bytes (truncated shard?)",
-                    buf.len()
-                ),
-            ));
-        }
+        let Member {
+            name,
+            key,
+            ext,
+            bytes: buf,
+        } = read_member(path, entry, file_len, || after(&cur))?;
+        let key = key.as_str();
         if cur.as_ref().is_some_and(|r| r.key != key) {
             count += 1;
             if !f(cur.take().unwrap()) {
@@ -465,14 +498,14 @@ pub fn for_each_record(
             key: key.to_string(),
             members: Vec::new(),
         });
-        if rec.members.iter().any(|(e, _)| e == ext) {
+        if rec.members.iter().any(|(e, _)| *e == ext) {
             return Err(DataError::record(
                 path,
                 key,
                 format!("member `{name}` appears twice"),
             ));
         }
-        rec.members.push((ext.to_string(), buf));
+        rec.members.push((ext, buf));
     }
     if let Some(r) = cur.take() {
         count += 1;

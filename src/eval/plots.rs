@@ -6,7 +6,7 @@
 //! - `reliability.png`: reliability diagrams of on-time and delivered probabilities.
 //! - `error_by_horizon.png`: mean displacement error per future step, model vs baselines.
 
-use super::PlotData;
+use super::{PlotData, PlotSample};
 use crate::draw::Canvas;
 use crate::plot::{font_available, save_png};
 use anyhow::Context;
@@ -42,7 +42,22 @@ fn modes(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             gap + (i % cols) as i32 * (PANEL + gap),
             gap + (i / cols) as i32 * (PANEL + gap),
         );
-        // Meters per panel pixel, and where the vehicle sits.
+        Panel::background(&mut cv, s, x0, y0).draw(&mut cv, s);
+    }
+    save_png(path, w as u32, h as u32, cv.data)
+}
+
+/// One sample's panel of `modes.png`: its corner, meters per pixel and where the vehicle sits.
+struct Panel {
+    x0: i32,
+    y0: i32,
+    m_per_px: f64,
+    anchor: [f64; 2],
+}
+
+impl Panel {
+    /// Paints the sample's map raster (or a plain ground without one) at (x0, y0).
+    fn background(cv: &mut Canvas, s: &PlotSample, x0: i32, y0: i32) -> Panel {
         let (m_per_px, anchor) = match &s.raster {
             Some((img, m, a)) => {
                 let scale = (PANEL / img.width as i32).max(1);
@@ -61,56 +76,68 @@ fn modes(path: &Path, d: &PlotData) -> anyhow::Result<()> {
                 (1.0, [PANEL as f64 / 2.0, PANEL as f64 * 0.69])
             }
         };
-        let to_px = |p: &[f64; 2]| {
-            [
-                x0 as f64 + anchor[0] - p[1] / m_per_px,
-                y0 as f64 + anchor[1] - p[0] / m_per_px,
-            ]
-        };
-        let line = |cv: &mut Canvas, pts: &[[f64; 2]], width: f64, c: [u8; 3]| {
-            let mut v: Vec<[f64; 2]> = vec![to_px(&[0.0, 0.0])];
-            v.extend(pts.iter().map(to_px));
-            let v: Vec<[f64; 2]> = v
-                .into_iter()
-                .map(|p| {
-                    [
-                        p[0].clamp(x0 as f64, (x0 + PANEL - 1) as f64),
-                        p[1].clamp(y0 as f64, (y0 + PANEL - 1) as f64),
-                    ]
-                })
-                .collect();
-            cv.polyline(&v, width, c);
-        };
-        line(&mut cv, &s.cv, 2.0, [120, 120, 120]);
+        Panel {
+            x0,
+            y0,
+            m_per_px,
+            anchor,
+        }
+    }
+
+    /// Local meters (x forward, y left) -> canvas pixels.
+    fn to_px(&self, p: &[f64; 2]) -> [f64; 2] {
+        [
+            self.x0 as f64 + self.anchor[0] - p[1] / self.m_per_px,
+            self.y0 as f64 + self.anchor[1] - p[0] / self.m_per_px,
+        ]
+    }
+
+    fn inside(&self, q: [f64; 2]) -> bool {
+        q[0] >= self.x0 as f64
+            && q[1] >= self.y0 as f64
+            && q[0] < (self.x0 + PANEL) as f64
+            && q[1] < (self.y0 + PANEL) as f64
+    }
+
+    /// A path from the vehicle through `pts`, clamped to the panel.
+    fn line(&self, cv: &mut Canvas, pts: &[[f64; 2]], width: f64, c: [u8; 3]) {
+        let (x0, y0) = (self.x0 as f64, self.y0 as f64);
+        let v: Vec<[f64; 2]> = std::iter::once(self.to_px(&[0.0, 0.0]))
+            .chain(pts.iter().map(|p| self.to_px(p)))
+            .map(|p| {
+                [
+                    p[0].clamp(x0, x0 + (PANEL - 1) as f64),
+                    p[1].clamp(y0, y0 + (PANEL - 1) as f64),
+                ]
+            })
+            .collect();
+        cv.polyline(&v, width, c);
+    }
+
+    /// Constant velocity, the modes (least probable first, thicker and bluer the more
+    /// probable), the truth and the history's fixes.
+    fn draw(&self, cv: &mut Canvas, s: &PlotSample) {
+        self.line(cv, &s.cv, 2.0, [120, 120, 120]);
         let pmax = s.probs.iter().cloned().fold(1e-9, f64::max);
         let mut order: Vec<usize> = (0..s.modes.len()).collect();
         order.sort_by(|&a, &b| s.probs[a].total_cmp(&s.probs[b]));
         for m in order {
             let t = s.probs[m] / pmax;
-            line(
-                &mut cv,
-                &s.modes[m],
-                1.0 + 3.0 * t,
-                [
-                    (60.0 * (1.0 - t)) as u8,
-                    (90.0 + 60.0 * (1.0 - t)) as u8,
-                    230,
-                ],
-            );
+            let c = [
+                (60.0 * (1.0 - t)) as u8,
+                (90.0 + 60.0 * (1.0 - t)) as u8,
+                230,
+            ];
+            self.line(cv, &s.modes[m], 1.0 + 3.0 * t, c);
         }
-        line(&mut cv, &s.truth, 3.0, [20, 170, 40]);
+        self.line(cv, &s.truth, 3.0, [20, 170, 40]);
         for p in &s.history {
-            let q = to_px(p);
-            if q[0] >= x0 as f64
-                && q[1] >= y0 as f64
-                && q[0] < (x0 + PANEL) as f64
-                && q[1] < (y0 + PANEL) as f64
-            {
+            let q = self.to_px(p);
+            if self.inside(q) {
                 cv.disc(q, 1.5, [0, 0, 0]);
             }
         }
     }
-    save_png(path, w as u32, h as u32, cv.data)
 }
 
 /// A chart area with or without text, depending on the fonts available.
