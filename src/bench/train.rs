@@ -208,11 +208,6 @@ fn timed_steps(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut prof = Profile::default();
     let mut peak_dev: Option<u64> = None;
-    let mut sample_mem = |d: &Device| {
-        if let Some(u) = d.memory_pool_usage() {
-            peak_dev = Some(peak_dev.unwrap_or(0).max(u.bytes_reserved));
-        }
-    };
     let (mut done, mut epoch) = (0usize, 0u64);
     let total = o.warmup + o.steps;
     let mut timed_start: Option<Instant> = None;
@@ -237,29 +232,18 @@ fn timed_steps(
             let StepInput::Ready(b) = item? else {
                 unreachable!("one device")
             };
-            let t1 = Instant::now();
-            let masks = token_masks(&b, &model, cfg, &mut rng, true, &ad);
-            let l = batch_loss(&model, &b, &masks, cfg);
-            let loss = l.total.clone().into_scalar::<f32>();
-            anyhow::ensure!(loss.is_finite(), "non-finite loss {loss} at step {done}");
-            sample_mem(ad);
-            let t2 = Instant::now();
-            let grads = GradientsParams::from_grads(l.total.backward(), &model);
-            ad.sync().ok();
-            sample_mem(ad);
-            let t3 = Instant::now();
-            model = optim.step(cfg.train.lr, model, grads);
-            ad.sync().ok();
-            sample_mem(ad);
-            let t4 = Instant::now();
-            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            prof.data_ms += ms(t0, t1);
-            prof.forward_ms += ms(t1, t2);
-            prof.backward_ms += ms(t2, t3);
-            prof.optimizer_ms += ms(t3, t4);
+            prof.data_ms += (Instant::now() - t0).as_secs_f64() * 1e3;
+            let n = b.len();
+            let mut step = Step {
+                cfg,
+                ad,
+                optim: &mut *optim,
+                peak: &mut peak_dev,
+            };
+            model = step.run(model, b, &mut rng, &mut prof, done)?;
             done += 1;
             if done > o.warmup {
-                timed_samples += b.len();
+                timed_samples += n;
             }
             if done >= total {
                 break;
@@ -277,6 +261,55 @@ fn timed_steps(
         peak_device: peak_dev,
     };
     Ok((timed, model))
+}
+
+/// One measured training step on a batch that is ready.
+struct Step<'a> {
+    cfg: &'a Config,
+    ad: &'a Device,
+    optim: &'a mut burn::optim::ModuleOptimizer,
+    /// The largest device memory reserved so far, bytes.
+    peak: &'a mut Option<u64>,
+}
+
+impl Step<'_> {
+    fn sample_memory(&mut self) {
+        if let Some(u) = self.ad.memory_pool_usage() {
+            *self.peak = Some(self.peak.unwrap_or(0).max(u.bytes_reserved));
+        }
+    }
+
+    /// Forward, backward and optimizer, each timed into `prof` (the device synced after each).
+    fn run(
+        &mut self,
+        model: crate::model::DfmModel,
+        b: crate::batch::Batch,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        prof: &mut Profile,
+        done: usize,
+    ) -> anyhow::Result<crate::model::DfmModel> {
+        let (cfg, ad) = (self.cfg, self.ad);
+        let t1 = Instant::now();
+        let masks = token_masks(&b, &model, cfg, rng, true, ad);
+        let l = batch_loss(&model, &b, &masks, cfg);
+        let loss = l.total.clone().into_scalar::<f32>();
+        anyhow::ensure!(loss.is_finite(), "non-finite loss {loss} at step {done}");
+        self.sample_memory();
+        let t2 = Instant::now();
+        let grads = GradientsParams::from_grads(l.total.backward(), &model);
+        ad.sync().ok();
+        self.sample_memory();
+        let t3 = Instant::now();
+        let model = self.optim.step(cfg.train.lr, model, grads);
+        ad.sync().ok();
+        self.sample_memory();
+        let t4 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        prof.forward_ms += ms(t1, t2);
+        prof.backward_ms += ms(t2, t3);
+        prof.optimizer_ms += ms(t3, t4);
+        Ok(model)
+    }
 }
 
 /// Forward FLOPs per sample by part of the model (per-layer terms grouped).
