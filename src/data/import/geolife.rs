@@ -83,72 +83,72 @@ pub fn read_plt(
             continue;
         }
         report.records_read += 1;
-        let key = format!("line {}", i + 1);
-        let cols: Vec<&str> = line.split(',').collect();
-        let parsed = (|| -> Result<RawFix, DataError> {
-            if cols.len() < 7 {
-                return Err(DataError::field(
-                    path,
-                    &key,
-                    "(line)",
-                    format!("{} columns, expected 7", cols.len()),
-                ));
-            }
-            let num = |c: usize, name: &str| -> Result<f64, DataError> {
-                cols[c].trim().parse::<f64>().map_err(|_| {
-                    DataError::field(
-                        path,
-                        &key,
-                        name,
-                        format!("`{}` is not numeric", cols[c].trim()),
-                    )
-                })
-            };
-            let lat = num(0, "lat")?;
-            let lon = num(1, "lon")?;
-            if !lat.is_finite()
-                || !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT)
-                    .contains(&lat)
-            {
-                return Err(DataError::field(
-                    path,
-                    &key,
-                    "lat",
-                    format!(
-                        "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-                    ),
-                ));
-            }
-            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                return Err(DataError::field(
-                    path,
-                    &key,
-                    "lon",
-                    format!("{lon} is not a longitude in [-180, 180]"),
-                ));
-            }
-            let t = parse_date_time(cols[5], cols[6]).ok_or_else(|| {
-                DataError::field(
-                    path,
-                    &key,
-                    "date,time",
-                    format!("`{} {}` is not a UTC date and time", cols[5], cols[6]),
-                )
-            })?;
-            Ok(RawFix {
-                t,
-                lat,
-                lon,
-                speed: None,
-                heading: None,
-            })
-        })();
-        match parsed {
+        match parse_plt_line(path, &format!("line {}", i + 1), line) {
             Ok(f) => out.push(f),
             Err(e) => report.bad(e, skip_bad)?,
         }
     }
     Ok(out)
+}
+
+/// One fix of a `.plt` file: `lat,lon,0,altitude,days,date,time`; `key` names the line.
+fn parse_plt_line(path: &Path, key: &str, line: &str) -> Result<RawFix, DataError> {
+    let cols: Vec<&str> = line.split(',').collect();
+    if cols.len() < 7 {
+        return Err(DataError::field(
+            path,
+            key,
+            "(line)",
+            format!("{} columns, expected 7", cols.len()),
+        ));
+    }
+    let num = |c: usize, name: &str| -> Result<f64, DataError> {
+        cols[c].trim().parse::<f64>().map_err(|_| {
+            DataError::field(
+                path,
+                key,
+                name,
+                format!("`{}` is not numeric", cols[c].trim()),
+            )
+        })
+    };
+    let lat = num(0, "lat")?;
+    let lon = num(1, "lon")?;
+    if !lat.is_finite()
+        || !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT).contains(&lat)
+    {
+        return Err(DataError::field(
+            path,
+            key,
+            "lat",
+            format!(
+                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+            ),
+        ));
+    }
+    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+        return Err(DataError::field(
+            path,
+            key,
+            "lon",
+            format!("{lon} is not a longitude in [-180, 180]"),
+        ));
+    }
+    let t = parse_date_time(cols[5], cols[6]).ok_or_else(|| {
+        DataError::field(
+            path,
+            key,
+            "date,time",
+            format!("`{} {}` is not a UTC date and time", cols[5], cols[6]),
+        )
+    })?;
+    Ok(RawFix {
+        t,
+        lat,
+        lon,
+        speed: None,
+        heading: None,
+    })
 }
 
 /// Sorts by time and drops repeated timestamps.
