@@ -487,7 +487,6 @@ pub fn for_each_record(
             ext,
             bytes: buf,
         } = read_member(path, entry, file_len, || after(&cur))?;
-        let key = key.as_str();
         if cur.as_ref().is_some_and(|r| r.key != key) {
             count += 1;
             if !f(cur.take().unwrap()) {
@@ -495,13 +494,13 @@ pub fn for_each_record(
             }
         }
         let rec = cur.get_or_insert_with(|| Record {
-            key: key.to_string(),
+            key,
             members: Vec::new(),
         });
         if rec.members.iter().any(|(e, _)| *e == ext) {
             return Err(DataError::record(
                 path,
-                key,
+                &rec.key,
                 format!("member `{name}` appears twice"),
             ));
         }

@@ -95,7 +95,7 @@ impl Cutter<'_> {
         let track = &route.track;
         let here = track.state_at(t0).p;
         let fut_end = t0 + spec.future_len as f64 * spec.future_step_s as f64;
-        if !self.moves(t0, fut_end) && !chance(rng, self.o.stationary_keep_p) {
+        if !self.moves(t0, here, fut_end) && !chance(rng, self.o.stationary_keep_p) {
             return None;
         }
         let ahead: Vec<&super::route::Visit> =
@@ -149,11 +149,10 @@ impl Cutter<'_> {
         })
     }
 
-    /// Whether the vehicle moves more than 5 m from where it is at `t0` at any of 21 times over
-    /// the history and the future.
-    fn moves(&self, t0: f64, fut_end: f64) -> bool {
+    /// Whether the vehicle moves more than 5 m from `here` (where it is at `t0`) at any of 21
+    /// times over the history and the future.
+    fn moves(&self, t0: f64, here: [f64; 2], fut_end: f64) -> bool {
         let track = &self.route.track;
-        let here = track.state_at(t0).p;
         (0..=20)
             .map(|k| t0 - self.hist_span + k as f64 * (self.hist_span + fut_end - t0) / 20.0)
             .any(|t| dist(track.state_at(t).p, here) > 5.0)
