@@ -216,4 +216,25 @@ fn bundle_round_trips_and_tampering_is_refused() {
         tmp.path().join("x").to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("no checkpoint at step 7"), "{err}");
+
+    // An export replaces an older bundle, never a folder holding other files.
+    let export_to = |to: &Path| {
+        let (r, t) = (run.to_str().unwrap(), to.to_str().unwrap());
+        dfm(&["export", "--run", r, "--out", t])
+    };
+    let (ok, _, err) = export_to(&out);
+    assert!(ok, "a bundle is replaced: {err}");
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("thesis.tex"), "years of work").unwrap();
+    let (ok, _, err) = export_to(&mine);
+    assert!(!ok && err.contains("thesis.tex"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    std::fs::write(out.join("notes.md"), "mine").unwrap();
+    let (ok, _, err) = export_to(&out);
+    assert!(!ok && err.contains("notes.md"), "{err}");
+    assert!(out.join("notes.md").is_file() && out.join("bundle.json").is_file());
 }

@@ -267,7 +267,7 @@ fn gps_csv_renamed_columns_sparse_fixes_gaps_and_bad_rows() {
     let all: Vec<Sample> = SPLITS.iter().flat_map(|s| split_samples(&out, s)).collect();
     let a = all
         .iter()
-        .find(|s| s.key == "csvtruck_A-000-00002")
+        .find(|s| s.key == "csvtruck~20A-000-00002")
         .expect("first window of truck A");
     let dlat = 120.0 / 111_195.0;
     let lat = |t: f64| 48.0 + dlat * t / 12.0;

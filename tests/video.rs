@@ -356,3 +356,143 @@ fn dashcam_trips_import_with_their_frames() {
         "{err}"
     );
 }
+
+/// Runs dfm, killed after `limit` (a hang fails the test instead of holding it).
+fn dfm_within(args: &[&str], limit: std::time::Duration) -> (bool, String) {
+    let mut child = std::process::Command::new(dfm_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("dfm {args:?} ran past {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Hostile dashcam trips: a small frame file claiming 13,000 x 13,000 pixels is refused on its
+/// header (named; with --skip-bad a bad record, the windows needing it keep no clip), a FIFO
+/// among the frames is refused instead of blocking, a trip without `frames/` keeps its
+/// trajectory, and a failed import leaves nothing behind (no `.tar.tmp`, no half dataset).
+#[test]
+fn hostile_dashcam_trips_are_refused_or_skipped_never_decoded_or_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashcam");
+    let trips = tmp.path().join("trips");
+    copy_dir(&fixture.join("trip-a/frames"), &trips.join("trip-a/frames"));
+    for t in ["trip-a", "trip-b"] {
+        std::fs::create_dir_all(trips.join(t)).unwrap();
+        std::fs::copy(
+            fixture.join(t).join("gps.csv"),
+            trips.join(t).join("gps.csv"),
+        )
+        .unwrap();
+    }
+    // Frames 12 and 13 are in clips (a clip ends at t0, 9 s or more into the trip).
+    let huge = trips.join("trip-a/frames/1700000012.000.png");
+    std::fs::write(&huge, png_claiming(13_000)).unwrap();
+    let out = tmp.path().join("cam");
+    let run = |extra: &[&str]| {
+        let mut cmd = vec!["data", "import", "dashcam", "--in", trips.to_str().unwrap()];
+        cmd.extend([
+            "--out",
+            out.to_str().unwrap(),
+            "--history",
+            "10",
+            "--future",
+            "5",
+        ]);
+        cmd.extend([
+            "--stride",
+            "1",
+            "--frames",
+            "4",
+            "--frame-step",
+            "1",
+            "--size",
+            "8",
+        ]);
+        cmd.extend(extra);
+        dfm_within(&cmd, std::time::Duration::from_secs(120))
+    };
+    let (ok, text) = run(&[]);
+    assert!(
+        !ok && text.contains("1700000012.000.png") && text.contains("13000x13000"),
+        "{text}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !out.exists() && left.len() == 1,
+        "a failed import leaves nothing: {left:?}"
+    );
+
+    let (ok, text) = run(&["--skip-bad"]);
+    assert!(ok, "{text}");
+    let bad = std::fs::read_to_string(out.join("bad_records.txt")).unwrap();
+    assert!(bad.contains("1700000012.000.png"), "{bad}");
+    let samples: Vec<dfm::Sample> = all_samples(&out)
+        .into_values()
+        .flat_map(|s| s.into_values())
+        .collect();
+    let clip_has = |s: &dfm::Sample, t: f64| s.video.as_ref().is_some_and(|v| v.t.contains(&t));
+    assert!(samples.iter().all(|s| !clip_has(s, 1_700_000_012.0)));
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.video.is_none() && s.t0 == 1_700_000_013.0)
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.route_id == "trip-a" && s.video.is_some())
+    );
+    let b: Vec<_> = samples.iter().filter(|s| s.route_id == "trip-b").collect();
+    assert!(
+        !b.is_empty() && b.iter().all(|s| s.video.is_none()),
+        "trip-b: kept, without clips"
+    );
+    let rep = dfm::data::inspect::inspect(&out, false, 2).unwrap();
+    assert!(
+        rep.render().contains("video"),
+        "inspect has a video row:\n{}",
+        rep.render()
+    );
+
+    // A FIFO named as a frame: refused, not waited on (opening it would block for ever).
+    std::fs::copy(trips.join("trip-a/frames/1700000011.000.png"), &huge).unwrap();
+    let fifo = trips.join("trip-a/frames/1700000013.000.png");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (ok, text) = run(&["--force"]);
+    assert!(
+        !ok && text.contains("1700000013.000.png") && text.contains("not a regular file"),
+        "{text}"
+    );
+    assert_eq!(
+        dfm::data::inspect::inspect(&out, false, 2)
+            .unwrap()
+            .bad
+            .len(),
+        0,
+        "the old dataset is intact"
+    );
+}

@@ -48,8 +48,7 @@ pub struct Normalization {
 
 impl Normalization {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::util::read_bounded(path, crate::util::limits::METADATA)?;
         serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
     }
 }
@@ -125,7 +124,10 @@ pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta
         manifest_sha256: normalization.manifest_sha256.clone(),
         files: BTreeMap::new(),
     };
-    crate::util::write_dir_atomic(out, |tmp| {
+    check_replaceable(out)?;
+    let swap = crate::util::Swap::hidden(out);
+    swap.begin()?;
+    let mut fill = |tmp: &Path| -> anyhow::Result<()> {
         std::fs::copy(dir.join("model.bpk"), tmp.join("model.bpk"))?;
         let mut store = SafetensorsStore::from_file(tmp.join("model.safetensors"))
             .metadata("format", "dfm-model")
@@ -154,8 +156,47 @@ pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta
         }
         std::fs::write(tmp.join("bundle.json"), serde_json::to_vec_pretty(&meta)?)?;
         Ok(())
-    })?;
+    };
+    if let Err(e) = fill(&swap.tmp) {
+        let _ = std::fs::remove_dir_all(&swap.tmp);
+        return Err(e);
+    }
+    swap.finish(|_| {})?;
     Ok(meta)
+}
+
+/// `--out` may be replaced as a whole: it is missing, an empty folder, or a bundle holding its
+/// own files only. Anything else is refused: an export never deletes a file it did not write.
+fn check_replaceable(out: &Path) -> anyhow::Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        out.is_dir(),
+        "--out {} exists and is not a folder",
+        out.display()
+    );
+    let own: Vec<String> = match read_regular(&out.join("bundle.json"), MAX_META_BYTES) {
+        Ok(bytes) => serde_json::from_slice::<BundleMeta>(&bytes)
+            .map(|m| m.files.into_keys().collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut others = Vec::new();
+    for e in std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if name != "bundle.json" && !own.contains(&name) {
+            others.push(name);
+        }
+    }
+    others.sort();
+    anyhow::ensure!(
+        others.is_empty(),
+        "--out {} holds files that are not a bundle's ({}): an export replaces the folder as a whole; choose an empty or new folder",
+        out.display(),
+        others.join(", ")
+    );
+    Ok(())
 }
 
 /// A loaded, verified model ready for inference.

@@ -304,6 +304,12 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         a.dir.display(),
         rep.shared_routes.len()
     );
+    anyhow::ensure!(
+        rep.duplicate_keys.is_empty(),
+        "{}: {} sample keys are used more than once",
+        a.dir.display(),
+        rep.duplicate_keys.len()
+    );
     Ok(())
 }
 

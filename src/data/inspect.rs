@@ -1,6 +1,6 @@
 //! `dfm data inspect DIR`: reads and validates every record of every split, checks that splits
-//! share no route, that counts and SHA-256 match the manifest, and prints counts per split,
-//! region and modality.
+//! share no route, that no sample key is used twice, that counts and SHA-256 match the
+//! manifest, and prints counts per split, region and modality.
 
 use super::loader::{BadRecord, Loader, LoaderOptions};
 use super::manifest::Manifest;
@@ -26,9 +26,12 @@ pub struct Report {
     pub bad: Vec<BadRecord>,
     /// Route ids found in more than one split.
     pub shared_routes: Vec<String>,
+    /// Sample keys found more than once (in one split or across splits).
+    pub duplicate_keys: Vec<String>,
 }
 
 struct Seen {
+    key: String,
     route: String,
     region: &'static str,
     modalities: Vec<&'static str>,
@@ -41,6 +44,9 @@ fn summarize(s: Sample) -> Seen {
     }
     if !s.images.is_empty() {
         m.push("image");
+    }
+    if s.video.is_some() {
+        m.push("video");
     }
     if !s.stops.is_empty() {
         m.push("stops");
@@ -66,6 +72,7 @@ fn summarize(s: Sample) -> Seen {
         }
     }
     Seen {
+        key: s.key,
         route: s.route_id,
         region: s.region.name(),
         modalities: m,
@@ -78,6 +85,7 @@ pub fn inspect(dir: &Path, skip_bad: bool, workers: usize) -> Result<Report, Dat
     let bar = crate::progress::bar(total as u64, "validating records");
     let mut splits = BTreeMap::new();
     let mut bad = Vec::new();
+    let (mut keys, mut duplicate_keys) = (std::collections::HashSet::new(), BTreeSet::new());
     for name in manifest.splits.keys() {
         let opts = LoaderOptions {
             batch_size: 256,
@@ -99,6 +107,9 @@ pub fn inspect(dir: &Path, skip_bad: bool, workers: usize) -> Result<Report, Dat
             }),
         ) {
             for s in batch? {
+                if !keys.insert(super::writer::key_digest(&s.key)) {
+                    duplicate_keys.insert(s.key);
+                }
                 rep.samples += 1;
                 rep.routes.insert(s.route);
                 *rep.regions.entry(s.region.to_string()).or_default() += 1;
@@ -111,7 +122,24 @@ pub fn inspect(dir: &Path, skip_bad: bool, workers: usize) -> Result<Report, Dat
         splits.insert(name.clone(), rep);
     }
     bar.finish_and_clear();
-    // Hashes: records can decode and still differ from what was written.
+    check_hashes(dir, &manifest, skip_bad, &mut bad)?;
+    let shared = shared_routes(&splits);
+    Ok(Report {
+        splits,
+        bad,
+        shared_routes: shared,
+        duplicate_keys: duplicate_keys.into_iter().collect(),
+    })
+}
+
+/// Every shard's SHA-256 against the manifest: records can decode and still differ from what
+/// was written. A mismatch is an error, or with `skip_bad` a bad record.
+fn check_hashes(
+    dir: &Path,
+    manifest: &Manifest,
+    skip_bad: bool,
+    bad: &mut Vec<BadRecord>,
+) -> Result<(), DataError> {
     for (split, info) in &manifest.splits {
         for sh in &info.shards {
             let p = dir.join(&sh.file);
@@ -133,9 +161,14 @@ pub fn inspect(dir: &Path, skip_bad: bool, workers: usize) -> Result<Report, Dat
             }
         }
     }
+    Ok(())
+}
+
+/// Route ids found in more than one split.
+fn shared_routes(splits: &BTreeMap<String, SplitReport>) -> Vec<String> {
     let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
     let mut shared = BTreeSet::new();
-    for (name, rep) in &splits {
+    for (name, rep) in splits {
         for r in &rep.routes {
             if let Some(prev) = owner.insert(r, name)
                 && prev != name
@@ -144,11 +177,7 @@ pub fn inspect(dir: &Path, skip_bad: bool, workers: usize) -> Result<Report, Dat
             }
         }
     }
-    Ok(Report {
-        splits,
-        bad,
-        shared_routes: shared.into_iter().collect(),
-    })
+    shared.into_iter().collect()
 }
 
 impl Report {
@@ -199,6 +228,14 @@ impl Report {
                 "\nERROR: {} route ids appear in more than one split: {:?}",
                 self.shared_routes.len(),
                 &self.shared_routes[..self.shared_routes.len().min(5)]
+            );
+        }
+        if !self.duplicate_keys.is_empty() {
+            let _ = writeln!(
+                s,
+                "ERROR: {} sample keys name more than one sample: {:?}",
+                self.duplicate_keys.len(),
+                &self.duplicate_keys[..self.duplicate_keys.len().min(5)]
             );
         }
         if !self.bad.is_empty() {

@@ -276,8 +276,8 @@ impl Manifest {
     /// record where the data stops.)
     pub fn load(dir: &Path) -> Result<Manifest, DataError> {
         let path = Self::path(dir);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            DataError::file(&path, format!("cannot read the dataset manifest ({e}); is this a dataset folder made by `dfm data`?"))
+        let bytes = crate::util::read_bounded(&path, crate::util::limits::METADATA).map_err(|e| {
+            DataError::file(&path, format!("cannot read the dataset manifest ({e:#}); is this a dataset folder made by `dfm data`?"))
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {

@@ -4,10 +4,15 @@
 //! names cannot collide and the hashes stay valid; each split's sample counts and route lists
 //! are joined; the normalization statistics are pooled by count (what one process that saw
 //! every training sample computes, to the manifest's precision); coverage is summed. The parts
-//! must agree on format, schema version, source and sample shapes, and hold no route twice.
+//! must agree on format, schema version, source and sample shapes, hold no route twice, and be
+//! the complete set of one job (each manifest names its job, index and count); every shard must
+//! match its SHA-256. The merged dataset is built beside `--out` and moved into place only when
+//! complete (`staged.rs`), so a failed merge leaves a dataset already there as it was.
 
 use super::manifest::{Coverage, Manifest, NormStats, SplitInfo};
+use super::part::PartNote;
 use super::shards::ShardInfo;
+use super::staged::Staged;
 use anyhow::{Context, bail, ensure};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
         .map(|p| Manifest::load(p).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<_>>()?;
     check_parts(parts, &manifests)?;
+    check_job(parts, &manifests)?;
     for p in parts {
         ensure!(
             !same_dir(p, out),
@@ -27,7 +33,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
             out.display()
         );
     }
-    super::writer::prepare_out_dir(out, force)?;
+    let staged = Staged::begin(out, force)?;
     let mut splits: BTreeMap<String, SplitInfo> = BTreeMap::new();
     for (pi, (dir, m)) in parts.iter().zip(&manifests).enumerate() {
         for (name, info) in &m.splits {
@@ -35,7 +41,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
             e.samples += info.samples;
             e.routes.extend(info.routes.iter().cloned());
             for sh in &info.shards {
-                e.shards.push(place_shard(dir, sh, out, pi)?);
+                e.shards.push(place_shard(dir, sh, staged.dir(), pi)?);
             }
         }
     }
@@ -59,7 +65,8 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
             "merged": manifests.iter().map(|m| m.generator.clone()).collect::<Vec<_>>()
         }),
     };
-    manifest.write(out)?;
+    manifest.write(staged.dir())?;
+    staged.commit()?;
     Ok(manifest)
 }
 
@@ -104,8 +111,59 @@ fn check_parts(parts: &[PathBuf], ms: &[Manifest]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A part's shard, linked (or copied) into `out` under a name of its own; its size checked
-/// against the part's manifest.
+/// The parts are the whole of one job: each manifest says it is part `i` of `n` of a job, every
+/// part names the same job and count, and each index from 0 to n-1 is given once.
+fn check_job(parts: &[PathBuf], ms: &[Manifest]) -> anyhow::Result<()> {
+    let mut notes = Vec::new();
+    for (p, m) in parts.iter().zip(ms) {
+        let note = PartNote::of(&m.generator)
+            .with_context(|| format!("{}", Manifest::path(p).display()))?
+            .with_context(|| {
+                format!(
+                    "{}: not a part of an array job (a dataset made without --shard-index and --num-shards); merge joins the parts of one job",
+                    p.display()
+                )
+            })?;
+        notes.push(note);
+    }
+    let (p0, n0) = (&parts[0], &notes[0]);
+    let mut given: BTreeMap<usize, &PathBuf> = BTreeMap::new();
+    for (p, n) in parts.iter().zip(&notes) {
+        ensure!(
+            n.num_shards == n0.num_shards && n.job == n0.job,
+            "{} is part {} of {} of another job than {} (part {} of {}): these are not parts of one job",
+            p.display(),
+            n.shard_index,
+            n.num_shards,
+            p0.display(),
+            n0.shard_index,
+            n0.num_shards
+        );
+        if let Some(other) = given.insert(n.shard_index, p) {
+            bail!(
+                "{} and {} are both part {} of {}: give each part once",
+                other.display(),
+                p.display(),
+                n.shard_index,
+                n.num_shards
+            );
+        }
+    }
+    let missing: Vec<String> = (0..n0.num_shards)
+        .filter(|i| !given.contains_key(i))
+        .map(|i| i.to_string())
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the job has {} parts; part(s) {} are missing: merge needs every part",
+        n0.num_shards,
+        missing.join(", ")
+    );
+    Ok(())
+}
+
+/// A part's shard, linked (or copied) into `out` under a name of its own; its size and SHA-256
+/// checked against the part's manifest.
 fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::Result<ShardInfo> {
     let (src, file) = (dir.join(&sh.file), format!("p{part:03}-{}", sh.file));
     let dst = out.join(&file);
@@ -122,6 +180,13 @@ fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::R
         std::fs::copy(&src, &dst)
             .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     }
+    let sha = super::shards::sha256_file(&dst)
+        .with_context(|| format!("cannot read {}", dst.display()))?;
+    ensure!(
+        sha == sh.sha256,
+        "{}: its SHA-256 differs from its manifest's (the shard changed after it was written)",
+        src.display()
+    );
     Ok(ShardInfo { file, ..sh.clone() })
 }
 

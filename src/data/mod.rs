@@ -12,6 +12,7 @@ pub mod part;
 pub mod pipeline;
 pub mod sample;
 pub mod shards;
+pub mod staged;
 pub mod stop_set;
 pub mod subset;
 pub mod synth;

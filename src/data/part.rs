@@ -48,10 +48,46 @@ impl Part {
             .map(|(_, u)| u)
     }
 
-    /// Notes the part in a manifest's generator (a whole job's generator stays as it was).
-    pub fn note(&self, generator: &mut serde_json::Value) {
+    /// A manifest's generator: the job's `options`, and for a part of a job its place in it
+    /// (`part`: index, count, and `job`, a digest of the options every part of the job shares),
+    /// which `dfm data merge` checks. A whole job's generator is its options alone.
+    pub fn generator(&self, options: &impl Serialize) -> anyhow::Result<serde_json::Value> {
+        let mut g = serde_json::to_value(options)?;
         if *self != Part::WHOLE {
-            generator["part"] = serde_json::to_value(self).expect("two integers");
+            g["part"] = serde_json::to_value(PartNote {
+                shard_index: self.shard_index,
+                num_shards: self.num_shards,
+                job: job_digest(&g),
+            })?;
+        }
+        Ok(g)
+    }
+}
+
+/// Where a part's manifest says it belongs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PartNote {
+    pub shard_index: usize,
+    pub num_shards: usize,
+    /// SHA-256 of the job's options (absent in parts written before dfm noted it).
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+impl PartNote {
+    /// The note in a manifest's generator, if it is a part of a job.
+    pub fn of(generator: &serde_json::Value) -> anyhow::Result<Option<PartNote>> {
+        match generator.get("part") {
+            None => Ok(None),
+            Some(v) => Ok(Some(serde_json::from_value(v.clone()).map_err(|e| {
+                anyhow::anyhow!("generator.part is not a part note ({e})")
+            })?)),
         }
     }
+}
+
+fn job_digest(options: &serde_json::Value) -> Option<String> {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(options).ok()?;
+    Some(crate::data::shards::hex(&sha2::Sha256::digest(&bytes)))
 }

@@ -1,37 +1,40 @@
 //! Writing a dataset folder: samples go to the shards of their split, the training split feeds
 //! the normalization statistics, every sample the coverage counts, and `finish` writes the
-//! manifest last (atomically). The simulator and every importer go through this.
+//! manifest last, then moves the complete dataset into place (`staged.rs`): a writer that fails
+//! or is killed leaves the folder as it was. The simulator and every importer go through this.
 
 use super::manifest::{Coverage, FORMAT, Manifest, SplitInfo, StatsAcc};
 use super::sample::{SCHEMA_VERSION, Sample, Spec};
 use super::shards::{Record, ShardWriter, encode};
+use super::staged::Staged;
 use crate::features::accumulate_stats;
-use anyhow::Context as _;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 pub struct DatasetWriter {
-    out: PathBuf,
+    staged: Staged,
     shard_size: usize,
     spec: Spec,
     writers: BTreeMap<String, ShardWriter>,
     splits: BTreeMap<String, SplitInfo>,
     stats: StatsAcc,
     coverage: Coverage,
+    /// A 128-bit digest of every key written so far: a key names one sample.
+    keys: HashSet<u128>,
 }
 
 impl DatasetWriter {
     /// Prepares `out` (refusing to overwrite a dataset unless `force`).
     pub fn new(out: &Path, spec: Spec, shard_size: usize, force: bool) -> anyhow::Result<Self> {
-        prepare_out_dir(out, force)?;
         Ok(DatasetWriter {
-            out: out.to_path_buf(),
+            staged: Staged::begin(out, force)?,
             shard_size,
             spec,
             writers: BTreeMap::new(),
             splits: BTreeMap::new(),
             stats: StatsAcc::default(),
             coverage: Coverage::default(),
+            keys: HashSet::new(),
         })
     }
 
@@ -53,6 +56,12 @@ impl DatasetWriter {
     /// Writes an already encoded (and validated) record; statistics and coverage are the
     /// caller's (see [`DatasetWriter::merge_stats`]).
     pub fn add_encoded(&mut self, split: &str, route_id: &str, rec: &Record) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.keys.insert(key_digest(&rec.key)),
+            "sample key `{}` is written twice into {}: keys must name one sample each",
+            rec.key,
+            self.staged.out().display()
+        );
         let info = self.splits.entry(split.to_string()).or_default();
         info.samples += 1;
         if info.routes.last().is_none_or(|r| r != route_id)
@@ -60,7 +69,7 @@ impl DatasetWriter {
         {
             info.routes.push(route_id.to_string());
         }
-        let (out, size) = (self.out.clone(), self.shard_size);
+        let (out, size) = (self.staged.dir().to_path_buf(), self.shard_size);
         self.writers
             .entry(split.to_string())
             .or_insert_with(|| ShardWriter::new(&out, split, size))
@@ -72,7 +81,7 @@ impl DatasetWriter {
         self.coverage.merge(coverage);
     }
 
-    /// Closes the shards and writes `manifest.json`.
+    /// Closes the shards, writes `manifest.json` and moves the dataset into place.
     pub fn finish(
         mut self,
         source: &str,
@@ -95,34 +104,16 @@ impl DatasetWriter {
             coverage: self.coverage,
             generator,
         };
-        manifest.write(&self.out)?;
+        manifest.write(self.staged.dir())?;
+        self.staged.commit()?;
         Ok(manifest)
     }
 }
 
-/// Refuses to overwrite a dataset unless `force`; with `force`, removes the old shards and
-/// manifest (only files dfm writes).
-pub fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let ours: Vec<_> = std::fs::read_dir(out)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n == crate::data::manifest::MANIFEST
-                || n.ends_with(".tar")
-                || n.ends_with(".tar.tmp")
-                || n == "bad_records.jsonl"
-        })
-        .collect();
-    if !ours.is_empty() && !force {
-        anyhow::bail!(
-            "{} already holds a dataset; pass --force to replace it",
-            out.display()
-        );
-    }
-    for p in ours {
-        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
-    }
-    Ok(())
+/// 128 bits of the SHA-256 of a sample key (a set of them finds a key written twice in a dataset
+/// of millions without keeping the keys).
+pub fn key_digest(key: &str) -> u128 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    u128::from_le_bytes(d[..16].try_into().expect("32 bytes"))
 }

@@ -265,7 +265,7 @@ impl Ridge {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Ridge> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::util::read_text_bounded(path, crate::util::limits::METADATA)
             .with_context(|| format!("{}: cannot read the ridge baseline", path.display()))?;
         serde_json::from_str(&text)
             .with_context(|| format!("{}: not a ridge baseline", path.display()))

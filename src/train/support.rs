@@ -115,8 +115,7 @@ fn load(path: &Path) -> anyhow::Result<Option<Threshold>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let bytes = crate::util::read_bounded(path, crate::util::limits::SMALL)?;
     let t: Threshold = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a support threshold: {e}", path.display()))?;
     if !(t.motion_scale.is_finite() && t.motion_scale > 0.0) {

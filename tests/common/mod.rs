@@ -1,5 +1,7 @@
 #![allow(dead_code)]
-//! Shared helpers for integration tests: tiny simulated datasets.
+//! Shared helpers for integration tests: tiny simulated datasets, a fake MLflow server.
+
+pub mod fake_mlflow;
 
 use dfm::data::synth::{SynthConfig, generate};
 use std::path::{Path, PathBuf};
@@ -275,4 +277,34 @@ pub fn inspect_err(dir: &Path) -> String {
     assert!(!err.contains("panicked"), "no panic: {err}");
     assert!(err.contains(&lib), "CLI shows the error: {err} / {lib}");
     lib
+}
+
+/// CRC-32 (PNG's) of a chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &x in bytes {
+        c ^= x as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A tiny PNG file whose header claims `side` x `side` pixels (a decompression bomb's header).
+pub fn png_claiming(side: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::GrayImage::new(8, 8)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    // IHDR: signature (8), length (4), "IHDR" (4), width, height, ..., CRC at 29.
+    out[16..20].copy_from_slice(&side.to_be_bytes());
+    out[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32(&out[12..29]);
+    out[29..33].copy_from_slice(&crc.to_be_bytes());
+    out
 }

@@ -13,7 +13,10 @@
 //! the clip of its last seconds: `frames` frames `frame_step_s` apart ending at `t0`, each the
 //! trip's frame nearest that time (within half a step), centre-cropped to a square and resized to
 //! `size` pixels. A window whose frames are missing keeps its trajectory and has no clip (a
-//! mask, as for every modality). Splits: trips by a hash of their folder name.
+//! mask, as for every modality), and so does every window of a trip without `frames/`. A frame
+//! that cannot be read (corrupt, not a regular file, over [`MAX_FRAME_SIDE`] pixels a side) is
+//! an error naming it, or with `--skip-bad` a bad record: the windows that need it get no clip.
+//! Splits: trips by a hash of their folder name.
 
 use super::gps_csv::{Columns, read};
 use super::{ImportReport, WindowOptions, hash_split, resample, windows};
@@ -89,8 +92,15 @@ impl DashcamOptions {
     }
 }
 
-/// One trip's frames: (UNIX time, file), sorted by time.
+/// The largest frame side dfm decodes (a camera's frames are at most a few thousand pixels; a
+/// small file can claim a huge image).
+pub const MAX_FRAME_SIDE: u32 = 8192;
+
+/// One trip's frames: (UNIX time, file), sorted by time; none when the trip has no `frames/`.
 fn list_frames(dir: &Path) -> Result<Vec<(f64, PathBuf)>, DataError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
     let entries =
         std::fs::read_dir(dir).map_err(|e| DataError::file(dir, format!("cannot read: {e}")))?;
     let mut out = Vec::new();
@@ -121,9 +131,31 @@ fn list_frames(dir: &Path) -> Result<Vec<(f64, PathBuf)>, DataError> {
 }
 
 /// A frame file decoded, centre-cropped to a square and resized to `size` (RGB, row-major).
-fn load_frame(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
-    let img = image::open(path)
-        .map_err(|e| DataError::file(path, format!("not a readable image: {e}")))?
+/// Its size is checked on its header, before anything is decoded.
+pub fn read_frame(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
+    let bad = |m: String| DataError::file(path, m);
+    let reader = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, DataError> {
+        let f = super::open_regular(path)?;
+        image::ImageReader::new(std::io::BufReader::new(f))
+            .with_guessed_format()
+            .map_err(|e| bad(format!("cannot read: {e}")))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(format!("not a readable image: {e}")))?;
+    if w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
+        return Err(bad(format!(
+            "a {w}x{h} frame; frames are at most {MAX_FRAME_SIDE} pixels a side"
+        )));
+    }
+    let mut r = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_FRAME_SIDE);
+    limits.max_image_height = Some(MAX_FRAME_SIDE);
+    r.limits(limits);
+    let img = r
+        .decode()
+        .map_err(|e| bad(format!("not a readable image: {e}")))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let side = w.min(h);
@@ -138,12 +170,18 @@ fn load_frame(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
     .into_raw())
 }
 
-/// The trip's clip ending at `t0`: `None` when a wanted frame has no frame within half a step.
+/// Decoded frames of a trip by index; `None` for one that could not be read (reported once).
+type FrameCache = HashMap<usize, Option<Vec<u8>>>;
+
+/// The trip's clip ending at `t0`: `None` when a wanted frame has no frame within half a step,
+/// or (with `skip_bad`) one of them cannot be read.
 fn clip(
     frames: &[(f64, PathBuf)],
     t0: f64,
     o: &DashcamOptions,
-    cache: &mut HashMap<usize, Vec<u8>>,
+    cache: &mut FrameCache,
+    report: &mut ImportReport,
+    skip_bad: bool,
 ) -> Result<Option<Video>, DataError> {
     let mut picked: Vec<usize> = Vec::with_capacity(o.frames);
     for k in 0..o.frames {
@@ -171,9 +209,19 @@ fn clip(
     let mut data = Vec::with_capacity(o.frames * o.size * o.size * 3);
     for &j in &picked {
         if !cache.contains_key(&j) {
-            cache.insert(j, load_frame(&frames[j].1, o.size)?);
+            let frame = match read_frame(&frames[j].1, o.size) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    report.bad(e, skip_bad)?;
+                    None
+                }
+            };
+            cache.insert(j, frame);
         }
-        data.extend_from_slice(&cache[&j]);
+        match &cache[&j] {
+            Some(f) => data.extend_from_slice(f),
+            None => return Ok(None),
+        }
     }
     Ok(Some(Video {
         t: picked.iter().map(|&j| frames[j].0).collect(),
@@ -242,21 +290,11 @@ pub fn import(
             let (pieces, cuts) = resample(fixes, &o.window);
             report.drop("trajectory cut at a gap (cuts)", cuts);
             for (pi, piece) in pieces.iter().enumerate() {
-                let safe: String = id
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let key = format!("cam{safe}-{pi:03}");
+                let key = format!("cam{}-{pi:03}", super::key_part(&id));
                 let (samples, still) = windows(piece, &o.window, clock, &id, &key, Region::Unknown);
                 report.drop("window does not move", still);
                 for mut s in samples {
-                    s.video = clip(&frames, s.t0, o, &mut cache)?;
+                    s.video = clip(&frames, s.t0, o, &mut cache, &mut report, skip_bad)?;
                     if s.video.is_none() {
                         report.drop("window without a full clip (kept, no video)", 1);
                     }
@@ -266,9 +304,8 @@ pub fn import(
             }
         }
     }
-    let mut generator = serde_json::to_value(o)?;
+    let mut generator = o.part.generator(o)?;
     generator["report"] = serde_json::to_value(&report)?;
-    o.part.note(&mut generator);
     writer.finish("dashcam", generator)?;
     Ok(report)
 }

@@ -75,8 +75,8 @@ pub fn read_plt(
     report: &mut ImportReport,
     skip_bad: bool,
 ) -> Result<Vec<RawFix>, DataError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let text = crate::util::read_text_bounded(path, crate::util::limits::INPUT)
+        .map_err(|e| DataError::file(path, format!("{e:#}")))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(6) {
         if line.trim().is_empty() {
@@ -224,7 +224,7 @@ pub fn import(
                         s => s,
                     }
                 };
-                let prefix = format!("gl{user}-{fi:03}-{pi:02}");
+                let prefix = format!("gl{}-{fi:03}-{pi:02}", super::key_part(&user));
                 let (samples, still) =
                     windows(piece, &o.window, clock, &route, &prefix, Region::Unknown);
                 report.drop("window does not move", still);
@@ -237,10 +237,9 @@ pub fn import(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mut generator = serde_json::to_value(o)?;
+    let mut generator = o.part.generator(o)?;
     generator["report"] = serde_json::to_value(&report)?;
     generator["test_users"] = serde_json::to_value(&test_users)?;
-    o.part.note(&mut generator);
     writer.finish("geolife", generator)?;
     Ok(report)
 }

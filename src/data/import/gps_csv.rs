@@ -82,46 +82,22 @@ pub fn read(
     report: &mut ImportReport,
     skip_bad: bool,
 ) -> Result<BTreeMap<String, Vec<RawFix>>, DataError> {
+    let file = super::open_regular(path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| DataError::file(path, format!("no header row: {e}")))?
-        .clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let need = |name: &str, flag: &str| {
-        col(name).ok_or_else(|| {
-            DataError::field(
-                path,
-                "header",
-                name,
-                format!(
-                    "column `{name}` is missing (columns: {}); rename with {flag}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })
-    };
-    // No id column: the file is one trajectory (id "").
-    let ci = if c.id.is_empty() {
-        None
-    } else {
-        Some(need(&c.id, "--id-col")?)
-    };
-    let (ct, cla, clo) = (
-        need(&c.time, "--time-col")?,
-        need(&c.lat, "--lat-col")?,
-        need(&c.lon, "--lon-col")?,
-    );
-    let (cs, ch) = (col(&c.speed), col(&c.heading));
+        .from_reader(LineCap::new(std::io::BufReader::new(file)));
+    let cols = RowColumns::find(&mut rdr, c, path)?;
     let mut out: BTreeMap<String, Vec<RawFix>> = BTreeMap::new();
     for (i, row) in rdr.records().enumerate() {
         report.records_read += 1;
         let key = format!("row {}", i + 2);
         let row = match row {
             Ok(r) => r,
+            // A read error (an over-long line among them) ends the file: no row after it can
+            // be found.
+            Err(e) if e.is_io_error() => {
+                return Err(DataError::record(path, &key, format!("cannot read: {e}")));
+            }
             Err(e) => {
                 report.bad(
                     DataError::record(path, &key, format!("malformed row: {e}")),
@@ -129,14 +105,6 @@ pub fn read(
                 )?;
                 continue;
             }
-        };
-        let cols = RowColumns {
-            id: ci,
-            time: ct,
-            lat: cla,
-            lon: clo,
-            speed: cs,
-            heading: ch,
         };
         let parsed = parse_row(&row, &cols, c, clock, path, &key);
         match parsed {
@@ -150,6 +118,38 @@ pub fn read(
     Ok(out)
 }
 
+/// The longest line of a GPS CSV (a row is a few dozen bytes; a file with no line breaks would
+/// otherwise be read into memory whole).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// A reader that fails once a line grows past [`MAX_LINE_BYTES`].
+struct LineCap<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R> LineCap<R> {
+    fn new(inner: R) -> Self {
+        LineCap { inner, run: 0 }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            self.run = if b == b'\n' { 0 } else { self.run + 1 };
+            if self.run > MAX_LINE_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a line longer than {MAX_LINE_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Where each field is in a row.
 struct RowColumns {
     id: Option<usize>,
@@ -158,6 +158,55 @@ struct RowColumns {
     lon: usize,
     speed: Option<usize>,
     heading: Option<usize>,
+}
+
+impl RowColumns {
+    /// The columns named by `c` in the header row (a missing one names the flag that renames
+    /// it).
+    fn find<R: std::io::Read>(
+        rdr: &mut csv::Reader<R>,
+        c: &Columns,
+        path: &Path,
+    ) -> Result<RowColumns, DataError> {
+        let headers = rdr
+            .headers()
+            .map_err(|e| DataError::file(path, format!("no header row: {e}")))?
+            .clone();
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let need = |name: &str, flag: &str| {
+            col(name).ok_or_else(|| {
+                DataError::field(
+                    path,
+                    "header",
+                    name,
+                    format!(
+                        "column `{name}` is missing (columns: {}); rename with {flag}",
+                        headers.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+        };
+        // No id column: the file is one trajectory (id "").
+        let ci = if c.id.is_empty() {
+            None
+        } else {
+            Some(need(&c.id, "--id-col")?)
+        };
+        let (ct, cla, clo) = (
+            need(&c.time, "--time-col")?,
+            need(&c.lat, "--lat-col")?,
+            need(&c.lon, "--lon-col")?,
+        );
+        let (cs, ch) = (col(&c.speed), col(&c.heading));
+        Ok(RowColumns {
+            id: ci,
+            time: ct,
+            lat: cla,
+            lon: clo,
+            speed: cs,
+            heading: ch,
+        })
+    }
 }
 
 /// One row: its trajectory id and fix, checked (errors name the row and the column).
@@ -272,16 +321,7 @@ pub fn import(
         };
         let (pieces, cuts) = resample(fixes, &o.window);
         report.drop("trajectory cut at a gap (cuts)", cuts);
-        let safe: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = super::key_part(id);
         for (pi, piece) in pieces.iter().enumerate() {
             let (samples, still) = windows(
                 piece,
@@ -298,9 +338,8 @@ pub fn import(
             }
         }
     }
-    let mut generator = serde_json::to_value(o)?;
+    let mut generator = o.part.generator(o)?;
     generator["report"] = serde_json::to_value(&report)?;
-    o.part.note(&mut generator);
     writer.finish("gps-csv", generator)?;
     Ok(report)
 }

@@ -104,8 +104,8 @@ pub fn lenient_json(text: &str) -> String {
 }
 
 fn read_json(path: &Path) -> Result<Value, DataError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let text = crate::util::read_text_bounded(path, crate::util::limits::INPUT)
+        .map_err(|e| DataError::file(path, format!("{e:#}")))?;
     serde_json::from_str(&lenient_json(&text))
         .map_err(|e| DataError::file(path, format!("not valid JSON: {e}")))
 }
@@ -650,10 +650,9 @@ pub fn import(
             *report.samples.entry(split.to_string()).or_default() += 1;
         }
     }
-    let mut generator = serde_json::to_value(o)?;
+    let mut generator = o.part.generator(o)?;
     generator["report"] = serde_json::to_value(&report)?;
     generator["max_stops"] = max_stops.into();
-    o.part.note(&mut generator);
     writer.finish("lmrc", generator)?;
     Ok(report)
 }

@@ -16,6 +16,7 @@ use crate::seed as rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// What an import did, for the user and the manifest.
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
@@ -306,6 +307,32 @@ pub fn resample(fixes: &[RawFix], o: &WindowOptions) -> (Vec<Vec<RawFix>>, usize
         .filter(|v| v.len() >= 2)
         .collect();
     (out, cuts)
+}
+
+/// Opens an input file that must be a regular file (a FIFO or a device would block or never
+/// end), with an error naming it.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, DataError> {
+    let md =
+        std::fs::metadata(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    if !md.is_file() {
+        return Err(DataError::file(path, "not a regular file"));
+    }
+    std::fs::File::open(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))
+}
+
+/// An id (a trajectory id, a folder name) as a part of a sample key: letters, digits, `-` and
+/// `_` as they are, every other byte as `~` and two hex digits (`a b` -> `a~20b`, `a/b` ->
+/// `a~2fb`). Distinct ids stay distinct keys, and a key holds no `.` or `/`.
+pub fn key_part(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("~{b:02x}"));
+        }
+    }
+    out
 }
 
 fn round7(x: f64) -> f64 {

@@ -244,8 +244,7 @@ pub fn generate_part(
         }
     }
     bar.finish_and_clear();
-    let mut generator = serde_json::to_value(cfg)?;
-    part.note(&mut generator);
+    let generator = part.generator(cfg)?;
     let manifest = writer.finish("synth", generator)?;
     Ok(manifest)
 }

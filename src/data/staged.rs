@@ -1,0 +1,183 @@
+//! A dataset folder written beside its destination and moved into place only when complete.
+//!
+//! Every dataset writer (simulator, importers, subset, merge) fills `.NAME.dfm-new/` next to
+//! `NAME`. When it finishes, the new folder replaces a dataset already at `NAME` in one swap
+//! (`--force`), or its files move into a folder that held no dataset (manifest last). A writer
+//! that fails, or is killed, never touches the old dataset; what it wrote is removed (at once on
+//! an error, by the next writer of that folder after a kill). `--force` replaces only folders
+//! that hold nothing but a dataset: a file dfm did not write is never deleted.
+
+use crate::util::Swap;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+
+/// The lock a writer holds inside its staging folder (two writers of one folder at once are
+/// refused).
+const LOCK: &str = ".dfm-writer.lock";
+
+/// Whether a file in a dataset folder is one dfm writes there.
+pub fn is_dataset_file(name: &str) -> bool {
+    name == crate::data::manifest::MANIFEST
+        || name.ends_with(".tar")
+        || name.ends_with(".tar.tmp")
+        || name == "bad_records.jsonl"
+        || name == "bad_records.txt"
+}
+
+/// A dataset being written: [`Staged::dir`] is where its files go until [`Staged::commit`].
+pub struct Staged {
+    swap: Swap,
+    /// `NAME` holds a dataset that the new one replaces.
+    replace: bool,
+    lock: Option<std::fs::File>,
+    committed: bool,
+}
+
+impl Staged {
+    /// Checks `out` (refusing a dataset there unless `force`, and a folder with files dfm did
+    /// not write even then) and opens an empty staging folder beside it.
+    pub fn begin(out: &Path, force: bool) -> anyhow::Result<Staged> {
+        let out = resolve(out)?;
+        let (ours, theirs) = entries(&out)?;
+        if !ours.is_empty() && !force {
+            bail!(
+                "{} already holds a dataset; pass --force to replace it",
+                out.display()
+            );
+        }
+        if !ours.is_empty() && !theirs.is_empty() {
+            bail!(
+                "{} holds a dataset and files dfm did not write ({}): --force replaces the folder as a whole, so move those files elsewhere first or choose another --out",
+                out.display(),
+                theirs.join(", ")
+            );
+        }
+        let swap = Swap::hidden(&out);
+        let lock = claim(&swap)?;
+        Ok(Staged {
+            swap,
+            replace: !ours.is_empty(),
+            lock: Some(lock),
+            committed: false,
+        })
+    }
+
+    /// Where the dataset's files are written.
+    pub fn dir(&self) -> &Path {
+        &self.swap.tmp
+    }
+
+    /// The folder the dataset ends up in.
+    pub fn out(&self) -> &Path {
+        &self.swap.dst
+    }
+
+    /// Moves the complete dataset into place.
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        let lock = self.dir().join(LOCK);
+        std::fs::remove_file(&lock).with_context(|| format!("cannot remove {}", lock.display()))?;
+        self.lock = None;
+        if self.replace || !self.out().exists() {
+            self.swap.finish(|_| {})?;
+        } else {
+            move_files_into(self.dir(), self.out())?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    /// A writer that did not finish leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.swap.tmp);
+        }
+    }
+}
+
+/// `out` as a folder path with a name of its own (`.` and symbolic links resolved).
+fn resolve(out: &Path) -> anyhow::Result<PathBuf> {
+    if out.exists() {
+        anyhow::ensure!(out.is_dir(), "{} exists and is not a folder", out.display());
+        return out
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", out.display()));
+    }
+    anyhow::ensure!(
+        out.file_name().is_some(),
+        "{}: a dataset needs a folder name",
+        out.display()
+    );
+    Ok(out.to_path_buf())
+}
+
+/// The names in `out` dfm writes there, and the others.
+fn entries(out: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    if !out.exists() {
+        return Ok((ours, theirs));
+    }
+    for e in std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if is_dataset_file(&name) {
+            ours.push(name);
+        } else {
+            theirs.push(name);
+        }
+    }
+    theirs.sort();
+    Ok((ours, theirs))
+}
+
+/// Puts a swap a crash interrupted in order, removes what a killed writer left, and creates the
+/// staging folder with this writer's lock in it.
+fn claim(swap: &Swap) -> anyhow::Result<std::fs::File> {
+    let lock_of = |dir: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))
+    };
+    if swap.tmp.is_dir()
+        && let Ok(f) = lock_of(&swap.tmp)
+        && f.try_lock().is_err()
+    {
+        bail!(
+            "another dfm process is writing {} (it holds {}); wait for it or stop it",
+            swap.dst.display(),
+            swap.tmp.join(LOCK).display()
+        );
+    }
+    if let Some(line) = swap.recover()? {
+        eprintln!("{line}");
+    }
+    swap.begin()?;
+    let f = lock_of(&swap.tmp)
+        .with_context(|| format!("cannot create {}", swap.tmp.join(LOCK).display()))?;
+    if f.try_lock().is_err() {
+        bail!(
+            "another dfm process is writing {}; wait for it or stop it",
+            swap.dst.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Moves the files of `from` into the existing folder `to` (the manifest last, so the folder
+/// is a dataset only once every shard is there), then removes `from`.
+fn move_files_into(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(from)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort_by_key(|n| n == crate::data::manifest::MANIFEST);
+    for n in names {
+        let (a, b) = (from.join(&n), to.join(&n));
+        std::fs::File::open(&a)?.sync_all()?;
+        std::fs::rename(&a, &b)
+            .with_context(|| format!("cannot move {} to {}", a.display(), b.display()))?;
+    }
+    crate::util::sync_dir(to);
+    std::fs::remove_dir(from).with_context(|| format!("cannot remove {}", from.display()))
+}
