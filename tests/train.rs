@@ -594,6 +594,54 @@ fn resume_applies_allowed_overrides_and_refuses_the_others() {
     assert_eq!(saved.train.max_steps, 15, "recorded in the run's config");
 }
 
+/// Every file under a run folder (path, bytes), to check that a refused resume changed none.
+fn run_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(run_files(&p));
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// The run's `config.toml` edited to another model shape: resume refuses, naming the key and
+/// the checkpoint, and leaves every file of the run as it was (checkpoints, metrics,
+/// evaluation). Checkpoints saved before they kept their config are refused too: none loads
+/// into the new shape, and starting over would overwrite them.
+#[test]
+fn resume_after_a_config_edit_refuses_and_keeps_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 39);
+    let run = tmp.path().join("r");
+    short_run(&data, &run);
+    let cfg = run.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let edited = text.replace("d_model = 32", "d_model = 16");
+    assert_ne!(edited, text);
+    std::fs::write(&cfg, &edited).unwrap();
+    let before = run_files(&run);
+    let r = run.to_str().unwrap();
+    let (ok, out, err) = dfm(&["train", "--resume", r]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("model.d_model") && err.contains("ckpt-00000010") && err.contains("32"),
+        "{err}"
+    );
+    assert_eq!(run_files(&run), before, "nothing in the run changed");
+    for (_, d) in checkpoint::list(&run).unwrap() {
+        std::fs::remove_file(d.join("config.toml")).unwrap();
+    }
+    let before = run_files(&run);
+    let (ok, out, err) = dfm(&["train", "--resume", r]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("none of the 2 checkpoints"), "{err}");
+    assert_eq!(run_files(&run), before, "nothing in the run changed");
+}
+
 #[test]
 fn a_second_training_of_one_run_is_refused_while_the_first_holds_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -677,7 +725,10 @@ fn a_run_killed_before_its_first_checkpoint_starts_again() {
     std::fs::write(run.join("config.toml"), c.to_toml().unwrap()).unwrap();
     let (ok, out, err) = dfm(&["train", "--resume", run.to_str().unwrap()]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("starting it again from step 0"), "{out}");
+    assert!(
+        out.contains("has no checkpoint yet: starting it again from step 0"),
+        "{out}"
+    );
     assert_eq!(checkpoint::list(&run).unwrap().pop().unwrap().0, 5);
 }
 

@@ -8,8 +8,9 @@
 //!
 //! Layout of `checkpoints/<run>/`:
 //! - `config.toml`: the resolved config of the run
-//! - `ckpt-00000500/`: `model.bpk`, `optim.bpk`, `state.json`, and `ema.bpk` (the averaged
-//!   weights) with `train.ema` (the last `keep_last` are kept)
+//! - `ckpt-00000500/`: `model.bpk`, `optim.bpk`, `state.json`, `config.toml` (the config it was
+//!   trained with), and `ema.bpk` (the averaged weights) with `train.ema` (the last `keep_last`
+//!   are kept)
 //! - `best/`: `model.bpk`, `state.json` (lowest validation loss)
 //! - `metrics.jsonl`, `loss.png`
 
@@ -99,7 +100,7 @@ pub fn verify(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let sums: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&std::fs::read(&p)?)
+        serde_json::from_slice(&crate::util::read_bounded(&p, crate::util::limits::SMALL)?)
             .with_context(|| format!("{} is not valid", p.display()))?;
     for (f, want) in sums {
         anyhow::ensure!(
@@ -139,28 +140,33 @@ pub fn ckpt_name(step: usize) -> String {
     format!("ckpt-{step:08}")
 }
 
-/// Saves a resumable checkpoint (with the averaged weights, when the run keeps an average) and
-/// removes all but the last `keep` ones.
-pub fn save(
-    run: &Path,
-    model: &DfmModel,
-    ema: Option<&DfmModel>,
-    optim: &ModuleOptimizer,
-    state: &TrainState,
-    keep: usize,
-) -> anyhow::Result<PathBuf> {
-    ensure_finite(model, &format!("checkpoint at step {}", state.step))?;
-    let dst = run.join(ckpt_name(state.step));
+/// What a resumable checkpoint holds: the weights (and their average, when the run keeps one),
+/// the optimizer, where training stood, and the config the run was trained with (a resume
+/// checks its config against it).
+pub struct Saved<'a> {
+    pub model: &'a DfmModel,
+    pub ema: Option<&'a DfmModel>,
+    pub optim: &'a ModuleOptimizer,
+    pub state: &'a TrainState,
+    pub config: &'a crate::config::Config,
+}
+
+/// Saves a resumable checkpoint and removes all but the last `keep` ones.
+pub fn save(run: &Path, c: Saved, keep: usize) -> anyhow::Result<PathBuf> {
+    ensure_finite(c.model, &format!("checkpoint at step {}", c.state.step))?;
+    let dst = run.join(ckpt_name(c.state.step));
+    let config = c.config.to_toml()?;
     crate::util::write_dir_atomic(&dst, |tmp| {
-        save_model(model, tmp)?;
-        if let Some(ema) = ema {
+        save_model(c.model, tmp)?;
+        if let Some(ema) = c.ema {
             save_weights(ema, &tmp.join(EMA_FILE))?;
         }
-        optim
+        c.optim
             .save(tmp.join("optim.bpk"))
             .map_err(|e| anyhow::anyhow!("saving optimizer: {e}"))?;
+        std::fs::write(tmp.join("config.toml"), &config)?;
         save_checksums(tmp)?;
-        save_state(state, tmp)
+        save_state(c.state, tmp)
     })?;
     let all = list(run)?;
     for (_, p) in all.iter().take(all.len().saturating_sub(keep)) {
@@ -276,7 +282,7 @@ pub fn list(run: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
 
 pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
     let p = dir.join("state.json");
-    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let bytes = crate::util::read_bounded(&p, crate::util::limits::SMALL)?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a valid training state", p.display()))
 }

@@ -701,9 +701,10 @@ fn append_metrics(path: &Path, v: &serde_json::Value) -> anyhow::Result<()> {
 
 /// Drops metric lines past `step` (after resuming from a checkpoint at `step`).
 fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    if !path.exists() {
         return Ok(());
-    };
+    }
+    let text = crate::util::read_text_bounded(path, crate::util::limits::METRICS)?;
     let kept: String = text
         .lines()
         .filter(|l| {
@@ -754,10 +755,11 @@ pub fn init_from(
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
 /// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
 /// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
-const RESUMABLE_KEYS: [&str; 13] = [
+const RESUMABLE_KEYS: [&str; 14] = [
     "run.device",
     "run.track",
     "run.track_flush_s",
+    "run.track_artifact_root",
     "train.epochs",
     "train.max_steps",
     "train.checkpoint_every",
@@ -794,12 +796,20 @@ pub(crate) fn flat_keys(cfg: &Config) -> anyhow::Result<BTreeMap<String, serde_j
     Ok(out)
 }
 
-/// The config a resumed run goes on with: its saved `config.toml`, with the changes `given`
-/// makes to it (e.g. `--set train.epochs=8`) when they are among [`RESUMABLE_KEYS`]; they are
-/// recorded in the run's `config.toml`. Any other change is refused, naming the key.
+/// The config a resumed run goes on with: the config its newest checkpoint was trained with
+/// (`ckpt-N/config.toml`; the run's `config.toml` for checkpoints saved before they kept one),
+/// with the changes `given` makes to it (`--set train.epochs=8`, or an edit of the run's
+/// `config.toml`) when they are among [`RESUMABLE_KEYS`]; they are recorded in the run's
+/// `config.toml`. Any other change is refused, naming the key and the checkpoint: a run's
+/// checkpoints are never overwritten by another model.
 pub fn resume_config(run_dir: &Path, given: Config) -> anyhow::Result<Config> {
     let p = run_dir.join("config.toml");
-    let mut saved = Config::load(Some(&p), &[])
+    let newest = checkpoint::list(run_dir)?
+        .pop()
+        .map(|(_, d)| d.join("config.toml"))
+        .filter(|c| c.is_file());
+    let from = newest.as_deref().unwrap_or(&p);
+    let mut saved = Config::load(Some(from), &[])
         .with_context(|| format!("--resume: {} is not a run folder", run_dir.display()))?;
     saved.run.dir = run_dir.display().to_string();
     let mut given = given;
@@ -810,22 +820,38 @@ pub fn resume_config(run_dir: &Path, given: Config) -> anyhow::Result<Config> {
         .filter(|(k, v)| a.get(*k) != Some(*v))
         .map(|(k, _)| k)
         .collect();
-    if changed.is_empty() {
-        return Ok(saved);
+    let fixed: Vec<String> = changed
+        .iter()
+        .filter(|k| {
+            !RESUMABLE_KEYS
+                .iter()
+                .any(|r| **k == r || (r.ends_with('.') && k.starts_with(r)))
+        })
+        .map(|k| {
+            let was = a.get(*k).map_or("unset".into(), |v| v.to_string());
+            format!("`{k}` (it was {was}, now {})", b[*k])
+        })
+        .collect();
+    if !fixed.is_empty() {
+        bail!(
+            "--resume: {} cannot change when a run resumes: {} was trained with the values it was and does not fit the new ones. Keys a resumed run may change: {}; start a new run (another run.dir) for the rest, or put {} back as it was",
+            fixed.join(", "),
+            from.parent()
+                .filter(|_| newest.is_some())
+                .map_or(format!("the run in {}", run_dir.display()), |d| d
+                    .display()
+                    .to_string()),
+            RESUMABLE_KEYS.join(", "),
+            p.display()
+        );
     }
-    for k in &changed {
-        if !RESUMABLE_KEYS
-            .iter()
-            .any(|r| *k == r || (r.ends_with('.') && k.starts_with(r)))
-        {
-            bail!(
-                "--resume: `{k}` cannot change when a run resumes (it was {}, now {}); keys a \
-                 resumed run may change: {}; start a new run for the rest",
-                a.get(*k).map_or("unset".into(), |v| v.to_string()),
-                b[*k],
-                RESUMABLE_KEYS.join(", ")
-            );
+    if changed.is_empty() {
+        saved.run.track_credentials = given.run.track_credentials.clone();
+        if !given.run.track_credentials.is_empty() {
+            // A config.toml written before credentials were kept out of it loses them now.
+            crate::util::write_atomic(&p, given.to_toml()?.as_bytes())?;
         }
+        return Ok(saved);
     }
     println!(
         "resume applies: {}",

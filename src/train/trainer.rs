@@ -204,8 +204,17 @@ impl Trainer {
             eprintln!("warning: {w}");
         }
         let Some((dir, state, model)) = found else {
+            let kept = checkpoint::list(&self.run_dir)?;
+            if let Some((_, newest)) = kept.last() {
+                bail!(
+                    "--resume: none of the {} checkpoints of {} loads into the model of this run (newest: {}; see the warnings above); starting again would overwrite them: start a new run (another run.dir) or move them away",
+                    kept.len(),
+                    self.run_dir.display(),
+                    newest.display()
+                );
+            }
             println!(
-                "{} has no usable checkpoint yet: starting it again from step 0",
+                "{} has no checkpoint yet: starting it again from step 0",
                 self.run_dir.display()
             );
             if self.metrics_path.exists() {
@@ -526,10 +535,13 @@ impl Trainer {
     fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.last_ckpt = Some(checkpoint::save(
             &self.run_dir,
-            self.model.as_ref().expect("model"),
-            self.ema.as_ref().map(|e| &e.model),
-            &self.optim,
-            &self.state,
+            checkpoint::Saved {
+                model: self.model.as_ref().expect("model"),
+                ema: self.ema.as_ref().map(|e| &e.model),
+                optim: &self.optim,
+                state: &self.state,
+                config: &self.setup.cfg,
+            },
             self.cfg().train.keep_last,
         )?);
         Ok(())
