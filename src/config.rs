@@ -59,6 +59,12 @@ pub struct RunConfig {
     pub experiment: String,
     /// How long the end of a run waits for queued tracking events, seconds.
     pub track_flush_s: f64,
+    /// A local folder under which dfm may write a tracking server's local artifact root (a
+    /// server started with `--no-serve-artifacts` on a shared file system); empty: never.
+    pub track_artifact_root: String,
+    /// Credentials that came in `track`'s URI: used for this process, never written.
+    #[serde(skip)]
+    pub track_credentials: crate::track::auth::Credentials,
 }
 
 impl Default for RunConfig {
@@ -71,6 +77,8 @@ impl Default for RunConfig {
             track: String::new(),
             experiment: "dfm".into(),
             track_flush_s: 30.0,
+            track_artifact_root: String::new(),
+            track_credentials: Default::default(),
         }
     }
 }
@@ -467,7 +475,7 @@ impl Config {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Config> {
         let (table, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
+                let text = crate::util::read_text_bounded(p, crate::util::limits::SMALL)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
                 let t: toml::Table =
                     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -494,11 +502,14 @@ impl Config {
             apply(&mut table, &k, v)?;
         }
         default_path_to_first_source(&mut table);
-        let cfg: Config =
+        let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 anyhow::anyhow!("{origin}: key `{key}`: {}", e.into_inner())
             })?;
+        let (uri, creds) = crate::track::auth::Credentials::split(&cfg.run.track);
+        cfg.run.track = uri;
+        cfg.run.track_credentials = creds;
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
@@ -668,9 +679,29 @@ impl Config {
             crate::track::mlflow::check_uri(&self.run.track)
                 .map_err(|e| anyhow::anyhow!("key `run.track`: {e}"))?;
         }
+        let name = &self.run.name;
+        let plain = !name.is_empty()
+            && name.len() <= 200
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == '\\' || c.is_control());
+        if !plain {
+            bail!(
+                "key `run.name`: {name:?} must be a folder name (1 to 200 bytes, no `/`, `\\` or `..`): runs go to checkpoints/<run.name>"
+            );
+        }
         let exp = &self.run.experiment;
         if exp.trim().is_empty() || exp.len() > 500 {
             bail!("key `run.experiment`: {exp:?} must be 1 to 500 characters");
+        }
+        let root = Path::new(&self.run.track_artifact_root);
+        if !self.run.track_artifact_root.is_empty() && !root.is_absolute() {
+            bail!(
+                "key `run.track_artifact_root`: {:?} must be an absolute path",
+                self.run.track_artifact_root
+            );
         }
         Ok(())
     }
@@ -759,6 +790,36 @@ mod tests {
                 .to_string();
             assert!(e.contains(key) && e.contains("outside"), "{set}: {e}");
         }
+    }
+
+    #[test]
+    fn run_names_are_folder_names_and_tracking_keys_are_checked() {
+        for bad in [
+            "run.name=\"\"",
+            "run.name=\"..\"",
+            "run.name=\"../x\"",
+            "run.name=\"/etc\"",
+        ] {
+            let e = Config::load(None, &[bad.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("run.name") && e.contains("folder name"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(Config::load(None, &["run.name=\"lr 3e-4\"".into()]).is_ok());
+        let e = Config::load(None, &["run.track_artifact_root=\"rel/dir\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("run.track_artifact_root") && e.contains("absolute"),
+            "{e}"
+        );
+        let c = Config::load(None, &["run.track=\"http://u:pw@127.0.0.1:5000\"".into()]).unwrap();
+        assert_eq!(c.run.track, "http://127.0.0.1:5000");
+        assert!(!c.run.track_credentials.is_empty());
+        assert!(!c.to_toml().unwrap().contains("pw"));
     }
 
     #[test]

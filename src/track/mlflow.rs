@@ -69,9 +69,19 @@ fn unsent(url: &str, e: reqwest::Error) -> CallError {
     transient(anyhow::anyhow!(text))
 }
 
+/// The largest answer dfm reads from a tracking server; a longer one is an error, not an
+/// allocation (MLflow's answers to dfm's calls are a few KiB).
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// MLflow's variable naming a CA bundle (PEM) that signs the tracking server's certificate.
+pub const CA_ENV: &str = "MLFLOW_TRACKING_SERVER_CERT_PATH";
+
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    auth: super::auth::Credentials,
+    /// A local folder the user allows artifacts to be written under (`run.track_artifact_root`).
+    local_root: Option<PathBuf>,
 }
 
 pub fn now_ms() -> i64 {
@@ -82,25 +92,64 @@ pub fn now_ms() -> i64 {
 }
 
 impl Client {
-    pub fn new(base: &str) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
+    /// A client of the server at `base` (without user-info), authenticating with `auth`, that
+    /// writes artifacts into a local artifact root only under `local_root`. It does not follow
+    /// redirects: they would carry the run's data (and drop its credentials) to another address
+    /// than the one the user named.
+    pub fn new(
+        base: &str,
+        auth: super::auth::Credentials,
+        local_root: Option<PathBuf>,
+    ) -> anyhow::Result<Client> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(p) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) {
+            let p = PathBuf::from(p);
+            let pem = crate::util::read_bounded(&p, crate::util::limits::SMALL)
+                .with_context(|| format!("${CA_ENV}"))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("${CA_ENV}: {} is not a PEM bundle", p.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
-            http,
+            http: b.build()?,
+            auth,
+            local_root,
         })
     }
 
     async fn answer(&self, what: &str, r: reqwest::Response) -> Result<Value, CallError> {
         let status = r.status();
-        let text = r.text().await.map_err(transient)?;
+        if status.is_redirection() {
+            let to = r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or("another address".into(), super::auth::redact);
+            return Err(CallError {
+                permanent: true,
+                error: anyhow::anyhow!(
+                    "{what}: HTTP {status}: the server redirects to {to}; dfm does not follow redirects (the run's data would go elsewhere than the tracking URI says): point the tracking URI at the address that answers"
+                ),
+            });
+        }
+        let bytes = read_capped(what, r).await?;
+        let text = String::from_utf8_lossy(&bytes);
         if status.is_success() {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let message = v["message"].as_str().unwrap_or(&text).to_string();
+        let message: String = v["message"]
+            .as_str()
+            .unwrap_or(&text)
+            .chars()
+            .take(500)
+            .collect();
         let code = v["error_code"].as_str().unwrap_or("").to_string();
         Err(CallError {
             permanent: status.is_client_error() && status.as_u16() != 429,
@@ -111,8 +160,8 @@ impl Client {
     async fn post(&self, api: &str, body: Value) -> Result<Value, CallError> {
         let url = format!("{}/api/2.0/mlflow/{api}", self.base);
         let r = self
-            .http
-            .post(&url)
+            .auth
+            .apply(self.http.post(&url))
             .json(&body)
             .send()
             .await
@@ -123,8 +172,8 @@ impl Client {
     async fn get(&self, api: &str, query: &[(&str, &str)]) -> Result<Value, CallError> {
         let url = format!("{}/api/2.0/mlflow/{api}", self.base);
         let r = self
-            .http
-            .get(&url)
+            .auth
+            .apply(self.http.get(&url))
             .query(query)
             .send()
             .await
@@ -212,7 +261,7 @@ impl Client {
 
     /// Puts a local file at `dest` (a relative path) under the run's artifact root.
     pub async fn upload(&self, run: &RunInfo, local: &Path, dest: &str) -> Result<(), CallError> {
-        let bytes = std::fs::read(local)
+        let bytes = crate::util::read_bounded(local, MAX_ARTIFACT_BYTES)
             .with_context(|| format!("artifact {}", local.display()))
             .map_err(|error| CallError {
                 permanent: true,
@@ -225,8 +274,8 @@ impl Client {
                     self.base
                 );
                 let r = self
-                    .http
-                    .put(&url)
+                    .auth
+                    .apply(self.http.put(&url))
                     .body(bytes)
                     .send()
                     .await
@@ -234,7 +283,13 @@ impl Client {
                 self.answer("artifact upload", r).await.map(|_| ())
             }
             ArtifactRoot::Local(root) => {
-                let to = root.join(dest);
+                let to =
+                    local_artifact(self.local_root.as_deref(), &root, dest).map_err(|error| {
+                        CallError {
+                            permanent: true,
+                            error,
+                        }
+                    })?;
                 let write = || -> anyhow::Result<()> {
                     if let Some(p) = to.parent() {
                         std::fs::create_dir_all(p)?;
@@ -258,6 +313,57 @@ impl Client {
             }),
         }
     }
+}
+
+/// The largest file dfm uploads as an artifact (a bundle's weights are far smaller).
+pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
+
+/// Reads an answer's body, at most [`MAX_ANSWER_BYTES`] of it.
+async fn read_capped(what: &str, mut r: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let too_big = || CallError {
+        permanent: true,
+        error: anyhow::anyhow!(
+            "{what}: the server's answer is longer than {MAX_ANSWER_BYTES} bytes; dfm reads no more"
+        ),
+    };
+    if r.content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(transient)? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Where an artifact goes in a local artifact root the server named: only under the folder the
+/// user allowed (`run.track_artifact_root`), never elsewhere on this machine because a server
+/// said so.
+fn local_artifact(allowed: Option<&Path>, root: &Path, dest: &str) -> anyhow::Result<PathBuf> {
+    use std::path::Component;
+    let plain = |p: &Path| {
+        p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::RootDir))
+    };
+    let Some(allowed) = allowed else {
+        bail!(
+            "the server keeps artifacts in the local folder {}; dfm writes a server's local artifact root only under a folder you allow with run.track_artifact_root (or start `mlflow server` with artifact proxying, its default)",
+            root.display()
+        );
+    };
+    let to = root.join(dest);
+    anyhow::ensure!(
+        root.is_absolute() && plain(&to) && to.starts_with(allowed),
+        "the server's artifact root {} is not inside run.track_artifact_root {}: not written",
+        root.display(),
+        allowed.display()
+    );
+    Ok(to)
 }
 
 #[derive(Debug, PartialEq)]
@@ -314,13 +420,14 @@ fn run_info(v: &Value) -> Result<RunInfo, CallError> {
     })
 }
 
-/// Checks a tracking URI: an MLflow server's http(s) address.
+/// Checks a tracking URI: an MLflow server's http(s) address (shown without user-info).
 pub fn check_uri(uri: &str) -> anyhow::Result<()> {
     let ok = (uri.starts_with("http://") || uri.starts_with("https://"))
         && reqwest::Url::parse(uri).is_ok_and(|u| u.host().is_some());
     if !ok {
         bail!(
-            "tracking URI {uri:?}: an MLflow tracking server's address, like http://127.0.0.1:5000"
+            "tracking URI {:?}: an MLflow tracking server's address, like http://127.0.0.1:5000",
+            super::auth::redact(uri)
         );
     }
     Ok(())
@@ -345,6 +452,22 @@ mod tests {
             ArtifactRoot::Local("/srv/mlruns/1/abc/artifacts".into())
         );
         assert_eq!(artifact_root("s3://b/1/abc"), ArtifactRoot::Elsewhere);
+    }
+
+    #[test]
+    fn a_local_artifact_root_is_written_only_under_the_allowed_folder() {
+        let root = Path::new("/srv/mlruns/1/abc/artifacts");
+        assert!(local_artifact(None, root, "config.toml").is_err());
+        let ok = local_artifact(Some(Path::new("/srv/mlruns")), root, "bundle/model.bpk");
+        assert_eq!(ok.unwrap(), root.join("bundle/model.bpk"));
+        for (allowed, root) in [
+            ("/srv/mlruns", "/home/me/.cargo"),
+            ("/srv/mlruns", "/srv/mlruns/../../home/me"),
+            ("/srv/mlruns", "relative/path"),
+        ] {
+            let e = local_artifact(Some(Path::new(allowed)), Path::new(root), "config.toml");
+            assert!(e.is_err(), "{root}");
+        }
     }
 
     #[test]

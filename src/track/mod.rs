@@ -8,12 +8,13 @@
 //! A run's MLflow id is kept in its folder (`tracking.json`), so a resumed run, `dfm eval
 //! --track` and `dfm export --track` log into the same MLflow run.
 
+pub mod auth;
 pub mod mlflow;
+mod worker;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use mlflow::{Client, Metric, RunInfo};
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,35 +29,57 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Where to log: the server and the experiment.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The server's address, without user-info (what dfm shows and keeps).
     pub uri: String,
+    pub credentials: auth::Credentials,
     pub experiment: String,
     /// How long `finish` waits for queued events.
     pub flush: Duration,
+    /// The local folder a server's local artifact root may lie in (`run.track_artifact_root`).
+    pub artifact_root: Option<PathBuf>,
 }
 
 impl Target {
     /// The tracking server from the command line, else the config's `run.track`, else the
     /// environment's `MLFLOW_TRACKING_URI` (what MLflow users already set); None: no tracking.
+    /// Credentials: the URI's user-info, else MLflow's environment variables ([`auth`]).
     pub fn resolve(
         flag: Option<&str>,
         cfg: &crate::config::Config,
     ) -> anyhow::Result<Option<Self>> {
         let env = std::env::var("MLFLOW_TRACKING_URI").ok();
-        let uri = flag
-            .map(str::to_string)
-            .or_else(|| (!cfg.run.track.is_empty()).then(|| cfg.run.track.clone()))
-            .or(env)
-            .filter(|u| !u.is_empty());
-        let Some(uri) = uri else {
-            return Ok(None);
+        let (uri, creds) = match (flag, cfg.run.track.as_str(), env) {
+            (Some(f), _, _) => auth::Credentials::split(f),
+            (None, t, _) if !t.is_empty() => (t.to_string(), cfg.run.track_credentials.clone()),
+            (None, _, Some(e)) => auth::Credentials::split(&e),
+            _ => return Ok(None),
         };
+        if uri.is_empty() {
+            return Ok(None);
+        }
         mlflow::check_uri(&uri)?;
+        if !creds.is_empty() {
+            note_uri_credentials();
+        }
+        let root = &cfg.run.track_artifact_root;
         Ok(Some(Target {
             uri,
+            credentials: creds.or(auth::Credentials::from_env()),
             experiment: cfg.run.experiment.clone(),
             flush: Duration::from_secs_f64(cfg.run.track_flush_s),
+            artifact_root: (!root.is_empty()).then(|| PathBuf::from(root)),
         }))
     }
+}
+
+/// Says once per process that credentials came in a URI (and where they are better kept).
+fn note_uri_credentials() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "note: the tracking URI's credentials are used by this process only: dfm never writes, logs or prints them; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for resumed runs and other commands"
+        );
+    });
 }
 
 impl Target {
@@ -122,7 +145,9 @@ pub struct Link {
 
 impl Link {
     pub fn load(run_dir: &Path) -> Option<Link> {
-        let text = std::fs::read_to_string(run_dir.join(LINK_FILE)).ok()?;
+        let text =
+            crate::util::read_text_bounded(&run_dir.join(LINK_FILE), crate::util::limits::SMALL)
+                .ok()?;
         serde_json::from_str(&text).ok()
     }
 }
@@ -218,6 +243,10 @@ pub struct Tracker {
     shed: Arc<AtomicUsize>,
     shed_warned: AtomicBool,
     uri: String,
+    /// When the end of the run stops waiting for the server (set by `finish`); the request in
+    /// flight at that moment is cut off then, not at its own timeout.
+    deadline: tokio::sync::watch::Sender<Option<Instant>>,
+    flush: Duration,
 }
 
 impl Tracker {
@@ -225,17 +254,24 @@ impl Tracker {
     /// `link_to`: the run folder that keeps the MLflow run's id.
     pub fn start(target: &Target, run: RunRef, link_to: Option<PathBuf>) -> anyhow::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED);
-        let client = Client::new(&target.uri)?;
+        let client = Client::new(
+            &target.uri,
+            target.credentials.clone(),
+            target.artifact_root.clone(),
+        )?;
         let (t, shed) = (target.clone(), Arc::new(AtomicUsize::new(0)));
+        let (deadline, deadline_rx) = tokio::sync::watch::channel(None);
         let worker = std::thread::Builder::new()
             .name("dfm-tracking".into())
-            .spawn(move || Worker::new(client, t, run, link_to).run(rx))?;
+            .spawn(move || worker::Worker::new(client, t, run, link_to, deadline_rx).run(rx))?;
         Ok(Tracker {
             tx: Some(tx),
             worker: Some(worker),
             shed,
             shed_warned: AtomicBool::new(false),
             uri: target.uri.clone(),
+            deadline,
+            flush: target.flush,
         })
     }
 
@@ -338,7 +374,9 @@ impl Tracker {
 
     fn close(&mut self, status: &'static str) -> Summary {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send_timeout(Event::Finish { status }, Duration::from_secs(5));
+            let end = Instant::now() + self.flush;
+            self.deadline.send_replace(Some(end));
+            let _ = tx.send_deadline(Event::Finish { status }, end);
         }
         let mut s = match self.worker.take().map(|w| w.join()) {
             Some(Ok(s)) => s,
@@ -401,238 +439,6 @@ fn metric_name(k: &str) -> String {
         .collect()
 }
 
-/// What the sender's channel gave.
-enum Next {
-    Event(Event),
-    /// Nothing within the wait.
-    Idle,
-    /// Every sender is gone.
-    Closed,
-}
-
-/// The background sender.
-struct Worker {
-    client: Client,
-    target: Target,
-    want: RunRef,
-    link_to: Option<PathBuf>,
-    rt: tokio::runtime::Runtime,
-    run: Option<RunInfo>,
-    pending: VecDeque<Event>,
-    summary: Summary,
-    backoff: Duration,
-    /// Failed sends in a row.
-    failures: usize,
-    warned: bool,
-}
-
-impl Worker {
-    fn new(client: Client, target: Target, want: RunRef, link_to: Option<PathBuf>) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime for the tracking thread");
-        Worker {
-            client,
-            summary: Summary {
-                uri: target.uri.clone(),
-                ..Default::default()
-            },
-            target,
-            want,
-            link_to,
-            rt,
-            run: None,
-            pending: VecDeque::new(),
-            backoff: Duration::ZERO,
-            failures: 0,
-            warned: false,
-        }
-    }
-
-    fn run(mut self, rx: Receiver<Event>) -> Summary {
-        let mut finish: Option<(&'static str, Instant)> = None;
-        loop {
-            if finish.is_none() {
-                let flush = self.target.flush;
-                let end = |status| Some((status, Instant::now() + flush));
-                match self.next_event(&rx) {
-                    Next::Event(Event::Finish { status }) => finish = end(status),
-                    Next::Event(e) => self.queue(e),
-                    Next::Idle => {}
-                    // Every sender is gone without a finish: the process is ending.
-                    Next::Closed => finish = end("FAILED"),
-                }
-                while let Ok(e) = rx.try_recv() {
-                    match e {
-                        Event::Finish { status } => finish = end(status),
-                        e => self.queue(e),
-                    }
-                }
-            } else if let Some((_, deadline)) = finish {
-                let left = deadline.saturating_duration_since(Instant::now());
-                std::thread::sleep(self.backoff.min(left));
-            }
-            if let Some((status, deadline)) = finish {
-                if self.pending.is_empty() || Instant::now() >= deadline {
-                    self.close(status);
-                    break;
-                }
-            }
-            self.send_one();
-        }
-        let mut s = self.summary;
-        s.run = self.run;
-        s
-    }
-
-    /// Waits for the next event: without limit when there is nothing to send, for the backoff
-    /// after a failure, not at all otherwise.
-    fn next_event(&self, rx: &Receiver<Event>) -> Next {
-        let got = if self.pending.is_empty() {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            rx.recv_timeout(self.backoff)
-        };
-        match got {
-            Ok(e) => Next::Event(e),
-            Err(RecvTimeoutError::Timeout) => Next::Idle,
-            Err(RecvTimeoutError::Disconnected) => Next::Closed,
-        }
-    }
-
-    fn queue(&mut self, e: Event) {
-        if self.pending.len() >= MAX_QUEUED {
-            e.lose(&mut self.summary);
-        } else {
-            self.pending.push_back(e);
-        }
-    }
-
-    fn failed(&mut self, e: &mlflow::CallError) {
-        self.summary.last_error = Some(e.to_string());
-        self.failures += 1;
-        // One failure is often a pooled connection the server closed; warn when it persists.
-        if self.failures >= 2 && !self.warned {
-            eprintln!(
-                "warning: tracking server {}: {e}; training goes on, retrying in the background",
-                self.target.uri
-            );
-            self.warned = true;
-        }
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
-    }
-
-    /// Sends the oldest queued event (creating the run first when needed).
-    fn send_one(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        if self.run.is_none() {
-            match self
-                .rt
-                .block_on(open_run(&self.client, &self.target, &self.want))
-            {
-                Ok(r) => {
-                    self.write_link(&r);
-                    self.run = Some(r);
-                }
-                Err(e) => return self.failed(&e),
-            }
-        }
-        let run = self.run.clone().expect("opened");
-        self.drop_repeated_steps(&run);
-        let e = self.pending.front().expect("not empty");
-        let c = &self.client;
-        let r = self.rt.block_on(async {
-            match e {
-                Event::Metrics(m) => c.log_batch(&run.run_id, m, &[], &[]).await,
-                Event::Params(p) => c.log_batch(&run.run_id, &[], p, &[]).await,
-                Event::Tags(t) => c.log_batch(&run.run_id, &[], &[], t).await,
-                Event::Artifact { local, dest } => c.upload(&run, local, dest).await,
-                Event::Finish { .. } => Ok(()),
-            }
-        });
-        match r {
-            Ok(()) => {
-                let e = self.pending.pop_front().expect("not empty");
-                match e {
-                    Event::Metrics(m) => self.summary.metrics_sent += m.len(),
-                    Event::Params(p) => self.summary.params_sent += p.len(),
-                    Event::Artifact { dest, .. } => self.summary.artifacts_sent.push(dest),
-                    _ => {}
-                }
-                self.backoff = Duration::ZERO;
-                self.failures = 0;
-            }
-            Err(err) if err.permanent => {
-                // The server will refuse it again: count it as lost and go on.
-                self.summary.last_error = Some(err.to_string());
-                eprintln!("warning: tracking: {err}");
-                let e = self.pending.pop_front().expect("not empty");
-                e.lose(&mut self.summary);
-            }
-            Err(err) => self.failed(&err),
-        }
-    }
-
-    /// Leaves out of the oldest queued metrics the points at or before the step the server
-    /// already holds for their key (a resumed run repeats the steps after its last checkpoint).
-    fn drop_repeated_steps(&mut self, run: &RunInfo) {
-        if run.logged_up_to.is_empty() {
-            return;
-        }
-        if let Some(Event::Metrics(m)) = self.pending.front_mut() {
-            let before = m.len();
-            m.retain(|p| run.logged_up_to.get(&p.key).is_none_or(|&s| p.step > s));
-            self.summary.metrics_already_logged += before - m.len();
-        }
-    }
-
-    fn close(&mut self, status: &'static str) {
-        for e in std::mem::take(&mut self.pending) {
-            e.lose(&mut self.summary);
-        }
-        if let Some(r) = &self.run {
-            if let Err(e) = self.rt.block_on(self.client.set_status(&r.run_id, status)) {
-                self.summary.last_error = Some(e.to_string());
-            }
-        }
-    }
-
-    fn write_link(&self, run: &RunInfo) {
-        let Some(dir) = &self.link_to else { return };
-        let link = Link {
-            uri: self.target.uri.clone(),
-            run: run.clone(),
-        };
-        if let Ok(bytes) = serde_json::to_vec_pretty(&link) {
-            if let Err(e) = crate::util::write_atomic(&dir.join(LINK_FILE), &bytes) {
-                eprintln!(
-                    "warning: tracking: cannot write {}: {e:#}",
-                    dir.join(LINK_FILE).display()
-                );
-            }
-        }
-    }
-}
-
-/// Creates the run (in the experiment, made when missing) or finds an existing one and marks it
-/// running again.
-async fn open_run(c: &Client, t: &Target, want: &RunRef) -> Result<RunInfo, mlflow::CallError> {
-    match want {
-        RunRef::New { name, tags } => {
-            let exp = c.experiment_id(&t.experiment).await?;
-            c.create_run(&exp, name, tags).await
-        }
-        RunRef::Existing(id) => {
-            let r = c.get_run(id).await?;
-            c.set_status(id, "RUNNING").await?;
-            Ok(r)
-        }
-    }
-}
-
 /// dfm's own tags on a run: its version and git commit, the data's hash, the device.
 pub fn standard_tags(data_sha256: &str, device: &str) -> Vec<(String, String)> {
     vec![
@@ -670,8 +476,10 @@ mod tests {
         // Nothing listens on port 9 of loopback (discard; closed on test machines).
         let t = Target {
             uri: "http://127.0.0.1:9".into(),
+            credentials: Default::default(),
             experiment: "dfm".into(),
             flush: Duration::from_millis(600),
+            artifact_root: None,
         };
         let tr = Tracker::start(
             &t,
