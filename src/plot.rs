@@ -4,7 +4,6 @@
 //! that charts carry their labels on any machine, one without system fonts included, and look the
 //! same everywhere.
 
-use anyhow::Context;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -47,8 +46,7 @@ pub fn series(rows: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
 
 /// Training loss (and each head's term) by step, and validation loss, from `metrics.jsonl`.
 pub fn loss_curves(metrics: &Path, out: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(metrics)
-        .with_context(|| format!("cannot read {}", metrics.display()))?;
+    let text = crate::util::read_text_bounded(metrics, crate::util::limits::METRICS)?;
     let rows = metric_rows(&text);
     let series = |key: &str| series(&rows, key);
     let curve = |label: &str, points, bold| Curve {

@@ -74,8 +74,9 @@ pub fn headline(eval: &Value, path: &str) -> Option<f64> {
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
+    let p = dir.join("metrics.jsonl");
     crate::plot::metric_rows(
-        &std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default(),
+        &crate::util::read_text_bounded(&p, crate::util::limits::METRICS).unwrap_or_default(),
     )
 }
 
@@ -104,7 +105,8 @@ pub fn summarize(dir: &Path) -> anyhow::Result<RunSummary> {
         .filter_map(|l| l["val_loss"].as_f64())
         .filter(|x| x.is_finite())
         .reduce(f64::min);
-    let eval = std::fs::read_to_string(dir.join(format!("eval_{}.json", cfg.eval.split)))
+    let eval_path = dir.join(format!("eval_{}.json", cfg.eval.split));
+    let eval = crate::util::read_text_bounded(&eval_path, crate::util::limits::METADATA)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let status = if locked(dir) {

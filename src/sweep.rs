@@ -50,6 +50,21 @@ pub fn plan(
     seeds: &[u64],
     out: &Path,
 ) -> anyhow::Result<Vec<Planned>> {
+    let n = axes
+        .iter()
+        .map(|a| a.values.len())
+        .chain([seeds.len().max(1)])
+        .try_fold(1usize, |n, k| n.checked_mul(k).filter(|&n| n <= MAX_RUNS));
+    let Some(n) = n else {
+        bail!(
+            "the sweep has more than {MAX_RUNS} runs ({}): at most {MAX_RUNS}",
+            axes.iter()
+                .map(|a| format!("{} values of {}", a.values.len(), a.key))
+                .chain((!seeds.is_empty()).then(|| format!("{} seeds", seeds.len())))
+                .collect::<Vec<_>>()
+                .join(" x ")
+        );
+    };
     let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
     for a in axes {
         combos = combos
@@ -67,11 +82,7 @@ pub fn plan(
         [] => vec![None],
         s => s.iter().copied().map(Some).collect(),
     };
-    let n = combos.len() * seeds.len();
-    if n > MAX_RUNS {
-        bail!("the sweep has {n} runs, at most {MAX_RUNS}");
-    }
-    let mut out_runs = Vec::new();
+    let mut out_runs: Vec<Planned> = Vec::with_capacity(n);
     for c in &combos {
         for seed in &seeds {
             let mut name: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -84,15 +95,48 @@ pub fn plan(
             let folder = if name.is_empty() {
                 "run".to_string()
             } else {
-                name.join(",").replace(['/', ' '], "_")
+                folder_name(&name.join(","))
             };
             let dir = out.join(folder);
+            if let Some(twin) = out_runs.iter().find(|p| p.dir == dir) {
+                bail!(
+                    "sweep runs {} and {} would share the folder {}",
+                    twin.sets
+                        .iter()
+                        .map(|s| shown(s))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    sets.iter().map(|s| shown(s)).collect::<Vec<_>>().join(" "),
+                    dir.display()
+                );
+            }
             sets.push(format!("run.dir={}", dir.display()));
             Config::load(config, &sets).with_context(|| format!("sweep run {}", dir.display()))?;
             out_runs.push(Planned { dir, sets });
         }
     }
     Ok(out_runs)
+}
+
+/// A run's folder name from its settings: letters, digits and `-_.=,+:` as they are, every
+/// other byte as `~` and two hex digits, so that distinct settings never share a folder; a
+/// name too long for a file system ends in a digest of the whole.
+fn folder_name(settings: &str) -> String {
+    let mut s = String::new();
+    for b in settings.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.=,+:".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("~{b:02x}"));
+        }
+    }
+    if s.len() > 200 {
+        use sha2::Digest;
+        let d = crate::data::shards::hex(&sha2::Sha256::digest(settings.as_bytes()));
+        s.truncate(180);
+        s = format!("{s}~{}", &d[..16]);
+    }
+    s
 }
 
 /// The `dfm train` command line of a planned run (for array jobs).
@@ -105,9 +149,17 @@ pub fn command(config: Option<&Path>, p: &Planned) -> String {
         ));
     }
     for x in &p.sets {
-        s.push_str(&format!(" --set {}", shell_word(x)));
+        s.push_str(&format!(" --set {}", shell_word(&shown(x))));
     }
     s
+}
+
+/// A `--set` as it may be printed: a tracking URI without its credentials.
+fn shown(set: &str) -> String {
+    match set.strip_prefix("run.track=") {
+        Some(uri) => format!("run.track={}", crate::track::auth::redact(uri)),
+        None => set.to_string(),
+    }
 }
 
 fn shell_word(s: &str) -> String {
@@ -120,34 +172,51 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// Trains every planned run in turn: a finished one is kept, a stopped one resumed.
+/// Trains every planned run in turn: a finished one is kept, a stopped one resumed. A run that
+/// fails is reported and the sweep goes on; returns the runs that failed, with their errors.
 pub fn run(
     config: Option<&Path>,
     planned: &[Planned],
     device: &burn::tensor::Device,
-) -> anyhow::Result<()> {
+) -> Vec<(PathBuf, anyhow::Error)> {
+    let mut failed = Vec::new();
     for (i, p) in planned.iter().enumerate() {
-        let status = p
-            .dir
-            .join("config.toml")
-            .is_file()
-            .then(|| crate::runs::summarize(&p.dir).map(|s| s.status))
-            .transpose()?;
         println!("[{}/{}] {}", i + 1, planned.len(), p.dir.display());
-        let (cfg, resume) = match status {
-            Some(crate::runs::Status::Finished) => {
-                println!("  finished before: kept");
-                continue;
-            }
-            Some(_) => {
-                let c = Config::load(Some(&p.dir.join("config.toml")), &[])?;
-                (c, true)
-            }
-            None => (Config::load(config, &p.sets)?, false),
-        };
-        crate::train::train(cfg, resume, device, false)
-            .with_context(|| format!("sweep run {}", p.dir.display()))?;
+        if let Err(e) = run_one(config, p, device) {
+            eprintln!(
+                "sweep run {} failed: {e:#}; going on with the others",
+                p.dir.display()
+            );
+            failed.push((p.dir.clone(), e));
+        }
     }
+    failed
+}
+
+/// One planned run: kept when finished, resumed when stopped, else started.
+fn run_one(
+    config: Option<&Path>,
+    p: &Planned,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    let status = p
+        .dir
+        .join("config.toml")
+        .is_file()
+        .then(|| crate::runs::summarize(&p.dir).map(|s| s.status))
+        .transpose()?;
+    let (cfg, resume) = match status {
+        Some(crate::runs::Status::Finished) => {
+            println!("  finished before: kept");
+            return Ok(());
+        }
+        Some(_) => {
+            let c = Config::load(Some(&p.dir.join("config.toml")), &[])?;
+            (c, true)
+        }
+        None => (Config::load(config, &p.sets)?, false),
+    };
+    crate::train::train(cfg, resume, device, false)?;
     Ok(())
 }
 
@@ -198,5 +267,42 @@ mod tests {
         .parse()
         .unwrap();
         assert!(plan(None, &[], &[big], &[], Path::new("sw")).is_err());
+        // Counted before any combination is built: 2,000^3 runs are refused at once.
+        let huge: Axis = format!(
+            "train.lr={}",
+            (1..=2000)
+                .map(|i| format!("{i}e-6"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .parse()
+        .unwrap();
+        let e = plan(
+            None,
+            &[],
+            &[huge.clone(), huge.clone(), huge],
+            &[],
+            Path::new("sw"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("more than 256 runs") && e.contains("2000 values"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn distinct_settings_get_distinct_folders() {
+        let names: Axis = "run.experiment=a b,a_b,a/b,a~20b".parse().unwrap();
+        let p = plan(None, &[], &[names], &[], Path::new("sw")).unwrap();
+        let dirs: std::collections::BTreeSet<_> = p.iter().map(|x| x.dir.clone()).collect();
+        assert_eq!(dirs.len(), 4, "{dirs:?}");
+        assert_eq!(p[1].dir, Path::new("sw/run.experiment=a_b"));
+        assert!(dirs.iter().all(|d| d.parent() == Some(Path::new("sw"))));
+        let long = format!("run.experiment={},{}x", "y".repeat(300), "y".repeat(300));
+        let p = plan(None, &[], &[long.parse().unwrap()], &[], Path::new("sw")).unwrap();
+        assert_ne!(p[0].dir, p[1].dir);
+        assert!(p[0].dir.file_name().unwrap().len() <= 200);
     }
 }

@@ -84,6 +84,32 @@ fn runs_list_and_compare_show_the_run_folders_numbers() {
         data.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("is not a run folder"), "{err}");
+
+    // --png naming a folder: a clear error, and no temporary file left in it.
+    let folder = tmp.path().join("plots");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (ab, f) = (
+        (a.to_str().unwrap(), b.to_str().unwrap()),
+        folder.to_str().unwrap(),
+    );
+    let (ok, _, err) = dfm(&["runs", "compare", ab.0, ab.1, "--png", f]);
+    assert!(!ok && err.contains("is a folder"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&folder).unwrap().count(),
+        0,
+        "nothing left in it"
+    );
+
+    // A broken run folder among the runs: reported, the others listed.
+    let broken = root.join("s3");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("config.toml"), "[model]\nd_model = -1\n").unwrap();
+    std::fs::write(broken.join("metrics.jsonl"), "").unwrap();
+    let (ok, out, err) = dfm(&["runs", "list", root.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let listed = |n: &str| out.lines().any(|l| l.starts_with(n));
+    assert!(listed("s1") && listed("s2") && !listed("s3"), "{out}");
+    assert!(err.contains("s3") && err.contains("not listed"), "{err}");
 }
 
 #[test]
@@ -138,4 +164,35 @@ fn a_sweep_trains_every_combination_once_and_compares_them() {
 
     let (ok, _, err) = dfm(&["sweep", "--grid", "train.lr=oops", "--out", "x"]);
     assert!(!ok && err.contains("train.lr"), "{err}");
+
+    // A run that fails (its data's manifest is broken) is reported, the others still train,
+    // and the sweep ends in an error naming it.
+    let bad = tmp.path().join("bad-data");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("manifest.json"), "{").unwrap();
+    let out2 = tmp.path().join("sweep2");
+    let grid = format!("data.path={},{}", data.display(), bad.display());
+    let mut args: Vec<String> = ["sweep", "--device", "flex", "--grid", &grid, "--out"]
+        .map(String::from)
+        .to_vec();
+    args.push(out2.display().to_string());
+    for s in tiny(&data) {
+        args.extend(["--set".into(), s]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text, err) = dfm(&argv);
+    assert!(!ok, "{text}");
+    assert!(
+        err.contains("1 of 2 sweep runs failed") && err.contains("bad-data"),
+        "{err}"
+    );
+    assert!(
+        text.contains("[1/2]") && text.contains("[2/2]"),
+        "both runs tried: {text}"
+    );
+    let trained = std::fs::read_dir(&out2)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("eval_test.json").is_file())
+        .count();
+    assert_eq!(trained, 1, "the good run trained");
 }

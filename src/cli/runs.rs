@@ -55,10 +55,15 @@ pub fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
     match cmd {
         RunsCmd::List { dir } => {
             let found = crate::runs::find(&dir)?;
-            let runs = found
+            // A broken run folder is reported and the others listed.
+            let runs: Vec<_> = found
                 .iter()
-                .map(|d| crate::runs::summarize(d))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .filter_map(|d| {
+                    crate::runs::summarize(d)
+                        .map_err(|e| eprintln!("warning: {e:#}; not listed"))
+                        .ok()
+                })
+                .collect();
             print!("{}", crate::runs::render_list(&dir, &runs));
             if runs.is_empty() {
                 println!("(no run folders under {})", dir.display());
@@ -105,10 +110,25 @@ pub fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), Some(base.run.device))?;
     println!("device: {}", sel.description);
     println!("sweep of {} runs in {}", planned.len(), out.display());
-    crate::sweep::run(a.config.as_deref(), &planned, &sel.device)?;
-    let dirs: Vec<PathBuf> = planned.iter().map(|p| p.dir.clone()).collect();
+    let failed = crate::sweep::run(a.config.as_deref(), &planned, &sel.device);
+    let dirs: Vec<PathBuf> = planned
+        .iter()
+        .map(|p| p.dir.clone())
+        .filter(|d| !failed.iter().any(|(f, _)| f == d))
+        .collect();
     if dirs.len() >= 2 {
         compare(&dirs, Some(out.join("compare.png")))?;
     }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} of {} sweep runs failed: {}",
+        failed.len(),
+        planned.len(),
+        failed
+            .iter()
+            .map(|(d, e)| format!("{} ({e:#})", d.display()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     Ok(())
 }
