@@ -368,9 +368,7 @@ pub fn predict_jsonl(
     input: &std::path::Path,
     batch: usize,
 ) -> anyhow::Result<(String, usize)> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(input)
-        .with_context(|| format!("cannot read {}", input.display()))?;
+    let text = crate::util::read_text_bounded(input, crate::util::limits::INPUT)?;
     let mut samples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

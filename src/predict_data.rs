@@ -16,6 +16,7 @@ use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
 use crate::predict::Predictor;
 use crate::predict_table::{ParquetOut, Rows};
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,7 +67,8 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         ..Default::default()
     };
     let loader = Loader::new(o.data, &m, o.split, opts)?.part(part);
-    std::fs::create_dir_all(o.out)?;
+    std::fs::create_dir_all(o.out)
+        .with_context(|| format!("--out {}: cannot create the folder", o.out.display()))?;
     let file = part_file(o.out, o.shard_index, o.num_shards);
     let mut out = ParquetOut::create(&file);
     let mut rows = Rows::default();

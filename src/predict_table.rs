@@ -197,3 +197,12 @@ impl ParquetOut {
         Ok(self.rows)
     }
 }
+
+impl Drop for ParquetOut {
+    /// A job that stops before `finish` leaves no partial file.
+    fn drop(&mut self) {
+        if self.writer.take().is_some() || self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -745,37 +745,64 @@ fn shutdown_finishes_in_flight_requests_and_sigterm_stops_the_binary() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit after SIGTERM: {:?}", out.status);
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
-}
 
-/// CRC-32 (PNG's) of a chunk's type and data.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &x in bytes {
-        c ^= x as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-/// A tiny PNG whose header claims `side` x `side` pixels (a decompression bomb's header).
-fn png_claiming(side: u32) -> String {
-    use base64::Engine;
-    let mut out = Vec::new();
-    image::GrayImage::new(8, 8)
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+    // A client that sent its headers and no body does not hold the exit past the drain time
+    // the server announces (Kubernetes kills a pod 30 s after SIGTERM).
+    let child = std::process::Command::new(dfm_bin())
+        .args(["serve", "--model", bundle.to_str().unwrap()])
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-grace-ms",
+            "500",
+        ])
+        .args(["--request-timeout-ms", "120000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    // IHDR: signature (8), length (4), "IHDR" (4), width, height, ..., CRC at 29.
-    out[16..20].copy_from_slice(&side.to_be_bytes());
-    out[20..24].copy_from_slice(&side.to_be_bytes());
-    let crc = crc32(&out[12..29]);
-    out[29..33].copy_from_slice(&crc.to_be_bytes());
-    base64::engine::general_purpose::STANDARD.encode(out)
+    let t = std::time::Instant::now();
+    let mut stuck = loop {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break c;
+        }
+        assert!(t.elapsed().as_secs() < 60, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::io::Write::write_all(
+        &mut stuck,
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit after SIGTERM: {:?} {err}",
+        out.status
+    );
+    assert!(
+        err.contains("1 connection(s) still open after 500 ms"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "exited {took:?} after SIGTERM with a 500 ms drain (the request timeout is 120 s)"
+    );
+    drop(stuck);
+}
+
+/// [`png_claiming`] as base64 (a request's `png_base64`).
+fn png_claiming_base64(side: u32) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(png_claiming(side))
 }
 
 /// Sends raw bytes on a fresh connection and reads what comes back until the server closes it
@@ -822,7 +849,7 @@ fn hostile_clients_are_bounded_and_the_server_keeps_serving() {
         let t = Some("tok");
         // A map raster whose header claims 16000 x 16000 pixels: refused from its header.
         let mut bomb = good.clone();
-        bomb["images"][0]["png_base64"] = json!(png_claiming(16_000));
+        bomb["images"][0]["png_base64"] = json!(png_claiming_base64(16_000));
         let (s, v) = post(&c, &srv.url, body(&bomb), t).await;
         assert_eq!(s, 422, "{v}");
         assert!(v["field"].as_str().unwrap().starts_with("images[0]"), "{v}");
@@ -832,7 +859,7 @@ fn hostile_clients_are_bounded_and_the_server_keeps_serving() {
         photo["images"]
             .as_array_mut()
             .unwrap()
-            .push(json!({"kind": "photo", "png_base64": png_claiming(16_000)}));
+            .push(json!({"kind": "photo", "png_base64": png_claiming_base64(16_000)}));
         let (s, v) = post(&c, &srv.url, body(&photo), t).await;
         assert_eq!(s, 200, "{v}");
         // More samples than a request may carry.
@@ -1461,5 +1488,40 @@ fn predict_over_a_dataset_writes_parquet_and_its_parts_cover_it_once() {
     assert!(
         !ok && err.contains("--shard-index 2 must be below --num-shards 2"),
         "{err}"
+    );
+
+    // --out naming a file: the error names it.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, err) = predict(&file, &[]);
+    assert!(!ok && err.contains(file.to_str().unwrap()), "{err}");
+    // A job that fails half way (a truncated shard) leaves no partial file.
+    let cut = tmp.path().join("cut");
+    copy_dir(&data, &cut);
+    let last = cut.join(&m.splits["test"].shards.last().unwrap().file);
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = tmp.path().join("cut-out");
+    let mut args = vec!["predict", "--model", bundle.to_str().unwrap(), "--data"];
+    args.extend([
+        cut.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "flex",
+    ]);
+    let (ok, _, err) = dfm(&args);
+    let name = last.file_name().unwrap().to_str().unwrap();
+    assert!(!ok && err.contains(name), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "nothing left in {}",
+        out.display()
     );
 }

@@ -224,8 +224,13 @@ async fn accept_loop(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_timeout = Duration::from_millis(o.header_timeout_ms);
     let mut shutdown = std::pin::pin!(shutdown);
+    // The connections' tasks: those still open when the grace period ends are aborted, so that
+    // the process exits within the time it announces (a client that sent its headers and no
+    // body would otherwise hold the server until its request timeout).
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((s, _)) => s,
@@ -245,7 +250,7 @@ async fn accept_loop(
                     .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     let _ = conn.await;
                 });
             }
@@ -259,17 +264,18 @@ async fn accept_loop(
         .is_err()
     {
         eprintln!(
-            "shutdown: connections still open after {} ms; closing them",
+            "shutdown: {} connection(s) still open after {} ms; closing them",
+            conns.len(),
             o.shutdown_grace_ms
         );
     }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
 }
 
 /// Reads a bearer token from a file (trimmed; an empty file is an error).
 pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
-    use anyhow::Context;
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
+    let t = crate::util::read_text_bounded(path, crate::util::limits::SMALL)?
         .trim()
         .to_string();
     anyhow::ensure!(!t.is_empty(), "{}: the token file is empty", path.display());
