@@ -1,6 +1,8 @@
 //! Mutation fuzzing of every reader of outside bytes: the tar shard reader (with record
 //! decoding), the sample JSON parser and validator, the `.npy` reader, PNG members, the server's
-//! request parser, and the GPS CSV, GeoLife PLT and LMRC importers. Inputs are random bytes and
+//! request parser, the GPS CSV, GeoLife PLT and LMRC importers, and the newer readers: dashcam
+//! frames and trips, part manifests (merge), a tracking server's answers (from a hostile fake
+//! server), sweep grids and run folders. Inputs are random bytes and
 //! mutations of valid records (bit flips, interesting bytes, cuts, insertions, duplicated
 //! ranges, extreme numbers). Every case must end in Ok or a clear Err: a panic fails the test,
 //! naming the target and the case's seed; a case that runs for more than 60 s aborts the binary.
@@ -333,5 +335,194 @@ fn importers_never_panic_on_mutated_files() {
             },
         );
         std::fs::write(lm.join(f), valid[i]).unwrap();
+    }
+}
+
+/// The fixture's dashcam trip `trip-a` copied into `dir` (gps.csv and its first `n` frames).
+fn dashcam_trip(dir: &Path, n: usize) -> std::path::PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dashcam/trip-a");
+    let trip = dir.join("trip-a");
+    std::fs::create_dir_all(trip.join("frames")).unwrap();
+    std::fs::copy(fixture.join("gps.csv"), trip.join("gps.csv")).unwrap();
+    let mut frames: Vec<_> = std::fs::read_dir(fixture.join("frames"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    frames.sort();
+    for f in frames.into_iter().take(n) {
+        std::fs::copy(&f, trip.join("frames").join(f.file_name().unwrap())).unwrap();
+    }
+    trip
+}
+
+#[test]
+fn dashcam_and_merge_readers_never_panic() {
+    use dfm::data::import::dashcam;
+    let tmp = tempfile::tempdir().unwrap();
+    let trip = dashcam_trip(&tmp.path().join("in"), 12);
+    let frame = trip.join("frames/1700000005.000.png");
+    let png = std::fs::read(&frame).unwrap();
+    let mut jpg = Vec::new();
+    image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 9, y as u8 * 9, 99]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let probe = tmp.path().join("frame.img");
+    fuzz("dashcam frame", &[png.clone(), jpg], |bytes| {
+        std::fs::write(&probe, bytes).unwrap();
+        dashcam::read_frame(&probe, 8).is_ok()
+    });
+
+    // A trip: its gps.csv or one of its frames mutated, imported whole.
+    let mut o = dashcam::DashcamOptions::default();
+    o.window.history_len = 6;
+    o.window.future_len = 3;
+    o.window.stride = 2;
+    (o.frames, o.frame_step_s, o.size) = (3, 1.0, 8);
+    let csv = std::fs::read(trip.join("gps.csv")).unwrap();
+    let out = tmp.path().join("cam");
+    let import = || dashcam::import(&tmp.path().join("in"), &out, &o, false, true).is_ok();
+    fuzz("dashcam trip gps.csv", &[csv.clone()], |bytes| {
+        std::fs::write(trip.join("gps.csv"), bytes).unwrap();
+        import()
+    });
+    std::fs::write(trip.join("gps.csv"), &csv).unwrap();
+    fuzz("dashcam trip frame", &[png.clone()], |bytes| {
+        std::fs::write(&frame, bytes).unwrap();
+        import()
+    });
+    std::fs::write(&frame, &png).unwrap();
+
+    // Merge: one part's manifest mutated.
+    let mut cfg = tiny_config(73);
+    cfg.routes = 6;
+    let parts: Vec<_> = (0..2)
+        .map(|i| {
+            let p = tmp.path().join(format!("part{i}"));
+            let part = dfm::data::part::Part::new(i, 2).unwrap();
+            dfm::data::synth::generate_part(&p, &cfg, false, part).unwrap();
+            p
+        })
+        .collect();
+    let manifest = parts[1].join("manifest.json");
+    let valid = std::fs::read(&manifest).unwrap();
+    let merged = tmp.path().join("merged");
+    fuzz("part manifest", &[valid.clone()], |bytes| {
+        std::fs::write(&manifest, bytes).unwrap();
+        dfm::data::merge::merge(&merged, &parts, true).is_ok()
+    });
+    std::fs::write(&manifest, valid).unwrap();
+}
+
+#[test]
+fn tracking_answers_sweep_grids_and_run_folders_never_panic() {
+    use common::fake_mlflow::{Fake, Mode};
+    use dfm::track::mlflow::Client;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A tracking server's answers: whatever the body, each call ends in Ok or an error.
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fake = Fake::start(Mode::Scripted(body.clone()));
+    let client = Client::new(&fake.uri(), Default::default(), None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = r#"{"run_id": "r1", "experiment_id": "1", "artifact_uri": "mlflow-artifacts:/1/r1/artifacts"}"#;
+    let answers: Vec<Vec<u8>> = [
+        r#"{"experiment": {"experiment_id": "1", "name": "dfm"}}"#.to_string(),
+        format!(
+            r#"{{"experiment_id": "1", "run": {{"info": {info}, "data": {{"metrics": [{{"key": "loss", "value": 1.5, "step": 20}}]}}}}}}"#
+        ),
+    ]
+    .map(String::into_bytes)
+    .to_vec();
+    fuzz("tracking answers", &answers, |bytes| {
+        *body.lock().unwrap() = bytes.to_vec();
+        rt.block_on(async {
+            let a = client.experiment_id("dfm").await.is_ok();
+            let b = client.create_run("1", "x", &[]).await.is_ok();
+            let c = client.get_run("r1").await.is_ok();
+            a || b || c
+        })
+    });
+
+    // Sweep grids.
+    let grids = [
+        "train.lr=1e-3,3e-4",
+        "model.d_model=32,64",
+        "run.name=a b,a_b",
+    ]
+    .map(|g| g.as_bytes().to_vec())
+    .to_vec();
+    let out = tmp.path().join("sweep");
+    fuzz("sweep grid", &grids, |bytes| {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        match text.parse::<dfm::sweep::Axis>() {
+            Ok(axis) => dfm::sweep::plan(None, &[], &[axis], &[1, 2], &out).is_ok(),
+            Err(_) => false,
+        }
+    });
+
+    // Run folders: each file a run keeps, mutated in turn.
+    let run = tmp.path().join("run");
+    let ckpt = run.join("ckpt-00000010");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let mut cfg = dfm::config::Config::default();
+    cfg.run.dir = run.display().to_string();
+    let state = dfm::train::checkpoint::TrainState {
+        step: 10,
+        epoch: 1,
+        batches_in_epoch: 3,
+        best_val: Some(2.5),
+        best_step: Some(10),
+        skipped_steps: 0,
+        val_loss: Some(2.5),
+        manifest_sha256: "ab".repeat(32),
+    };
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = vec![
+        (run.join("config.toml"), cfg.to_toml().unwrap().into_bytes()),
+        (
+            ckpt.join("config.toml"),
+            cfg.to_toml().unwrap().into_bytes(),
+        ),
+        (
+            run.join("metrics.jsonl"),
+            b"{\"step\":5,\"loss\":3.1}\n{\"step\":10,\"loss\":2.9,\"val_loss\":2.5}\n".to_vec(),
+        ),
+        (
+            run.join("eval_test.json"),
+            br#"{"trajectory": {"at_1": {"min_fde_m": 3.5}}}"#.to_vec(),
+        ),
+        (
+            run.join("tracking.json"),
+            format!(
+                r#"{{"uri": "http://127.0.0.1:9", {}}}"#,
+                &info[1..info.len() - 1]
+            )
+            .into_bytes(),
+        ),
+        (ckpt.join("state.json"), serde_json::to_vec(&state).unwrap()),
+        (ckpt.join("checksums.json"), b"{}".to_vec()),
+    ];
+    for (p, b) in &files {
+        std::fs::write(p, b).unwrap();
+    }
+    for (p, valid) in &files {
+        let name = p.strip_prefix(&run).unwrap().display().to_string();
+        fuzz(&format!("run folder {name}"), &[valid.clone()], |bytes| {
+            std::fs::write(p, bytes).unwrap();
+            let a = dfm::runs::summarize(&run).is_ok();
+            let b = dfm::train::checkpoint::read_state(&ckpt).is_ok();
+            let c = dfm::train::checkpoint::verify(&ckpt).is_ok();
+            let d = dfm::track::Link::load(&run).is_some();
+            let e = dfm::train::resume_config(&run, cfg.clone()).is_ok();
+            a && b && c && d && e
+        });
+        std::fs::write(p, valid).unwrap();
     }
 }
