@@ -715,6 +715,28 @@ fn a_second_training_of_one_run_is_refused_while_the_first_holds_it() {
     );
 }
 
+/// A new run never writes into a folder of someone else's files (its config.toml, metrics and
+/// plots would overwrite theirs).
+#[test]
+fn a_new_run_refuses_a_folder_that_is_not_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 40);
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("config.toml"), "title = \"my notes\"\n").unwrap();
+    let c = cfg(&data, &mine, &["train.max_steps=2"]);
+    let e = dfm::train::train(c, false, &Device::flex(), true)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("not a dfm run folder") && e.contains("config.toml"),
+        "{e}"
+    );
+    let kept = std::fs::read_to_string(mine.join("config.toml")).unwrap();
+    assert_eq!(kept, "title = \"my notes\"\n");
+}
+
 #[test]
 fn a_run_killed_before_its_first_checkpoint_starts_again() {
     let tmp = tempfile::tempdir().unwrap();

@@ -659,7 +659,33 @@ fn settle_config(cfg: Config, run_dir: &Path, resume: bool) -> anyhow::Result<Co
             run_dir.display()
         );
     }
+    check_run_folder(run_dir)?;
     Ok(cfg)
+}
+
+/// A new run goes into a new or empty folder, or one a run of dfm started (its `config.toml`
+/// is a dfm config): it writes `config.toml`, `metrics.jsonl` and plots there, which would
+/// overwrite a user's files of those names.
+fn check_run_folder(run_dir: &Path) -> anyhow::Result<()> {
+    if !run_dir.is_dir() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(run_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
+        .collect::<Result<_, _>>()?;
+    // The lock, and what a write cut by a crash leaves (`util::write_atomic`), are dfm's.
+    names.retain(|n| n != ".lock" && !(n.starts_with('.') && n.ends_with(".tmp")));
+    let started_by_dfm = Config::load(Some(&run_dir.join("config.toml")), &[]).is_ok();
+    if names.is_empty() || started_by_dfm {
+        return Ok(());
+    }
+    names.sort();
+    names.truncate(5);
+    bail!(
+        "run.dir {} holds files ({}) and is not a dfm run folder: a new run needs a new or empty folder",
+        run_dir.display(),
+        names.join(", ")
+    )
 }
 
 /// `config.toml` (new runs) and `normalization.json` (new runs, and runs killed before they
