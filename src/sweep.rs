@@ -122,14 +122,9 @@ pub fn plan(
 /// other byte as `~` and two hex digits, so that distinct settings never share a folder; a
 /// name too long for a file system ends in a digest of the whole.
 fn folder_name(settings: &str) -> String {
-    let mut s = String::new();
-    for b in settings.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.=,+:".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("~{b:02x}"));
-        }
-    }
+    let mut s = crate::util::escape(settings, |b| {
+        b.is_ascii_alphanumeric() || b"-_.=,+:".contains(&b)
+    });
     if s.len() > 200 {
         use sha2::Digest;
         let d = crate::data::shards::hex(&sha2::Sha256::digest(settings.as_bytes()));

@@ -61,6 +61,20 @@ pub fn plain_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// `s` with every byte `keep` refuses written as `~` and two hex digits (`~` itself is never
+/// kept): distinct strings stay distinct, and the result holds only kept bytes and `~XX`.
+pub fn escape(s: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b != b'~' && keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("~{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Syncs a folder's entries (names) to disk; a no-op where folders cannot be opened.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {

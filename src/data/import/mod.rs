@@ -324,15 +324,7 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, DataError> {
 /// `_` as they are, every other byte as `~` and two hex digits (`a b` -> `a~20b`, `a/b` ->
 /// `a~2fb`). Distinct ids stay distinct keys, and a key holds no `.` or `/`.
 pub fn key_part(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("~{b:02x}"));
-        }
-    }
-    out
+    crate::util::escape(id, |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn round7(x: f64) -> f64 {
