@@ -8,7 +8,9 @@
 //! naming the target and the case's seed; a case that runs for more than 60 s aborts the binary.
 //!
 //! `DFM_FUZZ_CASES` sets the cases per target (default 2,000, what CI runs);
-//! `DFM_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture` is the full run.
+//! `DFM_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture` is the full run;
+//! `DFM_FUZZ_ONLY=TEXT` runs only the targets whose name holds TEXT (or one of
+//! several, comma-separated).
 
 mod common;
 use common::*;
@@ -102,6 +104,11 @@ fn mutate(input: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 /// Runs `cases()` mutations of the seeds through `check`; fails on any panic. Returns the number
 /// of cases run and how many ended in an error (a clear refusal).
 fn fuzz(target: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8]) -> bool) -> (u64, u64) {
+    if let Ok(only) = std::env::var("DFM_FUZZ_ONLY")
+        && !only.split(',').any(|part| target.contains(part))
+    {
+        return (0, 0);
+    }
     // When the current case started, in seconds since this target started (per target: tests
     // run in parallel).
     let last = std::sync::Arc::new(AtomicU64::new(0));
@@ -243,12 +250,12 @@ fn shard_sample_npy_png_and_request_readers_never_panic() {
     // The server's request parser, on request bodies (a sample and a list).
     let mut requests = Vec::new();
     for j in &jsons {
-        if let Ok(s) = dfm::data::shards::parse_json(j) {
-            if let Ok(s) = dfm::data::shards::resolve(s, &member, None, 4096) {
-                let v = dfm::predict::to_request_json(&s).unwrap();
-                requests.push(serde_json::to_vec(&v).unwrap());
-                requests.push(serde_json::to_vec(&vec![v.clone(), v]).unwrap());
-            }
+        if let Ok(s) = dfm::data::shards::parse_json(j)
+            && let Ok(s) = dfm::data::shards::resolve(s, &member, None, 4096)
+        {
+            let v = dfm::predict::to_request_json(&s).unwrap();
+            requests.push(serde_json::to_vec(&v).unwrap());
+            requests.push(serde_json::to_vec(&vec![v.clone(), v]).unwrap());
         }
     }
     assert!(!requests.is_empty());
@@ -328,10 +335,10 @@ fn importers_never_panic_on_mutated_files() {
             |bytes| {
                 std::fs::write(lm.join(f), bytes).unwrap();
                 let mut r = dfm::data::import::ImportReport::default();
-                let ok = dfm::data::import::lmrc::read(&lm, &mut r, false)
+
+                dfm::data::import::lmrc::read(&lm, &mut r, false)
                     .map(|routes| routes.iter().all(|route| !route.samples(8.0).is_empty()))
-                    .unwrap_or(false);
-                ok
+                    .unwrap_or(false)
             },
         );
         std::fs::write(lm.join(f), valid[i]).unwrap();
@@ -384,12 +391,16 @@ fn dashcam_and_merge_readers_never_panic() {
     let csv = std::fs::read(trip.join("gps.csv")).unwrap();
     let out = tmp.path().join("cam");
     let import = || dashcam::import(&tmp.path().join("in"), &out, &o, false, true).is_ok();
-    fuzz("dashcam trip gps.csv", &[csv.clone()], |bytes| {
-        std::fs::write(trip.join("gps.csv"), bytes).unwrap();
-        import()
-    });
+    fuzz(
+        "dashcam trip gps.csv",
+        std::slice::from_ref(&csv),
+        |bytes| {
+            std::fs::write(trip.join("gps.csv"), bytes).unwrap();
+            import()
+        },
+    );
     std::fs::write(trip.join("gps.csv"), &csv).unwrap();
-    fuzz("dashcam trip frame", &[png.clone()], |bytes| {
+    fuzz("dashcam trip frame", std::slice::from_ref(&png), |bytes| {
         std::fs::write(&frame, bytes).unwrap();
         import()
     });
@@ -409,7 +420,7 @@ fn dashcam_and_merge_readers_never_panic() {
     let manifest = parts[1].join("manifest.json");
     let valid = std::fs::read(&manifest).unwrap();
     let merged = tmp.path().join("merged");
-    fuzz("part manifest", &[valid.clone()], |bytes| {
+    fuzz("part manifest", std::slice::from_ref(&valid), |bytes| {
         std::fs::write(&manifest, bytes).unwrap();
         dfm::data::merge::merge(&merged, &parts, true).is_ok()
     });
@@ -474,7 +485,7 @@ fn tracking_answers_sweep_grids_and_run_folders_never_panic() {
     std::fs::create_dir_all(&ckpt).unwrap();
     let mut cfg = dfm::config::Config::default();
     cfg.run.dir = run.display().to_string();
-    let state = dfm::train::checkpoint::TrainState {
+    let state = dfm::checkpoint::TrainState {
         step: 10,
         epoch: 1,
         batches_in_epoch: 3,
@@ -514,15 +525,19 @@ fn tracking_answers_sweep_grids_and_run_folders_never_panic() {
     }
     for (p, valid) in &files {
         let name = p.strip_prefix(&run).unwrap().display().to_string();
-        fuzz(&format!("run folder {name}"), &[valid.clone()], |bytes| {
-            std::fs::write(p, bytes).unwrap();
-            let a = dfm::runs::summarize(&run).is_ok();
-            let b = dfm::train::checkpoint::read_state(&ckpt).is_ok();
-            let c = dfm::train::checkpoint::verify(&ckpt).is_ok();
-            let d = dfm::track::Link::load(&run).is_some();
-            let e = dfm::train::resume_config(&run, cfg.clone()).is_ok();
-            a && b && c && d && e
-        });
+        fuzz(
+            &format!("run folder {name}"),
+            std::slice::from_ref(valid),
+            |bytes| {
+                std::fs::write(p, bytes).unwrap();
+                let a = dfm::runs::summarize(&run).is_ok();
+                let b = dfm::checkpoint::read_state(&ckpt).is_ok();
+                let c = dfm::checkpoint::verify(&ckpt).is_ok();
+                let d = dfm::track::Link::load(&run).is_some();
+                let e = dfm::train::resume_config(&run, cfg.clone()).is_ok();
+                a && b && c && d && e
+            },
+        );
         std::fs::write(p, valid).unwrap();
     }
 }
