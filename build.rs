@@ -18,10 +18,10 @@ fn main() {
     if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={head}");
     }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(r) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={r}");
-        }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(r) = git(&["rev-parse", "--git-path", &branch])
+    {
+        println!("cargo:rerun-if-changed={r}");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

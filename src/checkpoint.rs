@@ -21,6 +21,9 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A checkpoint that loaded: its folder, its state and the model with its weights.
+pub type Good = (PathBuf, TrainState, DfmModel);
+
 /// Where the training stood when the checkpoint was taken.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TrainState {
@@ -237,7 +240,7 @@ pub fn recover(run: &Path) -> anyhow::Result<Vec<String>> {
 pub fn load_latest_good(
     run: &Path,
     model: &DfmModel,
-) -> anyhow::Result<(Option<(PathBuf, TrainState, DfmModel)>, Vec<String>)> {
+) -> anyhow::Result<(Option<Good>, Vec<String>)> {
     let mut warnings = Vec::new();
     for (_, dir) in list(run)?.into_iter().rev() {
         let attempt = verify(&dir)

@@ -53,7 +53,7 @@ fn open_compute_adapter() -> Result<Opened, String> {
                 .init()
                 .map_err(|e| e.to_string())
         })
-        .unwrap_or_else(|p| Err(panic_text(&p)));
+        .unwrap_or_else(|p| Err(crate::util::panic_text(&p)));
         match opened {
             Ok(device) => {
                 let (name, physical) = match device.identity() {
@@ -69,14 +69,6 @@ fn open_compute_adapter() -> Result<Opened, String> {
         "no GPU adapter on a compute API (tried {}; OpenGL is never used)",
         why.join("; ")
     ))
-}
-
-/// The message of a caught panic.
-pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 /// Runs the quickstart for a config on a device, printing what it does.
 pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
     let run = cfg.run_dir();
-    let resume = !crate::train::checkpoint::list(&run)?.is_empty();
+    let resume = !crate::checkpoint::list(&run)?.is_empty();
     if resume {
         println!(
             "{} holds a run already: continuing it (delete the folder to start over)",

@@ -152,7 +152,7 @@ pub fn command(config: Option<&Path>, p: &Planned) -> String {
 /// A `--set` as it may be printed: a tracking URI without its credentials.
 fn shown(set: &str) -> String {
     match set.strip_prefix("run.track=") {
-        Some(uri) => format!("run.track={}", crate::track::auth::redact(uri)),
+        Some(uri) => format!("run.track={}", crate::config::tracking_uri::redact(uri)),
         None => set.to_string(),
     }
 }

@@ -272,3 +272,11 @@ pub fn read_text_bounded(path: &Path, max: u64) -> anyhow::Result<String> {
     String::from_utf8(read_bounded(path, max)?)
         .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))
 }
+
+/// The message of a caught panic.
+pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -50,8 +50,10 @@ fn vehicles_csv(dir: &Path, ids: &[&str]) -> PathBuf {
 }
 
 fn options() -> gps_csv::CsvOptions {
-    let mut o = gps_csv::CsvOptions::default();
-    o.test_days = 0.0;
+    let mut o = gps_csv::CsvOptions {
+        test_days: 0.0,
+        ..Default::default()
+    };
     o.window.history_len = 3;
     o.window.future_len = 3;
     o

@@ -4,8 +4,9 @@
 mod common;
 use burn::prelude::*;
 use common::*;
+use dfm::checkpoint;
 use dfm::config::Config;
-use dfm::train::{Setup, checkpoint};
+use dfm::train::Setup;
 use std::path::Path;
 
 fn tiny_run(tmp: &Path) -> std::path::PathBuf {

@@ -295,9 +295,9 @@ fn pretraining_on_two_samplings_learns_every_objective() {
     let cfg = Config::load(None, &o).unwrap();
     let setup = dfm::train::Setup::new(cfg).unwrap();
     let start = setup.new_model(&Device::flex());
-    let trained = dfm::train::checkpoint::load_model(
+    let trained = dfm::checkpoint::load_model(
         setup.new_model(&Device::flex()),
-        &dfm::train::checkpoint::best_or_last(&run).unwrap(),
+        &dfm::checkpoint::best_or_last(&run).unwrap(),
     )
     .unwrap();
     let batch_of = |data: &Path, split: &str| {

@@ -288,7 +288,7 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
     let mut want: Vec<String> = route.stops.iter().map(|s| s.id.clone()).collect();
     want.sort();
     assert_eq!(ids, want, "every stop once");
-    let zone_plan = dfm::route_plan::plan(&route).unwrap();
+    let zone_plan = dfm::predict::route_plan::plan(&route).unwrap();
     let [fwd, rev] = zone_plan.orders().map(|o| {
         o.iter()
             .map(|&i| route.stops[i].id.clone())
@@ -303,7 +303,7 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
         // Evaluation's scorer: the model's log-softmax over every stop slot (no trimming).
         let score =
             dfm::eval::rollout::model_scorer(&p.loaded.model, &p.loaded.normalizer, p.device());
-        dfm::route_plan::walk(&route, &idx)
+        dfm::predict::route_plan::walk(&route, &idx)
             .into_iter()
             .map(|(d, id)| {
                 let k = d.stops.iter().position(|s| s.id == id).unwrap();
@@ -901,9 +901,7 @@ fn hostile_clients_are_bounded_and_the_server_keeps_serving() {
         assert_eq!(first.await.unwrap().0, 200);
         // The token is checked before the body is read: a 10 MB body announced without a token
         // gets 401 at once, the body never sent.
-        let req = format!(
-            "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n"
-        );
+        let req = "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n".to_string();
         let (text, _) = raw(&srv.url, req.as_bytes(), std::time::Duration::from_secs(5)).await;
         assert!(text.starts_with("HTTP/1.1 401"), "{text}");
         // Slow headers (slowloris): the connection is closed after the header timeout.

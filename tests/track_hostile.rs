@@ -82,10 +82,10 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
         let p = e.unwrap().path();
         if p.is_dir() {
             hits.extend(files_holding(&p, needle));
-        } else if let Ok(b) = std::fs::read(&p) {
-            if b.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                hits.push(p);
-            }
+        } else if let Ok(b) = std::fs::read(&p)
+            && b.windows(needle.len()).any(|w| w == needle.as_bytes())
+        {
+            hits.push(p);
         }
     }
     hits

@@ -6,9 +6,10 @@ mod common;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use common::*;
+use dfm::checkpoint;
 use dfm::config::Config;
 use dfm::model::DfmModel;
-use dfm::train::{Setup, checkpoint};
+use dfm::train::Setup;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -185,7 +185,7 @@ fn requests_carry_clips_inline_within_limits() {
     // A clip of another size than the model reads.
     let small = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        dfm::data::npy::write_u8(&vec![0; FRAMES * 4 * 4 * 3], &[FRAMES, 4, 4, 3]),
+        dfm::data::npy::write_u8(&[0; FRAMES * 4 * 4 * 3], &[FRAMES, 4, 4, 3]),
     );
     let e = bad(&|r| r["video"]["npy_base64"] = small.clone().into());
     assert!(

@@ -99,7 +99,7 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
         let loaded = dfm::bundle::LoadedModel {
             model: model.clone(),
             cfg: cfg.clone(),
-            normalization: dfm::bundle::export::Normalization {
+            normalization: dfm::normalization::Normalization {
                 schema_version: dfm::data::sample::SCHEMA_VERSION,
                 manifest_sha256: String::new(),
                 spec: m.spec.clone(),
@@ -173,9 +173,9 @@ fn data_parallel_run_across_flex_and_wgpu() {
     assert_eq!(logged.len(), 4);
     assert!(logged.iter().all(|l| l.is_finite()));
     // Two devices, one batch of 8 each per step: 8 batches (64 samples) in 4 steps.
-    let (step, last) = dfm::train::checkpoint::list(&run).unwrap().pop().unwrap();
+    let (step, last) = dfm::checkpoint::list(&run).unwrap().pop().unwrap();
     assert_eq!(step, 4);
-    let state = dfm::train::checkpoint::read_state(&last).unwrap();
+    let state = dfm::checkpoint::read_state(&last).unwrap();
     assert_eq!(state.batches_in_epoch, 8, "one batch per device per step");
     assert!(
         out.report.is_some(),

@@ -219,7 +219,7 @@ fn timed_steps(
             epoch,
             0,
             Arc::new(move |s| norm.features(&s)),
-            Arc::new(move |items| StepInput::Ready(FeatureBatcher.batch(items, &dev))),
+            Arc::new(move |items| StepInput::Ready(Box::new(FeatureBatcher.batch(items, &dev)))),
         );
         loop {
             if done == o.warmup && timed_start.is_none() {
@@ -240,7 +240,7 @@ fn timed_steps(
                 optim: &mut *optim,
                 peak: &mut peak_dev,
             };
-            model = step.run(model, b, &mut rng, &mut prof, done)?;
+            model = step.run(model, *b, &mut rng, &mut prof, done)?;
             done += 1;
             if done > o.warmup {
                 timed_samples += n;

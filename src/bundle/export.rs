@@ -13,13 +13,14 @@
 //! ```
 //! Loading checks every hash and the schema version and refuses a tampered or mismatched bundle.
 
+use crate::checkpoint;
 use crate::config::Config;
-use crate::data::manifest::NormStats;
-use crate::data::sample::{SCHEMA_VERSION, Spec};
+
+use crate::data::sample::SCHEMA_VERSION;
 use crate::data::shards::sha256_file;
 use crate::features::Normalizer;
 use crate::model::DfmModel;
-use crate::train::checkpoint;
+use crate::normalization::{NORMALIZATION, Normalization};
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -29,29 +30,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "dfm-bundle";
-pub const NORMALIZATION: &str = "normalization.json";
 use crate::eval::ridge::FILE as RIDGE;
-
-/// The spec and statistics a model was trained with (also kept in the run folder).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Normalization {
-    pub schema_version: u32,
-    pub manifest_sha256: String,
-    pub spec: Spec,
-    pub norm: NormStats,
-    /// The feature code's version the model was trained with (`features::FEATURES_VERSION`);
-    /// absent in runs made before versions were recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub features_version: Option<u32>,
-}
-
-impl Normalization {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = crate::util::read_bounded(path, crate::util::limits::METADATA)?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
-    }
-}
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]

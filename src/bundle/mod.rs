@@ -9,8 +9,7 @@
 pub mod export;
 pub mod load;
 
+pub use crate::normalization::{NORMALIZATION, Normalization, check_data, check_features};
 pub use export::load as load_bundle;
-pub use export::{
-    Bundle, BundleMeta, FORMAT, NORMALIZATION, Normalization, Which, checkpoint_dir, export,
-};
-pub use load::{LoadedModel, check_data, check_features, load};
+pub use export::{Bundle, BundleMeta, FORMAT, Which, checkpoint_dir, export};
+pub use load::{LoadedModel, load};

@@ -104,9 +104,9 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), None)?;
     let p = crate::predict::Predictor::load(&a.model, sel.device)?;
     if let (Some(data), Some(out)) = (&a.data, &a.out) {
-        let w = crate::predict_data::run(
+        let w = crate::predict::data::run(
             &p,
-            &crate::predict_data::DataPredict {
+            &crate::predict::data::DataPredict {
                 data,
                 split: &a.split,
                 out,

@@ -1,4 +1,5 @@
-//! Credentials for the tracking server. They come from the URI's user-info
+//! The tracking URI a config names (`run.track`): an MLflow server's http(s) address
+//! ([`check_uri`]), and the credentials for it. They come from the URI's user-info
 //! (`http://user:secret@host`, for this process only) or, as MLflow's own clients read them,
 //! from `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (basic) or
 //! `MLFLOW_TRACKING_TOKEN` (bearer). They are never written, logged or printed: the URI dfm keeps
@@ -99,9 +100,31 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Checks a tracking URI: an MLflow server's http(s) address (shown without user-info).
+pub fn check_uri(uri: &str) -> anyhow::Result<()> {
+    let ok = (uri.starts_with("http://") || uri.starts_with("https://"))
+        && reqwest::Url::parse(uri).is_ok_and(|u| u.host().is_some());
+    if !ok {
+        anyhow::bail!(
+            "tracking URI {:?}: an MLflow tracking server's address, like http://127.0.0.1:5000",
+            redact(uri)
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracking_uris() {
+        assert!(check_uri("http://127.0.0.1:5000").is_ok());
+        assert!(check_uri("https://mlflow.example.com/").is_ok());
+        for bad in ["", "file:///tmp/mlruns", "127.0.0.1:5000", "http://"] {
+            assert!(check_uri(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn user_info_is_cut_from_the_uri_and_kept_apart() {

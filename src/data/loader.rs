@@ -323,7 +323,7 @@ impl<F, T> Merger<F, T> {
                     shard,
                     format!(
                         "building a batch from this shard panicked: {}",
-                        crate::device::panic_text(&p)
+                        crate::util::panic_text(&p)
                     ),
                 )
             },

@@ -106,7 +106,7 @@ impl Mixture {
         let pos: Vec<(usize, usize)> = done
             .iter()
             .zip(&per_pass)
-            .map(|(&d, &n)| if n == 0 { (0, 0) } else { (d / n, d % n) })
+            .map(|(&d, &n)| d.checked_div(n).map_or((0, 0), |q| (q, d % n)))
             .collect();
         MixEpoch {
             loaders: self.loaders.clone(),

@@ -104,17 +104,17 @@ pub fn read_shards(
         let read = read.unwrap_or_else(|p| {
             let what = format!(
                 "reading the shard panicked: {}",
-                crate::device::panic_text(&p)
+                crate::util::panic_text(&p)
             );
             Err(match &last_key {
                 Some(k) => DataError::record(path, k, what),
                 None => DataError::file(path, what),
             })
         });
-        if let Err(e) = read {
-            if !send(Job::ShardError(e)) || !skip_bad {
-                return;
-            }
+        if let Err(e) = read
+            && (!send(Job::ShardError(e)) || !skip_bad)
+        {
+            return;
         }
         if !send(Job::EndShard) {
             return;
@@ -171,7 +171,7 @@ fn decode_record<F>(
             &rec.key,
             format!(
                 "reading the record panicked: {}",
-                crate::device::panic_text(&p)
+                crate::util::panic_text(&p)
             ),
         ))
     })

@@ -7,7 +7,7 @@ use super::manifest::{Coverage, FORMAT, Manifest, SplitInfo, StatsAcc};
 use super::sample::{SCHEMA_VERSION, Sample, Spec};
 use super::shards::{Record, ShardWriter, encode};
 use super::staged::Staged;
-use crate::features::accumulate_stats;
+use crate::data::stats::accumulate_stats;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 

@@ -156,7 +156,10 @@ mod tests {
     use super::*;
     use crate::data::sample::{Context, Fix, Region};
 
-    fn sample(fixes: Vec<(f64, f64, f64, Option<f32>, Option<f32>)>) -> Sample {
+    /// (t, lat, lon, speed, heading) of each fix.
+    type FixRow = (f64, f64, f64, Option<f32>, Option<f32>);
+
+    fn sample(fixes: Vec<FixRow>) -> Sample {
         let enu = crate::frame::Enu::new(40.0, -3.0);
         let history = fixes
             .into_iter()

@@ -178,14 +178,17 @@ impl Acc {
         self.samples += 1;
         if let Some(truth) = &t.future {
             self.traj_k.add(&p.modes, &p.probs, truth, miss);
-            self.traj_1.add(&[p.point.clone()], &[1.0], truth, miss);
+            self.traj_1
+                .add(std::slice::from_ref(&p.point), &[1.0], truth, miss);
             self.traj_top
                 .add(&[p.modes[top_mode(&p.probs)].clone()], &[1.0], truth, miss);
             self.mode_cal.add(&p.probs, &p.modes, truth);
-            self.cv.add(&[t.cv.clone()], &[1.0], truth, miss);
-            self.ctrv.add(&[t.ctrv.clone()], &[1.0], truth, miss);
+            self.cv
+                .add(std::slice::from_ref(&t.cv), &[1.0], truth, miss);
+            self.ctrv
+                .add(std::slice::from_ref(&t.ctrv), &[1.0], truth, miss);
             if let Some(r) = &t.ridge {
-                self.ridge.add(&[r.clone()], &[1.0], truth, miss);
+                self.ridge.add(std::slice::from_ref(r), &[1.0], truth, miss);
             }
         }
         for (j, a) in t.arrival.iter().enumerate().take(p.eta.len()) {

@@ -290,8 +290,8 @@ fn reliability(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             ("delivered", &d.delivered_reliability, RED.to_rgba()),
         ] {
             let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-            let mut s = ch.draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?;
-            labelled(&mut s, name, color);
+            let s = ch.draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?;
+            labelled(s, name, color);
             ch.draw_series(xy.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
         }
         finish_legend(&mut ch)?;
@@ -325,7 +325,8 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             "seconds ahead",
             "mean error (m)",
         )?;
-        let series: [(&str, fn(&super::HorizonRow) -> f64, RGBAColor); 4] = [
+        type Series = (&'static str, fn(&super::HorizonRow) -> f64, RGBAColor);
+        let series: [Series; 4] = [
             ("model, best of K", |r| r.model_best_of_k_m, BLUE.to_rgba()),
             (
                 "model, most likely (K=1)",
@@ -345,8 +346,8 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
         ];
         for (name, get, color) in series {
             let pts: Vec<(f64, f64)> = d.horizon.iter().map(|r| (r.t_s, get(r))).collect();
-            let mut s = ch.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
-            labelled(&mut s, name, color);
+            let s = ch.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
+            labelled(s, name, color);
         }
         let ridge: Vec<(f64, f64)> = d
             .horizon
@@ -355,8 +356,8 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             .collect();
         if !ridge.is_empty() {
             let color = MAGENTA.to_rgba();
-            let mut s = ch.draw_series(LineSeries::new(ridge, color.stroke_width(2)))?;
-            labelled(&mut s, "ridge regression", color);
+            let s = ch.draw_series(LineSeries::new(ridge, color.stroke_width(2)))?;
+            labelled(s, "ridge regression", color);
         }
         finish_legend(&mut ch)?;
         root.present()?;

@@ -175,10 +175,10 @@ impl Normal {
         let (d, o) = (self.d, self.o);
         let mut sse = self.yty;
         for c in 0..o {
-            for j in 0..d {
-                sse -= 2.0 * w[j][c] * self.xty[j * o + c];
-                for k in 0..d {
-                    sse += w[j][c] * self.xtx_at(j, k) * w[k][c];
+            for (j, wj) in w.iter().enumerate().take(d) {
+                sse -= 2.0 * wj[c] * self.xty[j * o + c];
+                for (k, wk) in w.iter().enumerate().take(d) {
+                    sse += wj[c] * self.xtx_at(j, k) * wk[c];
                 }
             }
         }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Speed assumed for travel between stops, m/s (as the LMRC importer's default).
-pub const SPEED_MPS: f64 = crate::route_plan::TRAVEL_SPEED_MPS;
+pub const SPEED_MPS: f64 = crate::predict::route_plan::TRAVEL_SPEED_MPS;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct RolloutMetrics {
@@ -67,7 +67,7 @@ impl RouteLog {
     }
 }
 
-pub use crate::route_plan::advance;
+pub use crate::predict::route_plan::advance;
 
 /// Picks the next stop of a decision: the index of the highest score.
 pub type Chooser<'a> = dyn Fn(&[Sample]) -> Vec<usize> + 'a;
@@ -259,9 +259,9 @@ pub fn planned(
     if routes.is_empty() {
         return None;
     }
-    let plans: Vec<crate::route_plan::Plan> = routes
+    let plans: Vec<crate::predict::route_plan::Plan> = routes
         .iter()
-        .map(|r| crate::route_plan::plan(&r.start).expect("two or more stops and a fix"))
+        .map(|r| crate::predict::route_plan::plan(&r.start).expect("two or more stops and a fix"))
         .collect();
     let ids = |r: &Route, o: &[usize]| -> Vec<String> {
         o.iter().map(|&i| r.start.stops[i].id.clone()).collect()

@@ -62,7 +62,7 @@ impl FusionEncoder {
         device: &Device,
     ) -> Self {
         assert!(
-            d % heads == 0,
+            d.is_multiple_of(heads),
             "d_model {d} is not a multiple of heads {heads}"
         );
         let lin = |i, o| LinearConfig::new(i, o).init(device);
@@ -160,7 +160,7 @@ mod tests {
 
     fn pad(device: &Device) -> Tensor<2, Bool> {
         // Sample 0 pads its last three tokens, sample 1 none.
-        let v: Vec<bool> = (0..2 * 9).map(|i| i < 9 && i >= 6).collect();
+        let v: Vec<bool> = (0..2 * 9).map(|i| (6..9).contains(&i)).collect();
         Tensor::from_data(burn::tensor::TensorData::new(v, [2, 9]), device)
     }
 

@@ -211,35 +211,35 @@ impl DfmModel {
     /// Checks that a model config fits a dataset's shapes, with the key to change.
     pub fn check_shapes(cfg: &ModelConfig, spec: &Spec, image_size: usize) -> anyhow::Result<()> {
         let cfg = &cfg.for_spec(spec);
-        if spec.history_len % cfg.history_patch != 0 {
+        if !spec.history_len.is_multiple_of(cfg.history_patch) {
             anyhow::bail!(
                 "key `model.history_patch`: {} does not divide the dataset's history_len {}",
                 cfg.history_patch,
                 spec.history_len
             );
         }
-        if spec.imu_len % cfg.imu_patch != 0 {
+        if !spec.imu_len.is_multiple_of(cfg.imu_patch) {
             anyhow::bail!(
                 "key `model.imu_patch`: {} does not divide the dataset's imu_len {}",
                 cfg.imu_patch,
                 spec.imu_len
             );
         }
-        if spec.video_frames > 0 && spec.video_frames % cfg.video_tubelet != 0 {
+        if spec.video_frames > 0 && !spec.video_frames.is_multiple_of(cfg.video_tubelet) {
             anyhow::bail!(
                 "key `model.video_tubelet`: {} does not divide the dataset's video_frames {}",
                 cfg.video_tubelet,
                 spec.video_frames
             );
         }
-        if spec.video_frames > 0 && spec.video_size % cfg.video_patch != 0 {
+        if spec.video_frames > 0 && !spec.video_size.is_multiple_of(cfg.video_patch) {
             anyhow::bail!(
                 "key `model.video_patch`: {} does not divide the dataset's video_size {}",
                 cfg.video_patch,
                 spec.video_size
             );
         }
-        if image_size % cfg.image_patch != 0 {
+        if !image_size.is_multiple_of(cfg.image_patch) {
             anyhow::bail!(
                 "key `model.image_patch`: {} does not divide data.image_size {image_size}",
                 cfg.image_patch

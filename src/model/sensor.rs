@@ -16,7 +16,7 @@ pub struct PatchEncoder {
 impl PatchEncoder {
     pub fn new(len: usize, channels: usize, patch: usize, d: usize, device: &Device) -> Self {
         assert!(
-            len % patch == 0,
+            len.is_multiple_of(patch),
             "sequence length {len} is not a multiple of the patch {patch}"
         );
         PatchEncoder {

@@ -4,7 +4,7 @@
 
 use crate::data::sample::Sample;
 use crate::features::Features;
-use crate::predict_route::{RoutePlan, chosen_ln_p, zone_sequence};
+use crate::predict::route::{RoutePlan, chosen_ln_p, zone_sequence};
 use serde::Serialize;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -69,7 +69,7 @@ pub struct Prediction {
     pub stops_not_scored: Vec<String>,
     /// The order to drive all the stops in, when the request asked (`"plan_route": true`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route_plan: Option<crate::predict_route::RoutePlan>,
+    pub route_plan: Option<crate::predict::route::RoutePlan>,
 }
 
 /// One sample's model outputs, as the model gives them (normalized units).
@@ -263,7 +263,7 @@ impl Codec {
         if !s.plan_route {
             return None;
         }
-        let plan = crate::route_plan::plan(s)?;
+        let plan = crate::predict::route_plan::plan(s)?;
         let mut inputs = Vec::new();
         let mut decisions = Vec::new();
         let mut orders: [Vec<String>; 2] = Default::default();
@@ -271,7 +271,7 @@ impl Codec {
         for (d, order) in plan.orders().into_iter().enumerate() {
             orders[d] = order.iter().map(|&i| s.stops[i].id.clone()).collect();
             zones[d] = zone_sequence(s, order);
-            crate::route_plan::walk_each(s, order, |decision, id| {
+            crate::predict::route_plan::walk_each(s, order, |decision, id| {
                 let (f, m) = self.prepare(decision);
                 inputs.push(f);
                 decisions.push((d, m, id.to_string()));

@@ -1,5 +1,5 @@
 //! `dfm predict --data`: a dataset split through the model, streamed by the loader's workers
-//! (decoding and features off the model's thread) and written as Parquet (`predict_table`).
+//! (decoding and features off the model's thread) and written as Parquet (`table.rs`).
 //!
 //! `--shard-index I --num-shards N` takes every N-th shard of the split from the I-th, so that N
 //! processes (an indexed Kubernetes job, a Slurm array, AWS Batch) write N files that together
@@ -15,7 +15,7 @@
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
 use crate::predict::Predictor;
-use crate::predict_table::{ParquetOut, Rows};
+use crate::predict::table::{ParquetOut, Rows};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

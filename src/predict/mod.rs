@@ -1,6 +1,16 @@
 //! Inference for downstream systems: samples in (the same JSON as a sample stored in the shards,
 //! with images inline as base64 and IMU rows inline), predictions out. The feature code is the
 //! one training used. `dfm predict` and `dfm serve` both go through [`Predictor`].
+//!
+//! [`codec`] turns samples into model inputs and outputs into predictions; [`route`] and
+//! [`route_plan`] answer a request's route plan; [`data`] predicts a whole dataset split, written
+//! as a Parquet [`table`].
+
+pub mod codec;
+pub mod data;
+pub mod route;
+pub mod route_plan;
+pub mod table;
 
 use crate::batch::FeatureBatcher;
 use crate::bundle::LoadedModel;
@@ -14,9 +24,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::Serialize;
 
-pub use crate::codec::{
-    Codec, Mode, Prediction, PredictionMeta, RawOutput, StopPrediction, Trajectory,
-};
+pub use codec::{Codec, Mode, Prediction, PredictionMeta, RawOutput, StopPrediction, Trajectory};
 
 /// A bad input: the field (path such as `history[3].lat`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -124,7 +132,7 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
 
 /// A route plan needs stops to order, and at most `MAX_PLAN_STOPS` of them.
 fn check_plan_request(s: &Sample) -> Result<(), InputError> {
-    use crate::predict_route::MAX_PLAN_STOPS;
+    use route_plan::MAX_PLAN_STOPS;
     if !s.plan_route {
         return Ok(());
     }

@@ -9,10 +9,6 @@
 use crate::data::sample::Sample;
 use serde::Serialize;
 
-/// Most stops a request may ask to plan: each adds two decisions (one per direction) to the
-/// model's work.
-pub const MAX_PLAN_STOPS: usize = 1024;
-
 /// Log-probability counted for a stop the model did not read (more stops than its capacity), as
 /// evaluation's scorer counts it.
 const UNREAD_LN_P: f64 = -20.723_265_836_946_41; // ln 1e-9

@@ -13,6 +13,10 @@ use crate::data::sample::{Fix, Sample};
 use crate::frame::Enu;
 use std::collections::BTreeMap;
 
+/// Most stops a request may ask to plan: each adds two decisions (one per direction) to the
+/// model's work, and the planner's starts and 2-opt passes are bounded for this many.
+pub const MAX_PLAN_STOPS: usize = 1024;
+
 /// Extra cost, in metres, of moving between two zones whose ids are not neighbours.
 pub const ZONE_JUMP_M: f64 = 1000.0;
 
@@ -375,7 +379,7 @@ mod tests {
     /// path's starts and 2-opt passes are bounded), orders every stop once.
     #[test]
     fn a_thousand_stops_without_zones_are_planned() {
-        let n = crate::predict_route::MAX_PLAN_STOPS;
+        let n = MAX_PLAN_STOPS;
         let stops: Vec<Stop> = (0..n)
             .map(|i| {
                 let (row, col) = ((i / 32) as f64, (i % 32) as f64);

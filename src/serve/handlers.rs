@@ -247,7 +247,7 @@ fn prepare_all(
     samples: Vec<Sample>,
 ) -> (
     Vec<crate::features::Features>,
-    Vec<crate::codec::RequestMeta>,
+    Vec<crate::predict::codec::RequestMeta>,
 ) {
     let mut inputs = Vec::new();
     let mut metas = Vec::with_capacity(samples.len());
@@ -271,7 +271,7 @@ pub async fn predict(
     };
     // A route plan adds its decisions to the request's work: more than the queue holds is
     // refused before anything is prepared.
-    let need: usize = samples.iter().map(crate::predict_route::inputs_of).sum();
+    let need: usize = samples.iter().map(crate::predict::route::inputs_of).sum();
     if need > st.max_queue_samples {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -309,7 +309,8 @@ pub async fn predict(
 }
 
 /// The request's samples and whether it sent a list; an error response for a body too large or
-/// not a valid request.
+/// not a valid request. (The error is axum's `Response`, as handlers return it.)
+#[allow(clippy::result_large_err)]
 fn read_request(
     st: &AppState,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -344,7 +345,7 @@ async fn prepare(
 ) -> Result<
     (
         Vec<crate::features::Features>,
-        Vec<crate::codec::RequestMeta>,
+        Vec<crate::predict::codec::RequestMeta>,
     ),
     Response,
 > {
@@ -367,7 +368,7 @@ async fn prepare(
 /// list when the request sent one.
 fn answer(
     st: &AppState,
-    metas: Vec<crate::codec::RequestMeta>,
+    metas: Vec<crate::predict::codec::RequestMeta>,
     raw: Vec<RawOutput>,
     list: bool,
 ) -> Response {

@@ -67,7 +67,7 @@ fn run_inputs<I, T>(
         }
         out
     }))
-    .map_err(|p| crate::device::panic_text(&p))
+    .map_err(|p| crate::util::panic_text(&p))
 }
 
 /// Answers every job of a batch: one forward pass for all; when it panics, each job alone, so

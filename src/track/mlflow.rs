@@ -79,7 +79,7 @@ pub const CA_ENV: &str = "MLFLOW_TRACKING_SERVER_CERT_PATH";
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    auth: super::auth::Credentials,
+    auth: crate::config::tracking_uri::Credentials,
     /// A local folder the user allows artifacts to be written under (`run.track_artifact_root`).
     local_root: Option<PathBuf>,
 }
@@ -98,7 +98,7 @@ impl Client {
     /// than the one the user named.
     pub fn new(
         base: &str,
-        auth: super::auth::Credentials,
+        auth: crate::config::tracking_uri::Credentials,
         local_root: Option<PathBuf>,
     ) -> anyhow::Result<Client> {
         let mut b = reqwest::Client::builder()
@@ -130,7 +130,10 @@ impl Client {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .map_or("another address".into(), super::auth::redact);
+                .map_or(
+                    "another address".into(),
+                    crate::config::tracking_uri::redact,
+                );
             return Err(CallError {
                 permanent: true,
                 error: anyhow::anyhow!(
@@ -420,19 +423,6 @@ fn run_info(v: &Value) -> Result<RunInfo, CallError> {
     })
 }
 
-/// Checks a tracking URI: an MLflow server's http(s) address (shown without user-info).
-pub fn check_uri(uri: &str) -> anyhow::Result<()> {
-    let ok = (uri.starts_with("http://") || uri.starts_with("https://"))
-        && reqwest::Url::parse(uri).is_ok_and(|u| u.host().is_some());
-    if !ok {
-        bail!(
-            "tracking URI {:?}: an MLflow tracking server's address, like http://127.0.0.1:5000",
-            super::auth::redact(uri)
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,15 +457,6 @@ mod tests {
         ] {
             let e = local_artifact(Some(Path::new(allowed)), Path::new(root), "config.toml");
             assert!(e.is_err(), "{root}");
-        }
-    }
-
-    #[test]
-    fn tracking_uris() {
-        assert!(check_uri("http://127.0.0.1:5000").is_ok());
-        assert!(check_uri("https://mlflow.example.com/").is_ok());
-        for bad in ["", "file:///tmp/mlruns", "127.0.0.1:5000", "http://"] {
-            assert!(check_uri(bad).is_err(), "{bad}");
         }
     }
 }

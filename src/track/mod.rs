@@ -8,10 +8,10 @@
 //! A run's MLflow id is kept in its folder (`tracking.json`), so a resumed run, `dfm eval
 //! --track` and `dfm export --track` log into the same MLflow run.
 
-pub mod auth;
 pub mod mlflow;
 mod worker;
 
+use crate::config::tracking_uri;
 use crossbeam_channel::{Sender, TrySendError};
 use mlflow::{Client, Metric, RunInfo};
 use serde_json::Value;
@@ -31,7 +31,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Target {
     /// The server's address, without user-info (what dfm shows and keeps).
     pub uri: String,
-    pub credentials: auth::Credentials,
+    pub credentials: tracking_uri::Credentials,
     pub experiment: String,
     /// How long `finish` waits for queued events.
     pub flush: Duration,
@@ -42,29 +42,29 @@ pub struct Target {
 impl Target {
     /// The tracking server from the command line, else the config's `run.track`, else the
     /// environment's `MLFLOW_TRACKING_URI` (what MLflow users already set); None: no tracking.
-    /// Credentials: the URI's user-info, else MLflow's environment variables ([`auth`]).
+    /// Credentials: the URI's user-info, else MLflow's environment variables ([`tracking_uri`]).
     pub fn resolve(
         flag: Option<&str>,
         cfg: &crate::config::Config,
     ) -> anyhow::Result<Option<Self>> {
         let env = std::env::var("MLFLOW_TRACKING_URI").ok();
         let (uri, creds) = match (flag, cfg.run.track.as_str(), env) {
-            (Some(f), _, _) => auth::Credentials::split(f),
+            (Some(f), _, _) => tracking_uri::Credentials::split(f),
             (None, t, _) if !t.is_empty() => (t.to_string(), cfg.run.track_credentials.clone()),
-            (None, _, Some(e)) => auth::Credentials::split(&e),
+            (None, _, Some(e)) => tracking_uri::Credentials::split(&e),
             _ => return Ok(None),
         };
         if uri.is_empty() {
             return Ok(None);
         }
-        mlflow::check_uri(&uri)?;
+        tracking_uri::check_uri(&uri)?;
         if !creds.is_empty() {
             note_uri_credentials();
         }
         let root = &cfg.run.track_artifact_root;
         Ok(Some(Target {
             uri,
-            credentials: creds.or(auth::Credentials::from_env()),
+            credentials: creds.or(tracking_uri::Credentials::from_env()),
             experiment: cfg.run.experiment.clone(),
             flush: Duration::from_secs_f64(cfg.run.track_flush_s),
             artifact_root: (!root.is_empty()).then(|| PathBuf::from(root)),

@@ -123,11 +123,11 @@ impl Worker {
                 let left = deadline.saturating_duration_since(Instant::now());
                 std::thread::sleep(self.backoff.min(left));
             }
-            if let Some((status, deadline)) = finish {
-                if self.pending.is_empty() || Instant::now() >= deadline {
-                    self.close(status);
-                    break;
-                }
+            if let Some((status, deadline)) = finish
+                && (self.pending.is_empty() || Instant::now() >= deadline)
+            {
+                self.close(status);
+                break;
             }
             self.send_one();
         }
@@ -240,10 +240,10 @@ impl Worker {
         for e in std::mem::take(&mut self.pending) {
             e.lose(&mut self.summary);
         }
-        if let Some(r) = &self.run {
-            if let Err(e) = self.call(self.client.set_status(&r.run_id, status)) {
-                self.summary.last_error = Some(e.to_string());
-            }
+        if let Some(r) = &self.run
+            && let Err(e) = self.call(self.client.set_status(&r.run_id, status))
+        {
+            self.summary.last_error = Some(e.to_string());
         }
     }
 
@@ -253,13 +253,13 @@ impl Worker {
             uri: self.target.uri.clone(),
             run: run.clone(),
         };
-        if let Ok(bytes) = serde_json::to_vec_pretty(&link) {
-            if let Err(e) = crate::util::write_atomic(&dir.join(LINK_FILE), &bytes) {
-                eprintln!(
-                    "warning: tracking: cannot write {}: {e:#}",
-                    dir.join(LINK_FILE).display()
-                );
-            }
+        if let Ok(bytes) = serde_json::to_vec_pretty(&link)
+            && let Err(e) = crate::util::write_atomic(&dir.join(LINK_FILE), &bytes)
+        {
+            eprintln!(
+                "warning: tracking: cannot write {}: {e:#}",
+                dir.join(LINK_FILE).display()
+            );
         }
     }
 }

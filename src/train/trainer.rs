@@ -3,97 +3,43 @@
 //! `grad_accum` micro-batches on one or several devices), logs, checkpoints, validates at the
 //! end of every epoch, and [`Trainer::finish`] plots the losses and evaluates the best model.
 
-use super::checkpoint::{self, TrainState};
+use super::Outcome;
+use super::baseline::ensure_ridge;
 use super::ema::Ema;
-use super::{
-    Micro, Outcome, Setup, StepInput, append_metrics, end_of_epoch, ensure_ridge, init_from,
-    lock_run, micro_step, optimizer, parallel_micro_step, replica_pools, resume_config, schedule,
-    training_devices, truncate_metrics,
+use super::init::{initial_model, optimizer};
+use super::log_window::LogWindow;
+use super::parallel::{parallel_micro_step, replica_pools, training_devices};
+use super::run_folder::{
+    append_metrics, lock_run, settle_config, truncate_metrics, write_run_files,
 };
+use super::schedule;
+use super::setup::Setup;
+use super::step::{Micro, StepAcc, StepInput, micro_step};
+use super::tracking::{log_run_artifacts, start_tracking};
+use super::validate::Validator;
 use crate::batch::FeatureBatcher;
+use crate::checkpoint::{self, TrainState};
 use crate::config::{Config, Objective, OnNan};
 use crate::data::augment;
 use crate::data::mixture::{MixEpoch, Mixture};
-use crate::eval::EvalOptions;
-use crate::eval::report::EvalReport;
 use crate::eval::ridge::Ridge;
 use crate::model::DfmModel;
-use crate::track::{Link, RunRef, Target, Tracker};
+use crate::track::Tracker;
 use anyhow::bail;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Losses and samples since the last log line.
-struct LogWindow {
-    sums: BTreeMap<&'static str, f64>,
-    steps: usize,
-    samples: usize,
-    since: Instant,
-}
-
-impl LogWindow {
-    fn new() -> Self {
-        LogWindow {
-            sums: BTreeMap::new(),
-            steps: 0,
-            samples: 0,
-            since: Instant::now(),
-        }
-    }
-
-    fn samples_per_s(&self) -> f64 {
-        self.samples as f64 / self.since.elapsed().as_secs_f64().max(1e-9)
-    }
-
-    fn mean(&self, key: &str) -> f64 {
-        self.sums.get(key).copied().unwrap_or(0.0) / self.steps.max(1) as f64
-    }
-
-    /// Adds one optimizer step: the mean of its micro-batches' losses.
-    fn add_step(&mut self, losses: Vec<(f64, BTreeMap<&'static str, f64>)>) {
-        let per = losses.len().max(1) as f64;
-        for (lv, parts) in losses {
-            *self.sums.entry("loss").or_default() += lv / per;
-            for (k, v) in parts {
-                *self.sums.entry(k).or_default() += v / per;
-            }
-        }
-        self.steps += 1;
-    }
-}
-
-/// The micro-batches of the optimizer step being gathered.
-struct StepAcc {
-    micro: usize,
-    losses: Vec<(f64, BTreeMap<&'static str, f64>)>,
-    finite: bool,
-    /// Host batches waiting for every device to have one (data parallelism).
-    pending: Vec<Vec<crate::features::Features>>,
-}
-
-impl StepAcc {
-    fn new() -> Self {
-        StepAcc {
-            micro: 0,
-            losses: Vec::new(),
-            finite: true,
-            pending: Vec::new(),
-        }
-    }
-}
-
 pub struct Trainer {
     setup: Setup,
     run_dir: PathBuf,
-    /// Where validation and the final evaluation run.
-    eval_device: Device,
+    /// Validation after each epoch and the final evaluation.
+    validator: Validator,
     /// The autodiff devices (several: data parallelism).
     devices: Vec<Device>,
     /// The replicas' thread pools (`train.replicas` on the CPU).
@@ -156,7 +102,12 @@ impl Trainer {
             bar: crate::progress::bar(total as u64, "training"),
             model: Some(model),
             ema: None,
-            eval_device: device.clone(),
+            validator: Validator {
+                run_dir: run_dir.clone(),
+                metrics_path: run_dir.join("metrics.jsonl"),
+                device: device.clone(),
+                quiet,
+            },
             last_ckpt: None,
             window: LogWindow::new(),
             all_samples: 0,
@@ -172,15 +123,22 @@ impl Trainer {
             total,
             quiet,
         };
-        if resume {
-            t.resume()?;
-        } else if t.metrics_path.exists() {
-            std::fs::remove_file(&t.metrics_path)?;
-        }
-        t.last_ckpt = checkpoint::list(&t.run_dir)?.pop().map(|x| x.1);
-        t.bar.set_position(t.state.step as u64);
+        t.position(resume)?;
         t.print_plan();
         Ok(t)
+    }
+
+    /// Where the run stands: a resumed run at its newest good checkpoint, a new one at step 0
+    /// (without the metrics of a run that started there before and had no checkpoint).
+    fn position(&mut self, resume: bool) -> anyhow::Result<()> {
+        if resume {
+            self.resume()?;
+        } else if self.metrics_path.exists() {
+            std::fs::remove_file(&self.metrics_path)?;
+        }
+        self.last_ckpt = checkpoint::list(&self.run_dir)?.pop().map(|x| x.1);
+        self.bar.set_position(self.state.step as u64);
+        Ok(())
     }
 
     fn model(&self) -> &DfmModel {
@@ -321,16 +279,9 @@ impl Trainer {
             Some(e) => &e.model,
             None => self.model.as_ref().expect("model"),
         };
-        let line = end_of_epoch(
-            kept,
-            &self.setup,
-            &self.eval_device,
-            &mut self.state,
-            epoch,
-            &self.run_dir,
-            &self.metrics_path,
-            self.quiet,
-        )?;
+        let line = self
+            .validator
+            .end_of_epoch(kept, &self.setup, &mut self.state, epoch)?;
         if let (Some(t), Some(line)) = (&self.tracker, line) {
             t.metrics_line(&line);
         }
@@ -358,7 +309,7 @@ impl Trainer {
                 if multi {
                     StepInput::Host(items)
                 } else {
-                    StepInput::Ready(FeatureBatcher.batch(items, &dev))
+                    StepInput::Ready(Box::new(FeatureBatcher.batch(items, &dev)))
                 }
             }),
         )
@@ -496,10 +447,10 @@ impl Trainer {
                 self.window.samples_per_s()
             ));
         }
-        if step % self.cfg().train.log_every == 0 || step == self.total {
+        if step.is_multiple_of(self.cfg().train.log_every) || step == self.total {
             self.log(epoch, lr, tty)?;
         }
-        if step % self.cfg().train.checkpoint_every == 0 && step < self.total {
+        if step.is_multiple_of(self.cfg().train.checkpoint_every) && step < self.total {
             self.checkpoint()?;
         }
         Ok(())
@@ -569,7 +520,9 @@ impl Trainer {
                 if !src.manifest.splits.contains_key(&cfg.eval.split) {
                     continue;
                 }
-                let r = self.final_report(src, i == 0)?;
+                let r =
+                    self.validator
+                        .final_report(&self.setup, self.ridge.as_ref(), src, i == 0)?;
                 if let Some(t) = &self.tracker {
                     let prefix = match i {
                         0 => cfg.eval.split.clone(),
@@ -596,251 +549,6 @@ impl Trainer {
             samples_per_s: sps,
         })
     }
-
-    /// The best model's evaluation on a source's `eval.split`, written as
-    /// `eval_<split>.json` for the primary and `eval_<split>_<source>.json` for the others.
-    fn final_report(&self, src: &super::Source, primary: bool) -> anyhow::Result<EvalReport> {
-        let (cfg, setup, device) = (self.cfg(), &self.setup, &self.eval_device);
-        let best_dir = checkpoint::best_or_last(&self.run_dir)?;
-        let best = checkpoint::load_model(setup.new_model(device), &best_dir)?;
-        let mut stats = crate::eval::train_stats(&src.dir, &src.manifest, cfg.data.workers)?;
-        // The ridge was fitted on the primary's training split, on the model's knots.
-        stats.ridge = self.ridge.clone().filter(|_| primary).map(Arc::new);
-        let o = EvalOptions {
-            split: cfg.eval.split.clone(),
-            batch_size: cfg.eval.batch_size,
-            miss_threshold_m: cfg.eval.miss_threshold_m,
-            workers: cfg.data.workers,
-            drop: vec![],
-            plots: None,
-        };
-        let info = crate::eval::report::ModelInfo {
-            source: format!(
-                "run {} ({})",
-                self.run_dir.display(),
-                best_dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
-            ),
-            step: checkpoint::read_state(&best_dir).ok().map(|s| s.step),
-            dropped: vec![],
-            support_guard_mps: best.support_guard_mps(&setup.norm),
-        };
-        let inputs = crate::eval::EvalInputs {
-            model: &best,
-            norm: &setup.norm,
-            data: &src.dir,
-            manifest: &src.manifest,
-            stats: &stats,
-            device,
-        };
-        let (r, _) = crate::eval::evaluate(&inputs, info, &o)?;
-        let name = if primary {
-            format!("eval_{}.json", o.split)
-        } else {
-            format!("eval_{}_{}.json", o.split, src.name)
-        };
-        crate::util::write_json(&self.run_dir.join(name), &r)?;
-        if !primary && !self.quiet {
-            println!("{}", crate::eval::report::one_line(&src.name, &r));
-        }
-        Ok(r)
-    }
-}
-
-/// The config of the run: a resumed run's saved one (with the changes `--set` may make), or the
-/// given one for a new run in a folder without checkpoints.
-fn settle_config(cfg: Config, run_dir: &Path, resume: bool) -> anyhow::Result<Config> {
-    if resume {
-        return resume_config(run_dir, cfg);
-    }
-    if !checkpoint::list(run_dir)?.is_empty() {
-        bail!(
-            "{} already holds a run; continue it with --resume {} or choose another run.dir",
-            run_dir.display(),
-            run_dir.display()
-        );
-    }
-    check_run_folder(run_dir)?;
-    Ok(cfg)
-}
-
-/// A new run goes into a new or empty folder, or one a run of dfm started (its `config.toml`
-/// is a dfm config): it writes `config.toml`, `metrics.jsonl` and plots there, which would
-/// overwrite a user's files of those names.
-fn check_run_folder(run_dir: &Path) -> anyhow::Result<()> {
-    if !run_dir.is_dir() {
-        return Ok(());
-    }
-    let mut names: Vec<String> = std::fs::read_dir(run_dir)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
-        .collect::<Result<_, _>>()?;
-    // The lock, and what a write cut by a crash leaves (`util::write_atomic`), are dfm's.
-    names.retain(|n| n != ".lock" && !(n.starts_with('.') && n.ends_with(".tmp")));
-    let started_by_dfm = Config::load(Some(&run_dir.join("config.toml")), &[]).is_ok();
-    if names.is_empty() || started_by_dfm {
-        return Ok(());
-    }
-    names.sort();
-    names.truncate(5);
-    bail!(
-        "run.dir {} holds files ({}) and is not a dfm run folder: a new run needs a new or empty folder",
-        run_dir.display(),
-        names.join(", ")
-    )
-}
-
-/// `config.toml` (new runs) and `normalization.json` (new runs, and runs killed before they
-/// wrote it).
-/// Opens the run's MLflow run when tracking is on: a new one (with the resolved config as
-/// params and dfm's tags), or on resume the one the run folder names.
-fn start_tracking(
-    setup: &Setup,
-    run_dir: &Path,
-    resume: bool,
-    device: &Device,
-    quiet: bool,
-) -> anyhow::Result<Option<Tracker>> {
-    let Some(target) = Target::resolve(None, &setup.cfg)? else {
-        return Ok(None);
-    };
-    let existing = Link::load(run_dir).filter(|l| resume && l.uri == target.uri);
-    let name = run_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(&setup.cfg.run.name)
-        .to_string();
-    let want = match &existing {
-        Some(l) => RunRef::Existing(l.run.run_id.clone()),
-        None => RunRef::New {
-            name,
-            tags: crate::track::standard_tags(&setup.manifest_sha256, &format!("{device:?}")),
-        },
-    };
-    let t = Tracker::start(&target, want, Some(run_dir.to_path_buf()))?;
-    if existing.is_none() {
-        let params = super::flat_keys(&setup.cfg)?
-            .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => (k, s),
-                v => (k, v.to_string()),
-            })
-            .collect();
-        t.params(params);
-    }
-    if !quiet {
-        println!(
-            "tracking to {} (experiment {:?})",
-            target.uri, setup.cfg.run.experiment
-        );
-    }
-    Ok(Some(t))
-}
-
-/// The run's files a tracker keeps: config, normalization, metrics, loss plot, ridge baseline,
-/// evaluations.
-fn log_run_artifacts(t: &Tracker, run_dir: &Path) {
-    for f in [
-        "config.toml",
-        crate::bundle::NORMALIZATION,
-        "metrics.jsonl",
-        "loss.png",
-        crate::eval::ridge::FILE,
-        super::support::FILE,
-    ] {
-        t.artifact(&run_dir.join(f), f);
-    }
-    if let Ok(rd) = std::fs::read_dir(run_dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("eval_") && name.ends_with(".json") {
-                t.artifact(&e.path(), &name);
-            }
-        }
-    }
-}
-
-fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> anyhow::Result<()> {
-    if !resume {
-        crate::util::write_atomic(
-            &run_dir.join("config.toml"),
-            setup.cfg.to_toml()?.as_bytes(),
-        )?;
-    }
-    let norm_path = run_dir.join(crate::bundle::NORMALIZATION);
-    if !resume || !norm_path.is_file() {
-        let n = crate::bundle::Normalization {
-            schema_version: setup.primary().manifest.schema_version,
-            manifest_sha256: setup.manifest_sha256.clone(),
-            spec: setup.spec.clone(),
-            norm: setup.stats.clone(),
-            features_version: Some(crate::features::FEATURES_VERSION),
-        };
-        crate::util::write_json(&norm_path, &n)?;
-    }
-    Ok(())
-}
-
-/// A new model, with a pretrained run's encoders (`train.init_from`, new runs only) and frozen
-/// encoders when asked.
-fn initial_model(
-    setup: &Setup,
-    device: &Device,
-    run_dir: &Path,
-    resume: bool,
-) -> anyhow::Result<DfmModel> {
-    let cfg = &setup.cfg;
-    let mut model = setup.new_model(device);
-    if !cfg.train.init_from.is_empty() && !resume {
-        let (m, what) = init_from(model, Path::new(&cfg.train.init_from), setup, device)?;
-        model = m;
-        println!("initialized {what} from {}", cfg.train.init_from);
-    }
-    if cfg.train.freeze_encoders {
-        model.enc = model.enc.no_grad();
-    }
-    if cfg.model.support_guard {
-        // A new run keeps the speeds its initial model trained on (`train.init_from`).
-        let inherited = (!resume && !cfg.train.init_from.is_empty())
-            .then(|| model.support_q99_set())
-            .flatten();
-        set_support(&mut model, setup, run_dir, device, resume, inherited)?;
-    } else {
-        // An initial model's guard goes with it only where this run's config asks for one.
-        model.support_q99 = None;
-    }
-    Ok(model)
-}
-
-/// The training data's range of motion for `model.support_guard` (or the initial model's, where
-/// larger): measured when the run starts, read back from `support.json` when it resumes.
-fn set_support(
-    model: &mut DfmModel,
-    setup: &Setup,
-    run_dir: &Path,
-    device: &Device,
-    resume: bool,
-    inherited: Option<f32>,
-) -> anyhow::Result<()> {
-    let Some((q, measured)) = super::support::ensure(setup, run_dir, resume, inherited)? else {
-        eprintln!("warning: model.support_guard: no training history moves; the guard is off");
-        return Ok(());
-    };
-    model.set_support_q99(q, device);
-    let mps = |q: f32| crate::model::motion_scale_mps(q, &setup.norm);
-    match measured {
-        Some(m) if m < q => println!(
-            "support guard: 99% of the training histories move at most {:.1} m/s; the initial model's reach {:.1} m/s, which the run keeps: the most likely trajectory is constant velocity from {:.1} m/s",
-            mps(m),
-            mps(q),
-            2.0 * mps(q)
-        ),
-        Some(_) => println!(
-            "support guard: 99% of the training histories move at most {:.1} m/s; the most likely trajectory is constant velocity from {:.1} m/s",
-            mps(q),
-            2.0 * mps(q)
-        ),
-        None => {}
-    }
-    Ok(())
 }
 
 /// Samples one optimizer step takes: a loader batch (a replica's part of `train.batch_size`)

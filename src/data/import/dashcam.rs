@@ -208,7 +208,7 @@ fn clip(
     }
     let mut data = Vec::with_capacity(o.frames * o.size * o.size * 3);
     for &j in &picked {
-        if !cache.contains_key(&j) {
+        if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(j) {
             let frame = match read_frame(&frames[j].1, o.size) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -216,7 +216,7 @@ fn clip(
                     None
                 }
             };
-            cache.insert(j, frame);
+            e.insert(frame);
         }
         match &cache[&j] {
             Some(f) => data.extend_from_slice(f),

@@ -224,7 +224,7 @@ pub fn import(
                         s => s,
                     }
                 };
-                let prefix = format!("gl{}-{fi:03}-{pi:02}", super::key_part(&user));
+                let prefix = format!("gl{}-{fi:03}-{pi:02}", super::key_part(user));
                 let (samples, still) =
                     windows(piece, &o.window, clock, &route, &prefix, Region::Unknown);
                 report.drop("window does not move", still);

@@ -14,7 +14,7 @@ pub mod world;
 use crate::data::manifest::{Coverage, Manifest, StatsAcc};
 use crate::data::sample::Spec;
 use crate::data::shards::{Record, encode};
-use crate::features::accumulate_stats;
+use crate::data::stats::accumulate_stats;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -428,7 +428,7 @@ fn grid_edges(
     let add = |a: usize, b: usize, line: usize, rng: &mut SimRng, edges: &mut Vec<Edge>| {
         let class = if Some(line) == highway_line {
             RoadClass::Highway
-        } else if line % p.arterial_every == 0 {
+        } else if line.is_multiple_of(p.arterial_every) {
             RoadClass::Arterial
         } else {
             RoadClass::Local
@@ -479,7 +479,9 @@ fn pick_depot(p: &RegionParams, n: usize, nodes: &[P2], rng: &mut SimRng) -> usi
         p.size_m * uniform(rng, 0.3, 0.7),
     ];
     (0..nodes.len())
-        .filter(|&k| (k % n) % p.arterial_every == 0 && (k / n) % p.arterial_every == 0)
+        .filter(|&k| {
+            (k % n).is_multiple_of(p.arterial_every) && (k / n).is_multiple_of(p.arterial_every)
+        })
         .min_by(|&a, &b| dist(nodes[a], target).total_cmp(&dist(nodes[b], target)))
         .unwrap_or(0)
 }
