@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Draws README's dashcam figure (docs/clips.png): simulated clips, one row each (8 frames, left
+"""Draws docs/video.md's dashcam figure (docs/clips.png): simulated clips, one row each (8 frames, left
 to right, scaled 3x): three samples approaching a red light, three approaching a green one.
 
 Usage (from the project root, after `cargo build --release`):

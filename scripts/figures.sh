@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Regenerates the figures of README.md on the code as it stands, each with the command that
+# Regenerates the figures of README.md and docs/ on the code as it stands, each with the command that
 # gives it, into one folder (default figures/<commit>/):
 #   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run)
-#   runs_compare.txt README "Tracking experiments": `dfm runs compare` of quickstart seeds 1 and 2
-#   real_data.txt    README "Real data": the GeoLife and LMRC tables over seeds 1-3
-#   transfer.txt     README "One model across sources": scripts/transfer.py (and docs/transfer.png)
-#   pretraining.txt  README "What pretraining without labels adds": scripts/pretraining.py
-#   bench_*.txt      README "Performance": the training step, loader, inference and serving
-#   pytorch.txt      README "Performance": the PyTorch twin (only where `import torch` works)
-#   reliability.txt  README "Reliability": fuzzing, load and kill -9 at full size (--full only)
+#   runs_compare.txt docs/tracking.md: `dfm runs compare` of quickstart seeds 1 and 2
+#   real_data.txt    docs/real-data.md: the GeoLife and LMRC tables over seeds 1-3
+#   transfer.txt     docs/transfer.md: scripts/transfer.py (and docs/transfer.png)
+#   pretraining.txt  docs/transfer.md (pretraining): scripts/pretraining.py
+#   bench_*.txt      docs/performance.md: the training step, loader, inference and serving
+#   pytorch.txt      docs/performance.md: the PyTorch twin (only where `import torch` works)
+#   reliability.txt  docs/reliability.md: fuzzing, load and kill -9 at full size (--full only)
 # Usage (from the project root): bash scripts/figures.sh [--full] [--no-transfer] [OUT]
 # About 30 minutes on a 2-core machine after the build, plus the transfer and pretraining
 # reports (about 2 hours; --no-transfer leaves them out), 2 hours more with --full.
@@ -37,7 +37,7 @@ work=$(mktemp -d)
   "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run"
 } >"$out/quickstart.txt" 2>&1
 
-# README "Tracking experiments": a second quickstart seed beside the first, compared.
+# docs/tracking.md: a second quickstart seed beside the first, compared.
 { stamp "dfm quickstart --set run.seed=2, then dfm runs compare"
   "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run-seed2" --set run.seed=2 >/dev/null
   "$dfm" runs compare "$work/run" "$work/run-seed2"; } >"$out/runs_compare.txt" 2>&1

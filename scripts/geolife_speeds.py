@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast the windows of a trajectory dataset move, per split: the windows whose history's mean
 speed is 15 m/s or more (trains, highways), the quantiles of that speed, and how much of it they
-keep (the future's mean speed over the history's). README's GeoLife paragraph quotes it: the
+keep (the future's mean speed over the history's). docs/real-data.md's GeoLife paragraph quotes it: the
 held-out users keep their speed, the training users' few fast windows slow down.
 
 Usage (standard library only): python3 scripts/geolife_speeds.py [DATASET] [--fast 15]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Leave-users-out cross-validation on a GeoLife tree: how a config does on people it never saw,
 over several splits of the people rather than one. Use it to choose between configs without
-looking at the held-out users of README's table (the default folds use only its training users).
+looking at the held-out users of docs/real-data.md's table (the default folds use only its training users).
 
 Usage (from the project root, after `cargo build --release`; standard library only):
     python3 scripts/geolife_users.py [--shared ../shared/data/geolife] [--out checkpoints/users]
@@ -11,7 +11,7 @@ Usage (from the project root, after `cargo build --release`; standard library on
 - Each fold is a copy of the tree (links) in which the fold's users are renamed to sort last, so
   the importer's split (the last quarter of the users is `test`) holds them out; the fold's
   other users train. The default folds cut the importer's own training users (all but the last
-  quarter) into pairs: README's held-out users are in none of them.
+  quarter) into pairs: docs/real-data.md's held-out users are in none of them.
 - Every variant (`baseline` is `configs/geolife.toml` as it is; a variant adds `--set` keys) trains
   every fold with every seed, `--jobs` runs at a time, each with `--threads` threads.
 - Prints, per variant, the model's most likely trajectory (K=1) and best of 6 against ridge and

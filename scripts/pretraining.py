@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Does self-supervised pretraining help a model transfer to a source it never saw? Regenerates
-README's pretraining table: prints it (mean +- sample standard deviation over seeds) and writes
+docs/transfer.md's pretraining table: prints it (mean +- sample standard deviation over seeds) and writes
 OUT/pretraining.json.
 
 Usage (from the project root, after `cargo build --release`; shares its data and its from-scratch

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates README's real-data tables: imports the shared samples, trains every seed, evaluates
+"""Regenerates docs/real-data.md's tables: imports the shared samples, trains every seed, evaluates
 on held-out data, and prints mean +- spread (sample standard deviation) over seeds.
 
 Usage (from the project root, after `cargo build --release`):

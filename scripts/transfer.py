@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates README's transfer report: does one model trained on several sources carry over to
+"""Regenerates docs/transfer.md's report: does one model trained on several sources carry over to
 a source (and a sampling rate) it never saw, and how much of that source's data does fine-tuning
 need? Prints the tables (mean +- sample standard deviation over seeds) and writes
 OUT/transfer.json and OUT/transfer.png.

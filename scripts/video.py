@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates README's video table: what dashcam clips buy on the simulator.
+"""Regenerates docs/video.md's table: what dashcam clips buy on the simulator.
 
 For each seed, trains `configs/video.toml` on the simulated world with clips and evaluates it on
 the test split twice: as trained, and with video dropped (`dfm eval --drop video`: the same model,

@@ -1,6 +1,6 @@
 //! The raw (pre-normalization) values of a sample's feature channels, gathered into a dataset's
 //! statistics (`manifest.json`'s `norm`) as its shards are written; the feature code
-//! (`features.rs`) normalizes with them. Both read positions in the same local frame.
+//! (`features/`) normalizes with them. Both read positions in the same local frame.
 
 use super::manifest::StatsAcc;
 use super::sample::Sample;
