@@ -50,21 +50,7 @@ pub fn plan(
     seeds: &[u64],
     out: &Path,
 ) -> anyhow::Result<Vec<Planned>> {
-    let n = axes
-        .iter()
-        .map(|a| a.values.len())
-        .chain([seeds.len().max(1)])
-        .try_fold(1usize, |n, k| n.checked_mul(k).filter(|&n| n <= MAX_RUNS));
-    let Some(n) = n else {
-        bail!(
-            "the sweep has more than {MAX_RUNS} runs ({}): at most {MAX_RUNS}",
-            axes.iter()
-                .map(|a| format!("{} values of {}", a.values.len(), a.key))
-                .chain((!seeds.is_empty()).then(|| format!("{} seeds", seeds.len())))
-                .collect::<Vec<_>>()
-                .join(" x ")
-        );
-    };
+    let n = count_runs(axes, seeds)?;
     let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
     for a in axes {
         combos = combos
@@ -98,24 +84,46 @@ pub fn plan(
                 folder_name(&name.join(","))
             };
             let dir = out.join(folder);
-            if let Some(twin) = out_runs.iter().find(|p| p.dir == dir) {
-                bail!(
-                    "sweep runs {} and {} would share the folder {}",
-                    twin.sets
-                        .iter()
-                        .map(|s| shown(s))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    sets.iter().map(|s| shown(s)).collect::<Vec<_>>().join(" "),
-                    dir.display()
-                );
-            }
+            check_own_folder(&out_runs, &dir, &sets)?;
             sets.push(format!("run.dir={}", dir.display()));
             Config::load(config, &sets).with_context(|| format!("sweep run {}", dir.display()))?;
             out_runs.push(Planned { dir, sets });
         }
     }
     Ok(out_runs)
+}
+
+/// No two runs of a sweep share a folder.
+fn check_own_folder(planned: &[Planned], dir: &Path, sets: &[String]) -> anyhow::Result<()> {
+    let Some(twin) = planned.iter().find(|p| p.dir == dir) else {
+        return Ok(());
+    };
+    let shown_all = |sets: &[String]| sets.iter().map(|s| shown(s)).collect::<Vec<_>>().join(" ");
+    bail!(
+        "sweep runs {} and {} would share the folder {}",
+        shown_all(&twin.sets),
+        shown_all(sets),
+        dir.display()
+    )
+}
+
+/// How many runs the axes and seeds make, counted before any is built: at most `MAX_RUNS`.
+fn count_runs(axes: &[Axis], seeds: &[u64]) -> anyhow::Result<usize> {
+    let n = axes
+        .iter()
+        .map(|a| a.values.len())
+        .chain([seeds.len().max(1)])
+        .try_fold(1usize, |n, k| n.checked_mul(k).filter(|&n| n <= MAX_RUNS));
+    n.with_context(|| {
+        format!(
+            "the sweep has more than {MAX_RUNS} runs ({}): at most {MAX_RUNS}",
+            axes.iter()
+                .map(|a| format!("{} values of {}", a.values.len(), a.key))
+                .chain((!seeds.is_empty()).then(|| format!("{} seeds", seeds.len())))
+                .collect::<Vec<_>>()
+                .join(" x ")
+        )
+    })
 }
 
 /// A run's folder name from its settings: letters, digits and `-_.=,+:` as they are, every

@@ -60,40 +60,22 @@ pub fn run(
     let plan = crate::passes::plan_for(0, device);
     let mut rows = Vec::new();
     for &bs in batch_sizes {
-        let feats: Vec<_> = (0..bs)
-            .map(|i| norm.features(&samples[i % samples.len()]))
-            .collect();
-        let b = FeatureBatcher.batch(feats, device);
-        let masks = TokenMasks::keep(crate::eval::keep_mask(&[], bs, device));
+        let (b, masks) = batch_of(norm, samples, bs, device);
         let run = || {
             let out = m.forward(&b, &masks);
             let _ = out.traj.into_data();
             let _ = out.eta.into_data();
         };
-        for _ in 0..5 {
-            run();
-        }
-        let mut lat = Vec::with_capacity(iterations);
-        for _ in 0..iterations {
-            let t = Instant::now();
-            run();
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        lat.sort_by(f64::total_cmp);
-        let p50 = percentile(&lat, 0.5);
+        let lat = latencies_ms(&run, iterations);
         let side = (plan.workers > 1)
             .then(|| side_by_side(&run, bs, plan, iterations))
             .transpose()?;
         let (prepare, caller) = caller_side(p, samples, bs, iterations, device)?;
         rows.push(Row {
-            batch_size: bs,
-            iterations,
-            p50_ms: p50,
-            p99_ms: percentile(&lat, 0.99),
-            samples_per_s: bs as f64 / (p50 / 1e3),
             prepare_p50_ms: prepare,
             caller_p50_ms: caller,
             side_by_side_samples_per_s: side,
+            ..Row::of_latencies(&lat, bs)
         });
     }
     let (best, p50, p99) =
@@ -109,6 +91,53 @@ pub fn run(
         threads_per_worker: plan.threads,
         rows,
     })
+}
+
+impl Row {
+    /// A batch size's row from its sorted pass latencies (the caller's side and the passes side
+    /// by side left out).
+    fn of_latencies(lat: &[f64], bs: usize) -> Row {
+        let p50 = percentile(lat, 0.5);
+        Row {
+            batch_size: bs,
+            iterations: lat.len(),
+            p50_ms: p50,
+            p99_ms: percentile(lat, 0.99),
+            samples_per_s: bs as f64 / (p50 / 1e3),
+            prepare_p50_ms: 0.0,
+            caller_p50_ms: 0.0,
+            side_by_side_samples_per_s: None,
+        }
+    }
+}
+
+/// A batch of `bs` samples (cycling through `samples`) with every modality kept.
+fn batch_of(
+    norm: &crate::features::Normalizer,
+    samples: &[crate::Sample],
+    bs: usize,
+    device: &Device,
+) -> (crate::batch::Batch, TokenMasks) {
+    let feats: Vec<_> = (0..bs)
+        .map(|i| norm.features(&samples[i % samples.len()]))
+        .collect();
+    let b = FeatureBatcher.batch(feats, device);
+    (b, TokenMasks::keep(crate::eval::keep_mask(&[], bs, device)))
+}
+
+/// Sorted latencies (ms) of `iterations` calls of `run`, after 5 warm-up calls.
+fn latencies_ms(run: &dyn Fn(), iterations: usize) -> Vec<f64> {
+    for _ in 0..5 {
+        run();
+    }
+    let mut lat = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        run();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    lat
 }
 
 /// Samples/s of a server's passes side by side: each worker runs `run` (one pass of `bs`
@@ -197,8 +226,7 @@ impl InferBench {
             ));
         }
         s.push_str(
-            "(p50/p99/samples/s: the forward pass; prepare: request JSON to batch tensors; caller: \
-             parse + predict)\n",
+            "(p50/p99/samples/s: the forward pass; prepare: request JSON to batch tensors; caller: parse + predict)\n",
         );
         s.push_str(&format!(
             "(at once: {} passes side by side, {} thread(s) each, as `dfm serve` runs them here)\n",

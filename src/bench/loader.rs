@@ -75,13 +75,7 @@ pub fn run(o: &Options) -> anyhow::Result<LoaderBench> {
                 break;
             }
         }
-        let secs = t.elapsed().as_secs_f64();
-        rows.push(Row {
-            workers: w,
-            samples: n,
-            seconds: secs,
-            samples_per_s: n as f64 / secs.max(1e-9),
-        });
+        rows.push(Row::timed(w, n, t.elapsed().as_secs_f64()));
     }
     let best = rows.iter().map(|r| r.samples_per_s).fold(0.0, f64::max);
     Ok(LoaderBench {
@@ -93,6 +87,17 @@ pub fn run(o: &Options) -> anyhow::Result<LoaderBench> {
         samples_per_s: best,
         rows,
     })
+}
+
+impl Row {
+    fn timed(workers: usize, samples: usize, seconds: f64) -> Row {
+        Row {
+            workers,
+            samples,
+            seconds,
+            samples_per_s: samples as f64 / seconds.max(1e-9),
+        }
+    }
 }
 
 impl LoaderBench {

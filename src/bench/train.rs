@@ -30,6 +30,56 @@ pub struct Profile {
     pub step_ms: f64,
 }
 
+impl Profile {
+    /// The step profile: each part's mean time and share, the slowest marked.
+    fn render(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        let p = self;
+        let _ = writeln!(s, "step profile (mean ms per step):");
+        let parts = [
+            ("data wait", p.data_ms),
+            ("forward", p.forward_ms),
+            ("backward", p.backward_ms),
+            ("optimizer", p.optimizer_ms),
+        ];
+        let slowest = parts
+            .iter()
+            .fold(parts[0], |a, b| if b.1 > a.1 { *b } else { a })
+            .0;
+        for (name, ms) in parts {
+            let _ = writeln!(
+                s,
+                "  {name:<10} {ms:>9.2} ms {:>5.1}%{}",
+                100.0 * ms / p.step_ms.max(1e-12),
+                if name == slowest { "  <- slowest" } else { "" }
+            );
+        }
+        let _ = writeln!(s, "  step       {:>9.2} ms", p.step_ms);
+    }
+}
+
+impl Profile {
+    /// The totals of `steps` timed steps (taking `secs` in all) as the mean of one.
+    fn per_step(mut self, steps: f64, secs: f64) -> Profile {
+        self.data_ms /= steps;
+        self.forward_ms /= steps;
+        self.backward_ms /= steps;
+        self.optimizer_ms /= steps;
+        self.step_ms = secs * 1e3 / steps;
+        self
+    }
+}
+
+/// What a step of the run's objective computes, for the FLOP count.
+fn work_of(cfg: &Config) -> flops::Work {
+    match cfg.train.objective {
+        Objective::Supervised => flops::Work::Supervised,
+        Objective::Pretrain => flops::Work::Pretrain {
+            align: cfg.train.loss_weights.get("align").is_none_or(|w| *w > 0.0),
+        },
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub struct TrainBench {
     pub bench: &'static str,
@@ -122,33 +172,14 @@ pub fn run(
     // The same float type as `dfm train` (bf16 where the GPU computes in it, else refused);
     // the matmul peaks below then measure that type too.
     let device = &crate::train::with_precision(device.clone(), cfg.train.precision)?;
-    let ad = device.clone().autodiff();
-    let model = setup.new_model(&ad);
-    let mut optim = optimizer(cfg);
     let spec = &setup.spec;
-    let work = match cfg.train.objective {
-        Objective::Supervised => flops::Work::Supervised,
-        Objective::Pretrain => flops::Work::Pretrain {
-            align: cfg.train.loss_weights.get("align").is_none_or(|w| *w > 0.0),
-        },
-    };
+    let work = work_of(cfg);
     let fwd = flops::forward_flops(&cfg.model, spec, cfg.data.image_size, work);
     let tokens = flops::tokens(&cfg.model, spec, cfg.data.image_size).total;
-    let loader = setup.train_loader()?;
-    anyhow::ensure!(
-        loader.num_batches() > 0,
-        "the train split has less than one batch"
-    );
-    let (timed, model) = timed_steps(&setup, &loader, &ad, model, &mut optim, o)?;
-    let (mut prof, secs, timed_samples, peak_dev) =
-        (timed.profile, timed.secs, timed.samples, timed.peak_device);
-    let n = o.steps.max(1) as f64;
-    prof.data_ms /= n;
-    prof.forward_ms /= n;
-    prof.backward_ms /= n;
-    prof.optimizer_ms /= n;
-    prof.step_ms = secs * 1e3 / n;
-    let samples_per_s = timed_samples as f64 / secs;
+    let (timed, params) = measure(&setup, device, o)?;
+    let (secs, peak_dev) = (timed.secs, timed.peak_device);
+    let prof = timed.profile.per_step(o.steps.max(1) as f64, secs);
+    let samples_per_s = timed.samples as f64 / secs;
     let compute_s = (prof.forward_ms + prof.backward_ms + prof.optimizer_ms) / 1e3;
     let compute_samples_per_s = cfg.train.batch_size as f64 / compute_s.max(1e-12);
     let peak = matmul_peak(device, o.matmul_size, 10);
@@ -166,7 +197,7 @@ pub fn run(
         batch_size: cfg.train.batch_size,
         steps: o.steps,
         warmup_steps: o.warmup,
-        params: model.num_params(),
+        params,
         tokens_per_sample: tokens,
         samples_per_s,
         compute_samples_per_s,
@@ -187,6 +218,20 @@ pub fn run(
     })
 }
 
+/// A new model's timed steps on `device`, and its parameter count.
+fn measure(setup: &Setup, device: &Device, o: &Options) -> anyhow::Result<(Timed, usize)> {
+    let ad = device.clone().autodiff();
+    let model = setup.new_model(&ad);
+    let mut optim = optimizer(&setup.cfg);
+    let loader = setup.train_loader()?;
+    anyhow::ensure!(
+        loader.num_batches() > 0,
+        "the train split has less than one batch"
+    );
+    let (timed, model) = timed_steps(setup, &loader, &ad, model, &mut optim, o)?;
+    Ok((timed, model.num_params()))
+}
+
 /// What the timed steps measured.
 struct Timed {
     profile: Profile,
@@ -196,6 +241,23 @@ struct Timed {
 }
 
 /// `o.warmup` untimed steps, then `o.steps` timed ones (data, forward, backward, optimizer).
+/// An epoch's batches, built ahead on the loader's threads as in `dfm train` on one device.
+fn epoch_batches(
+    setup: &Setup,
+    loader: &crate::data::mixture::Mixture,
+    ad: &Device,
+    epoch: u64,
+) -> crate::data::mixture::MixEpoch<crate::features::Features, StepInput> {
+    let norm = setup.norm.clone();
+    let dev = ad.clone();
+    loader.epoch(
+        epoch,
+        0,
+        Arc::new(move |s| norm.features(&s)),
+        Arc::new(move |items| StepInput::Ready(Box::new(FeatureBatcher.batch(items, &dev)))),
+    )
+}
+
 fn timed_steps(
     setup: &Setup,
     loader: &crate::data::mixture::Mixture,
@@ -213,14 +275,7 @@ fn timed_steps(
     let mut timed_start: Option<Instant> = None;
     let mut timed_samples = 0usize;
     while done < total {
-        let norm = setup.norm.clone();
-        let dev = ad.clone();
-        let mut batches = loader.epoch(
-            epoch,
-            0,
-            Arc::new(move |s| norm.features(&s)),
-            Arc::new(move |items| StepInput::Ready(Box::new(FeatureBatcher.batch(items, &dev)))),
-        );
+        let mut batches = epoch_batches(setup, loader, ad, epoch);
         loop {
             if done == o.warmup && timed_start.is_none() {
                 ad.sync().ok();
@@ -251,12 +306,10 @@ fn timed_steps(
         }
         epoch += 1;
     }
+    let secs = timed_start.expect("timed steps ran").elapsed();
     let timed = Timed {
         profile: prof,
-        secs: timed_start
-            .expect("timed steps ran")
-            .elapsed()
-            .as_secs_f64(),
+        secs: secs.as_secs_f64(),
         samples: timed_samples,
         peak_device: peak_dev,
     };
@@ -336,6 +389,34 @@ fn flops_by_part(
 }
 
 impl TrainBench {
+    /// The peak memory of the device and of the process, where known.
+    fn render_memory(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        if let Some(m) = self.peak_device_mib {
+            let _ = writeln!(s, "  peak device memory   {m:>12.1} MiB");
+        }
+        if let Some(m) = self.peak_rss_mib {
+            let _ = writeln!(s, "  peak host memory     {m:>12.1} MiB (process RSS)");
+        }
+    }
+
+    /// The forward pass's FLOPs by part, the largest eight.
+    fn render_flops_by_part(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        let total: f64 = self.flops_by_part.values().sum();
+        let mut by: Vec<(&String, &f64)> = self.flops_by_part.iter().collect();
+        by.sort_by(|a, b| b.1.total_cmp(a.1));
+        let _ = writeln!(s, "forward FLOPs by part:");
+        for (name, f) in by.iter().take(8) {
+            let _ = writeln!(
+                s,
+                "  {name:<28} {:>9.3} MFLOP {:>5.1}%",
+                *f / 1e6,
+                100.0 * *f / total
+            );
+        }
+    }
+
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
@@ -387,45 +468,9 @@ impl TrainBench {
             "  MFU                  {:>12.3}  (without data wait: {:.3})",
             self.mfu, self.mfu_compute
         );
-        if let Some(m) = self.peak_device_mib {
-            let _ = writeln!(s, "  peak device memory   {m:>12.1} MiB");
-        }
-        if let Some(m) = self.peak_rss_mib {
-            let _ = writeln!(s, "  peak host memory     {m:>12.1} MiB (process RSS)");
-        }
-        let p = &self.profile;
-        let _ = writeln!(s, "step profile (mean ms per step):");
-        let parts = [
-            ("data wait", p.data_ms),
-            ("forward", p.forward_ms),
-            ("backward", p.backward_ms),
-            ("optimizer", p.optimizer_ms),
-        ];
-        let slowest = parts
-            .iter()
-            .fold(parts[0], |a, b| if b.1 > a.1 { *b } else { a })
-            .0;
-        for (name, ms) in parts {
-            let _ = writeln!(
-                s,
-                "  {name:<10} {ms:>9.2} ms {:>5.1}%{}",
-                100.0 * ms / p.step_ms.max(1e-12),
-                if name == slowest { "  <- slowest" } else { "" }
-            );
-        }
-        let _ = writeln!(s, "  step       {:>9.2} ms", p.step_ms);
-        let total: f64 = self.flops_by_part.values().sum();
-        let mut by: Vec<(&String, &f64)> = self.flops_by_part.iter().collect();
-        by.sort_by(|a, b| b.1.total_cmp(a.1));
-        let _ = writeln!(s, "forward FLOPs by part:");
-        for (name, f) in by.iter().take(8) {
-            let _ = writeln!(
-                s,
-                "  {name:<28} {:>9.3} MFLOP {:>5.1}%",
-                *f / 1e6,
-                100.0 * *f / total
-            );
-        }
+        self.render_memory(&mut s);
+        self.profile.render(&mut s);
+        self.render_flops_by_part(&mut s);
         s
     }
 }

@@ -255,30 +255,7 @@ fn read_verified(
 
 /// Loads a bundle, verifying every file's SHA-256 and the schema version.
 pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
-    let meta_path = dir.join("bundle.json");
-    let bytes = read_regular(&meta_path, MAX_META_BYTES)
-        .with_context(|| format!("{}: not an export bundle (no bundle.json)", dir.display()))?;
-    let meta: BundleMeta = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid", meta_path.display()))?;
-    if meta.format != FORMAT {
-        bail!(
-            "{}: format `{}` is not `{FORMAT}`",
-            meta_path.display(),
-            meta.format
-        );
-    }
-    if meta.schema_version != SCHEMA_VERSION {
-        bail!(
-            "{}: the model was trained on schema version {}, this dfm reads version {SCHEMA_VERSION}",
-            meta_path.display(),
-            meta.schema_version
-        );
-    }
-    for f in ["model.bpk", "config.toml", NORMALIZATION] {
-        if !meta.files.contains_key(f) {
-            bail!("{}: lists no hash for {f}", meta_path.display());
-        }
-    }
+    let meta = read_meta(dir)?;
     let mut files = read_verified(
         dir,
         &meta,
@@ -319,4 +296,34 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
         model,
         ridge,
     })
+}
+
+/// A bundle's `bundle.json`: its format, a schema version this dfm reads, and a hash for each
+/// file a model needs.
+fn read_meta(dir: &Path) -> anyhow::Result<BundleMeta> {
+    let meta_path = dir.join("bundle.json");
+    let bytes = read_regular(&meta_path, MAX_META_BYTES)
+        .with_context(|| format!("{}: not an export bundle (no bundle.json)", dir.display()))?;
+    let meta: BundleMeta = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    if meta.format != FORMAT {
+        bail!(
+            "{}: format `{}` is not `{FORMAT}`",
+            meta_path.display(),
+            meta.format
+        );
+    }
+    if meta.schema_version != SCHEMA_VERSION {
+        bail!(
+            "{}: the model was trained on schema version {}, this dfm reads version {SCHEMA_VERSION}",
+            meta_path.display(),
+            meta.schema_version
+        );
+    }
+    for f in ["model.bpk", "config.toml", NORMALIZATION] {
+        if !meta.files.contains_key(f) {
+            bail!("{}: lists no hash for {f}", meta_path.display());
+        }
+    }
+    Ok(meta)
 }

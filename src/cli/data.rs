@@ -330,28 +330,7 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
             )
         }
         ImportCmd::GpsCsv(a) => {
-            anyhow::ensure!(
-                a.val_frac + a.test_frac < 1.0,
-                "--val-frac {} + --test-frac {} leave no training data",
-                a.val_frac,
-                a.test_frac
-            );
-            let mut o = gps_csv::CsvOptions {
-                seed: a.common.seed,
-                part: a.common.part()?,
-                val_frac: a.val_frac,
-                test_frac: a.test_frac,
-                ..Default::default()
-            };
-            a.window.apply(&mut o.window);
-            o.columns = gps_csv::Columns {
-                id: a.id_col,
-                time: a.time_col,
-                lat: a.lat_col,
-                lon: a.lon_col,
-                speed: a.speed_col,
-                heading: a.heading_col,
-            };
+            let o = gps_csv_options(&a)?;
             let c = &a.common;
             (
                 gps_csv::import(&a.input, &c.out, &o, c.skip_bad, c.force)?,
@@ -376,6 +355,32 @@ pub fn import(cmd: ImportCmd) -> anyhow::Result<()> {
         }
     };
     finish_import(&report, &common.out, common.skip_bad)
+}
+
+fn gps_csv_options(a: &GpsCsvArgs) -> anyhow::Result<gps_csv::CsvOptions> {
+    anyhow::ensure!(
+        a.val_frac + a.test_frac < 1.0,
+        "--val-frac {} + --test-frac {} leave no training data",
+        a.val_frac,
+        a.test_frac
+    );
+    let mut o = gps_csv::CsvOptions {
+        seed: a.common.seed,
+        part: a.common.part()?,
+        val_frac: a.val_frac,
+        test_frac: a.test_frac,
+        ..Default::default()
+    };
+    a.window.apply(&mut o.window);
+    o.columns = gps_csv::Columns {
+        id: a.id_col.clone(),
+        time: a.time_col.clone(),
+        lat: a.lat_col.clone(),
+        lon: a.lon_col.clone(),
+        speed: a.speed_col.clone(),
+        heading: a.heading_col.clone(),
+    };
+    Ok(o)
 }
 
 fn lmrc_options(a: &LmrcArgs) -> anyhow::Result<lmrc::LmrcOptions> {

@@ -181,30 +181,13 @@ fn shared_routes(splits: &BTreeMap<String, SplitReport>) -> Vec<String> {
 }
 
 impl Report {
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let regions: BTreeSet<&String> = self
-            .splits
-            .values()
-            .flat_map(|r| r.regions.keys())
-            .collect();
+    /// The share of samples of each split that have each modality and label.
+    fn render_coverage(&self, s: &mut String) {
         let mods: BTreeSet<&&str> = self
             .splits
             .values()
             .flat_map(|r| r.modalities.keys())
             .collect();
-        let _ = write!(s, "{:<10} {:>8} {:>7}", "split", "samples", "routes");
-        for r in &regions {
-            let _ = write!(s, " {:>9}", r);
-        }
-        s.push('\n');
-        for (name, rep) in &self.splits {
-            let _ = write!(s, "{:<10} {:>8} {:>7}", name, rep.samples, rep.routes.len());
-            for r in &regions {
-                let _ = write!(s, " {:>9}", rep.regions.get(*r).copied().unwrap_or(0));
-            }
-            s.push('\n');
-        }
         s.push_str("\nmodality / label coverage (share of samples)\n");
         let _ = write!(s, "{:<17}", "");
         for name in self.splits.keys() {
@@ -219,6 +202,28 @@ impl Report {
             }
             s.push('\n');
         }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let regions: BTreeSet<&String> = self
+            .splits
+            .values()
+            .flat_map(|r| r.regions.keys())
+            .collect();
+        let _ = write!(s, "{:<10} {:>8} {:>7}", "split", "samples", "routes");
+        for r in &regions {
+            let _ = write!(s, " {:>9}", r);
+        }
+        s.push('\n');
+        for (name, rep) in &self.splits {
+            let _ = write!(s, "{:<10} {:>8} {:>7}", name, rep.samples, rep.routes.len());
+            for r in &regions {
+                let _ = write!(s, " {:>9}", rep.regions.get(*r).copied().unwrap_or(0));
+            }
+            s.push('\n');
+        }
+        self.render_coverage(&mut s);
         let routes: usize = self.splits.values().map(|r| r.routes.len()).sum();
         if self.shared_routes.is_empty() {
             let _ = writeln!(s, "\nsplits share no route id ({routes} routes in all)");

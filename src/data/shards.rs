@@ -421,9 +421,7 @@ fn read_member<R: Read>(
             path,
             key,
             format!(
-                "member `{name}` claims {size} bytes in its tar header; the shard has \
-                 {file_len} bytes and a member may have at most {MAX_MEMBER_BYTES} \
-                 (corrupt header?)"
+                "member `{name}` claims {size} bytes in its tar header; the shard has {file_len} bytes and a member may have at most {MAX_MEMBER_BYTES} (corrupt header?)"
             ),
         ));
     }
@@ -450,6 +448,36 @@ fn read_member<R: Read>(
     })
 }
 
+/// A shard opened for reading, and its size.
+fn open_shard(path: &Path) -> Result<(File, u64), DataError> {
+    let file =
+        File::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| DataError::file(path, format!("cannot stat shard: {e}")))?
+        .len();
+    Ok((file, len))
+}
+
+/// Adds a member to its record; a record holds each member once.
+fn add_member(
+    path: &Path,
+    rec: &mut Record,
+    name: &str,
+    ext: String,
+    bytes: Vec<u8>,
+) -> Result<(), DataError> {
+    if rec.members.iter().any(|(e, _)| *e == ext) {
+        return Err(DataError::record(
+            path,
+            &rec.key,
+            format!("member `{name}` appears twice"),
+        ));
+    }
+    rec.members.push((ext, bytes));
+    Ok(())
+}
+
 /// Reads the records of a shard in order, calling `f` for each; `f` returns `false` to stop.
 /// A truncated or malformed archive is an error naming the shard and the record being read.
 /// With `expected`, a shard holding another number of records is an error too.
@@ -458,12 +486,7 @@ pub fn for_each_record(
     expected: Option<usize>,
     mut f: impl FnMut(Record) -> bool,
 ) -> Result<usize, DataError> {
-    let file =
-        File::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e}")))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| DataError::file(path, format!("cannot stat shard: {e}")))?
-        .len();
+    let (file, file_len) = open_shard(path)?;
     let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 16, file));
     let entries = ar
         .entries()
@@ -497,14 +520,7 @@ pub fn for_each_record(
             key,
             members: Vec::new(),
         });
-        if rec.members.iter().any(|(e, _)| *e == ext) {
-            return Err(DataError::record(
-                path,
-                &rec.key,
-                format!("member `{name}` appears twice"),
-            ));
-        }
-        rec.members.push((ext, buf));
+        add_member(path, rec, &name, ext, buf)?;
     }
     if let Some(r) = cur.take() {
         count += 1;

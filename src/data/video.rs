@@ -129,25 +129,9 @@ pub fn resolve(
     Ok(())
 }
 
-/// Checks a clip of a sample decided at `t0`: frame times (finite, increasing, inside the
-/// history window when a spec gives it), field of view, and the decoded frames against the times
-/// and the spec's frame count and size.
-pub fn validate(v: &Video, t0: f64, spec: Option<Expected>) -> Result<(), BadField> {
-    if let Some(s) = spec
-        && s.frames == 0
-    {
-        return Err(err(
-            "video",
-            "the dataset's spec has no video (video_frames 0)",
-        ));
-    }
-    if v.t.is_empty() || v.t.len() > MAX_FRAMES {
-        return Err(err(
-            "video.t",
-            format!("{} frame times, expected 1 to {MAX_FRAMES}", v.t.len()),
-        ));
-    }
-    let window = spec.map(|s| s.window_s);
+/// The clip's frame times: finite, increasing, not after `t0`, and inside the history
+/// `window` (seconds before `t0`) when the dataset's spec gives one.
+fn check_times(v: &Video, t0: f64, window: Option<f64>) -> Result<(), BadField> {
     for (i, &t) in v.t.iter().enumerate() {
         let field = format!("video.t[{i}]");
         if !t.is_finite() {
@@ -171,6 +155,28 @@ pub fn validate(v: &Video, t0: f64, spec: Option<Expected>) -> Result<(), BadFie
             ));
         }
     }
+    Ok(())
+}
+
+/// Checks a clip of a sample decided at `t0`: frame times (finite, increasing, inside the
+/// history window when a spec gives it), field of view, and the decoded frames against the times
+/// and the spec's frame count and size.
+pub fn validate(v: &Video, t0: f64, spec: Option<Expected>) -> Result<(), BadField> {
+    if let Some(s) = spec
+        && s.frames == 0
+    {
+        return Err(err(
+            "video",
+            "the dataset's spec has no video (video_frames 0)",
+        ));
+    }
+    if v.t.is_empty() || v.t.len() > MAX_FRAMES {
+        return Err(err(
+            "video.t",
+            format!("{} frame times, expected 1 to {MAX_FRAMES}", v.t.len()),
+        ));
+    }
+    check_times(v, t0, spec.map(|s| s.window_s))?;
     if let Some(f) = v.fov_deg
         && (!f.is_finite() || f <= 0.0 || f >= 180.0)
     {

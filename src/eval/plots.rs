@@ -300,6 +300,31 @@ fn reliability(path: &Path, d: &PlotData) -> anyhow::Result<()> {
     save_png(path, w, h, buf)
 }
 
+/// One line of the horizon plot: its label, its value in a row, its colour.
+type Series = (&'static str, fn(&super::HorizonRow) -> f64, RGBAColor);
+
+/// The horizon plot's lines every evaluation has (the ridge's only where it was fitted).
+fn horizon_series() -> [Series; 4] {
+    [
+        ("model, best of K", |r| r.model_best_of_k_m, BLUE.to_rgba()),
+        (
+            "model, most likely (K=1)",
+            |r| r.model_top1_m,
+            CYAN.to_rgba(),
+        ),
+        (
+            "constant velocity",
+            |r| r.constant_velocity_m,
+            RGBColor(120, 120, 120).to_rgba(),
+        ),
+        (
+            "constant turn rate",
+            |r| r.constant_turn_rate_m,
+            RED.to_rgba(),
+        ),
+    ]
+}
+
 fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
     let (w, h) = (760u32, 480u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -325,26 +350,7 @@ fn horizon(path: &Path, d: &PlotData) -> anyhow::Result<()> {
             "seconds ahead",
             "mean error (m)",
         )?;
-        type Series = (&'static str, fn(&super::HorizonRow) -> f64, RGBAColor);
-        let series: [Series; 4] = [
-            ("model, best of K", |r| r.model_best_of_k_m, BLUE.to_rgba()),
-            (
-                "model, most likely (K=1)",
-                |r| r.model_top1_m,
-                CYAN.to_rgba(),
-            ),
-            (
-                "constant velocity",
-                |r| r.constant_velocity_m,
-                RGBColor(120, 120, 120).to_rgba(),
-            ),
-            (
-                "constant turn rate",
-                |r| r.constant_turn_rate_m,
-                RED.to_rgba(),
-            ),
-        ];
-        for (name, get, color) in series {
+        for (name, get, color) in horizon_series() {
             let pts: Vec<(f64, f64)> = d.horizon.iter().map(|r| (r.t_s, get(r))).collect();
             let s = ch.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
             labelled(s, name, color);

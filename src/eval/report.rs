@@ -274,21 +274,10 @@ impl EvalReport {
             format!("miss@{miss}m"),
             "brierFDE"
         );
-        traj_row(
-            s,
-            &format!("model K={k}"),
-            self.trajectory.as_ref().and_then(|t| t.at_k.as_ref()),
-        );
-        traj_row(
-            s,
-            "model K=1",
-            self.trajectory.as_ref().and_then(|t| t.at_1.as_ref()),
-        );
-        traj_row(
-            s,
-            "model top mode",
-            self.trajectory.as_ref().and_then(|t| t.top_mode.as_ref()),
-        );
+        let t = self.trajectory.as_ref();
+        traj_row(s, &format!("model K={k}"), t.and_then(|t| t.at_k.as_ref()));
+        traj_row(s, "model K=1", t.and_then(|t| t.at_1.as_ref()));
+        traj_row(s, "model top mode", t.and_then(|t| t.top_mode.as_ref()));
         for (n, label) in [
             ("constant_velocity", "constant velocity"),
             ("constant_turn_rate", "constant turn rate"),
@@ -304,11 +293,7 @@ impl EvalReport {
                     .and_then(|t| t.at_k.as_ref()),
             );
         }
-        if let Some(c) = self
-            .trajectory
-            .as_ref()
-            .and_then(|t| t.mode_calibration.as_ref())
-        {
+        if let Some(c) = t.and_then(|t| t.mode_calibration.as_ref()) {
             let _ = writeln!(
                 s,
                 "  mode probabilities: the top mode claims {:.3}, is the best mode {:.3} of the time (ECE {:.3})",
@@ -421,26 +406,7 @@ impl EvalReport {
         .collect();
         rollout_rows(s, "route roll-out (greedy)", &rollouts);
         if let Some(p) = &self.route_plans {
-            fn name(k: &str) -> &str {
-                match k {
-                    "model" => "model's likelier way",
-                    "nearest_end_first" => "nearest end first",
-                    "far_end_first" => "far end first",
-                    "better_end_first" => "better end (reads truth)",
-                    other => other,
-                }
-            }
-            let order = [
-                "model",
-                "nearest_end_first",
-                "far_end_first",
-                "better_end_first",
-            ];
-            let rows: Vec<(&str, &super::rollout::RolloutMetrics)> = order
-                .iter()
-                .filter_map(|k| Some((name(k), p.get(*k)?)))
-                .collect();
-            rollout_rows(s, "zone plan roll-out", &rows);
+            rollout_rows(s, "zone plan roll-out", &plan_rows(p));
         }
     }
 
@@ -560,4 +526,28 @@ minFDE m by speed{:<11}{:>8}{:>10}{:>10}{:>10}{:>10}",
             }
         }
     }
+}
+
+/// The zone plan's roll-outs in the report's order, each under its readable name.
+fn plan_rows(
+    p: &BTreeMap<String, super::rollout::RolloutMetrics>,
+) -> Vec<(&'static str, &super::rollout::RolloutMetrics)> {
+    fn name(k: &str) -> &'static str {
+        match k {
+            "model" => "model's likelier way",
+            "nearest_end_first" => "nearest end first",
+            "far_end_first" => "far end first",
+            _ => "better end (reads truth)",
+        }
+    }
+    let order = [
+        "model",
+        "nearest_end_first",
+        "far_end_first",
+        "better_end_first",
+    ];
+    order
+        .iter()
+        .filter_map(|k| Some((name(k), p.get(*k)?)))
+        .collect()
 }

@@ -97,7 +97,6 @@ fn truth_of(
         .iter()
         .find(|im| im.kind == ImageKind::Map && im.m_per_px.is_some() && im.anchor_px.is_some())
         .and_then(|im| Some((im.pixels.clone()?, im.m_per_px?, im.anchor_px?)));
-    let unknown = || "unknown".to_string();
     Truth {
         future: t
             .filter(|t| t.future.len() == horizons.len())
@@ -131,29 +130,38 @@ fn truth_of(
             .is_some_and(crate::zones::follows_convention),
         decision,
         over_capacity,
-        slices: [
-            s.region.name().to_string(),
-            s.context
-                .weather
-                .map(|w| w.name().to_string())
-                .unwrap_or_else(unknown),
-            s.context
-                .peak_day
-                .map(|p| p.to_string())
-                .unwrap_or_else(unknown),
-            // Only samples approaching a traffic light have a light slice.
-            t.and_then(|t| t.light_ahead)
-                .map(|l| l.name().to_string())
-                .unwrap_or_default(),
-            // Only samples with a future to score have a speed slice.
-            t.filter(|t| !t.future.is_empty())
-                .and_then(|_| crate::kinematics::history_speed(s, &frame))
-                .map(|v| crate::kinematics::speed_band(v).to_string())
-                .unwrap_or_default(),
-        ],
+        slices: slices_of(s, &frame),
         history: s.history.iter().map(|h| local(h.lat, h.lon)).collect(),
         raster,
     }
+}
+
+/// The sample's slice values: region, weather, peak day, the light ahead (only samples
+/// approaching a traffic light) and the history's speed band (only samples with a future to
+/// score).
+fn slices_of(s: &crate::Sample, frame: &crate::frame::LocalFrame) -> [String; 5] {
+    let t = s.target.as_ref();
+    let unknown = || "unknown".to_string();
+    [
+        s.region.name().to_string(),
+        s.context
+            .weather
+            .map(|w| w.name().to_string())
+            .unwrap_or_else(unknown),
+        s.context
+            .peak_day
+            .map(|p| p.to_string())
+            .unwrap_or_else(unknown),
+        // Only samples approaching a traffic light have a light slice.
+        t.and_then(|t| t.light_ahead)
+            .map(|l| l.name().to_string())
+            .unwrap_or_default(),
+        // Only samples with a future to score have a speed slice.
+        t.filter(|t| !t.future.is_empty())
+            .and_then(|_| crate::kinematics::history_speed(s, frame))
+            .map(|v| crate::kinematics::speed_band(v).to_string())
+            .unwrap_or_default(),
+    ]
 }
 
 /// The model's outputs for a batch, on the host.

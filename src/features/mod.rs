@@ -47,9 +47,7 @@ pub const FEATURES_VERSION: u32 = 2;
 /// What each version changed from the one before it.
 pub const FEATURE_CHANGES: [(u32, &str); 1] = [(
     2,
-    "the stop's rule rank (and `model.next_stop_prior`) is \"same zone, then neighbouring zone, \
-     then nearest\" where zone ids follow Amazon's convention (LMRC), was \"same zone, then \
-     nearest\"",
+    "the stop's rule rank (and `model.next_stop_prior`) is \"same zone, then neighbouring zone, then nearest\" where zone ids follow Amazon's convention (LMRC), was \"same zone, then nearest\"",
 )];
 
 /// The changes after version `v`, one per line (empty when none is known).
@@ -261,16 +259,7 @@ impl Normalizer {
         let ctx = self.context(s, &frame);
         let sp = &self.spec;
         let horizons = self.horizons(s);
-        let (knots, knot_step) = (sp.future_len, sp.future_step_s as f64);
-        let future_w = if time_grid::on_knots(&horizons, knots, knot_step) {
-            Vec::new()
-        } else {
-            time_grid::knot_weights(&horizons, knots, knot_step)
-        };
-        let prior: Vec<f32> = crate::kinematics::constant_velocity_at(s, &frame, &horizons)
-            .iter()
-            .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
-            .collect();
+        let (future_w, prior) = self.trajectory_inputs(s, &frame, &horizons);
         let t = self.targets(s, &frame, horizons.len());
         Features {
             hist,
@@ -309,6 +298,27 @@ impl Normalizer {
                 horizons_s: horizons,
             },
         }
+    }
+
+    /// The weights of the model's knots at the sample's horizons (empty when they are the
+    /// knots) and the constant-velocity prior at them, scaled like the future.
+    fn trajectory_inputs(
+        &self,
+        s: &Sample,
+        frame: &LocalFrame,
+        horizons: &[f64],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (knots, knot_step) = (self.spec.future_len, self.spec.future_step_s as f64);
+        let future_w = if time_grid::on_knots(horizons, knots, knot_step) {
+            Vec::new()
+        } else {
+            time_grid::knot_weights(horizons, knots, knot_step)
+        };
+        let prior: Vec<f32> = crate::kinematics::constant_velocity_at(s, frame, horizons)
+            .iter()
+            .flat_map(|p| [p[0] as f32 / self.traj_scale, p[1] as f32 / self.traj_scale])
+            .collect();
+        (future_w, prior)
     }
 
     /// The model's trajectory horizon, seconds (its last knot).

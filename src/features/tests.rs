@@ -33,10 +33,8 @@ fn image_copy_equals_bilinear_at_the_same_size() {
     );
 }
 
-/// A vehicle driving north at 10 m/s (fixes 10 m apart), one stop 30 m ahead in its own
-/// zone, the truth 20 m ahead after one step; unit statistics (every scale 1).
-#[test]
-fn features_of_a_hand_made_sample() {
+/// The hand-made sample of [`features_of_a_hand_made_sample`] and its spec.
+fn north_at_10_mps() -> (Sample, Spec) {
     let enu = Enu::new(48.0, 11.0);
     let at = |n: f64| enu.to_lat_lon(0.0, n);
     let fix = |t: f64, n: f64| {
@@ -74,6 +72,14 @@ fn features_of_a_hand_made_sample() {
         imu_rate_hz: 1.0,
         max_stops: 2,
     };
+    (s, spec)
+}
+
+/// A vehicle driving north at 10 m/s (fixes 10 m apart), one stop 30 m ahead in its own
+/// zone, the truth 20 m ahead after one step; unit statistics (every scale 1).
+#[test]
+fn features_of_a_hand_made_sample() {
+    let (s, spec) = north_at_10_mps();
     let f = Normalizer::new(&spec, &NormStats::default(), 8).features(&s);
     let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
     let row = |k: usize| &f.hist[k * HIST_CH..(k + 1) * HIST_CH];

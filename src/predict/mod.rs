@@ -63,19 +63,45 @@ pub fn parse_sample(json: &[u8], limits: &RequestLimits) -> Result<Sample, Input
 pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Sample, InputError> {
     s.target = None;
     check_plan_request(&s)?;
-    if let Some(i) = s
+    check_horizons(&s, limits)?;
+    let used = keep_model_image(&mut s);
+    check_inline(&s, used)?;
+    let s = resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
+        // Name the image by its place in the request.
+        let field = match (field.strip_prefix("images[0]"), used) {
+            (Some(rest), Some(u)) => format!("images[{u}]{rest}"),
+            _ => field,
+        };
+        if error.is_empty() {
+            error = "invalid".into();
+        }
+        InputError { field, error }
+    })?;
+    check_clip_shape(&s, limits)?;
+    Ok(s)
+}
+
+/// Every horizon a request asks for is within the model's.
+fn check_horizons(s: &Sample, limits: &RequestLimits) -> Result<(), InputError> {
+    match s
         .horizons_s
         .iter()
         .position(|&h| h > limits.max_horizon_s * (1.0 + 1e-9))
     {
-        return Err(InputError {
+        None => Ok(()),
+        Some(i) => Err(InputError {
             field: format!("horizons_s[{i}]"),
             error: format!(
                 "{} s is past the model's horizon of {} s",
                 s.horizons_s[i], limits.max_horizon_s
             ),
-        });
+        }),
     }
+}
+
+/// Keeps only the image the model reads (the first map or aerial raster) and returns its place
+/// in the request.
+fn keep_model_image(s: &mut Sample) -> Option<usize> {
     let used = s.images.iter().position(|im| {
         matches!(
             im.kind,
@@ -89,6 +115,11 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
         .filter(|(i, _)| Some(*i) == used)
         .map(|(_, im)| im)
         .collect();
+    used
+}
+
+/// A request carries its image, IMU rows and clip inline (it has no tar members).
+fn check_inline(s: &Sample, used: Option<usize>) -> Result<(), InputError> {
     for (i, im) in s.images.iter().enumerate() {
         if im.png_base64.is_none() && im.pixels.is_none() {
             return Err(InputError {
@@ -115,19 +146,7 @@ pub fn sample_from_request(mut s: Sample, limits: &RequestLimits) -> Result<Samp
             error: "required inline when video is given (a request has no tar members)".into(),
         });
     }
-    let s = resolve(s, &|_| None, None, limits.max_image_side).map_err(|(field, mut error)| {
-        // Name the image by its place in the request.
-        let field = match (field.strip_prefix("images[0]"), used) {
-            (Some(rest), Some(u)) => format!("images[{u}]{rest}"),
-            _ => field,
-        };
-        if error.is_empty() {
-            error = "invalid".into();
-        }
-        InputError { field, error }
-    })?;
-    check_clip_shape(&s, limits)?;
-    Ok(s)
+    Ok(())
 }
 
 /// A route plan needs stops to order, and at most `MAX_PLAN_STOPS` of them.

@@ -135,9 +135,7 @@ pub fn with_precision(
         // AdamW's epsilon (1e-8) and small second moments underflow to 0 and the first steps
         // divide by zero (on lavapipe the loss was non-finite at step 5). bf16 has f32's range.
         crate::config::Precision::F16 => anyhow::bail!(
-            "train.precision = \"f16\" does not train: burn 0.22 has no f32 master weights or \
-             loss scaling, and AdamW's state underflows in f16; use \"bf16\" on a GPU that \
-             computes in it, or \"f32\""
+            "train.precision = \"f16\" does not train: burn 0.22 has no f32 master weights or loss scaling, and AdamW's state underflows in f16; use \"bf16\" on a GPU that computes in it, or \"f32\""
         ),
         crate::config::Precision::Bf16 => FloatDType::BF16,
     };
@@ -148,13 +146,11 @@ pub fn with_precision(
     );
     anyhow::ensure!(
         device.supports_dtype(dtype),
-        "train.precision = \"{name}\": this device does not compute in {name} (it may store it, \
-         not do arithmetic in it); use f32"
+        "train.precision = \"{name}\": this device does not compute in {name} (it may store it, not do arithmetic in it); use f32"
     );
     device.configure(dtype).map_err(|e| {
         anyhow::anyhow!(
-            "train.precision = \"{name}\": {e:?} (the device's float type is set before its \
-             first tensor; run training in a fresh process)"
+            "train.precision = \"{name}\": {e:?} (the device's float type is set before its first tensor; run training in a fresh process)"
         )
     })?;
     Ok(device)

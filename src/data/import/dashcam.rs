@@ -20,7 +20,7 @@
 
 use super::gps_csv::{Columns, read};
 use super::{ImportReport, WindowOptions, hash_split, resample, windows};
-use crate::data::sample::Region;
+use crate::data::sample::{Region, Spec};
 use crate::data::video::{Frames, MAX_FRAMES, MAX_SIDE, Video};
 use crate::data::writer::DatasetWriter;
 use crate::error::DataError;
@@ -83,8 +83,7 @@ impl DashcamOptions {
         let window = (self.window.history_len.saturating_sub(1)) as f64 * self.window.step_s;
         anyhow::ensure!(
             self.frame_step_s > 0.0 && span <= window,
-            "--frames {} every --frame-step {} s span {span} s: more than the history window \
-             ({window} s); clips lie inside it",
+            "--frames {} every --frame-step {} s span {span} s: more than the history window ({window} s); clips lie inside it",
             self.frames,
             self.frame_step_s
         );
@@ -173,16 +172,10 @@ pub fn read_frame(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
 /// Decoded frames of a trip by index; `None` for one that could not be read (reported once).
 type FrameCache = HashMap<usize, Option<Vec<u8>>>;
 
-/// The trip's clip ending at `t0`: `None` when a wanted frame has no frame within half a step,
-/// or (with `skip_bad`) one of them cannot be read.
-fn clip(
-    frames: &[(f64, PathBuf)],
-    t0: f64,
-    o: &DashcamOptions,
-    cache: &mut FrameCache,
-    report: &mut ImportReport,
-    skip_bad: bool,
-) -> Result<Option<Video>, DataError> {
+/// The frame nearest each of the clip's times (`o.frames` of them, `o.frame_step_s` apart, the
+/// last at `t0`), none after `t0`, each within half a step of its time and after the one before;
+/// None when a time has no such frame.
+fn pick_frames(frames: &[(f64, PathBuf)], t0: f64, o: &DashcamOptions) -> Option<Vec<usize>> {
     let mut picked: Vec<usize> = Vec::with_capacity(o.frames);
     for k in 0..o.frames {
         let want = t0 - (o.frames - 1 - k) as f64 * o.frame_step_s;
@@ -203,9 +196,25 @@ fn clip(
             {
                 picked.push(j)
             }
-            _ => return Ok(None),
+            _ => return None,
         }
     }
+    Some(picked)
+}
+
+/// The trip's clip ending at `t0`: `None` when a wanted frame has no frame within half a step,
+/// or (with `skip_bad`) one of them cannot be read.
+fn clip(
+    frames: &[(f64, PathBuf)],
+    t0: f64,
+    o: &DashcamOptions,
+    cache: &mut FrameCache,
+    report: &mut ImportReport,
+    skip_bad: bool,
+) -> Result<Option<Video>, DataError> {
+    let Some(picked) = pick_frames(frames, t0, o) else {
+        return Ok(None);
+    };
     let mut data = Vec::with_capacity(o.frames * o.size * o.size * 3);
     for &j in &picked {
         if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(j) {
@@ -237,17 +246,8 @@ fn clip(
     }))
 }
 
-/// Imports every trip folder of `input` into a dataset with clips.
-pub fn import(
-    input: &Path,
-    out: &Path,
-    o: &DashcamOptions,
-    skip_bad: bool,
-    force: bool,
-) -> anyhow::Result<ImportReport> {
-    let shares = [("val_frac", o.val_frac), ("test_frac", o.test_frac)];
-    let clock = super::check_trajectory_import(&o.window, &shares, o.shard_size)?;
-    o.validate()?;
+/// The trip folders of `input` (each holding `gps.csv`), sorted; at least one.
+fn trip_folders(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut trips: Vec<PathBuf> = std::fs::read_dir(input)
         .map_err(|e| DataError::file(input, format!("cannot read: {e}")))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -259,29 +259,47 @@ pub fn import(
         "{}: no trip folders (a folder per trip holding gps.csv and frames/)",
         input.display()
     );
-    let mut spec = super::geolife::spec(&o.window);
-    spec.video_frames = o.frames;
-    spec.video_size = o.size;
-    let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
-    let mut report = ImportReport::default();
+    Ok(trips)
+}
+
+/// A trip's `gps.csv`: one trajectory (no id column; the trip folder's name is its id).
+fn read_track(
+    path: &Path,
+    clock: &super::Clock,
+    report: &mut ImportReport,
+    skip_bad: bool,
+) -> Result<std::collections::BTreeMap<String, Vec<super::RawFix>>, DataError> {
     let columns = Columns {
         id: String::new(),
         ..Default::default()
     };
+    read(path, &columns, clock, report, skip_bad)
+}
+
+/// Imports every trip folder of `input` into a dataset with clips.
+pub fn import(
+    input: &Path,
+    out: &Path,
+    o: &DashcamOptions,
+    skip_bad: bool,
+    force: bool,
+) -> anyhow::Result<ImportReport> {
+    let shares = [("val_frac", o.val_frac), ("test_frac", o.test_frac)];
+    let clock = super::check_trajectory_import(&o.window, &shares, o.shard_size)?;
+    o.validate()?;
+    let trips = trip_folders(input)?;
+    let spec = Spec {
+        video_frames: o.frames,
+        video_size: o.size,
+        ..super::geolife::spec(&o.window)
+    };
+    let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
+    let mut report = ImportReport::default();
     for trip in o.part.select(&trips) {
-        let id = trip
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
+        let id = trip.file_name().unwrap_or_default().to_string_lossy();
+        let id = id.to_string();
         report.files += 1;
-        let track = read(
-            &trip.join("gps.csv"),
-            &columns,
-            &clock,
-            &mut report,
-            skip_bad,
-        )?;
+        let track = read_track(&trip.join("gps.csv"), &clock, &mut report, skip_bad)?;
         let frames = list_frames(&trip.join("frames"))?;
         let split = hash_split(o.seed, &id, o.val_frac, o.test_frac);
         let mut cache = HashMap::new();

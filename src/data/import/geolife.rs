@@ -201,13 +201,7 @@ pub fn import(
     let mut report = ImportReport::default();
     let bar = crate::progress::bar(users.len() as u64, "importing users");
     for (user, dir) in o.part.select(&users) {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "plt"))
-            .collect();
-        files.sort();
-        for (fi, f) in files.iter().enumerate() {
+        for (fi, f) in plt_files(dir)?.iter().enumerate() {
             report.files += 1;
             let fixes = clean(read_plt(f, &mut report, skip_bad)?, &mut report);
             report.records_kept += fixes.len();
@@ -216,14 +210,7 @@ pub fn import(
             for (pi, piece) in pieces.iter().enumerate() {
                 let day = local_day(piece[0].t, clock);
                 let route = format!("{user}-{day}");
-                let split = if test_users.contains(&user) {
-                    "test"
-                } else {
-                    match hash_split(o.seed, &route, o.val_days, o.test_days) {
-                        "test" => "test_days",
-                        s => s,
-                    }
-                };
+                let split = split_of(&route, test_users.contains(&user), o);
                 let prefix = format!("gl{}-{fi:03}-{pi:02}", super::key_part(user));
                 let (samples, still) =
                     windows(piece, &o.window, clock, &route, &prefix, Region::Unknown);
@@ -242,6 +229,29 @@ pub fn import(
     generator["test_users"] = serde_json::to_value(&test_users)?;
     writer.finish("geolife", generator)?;
     Ok(report)
+}
+
+/// A user's `.plt` files, sorted.
+fn plt_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "plt"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A route's split: `test` for the held-out users; else by the route's hash, its `test` share
+/// held out as `test_days` (the same users on other days).
+fn split_of(route: &str, test_user: bool, o: &GeolifeOptions) -> &'static str {
+    if test_user {
+        return "test";
+    }
+    match hash_split(o.seed, route, o.val_days, o.test_days) {
+        "test" => "test_days",
+        s => s,
+    }
 }
 
 /// Per-user counts of a raw tree (for reports and tests).

@@ -209,6 +209,24 @@ impl RowColumns {
     }
 }
 
+/// A row's position: a latitude the local frame can represent and a longitude; else the column
+/// and what is wrong.
+fn check_position(lat: f64, lon: f64, c: &Columns) -> Result<(), (&str, String)> {
+    let max = crate::data::sample::MAX_ABS_LAT;
+    if !(-max..=max).contains(&lat) {
+        return Err((
+            &c.lat,
+            format!(
+                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+            ),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err((&c.lon, format!("{lon} is not a longitude in [-180, 180]")));
+    }
+    Ok(())
+}
+
 /// One row: its trajectory id and fix, checked (errors name the row and the column).
 fn parse_row(
     row: &csv::StringRecord,
@@ -240,24 +258,7 @@ fn parse_row(
     };
     let lat = get(cols.lat, &c.lat)?;
     let lon = get(cols.lon, &c.lon)?;
-    if !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT).contains(&lat) {
-        return Err(DataError::field(
-            path,
-            key,
-            &c.lat,
-            format!(
-                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-            ),
-        ));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err(DataError::field(
-            path,
-            key,
-            &c.lon,
-            format!("{lon} is not a longitude in [-180, 180]"),
-        ));
-    }
+    check_position(lat, lon, c).map_err(|(col, m)| DataError::field(path, key, col, m))?;
     let speed = opt(cols.speed, &c.speed)?;
     if speed.is_some_and(|v| v < 0.0) {
         return Err(DataError::field(path, key, &c.speed, "negative speed"));
@@ -281,6 +282,20 @@ fn parse_row(
     ))
 }
 
+/// The first local day held out as `test_days`: the last `test_days` share of the days the
+/// trajectories start on (never all of them); `i64::MAX` when none is held out.
+fn first_held_day(trajs: &BTreeMap<String, Vec<RawFix>>, clock: Clock, test_days: f64) -> i64 {
+    let mut days: Vec<i64> = trajs
+        .values()
+        .filter_map(|v| v.first())
+        .map(|f| local_day(f.t, clock))
+        .collect();
+    days.sort();
+    days.dedup();
+    let held = ((days.len() as f64 * test_days).floor() as usize).min(days.len().saturating_sub(1));
+    days.get(days.len() - held).copied().unwrap_or(i64::MAX)
+}
+
 pub fn import(
     input: &Path,
     out: &Path,
@@ -300,16 +315,7 @@ pub fn import(
     };
     let trajs = read(input, &o.columns, &clock, &mut report, skip_bad)?;
     anyhow::ensure!(!trajs.is_empty(), "{}: no trajectories", input.display());
-    let mut days: Vec<i64> = trajs
-        .values()
-        .filter_map(|v| v.first())
-        .map(|f| local_day(f.t, clock))
-        .collect();
-    days.sort();
-    days.dedup();
-    let held =
-        ((days.len() as f64 * o.test_days).floor() as usize).min(days.len().saturating_sub(1));
-    let first_held = days.get(days.len() - held).copied().unwrap_or(i64::MAX);
+    let first_held = first_held_day(&trajs, clock, o.test_days);
     let spec = super::geolife::spec(&o.window);
     let mut writer = DatasetWriter::new(out, spec, o.shard_size, force)?;
     for (id, fixes) in o.part.select(&trajs) {

@@ -331,6 +331,29 @@ fn round7(x: f64) -> f64 {
     (x * 1e7).round() / 1e7
 }
 
+/// Whether any fix of a window is more than `min_move_m` from `now`.
+fn moves(window: &[RawFix], now: RawFix, min_move_m: f64) -> bool {
+    let enu = Enu::new(now.lat, now.lon);
+    window.iter().any(|p| {
+        let (e, n) = enu.to_en(p.lat, p.lon);
+        (e * e + n * n).sqrt() > min_move_m
+    })
+}
+
+impl RawFix {
+    /// The fix as a sample's history holds it (positions to 7 decimals, about a centimetre).
+    fn fix(&self) -> Fix {
+        Fix {
+            t: self.t,
+            lat: round7(self.lat),
+            lon: round7(self.lon),
+            speed: self.speed,
+            heading: self.heading,
+            accuracy: None,
+        }
+    }
+}
+
 /// Trajectory samples (history -> future) over a resampled piece. Returns the samples and the
 /// number of windows dropped for not moving.
 pub fn windows(
@@ -350,28 +373,13 @@ pub fn windows(
     let mut i = h - 1;
     while i + f < piece.len() {
         let now = piece[i];
-        let enu = Enu::new(now.lat, now.lon);
-        let far = piece[i + 1 - h..=i + f].iter().any(|p| {
-            let (e, n) = enu.to_en(p.lat, p.lon);
-            (e * e + n * n).sqrt() > o.min_move_m
-        });
-        if !far {
+        if !moves(&piece[i + 1 - h..=i + f], now, o.min_move_m) {
             still += 1;
             i += o.stride.max(1);
             continue;
         }
         let (hour, weekday, _) = clock.local(now.t);
-        let history = piece[i + 1 - h..=i]
-            .iter()
-            .map(|p| Fix {
-                t: p.t,
-                lat: round7(p.lat),
-                lon: round7(p.lon),
-                speed: p.speed,
-                heading: p.heading,
-                accuracy: None,
-            })
-            .collect();
+        let history = piece[i + 1 - h..=i].iter().map(RawFix::fix).collect();
         out.push(Sample {
             video: None,
             key: format!("{key_prefix}-{i:05}"),

@@ -28,8 +28,7 @@ pub fn parse(v: &str, clock: &Clock) -> Result<f64, String> {
         clock.utc_of(n).map_err(|e| format!("`{v}`: {e}"))?
     } else {
         return Err(format!(
-            "`{v}` is neither UNIX seconds nor an ISO 8601 date-time (2008-10-23T02:53:04Z, \
-             2008-10-23 10:53:04+08:00, or 2008-10-23 10:53:04 in the --tz / --utc-offset time)"
+            "`{v}` is neither UNIX seconds nor an ISO 8601 date-time (2008-10-23T02:53:04Z, 2008-10-23 10:53:04+08:00, or 2008-10-23 10:53:04 in the --tz / --utc-offset time)"
         ));
     };
     check_unix_time(t).map_err(|_| format!("`{v}` is not between 1970 and 2100"))

@@ -211,12 +211,37 @@ fn ground(roads: &[(P2, P2, f64)], q: P2) -> [u8; 3] {
 
 /// The lights, queued cars and vans in front of the camera at time `t`.
 fn sprites(scene: &Scene, pose: &Pose, t: f64) -> Vec<Sprite> {
-    let area = scene.area;
     let in_view = |q: P2| {
         let d = depth(pose, q);
         d > 2.0 && d < OBJECT_M
     };
     let mut out = Vec::new();
+    light_sprites(scene, pose, t, &in_view, &mut out);
+    queue_sprites(scene, t, &in_view, &mut out);
+    for &q in scene.stops_ahead {
+        if in_view(q) {
+            out.push(Sprite {
+                at: q,
+                width: 2.0,
+                z0: 0.0,
+                z1: 2.6,
+                color: VAN,
+                glow: false,
+            });
+        }
+    }
+    out
+}
+
+/// Each traffic light in view: its housing, and its lamp where the camera faces it.
+fn light_sprites(
+    scene: &Scene,
+    pose: &Pose,
+    t: f64,
+    in_view: &dyn Fn(P2) -> bool,
+    out: &mut Vec<Sprite>,
+) {
+    let area = scene.area;
     for (node, &n) in area.nodes.iter().enumerate() {
         let q = [
             n[0] + pose.fwd[0] * FAR_SIDE_M,
@@ -250,6 +275,11 @@ fn sprites(scene: &Scene, pose: &Pose, t: f64) -> Vec<Sprite> {
             glow: true,
         });
     }
+}
+
+/// The cars queued on jammed edges (traffic under half speed), moving with time.
+fn queue_sprites(scene: &Scene, t: f64, in_view: &dyn Fn(P2) -> bool, out: &mut Vec<Sprite>) {
+    let area = scene.area;
     for (ei, e) in area.edges.iter().enumerate() {
         if scene.traffic.get(ei).is_none_or(|&x| x >= 0.5) {
             continue;
@@ -273,19 +303,6 @@ fn sprites(scene: &Scene, pose: &Pose, t: f64) -> Vec<Sprite> {
             s += QUEUE_GAP_M;
         }
     }
-    for &q in scene.stops_ahead {
-        if in_view(q) {
-            out.push(Sprite {
-                at: q,
-                width: 2.0,
-                z0: 0.0,
-                z1: 2.6,
-                color: VAN,
-                glow: false,
-            });
-        }
-    }
-    out
 }
 
 /// Paints a sprite: the box it covers on screen, at least one pixel a side.

@@ -174,6 +174,39 @@ pub fn generate(out: &Path, cfg: &SynthConfig, force: bool) -> anyhow::Result<Ma
     generate_part(out, cfg, force, crate::data::part::Part::WHOLE)
 }
 
+/// The routes `ids`, simulated on `threads` threads, in the order of their ids.
+fn simulate_chunk(
+    cfg: &SynthConfig,
+    areas: &[world::Area],
+    ids: &[usize],
+    threads: usize,
+    bar: &indicatif::ProgressBar,
+) -> Vec<anyhow::Result<RouteOut>> {
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                sc.spawn(move || {
+                    ids.iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|&i| {
+                            let r = simulate_route(cfg, areas, i);
+                            bar.inc(1);
+                            (i, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(usize, anyhow::Result<RouteOut>)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("simulation thread panicked"))
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    })
+}
+
 /// One part of the simulation (`Part`: every `num_shards`-th route from `shard_index`); the
 /// parts of a job, merged, hold the whole job's samples and statistics.
 pub fn generate_part(
@@ -195,31 +228,7 @@ pub fn generate_part(
     let routes: Vec<usize> = part.select(0..cfg.routes).collect();
     let bar = crate::progress::bar(routes.len() as u64, "simulating routes");
     for (ci, ids) in routes.chunks(chunk).enumerate() {
-        let outs: Vec<anyhow::Result<RouteOut>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let areas = &areas;
-                    let bar = &bar;
-                    sc.spawn(move || {
-                        ids.iter()
-                            .skip(t)
-                            .step_by(threads)
-                            .map(|&i| {
-                                let r = simulate_route(cfg, areas, i);
-                                bar.inc(1);
-                                (i, r)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut all: Vec<(usize, anyhow::Result<RouteOut>)> = handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("simulation thread panicked"))
-                .collect();
-            all.sort_by_key(|(i, _)| *i);
-            all.into_iter().map(|(_, r)| r).collect()
-        });
+        let outs = simulate_chunk(cfg, &areas, ids, threads, &bar);
         // Mix the samples of the routes of this chunk inside each split, deterministically.
         let mut per_split: BTreeMap<&'static str, Vec<(String, Record)>> = BTreeMap::new();
         for o in outs {

@@ -169,34 +169,7 @@ impl Track {
         let n = pts.len();
         let t_start = self.end_time();
         let f = factor(t_start);
-        // Curvature limit from the heading change over neighbouring points.
-        let mut vmax: Vec<f64> = pts.iter().map(|q| q.limit * f).collect();
-        for i in 1..n - 1 {
-            let (a, b, c) = (pts[i - 1].p, pts[i].p, pts[i + 1].p);
-            let h1 = (b[1] - a[1]).atan2(b[0] - a[0]);
-            let h2 = (c[1] - b[1]).atan2(c[0] - b[0]);
-            let ds = 0.5 * (dist(a, b) + dist(b, c));
-            let kappa = wrap(h2 - h1).abs() / ds.max(0.1);
-            if kappa > 1e-4 {
-                vmax[i] = vmax[i].min((driver.lateral / kappa).sqrt().max(1.0));
-            }
-        }
-        for (i, q) in pts.iter().enumerate() {
-            if q.halt_s > 0.0 {
-                vmax[i] = 0.0;
-            }
-        }
-        vmax[0] = 0.0;
-        vmax[n - 1] = 0.0;
-        let mut v = vmax.clone();
-        for i in 1..n {
-            let ds = dist(pts[i - 1].p, pts[i].p);
-            v[i] = v[i].min((v[i - 1] * v[i - 1] + 2.0 * driver.accel * ds).sqrt());
-        }
-        for i in (0..n - 1).rev() {
-            let ds = dist(pts[i].p, pts[i + 1].p);
-            v[i] = v[i].min((v[i + 1] * v[i + 1] + 2.0 * driver.decel * ds).sqrt());
-        }
+        let v = speed_profile(&pts, driver, f);
         let mut t = t_start;
         let mut yaw = self.pts.last().map(|q| q.yaw).unwrap_or(0.0);
         for i in 0..n {
@@ -237,6 +210,42 @@ impl Track {
             }
         }
     }
+}
+
+/// The speed at each point of a resampled path: the limit (times `f`), slower in curves (the
+/// driver's lateral acceleration), zero at halts and both ends, reached and left within the
+/// driver's acceleration and braking.
+fn speed_profile(pts: &[PathPt], driver: &Driver, f: f64) -> Vec<f64> {
+    let n = pts.len();
+    // Curvature limit from the heading change over neighbouring points.
+    let mut vmax: Vec<f64> = pts.iter().map(|q| q.limit * f).collect();
+    for i in 1..n - 1 {
+        let (a, b, c) = (pts[i - 1].p, pts[i].p, pts[i + 1].p);
+        let h1 = (b[1] - a[1]).atan2(b[0] - a[0]);
+        let h2 = (c[1] - b[1]).atan2(c[0] - b[0]);
+        let ds = 0.5 * (dist(a, b) + dist(b, c));
+        let kappa = wrap(h2 - h1).abs() / ds.max(0.1);
+        if kappa > 1e-4 {
+            vmax[i] = vmax[i].min((driver.lateral / kappa).sqrt().max(1.0));
+        }
+    }
+    for (i, q) in pts.iter().enumerate() {
+        if q.halt_s > 0.0 {
+            vmax[i] = 0.0;
+        }
+    }
+    vmax[0] = 0.0;
+    vmax[n - 1] = 0.0;
+    let mut v = vmax.clone();
+    for i in 1..n {
+        let ds = dist(pts[i - 1].p, pts[i].p);
+        v[i] = v[i].min((v[i - 1] * v[i - 1] + 2.0 * driver.accel * ds).sqrt());
+    }
+    for i in (0..n - 1).rev() {
+        let ds = dist(pts[i].p, pts[i + 1].p);
+        v[i] = v[i].min((v[i + 1] * v[i + 1] + 2.0 * driver.decel * ds).sqrt());
+    }
+    v
 }
 
 /// Rounds every corner with a quadratic Bezier fillet (cut back up to 12 m or 45% of the

@@ -132,37 +132,44 @@ pub fn congestion(area: &Area, t: f64) -> f64 {
         - 0.5 * area.params.rush * (-((h - 12.5) / 1.5).powi(2)).exp()
 }
 
+/// The route's driver: how hard they accelerate, brake and take corners (m/s²).
+fn draw_driver(rng: &mut SimRng) -> Driver {
+    Driver {
+        accel: uniform(rng, 1.1, 2.0),
+        decel: uniform(rng, 2.0, 3.0),
+        lateral: uniform(rng, 2.0, 3.2),
+    }
+}
+
+/// How many stops a route has: drawn in the area's range, a fifth more on a peak day, 20 to 150.
+fn stop_count(rng: &mut SimRng, (lo, hi): (usize, usize), peak: bool) -> usize {
+    let mut n_stops = rng.gen_range(lo..=hi);
+    if peak {
+        n_stops = (n_stops as f64 * 1.2) as usize;
+    }
+    n_stops.clamp(20, 150)
+}
+
+/// Each edge's slowness (parked cars, works) as the driver plans with it (drawn per route) and
+/// as the drive meets it (times the day's `traffic` jams: a van keeps its planned route).
+fn edge_factors(rng: &mut SimRng, edges: usize, traffic: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let plan: Vec<f64> = (0..edges).map(|_| uniform(rng, 0.82, 1.05)).collect();
+    let drive = plan.iter().zip(traffic).map(|(p, t)| p * t).collect();
+    (plan, drive)
+}
+
 pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
     let mut rng = rng::stream(seed, "route", &[index as u64]);
     let cond = DayConditions::draw(seed, area, day);
-    let p = &area.params;
-    let (lo, hi) = p.stops;
-    let mut n_stops = rng.gen_range(lo..=hi);
-    if cond.peak {
-        n_stops = (n_stops as f64 * 1.2) as usize;
-    }
-    n_stops = n_stops.clamp(20, 150);
+    let n_stops = stop_count(&mut rng, area.params.stops, cond.peak);
     let local_dep = uniform(&mut rng, 7.5, 10.5) * 3600.0;
     let departure = DAY0_UTC + day as f64 * 86_400.0 + local_dep - area.utc_offset_s;
     let stops = place_stops(area, &mut rng, n_stops, departure, &cond, index);
-    let driver = Driver {
-        accel: uniform(&mut rng, 1.1, 2.0),
-        decel: uniform(&mut rng, 2.0, 3.0),
-        lateral: uniform(&mut rng, 2.0, 3.2),
-    };
+    let driver = draw_driver(&mut rng);
     let pace = uniform(&mut rng, 0.9, 1.08);
-    // Per-edge slowness of the day (parked cars, works). The driver plans with it; the day's
-    // traffic jams are not in the plan (a van keeps its route) but slow the drive, and only
-    // the map raster shows them.
+    // The day's jams slow the drive but are not in the plan: only the map raster shows them.
     let traffic = day_traffic(seed, area, day);
-    let plan_factor: Vec<f64> = (0..area.edges.len())
-        .map(|_| uniform(&mut rng, 0.82, 1.05))
-        .collect();
-    let drive_factor: Vec<f64> = plan_factor
-        .iter()
-        .zip(&traffic)
-        .map(|(p, t)| p * t)
-        .collect();
+    let (plan_factor, drive_factor) = edge_factors(&mut rng, area.edges.len(), &traffic);
     let edge_factor = (plan_factor.as_slice(), drive_factor.as_slice());
     let depot = area.nodes[area.depot];
     let mut track = Track::standing(departure, depot, RoadClass::Arterial);
@@ -192,11 +199,10 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
         at = Loc::Edge(st.edge, st.frac);
         zone = Some(st.zone);
     }
-    // Back to the depot.
+    // Back to the depot, where the van stands 10 minutes.
     let path = plan_path(area, at, Loc::Node(area.depot), edge_factor, &mut rng);
     track.drive(&path, &driver, &speed);
-    let end = track.end_time() + 600.0;
-    track.dwell_until(end);
+    track.dwell_until(track.end_time() + 600.0);
     let gps_reports_motion = rng::unit(rng::hash(seed, "gps-motion", &[index as u64])) >= 0.33;
     Route {
         id: format!("syn{index:06}"),
@@ -253,6 +259,22 @@ fn serve(
     (service_start, service_start + dwell, delivered)
 }
 
+/// A stop's time window, for 40% of the stops: 1, 2 or 4 hours starting on the half hour
+/// within the shift.
+fn time_window(rng: &mut SimRng, departure: f64) -> Option<(f64, f64)> {
+    if !chance(rng, 0.4) {
+        return None;
+    }
+    let len = [3600.0, 7200.0, 7200.0, 14_400.0][rng.gen_range(0..4)];
+    let start = ((departure + uniform(rng, -0.5, 6.0) * 3600.0) / 1800.0).round() * 1800.0;
+    Some((start, start + len))
+}
+
+/// Planned service seconds: a base, per package, more in dense zones, more in the country.
+fn service_time(packages: u32, density: f64, rural: bool) -> f64 {
+    40.0 + 25.0 * packages as f64 + 90.0 * density + if rural { 30.0 } else { 0.0 }
+}
+
 fn place_stops(
     area: &Area,
     rng: &mut SimRng,
@@ -286,26 +308,12 @@ fn place_stops(
         }
         let zone = area.zone_of(pos);
         let density = area.zone_density[zone] as f64;
-        let tw = if chance(rng, 0.4) {
-            // Windows of 1, 2 or 4 hours starting on the half hour within the shift.
-            let len = [3600.0, 7200.0, 7200.0, 14_400.0][rng.gen_range(0..4)];
-            let start = ((departure + uniform(rng, -0.5, 6.0) * 3600.0) / 1800.0).round() * 1800.0;
-            Some((start, start + len))
-        } else {
-            None
-        };
+        let tw = time_window(rng, departure);
         let packages = 1 + poisson(rng, if cond.peak { 1.3 } else { 0.8 });
         let volume_l = (0..packages)
             .map(|_| 3.0 * lognormal(rng, 0.8))
             .sum::<f64>();
-        let service_s = 40.0
-            + 25.0 * packages as f64
-            + 90.0 * density
-            + if area.region == Region::Rural {
-                30.0
-            } else {
-                0.0
-            };
+        let service_s = service_time(packages, density, area.region == Region::Rural);
         stops.push(StopSpec {
             id: format!("s{index:06}{:03}", stops.len()),
             edge: e,
