@@ -72,15 +72,21 @@ fn run_inputs<I, T>(
 
 /// Answers every job of a batch: one forward pass for all; when it panics, each job alone, so
 /// only the jobs that fail get an error.
+///
+/// `release(n)` gives back the queue's room of `n` answered samples before their replies go
+/// out: a client that sends again the moment it is answered finds the room free.
 fn answer<I: Clone, T>(
     predict: &dyn Fn(Vec<I>) -> Vec<T>,
     jobs: Vec<Job<I, T>>,
     max_batch: usize,
     metrics: &Metrics,
+    release: &dyn Fn(usize),
 ) {
     let all: Vec<I> = jobs.iter().flat_map(|j| j.inputs.iter().cloned()).collect();
+    let total = all.len();
     match run_inputs(predict, all, max_batch, metrics) {
         Ok(mut preds) => {
+            release(total);
             for j in jobs {
                 let rest = preds.split_off(j.inputs.len());
                 let _ = j.reply.send(Ok(std::mem::replace(&mut preds, rest)));
@@ -89,11 +95,14 @@ fn answer<I: Clone, T>(
         Err(_) => {
             metrics.panic();
             for j in jobs {
+                let n = j.inputs.len();
                 let r = if j.reply.is_closed() {
+                    release(n);
                     continue;
                 } else {
                     run_inputs(predict, j.inputs, max_batch, metrics)
                 };
+                release(n);
                 if let Err(e) = &r {
                     metrics.panic();
                     tracing::error!("the model failed on a request: {e}");
@@ -180,9 +189,11 @@ pub fn batch_loop<I: Clone, T>(
         }
         let n: usize = jobs.iter().map(|j| j.inputs.len()).sum();
         shared.in_pass.fetch_add(n, Ordering::SeqCst);
-        answer(&predict, jobs, max_batch, &metrics);
-        shared.in_pass.fetch_sub(n, Ordering::SeqCst);
-        shared.queued_samples.fetch_sub(n, Ordering::SeqCst);
+        let release = |k: usize| {
+            shared.in_pass.fetch_sub(k, Ordering::SeqCst);
+            shared.queued_samples.fetch_sub(k, Ordering::SeqCst);
+        };
+        answer(&predict, jobs, max_batch, &metrics, &release);
     }
 }
 
@@ -254,5 +265,37 @@ mod tests {
             !shared.alive.load(Ordering::SeqCst),
             "stopped when the senders went"
         );
+    }
+
+    /// A client answered finds its samples' room free: the room is given back before the reply
+    /// goes out (after it, a client sending again at once was turned away with 503 on a loaded
+    /// machine, its own answered samples still counted).
+    #[test]
+    fn the_queue_room_is_free_when_the_reply_arrives() {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job<String, String>>();
+        let shared = Arc::new(Shared::default());
+        let (s2, metrics) = (shared.clone(), Arc::new(Metrics::default()));
+        let slow = |b: Vec<String>| -> Vec<String> {
+            std::thread::sleep(Duration::from_millis(20));
+            b
+        };
+        let worker = std::thread::spawn(move || {
+            batch_loop(slow, rx, 64, Duration::ZERO, metrics, s2);
+        });
+        for round in 0..20 {
+            let (rtx, rrx) = oneshot::channel();
+            shared.queued_samples.fetch_add(3, Ordering::SeqCst);
+            let inputs = vec!["a".to_string(); 3];
+            tx.send(Job { inputs, reply: rtx }).unwrap();
+            assert_eq!(rrx.blocking_recv().unwrap().unwrap().len(), 3);
+            assert_eq!(
+                shared.queued_samples.load(Ordering::SeqCst),
+                0,
+                "round {round}"
+            );
+            assert_eq!(shared.in_pass.load(Ordering::SeqCst), 0, "round {round}");
+        }
+        drop(tx);
+        worker.join().unwrap();
     }
 }
