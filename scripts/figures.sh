@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the figures of README.md and docs/ on the code as it stands, each with the command that
 # gives it, into one folder (default figures/<commit>/):
-#   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run)
+#   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run), and
+#                    quickstart-loss.png, quickstart-modes.png: its figures (docs/ keeps them)
 #   runs_compare.txt docs/tracking.md: `dfm runs compare` of quickstart seeds 1 and 2
 #   real_data.txt    docs/real-data.md: the GeoLife and LMRC tables over seeds 1-3
 #   transfer.txt     docs/transfer.md: scripts/transfer.py (and docs/transfer.png)
@@ -36,6 +37,10 @@ work=$(mktemp -d)
   stamp "dfm quickstart (fresh world and run)"
   "$dfm" quickstart --set "data.path=$work/world" --set "run.dir=$work/run"
 } >"$out/quickstart.txt" 2>&1
+# README's quickstart figures: the loss curves and the modes on test decision points.
+cp "$work/run/loss.png" "$out/quickstart-loss.png"
+"$dfm" eval --model "$work/run" --split test --data "$work/world" --plots "$work/plots" >/dev/null
+cp "$work/plots/modes.png" "$out/quickstart-modes.png"
 
 # docs/tracking.md: a second quickstart seed beside the first, compared.
 { stamp "dfm quickstart --set run.seed=2, then dfm runs compare"
