@@ -114,26 +114,8 @@ fn parse_plt_line(path: &Path, key: &str, line: &str) -> Result<RawFix, DataErro
     };
     let lat = num(0, "lat")?;
     let lon = num(1, "lon")?;
-    if !lat.is_finite()
-        || !(-crate::data::sample::MAX_ABS_LAT..=crate::data::sample::MAX_ABS_LAT).contains(&lat)
-    {
-        return Err(DataError::field(
-            path,
-            key,
-            "lat",
-            format!(
-                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-            ),
-        ));
-    }
-    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-        return Err(DataError::field(
-            path,
-            key,
-            "lon",
-            format!("{lon} is not a longitude in [-180, 180]"),
-        ));
-    }
+    super::check_position(lat, lon, ("lat", "lon"))
+        .map_err(|(field, m)| DataError::field(path, key, field, m))?;
     let t = parse_date_time(cols[5], cols[6]).ok_or_else(|| {
         DataError::field(
             path,

@@ -209,24 +209,6 @@ impl RowColumns {
     }
 }
 
-/// A row's position: a latitude the local frame can represent and a longitude; else the column
-/// and what is wrong.
-fn check_position(lat: f64, lon: f64, c: &Columns) -> Result<(), (&str, String)> {
-    let max = crate::data::sample::MAX_ABS_LAT;
-    if !(-max..=max).contains(&lat) {
-        return Err((
-            &c.lat,
-            format!(
-                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-            ),
-        ));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err((&c.lon, format!("{lon} is not a longitude in [-180, 180]")));
-    }
-    Ok(())
-}
-
 /// One row: its trajectory id and fix, checked (errors name the row and the column).
 fn parse_row(
     row: &csv::StringRecord,
@@ -258,7 +240,8 @@ fn parse_row(
     };
     let lat = get(cols.lat, &c.lat)?;
     let lon = get(cols.lon, &c.lon)?;
-    check_position(lat, lon, c).map_err(|(col, m)| DataError::field(path, key, col, m))?;
+    super::check_position(lat, lon, (&c.lat, &c.lon))
+        .map_err(|(col, m)| DataError::field(path, key, col, m))?;
     let speed = opt(cols.speed, &c.speed)?;
     if speed.is_some_and(|v| v < 0.0) {
         return Err(DataError::field(path, key, &c.speed, "negative speed"));

@@ -331,6 +331,28 @@ fn round7(x: f64) -> f64 {
     (x * 1e7).round() / 1e7
 }
 
+/// A position an importer may keep: a latitude the local frame can represent and a longitude.
+/// Else the name (of `names`: latitude's, longitude's) of the coordinate that is wrong, and why.
+pub(crate) fn check_position<'a>(
+    lat: f64,
+    lon: f64,
+    (lat_name, lon_name): (&'a str, &'a str),
+) -> Result<(), (&'a str, String)> {
+    let max = crate::data::sample::MAX_ABS_LAT;
+    if !(-max..=max).contains(&lat) {
+        return Err((
+            lat_name,
+            format!(
+                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
+            ),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err((lon_name, format!("{lon} is not a longitude in [-180, 180]")));
+    }
+    Ok(())
+}
+
 /// Whether any fix of a window is more than `min_move_m` from `now`.
 fn moves(window: &[RawFix], now: RawFix, min_move_m: f64) -> bool {
     let enu = Enu::new(now.lat, now.lon);

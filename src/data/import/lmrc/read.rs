@@ -136,21 +136,7 @@ fn parse_stop(files: &Files, rid: &str, sid: &str, s: &Value) -> Result<StopInfo
     };
     let lat = num(&s["lat"]).ok_or_else(|| sf("lat", "missing or not a number".into()))?;
     let lon = num(&s["lng"]).ok_or_else(|| sf("lng", "missing or not a number".into()))?;
-    let max = crate::data::sample::MAX_ABS_LAT;
-    if !(-max..=max).contains(&lat) {
-        return Err(sf(
-            "lat",
-            format!(
-                "{lat} is not a latitude in [-85, 85] (the local frame cannot represent the polar caps)"
-            ),
-        ));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err(sf(
-            "lng",
-            format!("{lon} is not a longitude in [-180, 180]"),
-        ));
-    }
+    crate::data::import::check_position(lat, lon, ("lat", "lng")).map_err(|(f, m)| sf(f, m))?;
     let p = package_info(files, rid, sid)?;
     Ok(StopInfo {
         id: sid.to_string(),
