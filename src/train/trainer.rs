@@ -51,7 +51,6 @@ pub struct Trainer {
     optim: ModuleOptimizer,
     state: TrainState,
     ridge: Option<Ridge>,
-    metrics_path: PathBuf,
     loader: Mixture,
     /// Optimizer steps per epoch and in the whole run.
     per_epoch: usize,
@@ -94,7 +93,6 @@ impl Trainer {
             tracker,
             optim: optimizer(&setup.cfg),
             state: fresh_state(&setup),
-            metrics_path: run_dir.join("metrics.jsonl"),
             accumulators: devices
                 .iter()
                 .map(|_| GradientsAccumulator::new())
@@ -133,8 +131,8 @@ impl Trainer {
     fn position(&mut self, resume: bool) -> anyhow::Result<()> {
         if resume {
             self.resume()?;
-        } else if self.metrics_path.exists() {
-            std::fs::remove_file(&self.metrics_path)?;
+        } else if self.metrics_path().exists() {
+            std::fs::remove_file(self.metrics_path())?;
         }
         self.last_ckpt = checkpoint::list(&self.run_dir)?.pop().map(|x| x.1);
         self.bar.set_position(self.state.step as u64);
@@ -145,6 +143,11 @@ impl Trainer {
         self.model
             .as_ref()
             .expect("the model is back after each step")
+    }
+
+    /// `metrics.jsonl` of the run (the validator appends its validation lines there too).
+    fn metrics_path(&self) -> &Path {
+        &self.validator.metrics_path
     }
 
     fn cfg(&self) -> &Config {
@@ -175,8 +178,8 @@ impl Trainer {
                 "{} has no checkpoint yet: starting it again from step 0",
                 self.run_dir.display()
             );
-            if self.metrics_path.exists() {
-                std::fs::remove_file(&self.metrics_path)?;
+            if self.metrics_path().exists() {
+                std::fs::remove_file(self.metrics_path())?;
             }
             return Ok(());
         };
@@ -193,7 +196,7 @@ impl Trainer {
         self.optim = optim
             .load(dir.join("optim.bpk"))
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
-        truncate_metrics(&self.metrics_path, self.state.step)?;
+        truncate_metrics(self.metrics_path(), self.state.step)?;
         println!(
             "resuming {} from step {} (epoch {}, batch {})",
             self.run_dir.display(),
@@ -464,7 +467,7 @@ impl Trainer {
         for k in self.window.sums.keys() {
             v[*k] = json!(self.window.mean(k));
         }
-        append_metrics(&self.metrics_path, &v)?;
+        append_metrics(self.metrics_path(), &v)?;
         if let Some(t) = &self.tracker {
             t.metrics_line(&v);
         }
@@ -503,7 +506,8 @@ impl Trainer {
     pub fn finish(mut self) -> anyhow::Result<Outcome> {
         self.bar.finish_and_clear();
         let sps = self.all_samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        if let Err(e) = crate::plot::loss_curves(&self.metrics_path, &self.run_dir.join("loss.png"))
+        if let Err(e) =
+            crate::plot::loss_curves(self.metrics_path(), &self.run_dir.join("loss.png"))
         {
             eprintln!("warning: no loss plot: {e:#}");
         }
