@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 
-from geolife_history import EARTH_M, agent_frame, constant_velocity, features
+from geolife_history import EARTH_M, last_fix_frame, cv_positions, features
 from geolife_overlap import load
 from study import cell
 
@@ -67,14 +67,14 @@ def all_windows(data):
             hs.append(h)
             fs.append(f)
             users += [u for u, _ in keys]
-    h, f = agent_frame(np.concatenate(hs), np.concatenate(fs))
+    h, f = last_fix_frame(np.concatenate(hs), np.concatenate(fs))
     return h, f, np.array(users)
 
 
 def leave_one_user_out(data):
     h, f, users = all_windows(data)
     n = f.shape[1]
-    cv = constant_velocity(h, n)[:, -1]
+    cv = cv_positions(h, n)[:, -1]
     y, x = f[:, -1] - cv, features(h)
     speed = np.linalg.norm(np.diff(h, axis=1), axis=2).mean(1) / STEP_S
     print("\nleave one user out (the other seven train):\n")
@@ -95,9 +95,9 @@ def main():
     a = ap.parse_args()
     keys_tr, keys_te = [], []
     raw_tr, raw_te = load(a.data, "train", keys_tr), load(a.data, "test", keys_te)
-    (htr, ftr), (hte, fte) = agent_frame(*raw_tr), agent_frame(*raw_te)
+    (htr, ftr), (hte, fte) = last_fix_frame(*raw_tr), last_fix_frame(*raw_te)
     n = ftr.shape[1]
-    cv_tr, cv_te = constant_velocity(htr, n)[:, -1], constant_velocity(hte, n)[:, -1]
+    cv_tr, cv_te = cv_positions(htr, n)[:, -1], cv_positions(hte, n)[:, -1]
     ytr = ftr[:, -1] - cv_tr
     xtr, xte = features(htr), features(hte)
     origin = (raw_tr[0][:, -1, 0].mean(), raw_tr[0][:, -1, 1].mean())

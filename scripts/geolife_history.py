@@ -24,7 +24,7 @@ from geolife_overlap import fde, load
 EARTH_M = 6371008.8
 
 
-def agent_frame(hist, fut):
+def last_fix_frame(hist, fut):
     """Meters about each window's last fix, rotated so x is the last displacement."""
     lat0, lon0 = hist[:, -1:, 0], hist[:, -1:, 1]
     c = np.cos(np.radians(lat0))
@@ -37,7 +37,7 @@ def agent_frame(hist, fut):
     return rot(h), rot(f)
 
 
-def constant_velocity(h, n):
+def cv_positions(h, n):
     v = h[:, -1] - h[:, -2]
     return h[:, -1:] + np.stack([v * (i + 1) for i in range(n)], 1)
 
@@ -51,17 +51,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="datasets/geolife-h36")
     a = ap.parse_args()
-    htr, ftr = agent_frame(*load(a.data, "train"))
-    hte, fte = agent_frame(*load(a.data, "test"))
+    htr, ftr = last_fix_frame(*load(a.data, "train"))
+    hte, fte = last_fix_frame(*load(a.data, "test"))
     n = ftr.shape[1]
     print(f"train {len(htr)} windows, test {len(hte)}; history {htr.shape[1]} fixes, future {n}")
-    cv = constant_velocity(hte, n)
+    cv = cv_positions(hte, n)
     print(f"constant velocity {fde(cv, fte):.2f} m\n")
     print("| history | ridge m | gradient boosting m |")
     print("|---|---|---|")
     for fixes in (12, htr.shape[1]):
         xtr, xte = features(htr[:, -fixes:]), features(hte[:, -fixes:])
-        ytr = (ftr - constant_velocity(htr, n)).reshape(len(ftr), -1)
+        ytr = (ftr - cv_positions(htr, n)).reshape(len(ftr), -1)
         ridge = cv + Ridge(alpha=10.0).fit(xtr, ytr).predict(xte).reshape(len(xte), n, 2)
         boost = np.stack([HistGradientBoostingRegressor(max_iter=200, loss="absolute_error", random_state=0)
                           .fit(xtr, ytr[:, j]).predict(xte) for j in range(ytr.shape[1])], 1)

@@ -37,7 +37,7 @@ def load(data, split, keys=None):
     return np.array(hist), np.array(fut)
 
 
-def agent_frame(hist, fut, origin):
+def shared_origin_frame(hist, fut, origin):
     """Local meters (equirectangular about `origin`), then rotated so x is the heading over the
     last two steps; returns history, future, last position (unrotated) and heading."""
     lat0, lon0 = origin
@@ -55,7 +55,7 @@ def agent_frame(hist, fut, origin):
     return rot(h - o), rot(f - o), h[:, -1], ang
 
 
-def constant_velocity(h, n):
+def cv_offsets(h, n):
     v = h[:, -1] - h[:, -2]
     return np.stack([v * (i + 1) for i in range(n)], 1)
 
@@ -72,14 +72,14 @@ def main():
     keys = []
     hte, fte = load(a.data, "test", keys)
     origin = (htr[:, -1, 0].mean(), htr[:, -1, 1].mean())
-    hA, fA, pA, aA = agent_frame(htr, ftr, origin)
-    hB, fB, pB, aB = agent_frame(hte, fte, origin)
+    hA, fA, pA, aA = shared_origin_frame(htr, ftr, origin)
+    hB, fB, pB, aB = shared_origin_frame(hte, fte, origin)
     n = fA.shape[1]
-    ridge = Ridge(alpha=1.0).fit(hA.reshape(len(hA), -1), (fA - constant_velocity(hA, n)).reshape(len(hA), -1))
-    predict = lambda h: constant_velocity(h, n) + ridge.predict(h.reshape(len(h), -1)).reshape(len(h), n, 2)
+    ridge = Ridge(alpha=1.0).fit(hA.reshape(len(hA), -1), (fA - cv_offsets(hA, n)).reshape(len(hA), -1))
+    predict = lambda h: cv_offsets(h, n) + ridge.predict(h.reshape(len(h), -1)).reshape(len(h), n, 2)
     rA, rB = predict(hA), predict(hB)
     print(f"train {len(hA)} windows, test {len(hB)}")
-    print(f"constant velocity {fde(constant_velocity(hB, n), fB):.2f} m, ridge {fde(rB, fB):.2f} m")
+    print(f"constant velocity {fde(cv_offsets(hB, n), fB):.2f} m, ridge {fde(rB, fB):.2f} m")
     print("\nretrieved from the training users:")
     retrieval_table(pA, aA, fA - rA, pB, aB, rB, fB, lambda i, js: js)
     user = np.array([k[0] for k in keys])

@@ -14,7 +14,7 @@ pub struct Targets {
     pub future: Tensor<3>,
     /// [B]
     pub future_mask: Tensor<1>,
-    /// [B, N] arrival time at each stop, `Normalizer::eta_encode`d.
+    /// [B, N] arrival time at each stop, `Featurizer::eta_encode`d.
     pub eta: Tensor<2>,
     pub eta_mask: Tensor<2>,
     /// [B, N]
@@ -219,9 +219,9 @@ impl Batcher<Features, Batch> for FeatureBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::manifest::NormStats;
+    use crate::data::manifest::ChannelStats;
     use crate::data::sample::{Fix, Sample, Spec, Stop};
-    use crate::features::Normalizer;
+    use crate::features::Featurizer;
 
     fn with_stops(n: usize) -> Features {
         let spec = Spec {
@@ -234,7 +234,7 @@ mod tests {
                 .collect(),
             ..Sample::bare("k", 0.0, vec![Fix::at(0.0, 40.0, 0.0)])
         };
-        Normalizer::new(&spec, &NormStats::default(), 8).features(&s)
+        Featurizer::new(&spec, &ChannelStats::default(), 8).features(&s)
     }
 
     /// A batch needs as many stop slots as its most listed stops (a power of two at most the

@@ -1,7 +1,7 @@
-//! dfm: a delivery foundation-model trainer. See README.md and DESIGN notes.
+//! dfm: a delivery foundation-model trainer. See README.md, and docs/layout.md for the map.
 //!
-//! The library has no `unsafe` code (the one `unsafe` of the project, setting an environment
-//! variable before any thread starts, is in the binary's `main`).
+//! The library has no `unsafe` code. The binary's `main` has the project's two `unsafe` blocks,
+//! both before any thread starts: SIGPIPE's default action, and `XDG_RUNTIME_DIR` for wgpu.
 #![forbid(unsafe_code)]
 
 pub mod batch;
@@ -24,9 +24,9 @@ pub use data::sample::{SCHEMA_VERSION, Sample};
 pub mod bundle;
 pub mod checkpoint;
 pub mod eval;
+pub mod forward_pools;
 pub mod model;
 pub mod normalization;
-pub mod passes;
 pub mod plot;
 pub mod predict;
 pub mod quickstart;

@@ -2,7 +2,7 @@
 //! in its run folder and its bundle; and the checks that a model reads the features it was
 //! trained on and that data fits it. Below both training and bundles: each writes or reads it.
 
-use crate::data::manifest::{Manifest, NormStats};
+use crate::data::manifest::{ChannelStats, Manifest};
 use crate::data::sample::Spec;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -14,18 +14,18 @@ pub const NORMALIZATION: &str = "normalization.json";
 /// The spec and statistics a model was trained with (also kept in the run folder).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Normalization {
+pub struct NormalizationFile {
     pub schema_version: u32,
     pub manifest_sha256: String,
     pub spec: Spec,
-    pub norm: NormStats,
+    pub norm: ChannelStats,
     /// The feature code's version the model was trained with (`features::FEATURES_VERSION`);
     /// absent in runs made before versions were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features_version: Option<u32>,
 }
 
-impl Normalization {
+impl NormalizationFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let bytes = crate::util::read_bounded(path, crate::util::limits::METADATA)?;
         serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
@@ -35,7 +35,7 @@ impl Normalization {
 /// A model reads the features it was trained on: a model of another feature version is refused
 /// (naming what changed), one made before versions were recorded is loaded with a warning that
 /// lists what may differ.
-pub fn check_features(n: &Normalization, model: &Path) -> anyhow::Result<()> {
+pub fn check_features(n: &NormalizationFile, model: &Path) -> anyhow::Result<()> {
     use crate::features::{FEATURES_VERSION, feature_changes_since};
     match n.features_version {
         Some(v) if v == FEATURES_VERSION => Ok(()),
@@ -68,7 +68,7 @@ pub fn check_features(n: &Normalization, model: &Path) -> anyhow::Result<()> {
 pub fn check_data(
     manifest: &Manifest,
     data: &Path,
-    n: &Normalization,
+    n: &NormalizationFile,
     allow_shift: bool,
 ) -> anyhow::Result<()> {
     let mpath = Manifest::path(data);
@@ -125,8 +125,8 @@ mod tests {
     use super::*;
     use crate::features::FEATURES_VERSION;
 
-    fn of_version(v: Option<u32>) -> Normalization {
-        Normalization {
+    fn of_version(v: Option<u32>) -> NormalizationFile {
+        NormalizationFile {
             schema_version: crate::SCHEMA_VERSION,
             manifest_sha256: String::new(),
             spec: Default::default(),

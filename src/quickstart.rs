@@ -16,7 +16,7 @@ pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
         );
     }
     let t = std::time::Instant::now();
-    let tracking = crate::track::Target::resolve(None, &cfg)?;
+    let tracking = crate::track::TrackingServer::resolve(None, &cfg)?;
     let out = crate::train::train(cfg, resume, device, false)?;
     if out.samples_per_s > 0.0 {
         println!(

@@ -8,7 +8,7 @@ use common::*;
 use dfm::batch::FeatureBatcher;
 use dfm::data::loader::{Loader, LoaderOptions};
 use dfm::data::manifest::Manifest;
-use dfm::features::Normalizer;
+use dfm::features::Featurizer;
 use std::sync::Arc;
 
 fn keys(
@@ -71,7 +71,7 @@ fn batches_have_shapes_and_masks_for_missing_modalities() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_dataset(tmp.path(), 22);
     let m = Manifest::load(&dir).unwrap();
-    let norm = Arc::new(Normalizer::new(&m.spec, &m.norm, 32));
+    let norm = Arc::new(Featurizer::new(&m.spec, &m.norm, 32));
     let opts = LoaderOptions {
         batch_size: 64,
         workers: 2,
@@ -149,7 +149,7 @@ fn batches_have_shapes_and_masks_for_missing_modalities() {
     );
 }
 
-/// Normalization statistics come from the training split only: held-out samples moving ten
+/// NormalizationFile statistics come from the training split only: held-out samples moving ten
 /// times faster do not move the speed statistics.
 #[test]
 fn normalization_statistics_come_from_the_training_split_only() {

@@ -30,7 +30,7 @@ fn tiny_run(tmp: &Path) -> std::path::PathBuf {
 
 fn eval_json(
     model: &dfm::model::DfmModel,
-    norm: &dfm::features::Normalizer,
+    norm: &dfm::features::Featurizer,
     data: &Path,
 ) -> String {
     let m = dfm::data::manifest::Manifest::load(data).unwrap();
@@ -86,10 +86,10 @@ fn bundle_round_trips_and_tampering_is_refused() {
         assert!(out.join(f).is_file(), "{f} in the bundle");
     }
     // The ridge baseline travels with the model, hashed like the weights.
-    let loaded = dfm::bundle::load(&out, &Device::flex()).unwrap();
+    let loaded = dfm::bundle::load_trained(&out, &Device::flex()).unwrap();
     let from_run = dfm::eval::ridge::Ridge::load_from(&run).unwrap();
     assert!(loaded.ridge.is_some() && loaded.ridge == from_run);
-    let b = dfm::bundle::load_bundle(&out, &Device::flex()).unwrap();
+    let b = dfm::bundle::read_bundle(&out, &Device::flex()).unwrap();
     assert_eq!(b.meta.schema_version, dfm::SCHEMA_VERSION);
     // The bundle predicts exactly as the run's best checkpoint.
     let setup = Setup::new(Config::load(Some(&run.join("config.toml")), &[]).unwrap()).unwrap();
@@ -100,7 +100,7 @@ fn bundle_round_trips_and_tampering_is_refused() {
     .unwrap();
     let data = std::path::PathBuf::from(&setup.cfg.data.path);
     assert_eq!(
-        eval_json(&b.model, &b.normalizer, &data),
+        eval_json(&b.model, &b.featurizer, &data),
         eval_json(&ckpt, &setup.norm, &data)
     );
 
@@ -155,7 +155,7 @@ fn bundle_round_trips_and_tampering_is_refused() {
     let i = bytes.len() / 2;
     bytes[i] ^= 0x40;
     std::fs::write(&p, bytes).unwrap();
-    let e = dfm::bundle::load_bundle(&bad, &Device::flex())
+    let e = dfm::bundle::read_bundle(&bad, &Device::flex())
         .err()
         .expect("tampered bundle refused")
         .to_string();
@@ -174,7 +174,7 @@ fn bundle_round_trips_and_tampering_is_refused() {
         ),
     )
     .unwrap();
-    let e = dfm::bundle::load_bundle(&old, &Device::flex())
+    let e = dfm::bundle::read_bundle(&old, &Device::flex())
         .err()
         .expect("schema mismatch refused")
         .to_string();
@@ -190,7 +190,7 @@ fn bundle_round_trips_and_tampering_is_refused() {
         let mut m = meta.clone();
         m["files"][name] = serde_json::json!("00");
         std::fs::write(names.join("bundle.json"), m.to_string()).unwrap();
-        dfm::bundle::load_bundle(&names, &Device::flex())
+        dfm::bundle::read_bundle(&names, &Device::flex())
             .err()
             .expect("refused")
             .to_string()

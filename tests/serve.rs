@@ -77,7 +77,7 @@ fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
 
 fn predictor(bundle: &Path) -> Predictor {
     Predictor::new(
-        dfm::bundle::load(bundle, &Device::flex()).unwrap(),
+        dfm::bundle::load_trained(bundle, &Device::flex()).unwrap(),
         Device::flex(),
     )
 }
@@ -302,7 +302,7 @@ fn route_plans_are_whole_orders_driven_the_likelier_way() {
             .collect();
         // Evaluation's scorer: the model's log-softmax over every stop slot (no trimming).
         let score =
-            dfm::eval::rollout::model_scorer(&p.loaded.model, &p.loaded.normalizer, p.device());
+            dfm::eval::rollout::model_scorer(&p.loaded.model, &p.loaded.featurizer, p.device());
         dfm::predict::route_plan::walk(&route, &idx)
             .into_iter()
             .map(|(d, id)| {
@@ -990,7 +990,7 @@ fn liveness_and_readiness_follow_the_model_thread_and_the_queue() {
         },
         shared: shared.clone(),
         codec: dfm::predict::Codec::new(
-            dfm::features::Normalizer::new(&Default::default(), &Default::default(), 16),
+            dfm::features::Featurizer::new(&Default::default(), &Default::default(), 16),
             6,
         ),
     };

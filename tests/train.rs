@@ -825,7 +825,7 @@ fn grad_accum_and_dropped_modalities_do_what_they_say() {
 fn a_model_saved_before_the_alignment_projection_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model-before-align");
     let cfg = Config::load(Some(&dir.join("config.toml")), &[]).unwrap();
-    let n = dfm::bundle::Normalization::load(&dir.join("normalization.json")).unwrap();
+    let n = dfm::bundle::NormalizationFile::load(&dir.join("normalization.json")).unwrap();
     // Made before feature versions were recorded: loaded (with a warning), not refused.
     assert_eq!(n.features_version, None);
     dfm::bundle::check_features(&n, &dir).unwrap();

@@ -10,7 +10,7 @@ use dfm::batch::FeatureBatcher;
 use dfm::config::Config;
 use dfm::data::loader::{Loader, LoaderOptions};
 use dfm::data::manifest::Manifest;
-use dfm::features::Normalizer;
+use dfm::features::Featurizer;
 use dfm::model::{DfmModel, TokenMasks};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// A tiny world's spec and the features of the first 8 samples of `split` (16 px images).
 fn first_batch(dir: &std::path::Path, split: &str) -> (Manifest, Vec<dfm::features::Features>) {
     let m = Manifest::load(dir).unwrap();
-    let norm = Normalizer::new(&m.spec, &m.norm, 16);
+    let norm = Featurizer::new(&m.spec, &m.norm, 16);
     let opts = LoaderOptions {
         batch_size: 8,
         shuffle_buffer: 0,
@@ -95,18 +95,18 @@ fn wgpu_agrees_with_flex_on_a_model_forward_pass() {
     assert_eq!(dfm::predict::batch_bucket(5, false), 8);
     assert_eq!(dfm::predict::batch_bucket(5, true), 5);
     let predictor = |device: &Device| {
-        let normalizer = Normalizer::new(&m.spec, &m.norm, 16);
+        let featurizer = Featurizer::new(&m.spec, &m.norm, 16);
         let loaded = dfm::bundle::LoadedModel {
             model: model.clone(),
             cfg: cfg.clone(),
-            normalization: dfm::normalization::Normalization {
+            normalization: dfm::normalization::NormalizationFile {
                 schema_version: dfm::data::sample::SCHEMA_VERSION,
                 manifest_sha256: String::new(),
                 spec: m.spec.clone(),
                 norm: m.norm.clone(),
                 features_version: Some(dfm::features::FEATURES_VERSION),
             },
-            normalizer,
+            featurizer,
             description: "test".into(),
             step: None,
             ridge: None,

@@ -2,7 +2,7 @@
 //! alone (features and batch built once; reading the outputs back included), preparing a batch
 //! from request JSON (parse, validate, features, tensors), and what a caller sees (parse, then
 //! `Predictor::predict`: features, forward, predictions in both frames). Where a server runs
-//! several forward passes at once (a CPU: [`crate::passes::plan`]), also the
+//! several forward passes at once (a CPU: [`crate::forward_pools::plan`]), also the
 //! throughput of that many passes side by side.
 
 use crate::batch::FeatureBatcher;
@@ -55,9 +55,9 @@ pub fn run(
     device: &Device,
 ) -> anyhow::Result<InferBench> {
     anyhow::ensure!(!samples.is_empty(), "no samples");
-    let norm = &p.loaded.normalizer;
+    let norm = &p.loaded.featurizer;
     let m = p.loaded.model.valid().to_device(device);
-    let plan = crate::passes::plan_for(0, device);
+    let plan = crate::forward_pools::plan_for(0, device);
     let mut rows = Vec::new();
     for &bs in batch_sizes {
         let (b, masks) = batch_of(norm, samples, bs, device);
@@ -113,7 +113,7 @@ impl Row {
 
 /// A batch of `bs` samples (cycling through `samples`) with every modality kept.
 fn batch_of(
-    norm: &crate::features::Normalizer,
+    norm: &crate::features::Featurizer,
     samples: &[crate::Sample],
     bs: usize,
     device: &Device,
@@ -145,10 +145,10 @@ fn latencies_ms(run: &dyn Fn(), iterations: usize) -> Vec<f64> {
 fn side_by_side(
     run: &(dyn Fn() + Sync),
     bs: usize,
-    plan: crate::passes::Plan,
+    plan: crate::forward_pools::Plan,
     iterations: usize,
 ) -> anyhow::Result<f64> {
-    let passes = crate::passes::Passes::new(plan)?;
+    let passes = crate::forward_pools::Passes::new(plan)?;
     let t = Instant::now();
     passes.each(&|_| (0..iterations).for_each(|_| run()));
     let n = passes.workers() * iterations * bs;
@@ -176,7 +176,7 @@ fn caller_side(
             .map(|b| crate::predict::parse_sample(b, &limits).expect("a stored sample parses"))
             .collect()
     };
-    let norm = &p.loaded.normalizer;
+    let norm = &p.loaded.featurizer;
     let (mut prep, mut caller) = (Vec::new(), Vec::new());
     for i in 0..iterations + 2 {
         let t = Instant::now();

@@ -5,7 +5,7 @@
 use crate::batch::FeatureBatcher;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
 use serde::Serialize;
@@ -45,7 +45,7 @@ pub struct Options<'a> {
 
 pub fn run(o: &Options) -> anyhow::Result<LoaderBench> {
     let manifest = Manifest::load(o.data)?;
-    let norm = Arc::new(Normalizer::new(
+    let norm = Arc::new(Featurizer::new(
         &manifest.spec,
         &manifest.norm,
         o.image_size,

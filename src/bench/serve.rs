@@ -117,7 +117,7 @@ pub fn run(
         .map(|s| Ok(serde_json::to_vec(&to_request_json(s)?)?))
         .collect::<anyhow::Result<_>>()?;
     compile_batch_shapes(&predictor, samples, o.max_batch);
-    let plan = crate::passes::plan_for(o.model_workers, predictor.device());
+    let plan = crate::forward_pools::plan_for(o.model_workers, predictor.device());
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -18,9 +18,9 @@ use crate::config::Config;
 
 use crate::data::sample::SCHEMA_VERSION;
 use crate::data::shards::sha256_file;
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use crate::model::DfmModel;
-use crate::normalization::{NORMALIZATION, Normalization};
+use crate::normalization::{NORMALIZATION, NormalizationFile};
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -82,7 +82,7 @@ pub fn checkpoint_dir(run: &Path, which: Which) -> anyhow::Result<PathBuf> {
 pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta> {
     let cfg = Config::load(Some(&run.join("config.toml")), &[])
         .with_context(|| format!("{} is not a run folder", run.display()))?;
-    let normalization = Normalization::load(&run.join(NORMALIZATION))?;
+    let normalization = NormalizationFile::load(&run.join(NORMALIZATION))?;
     let dir = checkpoint_dir(run, which)?;
     let state = checkpoint::read_state(&dir)?;
     let device = Device::flex();
@@ -183,8 +183,8 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub meta: BundleMeta,
     pub cfg: Config,
-    pub normalization: Normalization,
-    pub normalizer: Normalizer,
+    pub normalization: NormalizationFile,
+    pub featurizer: Featurizer,
     pub model: DfmModel,
     pub ridge: Option<crate::eval::ridge::Ridge>,
 }
@@ -254,7 +254,7 @@ fn read_verified(
 }
 
 /// Loads a bundle, verifying every file's SHA-256 and the schema version.
-pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
+pub fn read_bundle(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
     let meta = read_meta(dir)?;
     let mut files = read_verified(
         dir,
@@ -265,7 +265,7 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
     let text = String::from_utf8(files.remove("config.toml").unwrap_or_default())
         .with_context(|| format!("{}: not UTF-8", name("config.toml")))?;
     let cfg = Config::parse(&text, &name("config.toml"))?;
-    let normalization: Normalization =
+    let normalization: NormalizationFile =
         serde_json::from_slice(&files.remove(NORMALIZATION).unwrap_or_default())
             .with_context(|| format!("{} is not valid", name(NORMALIZATION)))?;
     super::check_features(&normalization, dir)?;
@@ -282,7 +282,7 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
         files.remove("model.bpk").unwrap_or_default(),
         &name("model.bpk"),
     )?;
-    let normalizer = Normalizer::new(
+    let featurizer = Featurizer::new(
         &normalization.spec,
         &normalization.norm,
         cfg.data.image_size,
@@ -292,7 +292,7 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Bundle> {
         meta,
         cfg,
         normalization,
-        normalizer,
+        featurizer,
         model,
         ridge,
     })

@@ -6,9 +6,9 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::data::manifest::Manifest;
 use crate::eval::ridge::Ridge;
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use crate::model::DfmModel;
-use crate::normalization::{NORMALIZATION, Normalization, check_data, check_features};
+use crate::normalization::{NORMALIZATION, NormalizationFile, check_data, check_features};
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use std::path::Path;
@@ -16,8 +16,8 @@ use std::path::Path;
 pub struct LoadedModel {
     pub model: DfmModel,
     pub cfg: Config,
-    pub normalization: Normalization,
-    pub normalizer: Normalizer,
+    pub normalization: NormalizationFile,
+    pub featurizer: Featurizer,
     /// What was loaded, for reports ("run checkpoints/x, step 3129" / "bundle ...").
     pub description: String,
     pub step: Option<usize>,
@@ -26,9 +26,9 @@ pub struct LoadedModel {
 }
 
 /// Loads a run folder's best checkpoint, or an export bundle (verified).
-pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
+pub fn load_trained(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
     if path.join("bundle.json").is_file() {
-        let b = export::load(path, device)?;
+        let b = export::read_bundle(path, device)?;
         return Ok(LoadedModel {
             description: format!("bundle {} (step {})", path.display(), b.meta.step),
             step: Some(b.meta.step),
@@ -36,7 +36,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
             model: b.model,
             cfg: b.cfg,
             normalization: b.normalization,
-            normalizer: b.normalizer,
+            featurizer: b.featurizer,
         });
     }
     if !path.join("config.toml").is_file() {
@@ -46,13 +46,13 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
         );
     }
     let cfg = Config::load(Some(&path.join("config.toml")), &[])?;
-    let normalization = Normalization::load(&path.join(NORMALIZATION))?;
+    let normalization = NormalizationFile::load(&path.join(NORMALIZATION))?;
     check_features(&normalization, path)?;
     let dir = checkpoint::best_or_last(path)?;
     let state = checkpoint::read_state(&dir)?;
     let model = DfmModel::new(&cfg.model, &normalization.spec, cfg.data.image_size, device);
     let model = checkpoint::load_model(model, &dir)?;
-    let normalizer = Normalizer::new(
+    let featurizer = Featurizer::new(
         &normalization.spec,
         &normalization.norm,
         cfg.data.image_size,
@@ -69,7 +69,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
         model,
         cfg,
         normalization,
-        normalizer,
+        featurizer,
     })
 }
 

@@ -9,7 +9,6 @@
 pub mod export;
 pub mod load;
 
-pub use crate::normalization::{NORMALIZATION, Normalization, check_data, check_features};
-pub use export::load as load_bundle;
-pub use export::{Bundle, BundleMeta, FORMAT, Which, checkpoint_dir, export};
-pub use load::{LoadedModel, load};
+pub use crate::normalization::{NORMALIZATION, NormalizationFile, check_data, check_features};
+pub use export::{Bundle, BundleMeta, FORMAT, Which, checkpoint_dir, export, read_bundle};
+pub use load::{LoadedModel, load_trained};

@@ -55,7 +55,7 @@ pub struct EvalArgs {
 /// What every evaluation of one `dfm eval` shares.
 struct Ctx<'a> {
     m: &'a LoadedModel,
-    norm: std::sync::Arc<crate::features::Normalizer>,
+    norm: std::sync::Arc<crate::features::Featurizer>,
     data: &'a Path,
     manifest: &'a Manifest,
     stats: &'a TrainStats,
@@ -87,7 +87,7 @@ impl Ctx<'_> {
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let sel = crate::device::choose(a.device.as_deref(), None)?;
     eprintln!("device: {}", sel.description);
-    let m = crate::bundle::load(&a.model, &sel.device)?;
+    let m = crate::bundle::load_trained(&a.model, &sel.device)?;
     let data = a
         .data
         .clone()
@@ -107,7 +107,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     o.check()?;
     let ctx = Ctx {
         m: &m,
-        norm: std::sync::Arc::new(m.normalizer.clone()),
+        norm: std::sync::Arc::new(m.featurizer.clone()),
         data: &data,
         manifest: &manifest,
         stats: &stats,
@@ -129,7 +129,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         crate::util::write_json(p, &json)?;
         println!("report written to {}", p.display());
     }
-    if let Some(target) = crate::track::Target::from_flag(a.track.as_deref(), &m.cfg)? {
+    if let Some(target) = crate::track::TrackingServer::from_flag(a.track.as_deref(), &m.cfg)? {
         track(&target, &a, &data, &json, m.step)?;
     }
     Ok(())
@@ -138,7 +138,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
 /// Logs an evaluation to MLflow: its numbers as metrics named `<split>.<path>` (prefixed by the
 /// data folder's name when it is not the model's own data), the report and plots as artifacts.
 fn track(
-    target: &crate::track::Target,
+    target: &crate::track::TrackingServer,
     a: &EvalArgs,
     data: &Path,
     json: &serde_json::Value,

@@ -114,7 +114,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         m.files.len() + 1
     );
     let cfg = crate::config::Config::load(Some(&a.run.join("config.toml")), &[])?;
-    if let Some(target) = crate::track::Target::from_flag(a.track.as_deref(), &cfg)? {
+    if let Some(target) = crate::track::TrackingServer::from_flag(a.track.as_deref(), &cfg)? {
         println!(
             "{}",
             crate::track::log_bundle(&target, &a.run, &a.out)?.render()

@@ -68,7 +68,7 @@ pub fn mirrored(mut s: Sample) -> Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Fix, Image, Imu, LatLon, Region, Stop, Target};
+    use crate::data::sample::{Fix, Image, Imu, Labels, LatLon, Region, Stop};
     use crate::frame::Enu;
 
     /// A vehicle turning left on a circle (10 m/s, 0.05 rad/s, fixes every 5 s, with courses),
@@ -118,7 +118,7 @@ mod tests {
             stops: vec![stop("a", 200.0, 150.0), stop("b", 100.0, -80.0)],
             horizons_s: Vec::new(),
             plan_route: false,
-            target: Some(Target {
+            target: Some(Labels {
                 future_step_s: Some(5.0),
                 future: (1..=6)
                     .map(|k| at(25.0 + 5.0 * k as f64))

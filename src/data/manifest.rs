@@ -24,7 +24,7 @@ pub struct Manifest {
     pub spec: Spec,
     /// `train`, `val`, `test` (held-out routes) and `test_days` (held-out days), when present.
     pub splits: BTreeMap<String, SplitInfo>,
-    pub norm: NormStats,
+    pub norm: ChannelStats,
     pub coverage: Coverage,
     /// How the data was made (simulator settings, importer options).
     pub generator: serde_json::Value,
@@ -97,16 +97,16 @@ pub struct Moments {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
-pub struct NormStats {
+pub struct ChannelStats {
     pub channels: BTreeMap<String, Moments>,
 }
 
-impl NormStats {
+impl ChannelStats {
     /// The statistics of a mixture: each channel pooled over the sources that have it, each
     /// source counting by its weight (its share of training batches), so the features are
     /// normalized for the distribution the model trains on. One normalization for all
     /// sources: a served request does not say where it comes from.
-    pub fn mix(parts: &[(&NormStats, f64)]) -> NormStats {
+    pub fn mix(parts: &[(&ChannelStats, f64)]) -> ChannelStats {
         if let [(one, _)] = parts {
             return (*one).clone();
         }
@@ -142,13 +142,13 @@ impl NormStats {
                 },
             );
         }
-        NormStats { channels }
+        ChannelStats { channels }
     }
 
     /// The statistics of the union of the parts' samples (each channel pooled by its counts):
     /// what one process that saw every part's training samples computes, to the manifest's
     /// precision (`dfm data merge`).
-    pub fn pool(parts: &[&NormStats]) -> NormStats {
+    pub fn pool(parts: &[&ChannelStats]) -> ChannelStats {
         let mut acc: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
         for p in parts {
             for (k, m) in &p.channels {
@@ -156,7 +156,7 @@ impl NormStats {
                 *e = pool_moments(*e, m.to_acc());
             }
         }
-        NormStats {
+        ChannelStats {
             channels: acc
                 .into_iter()
                 .map(|(k, a)| (k, Moments::from_acc(a)))
@@ -212,8 +212,8 @@ impl StatsAcc {
             *e = pool_moments(*e, b);
         }
     }
-    pub fn finish(&self) -> NormStats {
-        NormStats {
+    pub fn finish(&self) -> ChannelStats {
+        ChannelStats {
             channels: self
                 .acc
                 .iter()

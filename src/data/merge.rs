@@ -9,7 +9,7 @@
 //! match its SHA-256. The merged dataset is built beside `--out` and moved into place only when
 //! complete (`staged.rs`), so a failed merge leaves a dataset already there as it was.
 
-use super::manifest::{Coverage, Manifest, NormStats, SplitInfo};
+use super::manifest::{ChannelStats, Coverage, Manifest, SplitInfo};
 use super::part::PartNote;
 use super::shards::ShardInfo;
 use super::staged::Staged;
@@ -59,7 +59,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
         source: first.source.clone(),
         spec: first.spec.clone(),
         splits,
-        norm: NormStats::pool(&manifests.iter().map(|m| &m.norm).collect::<Vec<_>>()),
+        norm: ChannelStats::pool(&manifests.iter().map(|m| &m.norm).collect::<Vec<_>>()),
         coverage,
         generator: serde_json::json!({
             "merged": manifests.iter().map(|m| m.generator.clone()).collect::<Vec<_>>()

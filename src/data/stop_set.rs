@@ -63,7 +63,7 @@ pub fn fit(s: Sample, cap: usize) -> (Sample, Option<Vec<usize>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Fix, Stop, Target};
+    use crate::data::sample::{Fix, Labels, Stop};
 
     #[test]
     fn keeps_the_nearest_in_listed_order_with_their_labels() {
@@ -87,7 +87,7 @@ mod tests {
             .collect();
         let s = Sample {
             stops,
-            target: Some(Target {
+            target: Some(Labels {
                 arrival_s: vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)],
                 on_time: vec![None, Some(true), None, Some(false)],
                 next_stop: Some(3),

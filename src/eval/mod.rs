@@ -19,7 +19,7 @@ use crate::batch::{Batch, FeatureBatcher};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
 use crate::data::sample::{ImageKind, Rgb8};
-use crate::features::{Features, Normalizer};
+use crate::features::{Features, Featurizer};
 use crate::model::{DfmModel, MODALITIES, TokenMasks};
 use baselines::TrainStats;
 use burn::data::dataloader::batcher::Batcher;
@@ -145,7 +145,7 @@ struct Pred<'a> {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Acc {
+struct MetricSums {
     samples: usize,
     traj_k: TrajAcc,
     traj_1: TrajAcc,
@@ -172,7 +172,7 @@ fn top_mode(p: &[f64]) -> usize {
     (0..p.len()).fold(0, |a, m| if p[m] > p[a] { m } else { a })
 }
 
-impl Acc {
+impl MetricSums {
     fn add(&mut self, p: &Pred, stats: &TrainStats, miss: f64) {
         let t = p.t;
         self.samples += 1;

@@ -10,7 +10,7 @@
 
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::manifest::Manifest;
-use crate::features::{Features, HIST_CH, Normalizer};
+use crate::features::{Features, Featurizer, HIST_CH};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -75,7 +75,7 @@ fn target(f: &Features) -> Option<Vec<f64>> {
 
 /// Streaming normal equations over [x, 1]: X'X, X'Y and the sum of Y'Y.
 #[derive(Clone, Debug, Default)]
-pub struct Normal {
+pub struct NormalEquations {
     pub n: u64,
     d: usize,
     o: usize,
@@ -84,7 +84,7 @@ pub struct Normal {
     yty: f64,
 }
 
-impl Normal {
+impl NormalEquations {
     pub fn add(&mut self, x: &[f64], y: &[f64]) {
         if self.n == 0 && self.xtx.is_empty() {
             self.d = x.len() + 1;
@@ -110,7 +110,7 @@ impl Normal {
         self.n += 1;
     }
 
-    pub fn merge(&mut self, other: Normal) {
+    pub fn merge(&mut self, other: NormalEquations) {
         if other.n == 0 {
             return;
         }
@@ -219,8 +219,8 @@ fn cholesky_solve(l: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
 impl Ridge {
     /// Fits on `train`, choosing lambda by the mean squared error on `val` when it has samples.
     pub fn fit(
-        train: &Normal,
-        val: Option<&Normal>,
+        train: &NormalEquations,
+        val: Option<&NormalEquations>,
         history_len: usize,
         future_len: usize,
     ) -> Ridge {
@@ -287,10 +287,10 @@ fn normal_equations(
     dir: &Path,
     manifest: &Manifest,
     split: &str,
-    norm: &Arc<Normalizer>,
+    norm: &Arc<Featurizer>,
     workers: usize,
-) -> anyhow::Result<Normal> {
-    let mut acc = Normal::default();
+) -> anyhow::Result<NormalEquations> {
+    let mut acc = NormalEquations::default();
     if manifest.split(split).is_none_or(|s| s.samples == 0) {
         return Ok(acc);
     }
@@ -308,7 +308,7 @@ fn normal_equations(
         target(&f).map(|y| (inputs(&f), y))
     });
     let per_batch = Arc::new(|items: Vec<Option<(Vec<f64>, Vec<f64>)>>| {
-        let mut part = Normal::default();
+        let mut part = NormalEquations::default();
         for (x, y) in items.into_iter().flatten() {
             part.add(&x, &y);
         }
@@ -327,7 +327,7 @@ fn normal_equations(
 pub fn fit_on(
     dir: &Path,
     manifest: &Manifest,
-    norm: &Arc<Normalizer>,
+    norm: &Arc<Featurizer>,
     workers: usize,
 ) -> anyhow::Result<Option<Ridge>> {
     let (data, model) = (&manifest.spec, &norm.spec);
@@ -356,7 +356,7 @@ mod tests {
     /// validation MSE of the exact weights is zero.
     #[test]
     fn recovers_a_linear_map_and_scores_it() {
-        let mut n = Normal::default();
+        let mut n = NormalEquations::default();
         let mut s = 1u64;
         let mut rnd = || {
             s = s

@@ -7,7 +7,7 @@
 use super::sequence::{lmrc_score, order_krc};
 use crate::batch::FeatureBatcher;
 use crate::data::sample::Sample;
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use crate::frame::{Enu, LocalFrame};
 use crate::model::{DfmModel, TokenMasks};
 use burn::data::dataloader::batcher::Batcher;
@@ -83,7 +83,7 @@ fn argmax(v: &[f64]) -> usize {
 /// stops a model of smaller capacity leaves out: it reads the nearest `max_stops`).
 pub fn pointer_logits(
     model: &DfmModel,
-    norm: &Normalizer,
+    norm: &Featurizer,
     device: &Device,
     batch: &[Sample],
 ) -> Vec<Vec<f64>> {
@@ -121,7 +121,7 @@ pub fn pointer_logits(
 /// do), among all stops otherwise.
 pub fn model_chooser<'a>(
     model: &'a DfmModel,
-    norm: &'a Normalizer,
+    norm: &'a Featurizer,
     device: &'a Device,
     zone_first: bool,
 ) -> impl Fn(&[Sample]) -> Vec<usize> + 'a {
@@ -152,7 +152,7 @@ pub fn model_chooser<'a>(
 /// The model's log-probability of each decision's choice (a stop it does not read: ln 1e-9).
 pub fn model_scorer<'a>(
     model: &'a DfmModel,
-    norm: &'a Normalizer,
+    norm: &'a Featurizer,
     device: &'a Device,
 ) -> impl Fn(&[Sample], &[usize]) -> Vec<f64> + 'a {
     move |batch: &[Sample], chosen: &[usize]| {
@@ -391,7 +391,7 @@ fn route_metrics(r: &Route, predicted: &[String]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::{Fix, Stop, Target};
+    use crate::data::sample::{Fix, Labels, Stop};
 
     /// A route along a street east of the station: stops 100 m apart, driven in `order`.
     fn route(order: &[usize]) -> RouteLog {
@@ -415,7 +415,7 @@ mod tests {
                 .unwrap();
             let mut d = s.clone();
             d.key = format!("r-{:04}", k + 1);
-            d.target = Some(Target {
+            d.target = Some(Labels {
                 next_stop: Some(idx),
                 ..Default::default()
             });

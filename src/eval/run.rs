@@ -9,7 +9,7 @@ use super::*;
 /// what the baselines learned from the training split, and the device.
 pub struct EvalInputs<'a> {
     pub model: &'a DfmModel,
-    pub norm: &'a Arc<Normalizer>,
+    pub norm: &'a Arc<Featurizer>,
     pub data: &'a Path,
     pub manifest: &'a Manifest,
     pub stats: &'a TrainStats,
@@ -33,7 +33,7 @@ pub fn evaluate(
     let loader = Loader::new(inp.data, inp.manifest, &o.split, opts)?;
     let model = inp.model.valid().to_device(inp.device);
     // The data's own horizons (the model blends its knots to them).
-    let mut run = Running::new(&model, inp.manifest.spec.future_len);
+    let mut run = Accumulated::new(&model, inp.manifest.spec.future_len);
     let routes_mode = inp.manifest.source == "lmrc";
     let dev = inp.device.clone();
     let per_batch = Arc::new(move |items: Vec<(Features, Truth)>| {
@@ -42,7 +42,7 @@ pub fn evaluate(
     });
     let per_sample = truth_fn(inp.norm.clone(), inp.stats.clone(), routes_mode);
     // On a CPU several batches go through the model at once; metrics accumulate in order.
-    let passes = crate::passes::Passes::new(crate::passes::plan_for(0, inp.device))?;
+    let passes = crate::forward_pools::Passes::new(crate::forward_pools::plan_for(0, inp.device))?;
     passes.stream(
         loader.epoch(0, 0, per_sample, per_batch),
         &|(batch, truths): (Batch, Vec<Truth>)| {
@@ -62,7 +62,7 @@ pub fn evaluate(
 /// The per-sample work of the loader's workers: the features the model reads (its stop
 /// capacity: the nearest stops) and the host-side truth and baselines.
 fn truth_fn(
-    norm: Arc<Normalizer>,
+    norm: Arc<Featurizer>,
     stats: TrainStats,
     routes_mode: bool,
 ) -> Arc<dyn Fn(crate::Sample) -> (Features, Truth) + Send + Sync> {
@@ -80,7 +80,7 @@ fn truth_fn(
 fn truth_of(
     s: &crate::Sample,
     f: &Features,
-    norm: &Normalizer,
+    norm: &Featurizer,
     stats: &TrainStats,
     decision: Option<crate::Sample>,
     over_capacity: bool,
@@ -194,7 +194,7 @@ impl Outputs {
     }
 
     /// Sample `i`'s predictions in meters and seconds (`k` modes, `n` stop slots).
-    fn pred<'t>(&self, i: usize, t: &'t Truth, norm: &Normalizer, k: usize, n: usize) -> Pred<'t> {
+    fn pred<'t>(&self, i: usize, t: &'t Truth, norm: &Featurizer, k: usize, n: usize) -> Pred<'t> {
         let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         Pred {
             t,
@@ -218,11 +218,11 @@ impl Outputs {
 struct HorizonSums([f64; 6]);
 
 /// Everything an evaluation accumulates while it streams.
-struct Running {
+struct Accumulated {
     k: usize,
     fl: usize,
-    all: Acc,
-    groups: [BTreeMap<String, Acc>; 5],
+    all: MetricSums,
+    groups: [BTreeMap<String, MetricSums>; 5],
     horizon: Vec<HorizonSums>,
     horizon_n: u64,
     route_logs: BTreeMap<String, rollout::RouteLog>,
@@ -234,13 +234,13 @@ fn err(p: &[f64; 2], q: &[f64; 2]) -> f64 {
     ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt()
 }
 
-impl Running {
+impl Accumulated {
     /// `fl`: trajectory points of the data.
     fn new(model: &DfmModel, fl: usize) -> Self {
-        Running {
+        Accumulated {
             k: model.modes,
             fl,
-            all: Acc::default(),
+            all: MetricSums::default(),
             groups: Default::default(),
             horizon: vec![HorizonSums::default(); fl],
             horizon_n: 0,
@@ -374,7 +374,7 @@ impl Running {
         rollout::planned(logs, &score, bs)
     }
 
-    fn slices(&self, g: &BTreeMap<String, Acc>, miss: f64) -> BTreeMap<String, Slice> {
+    fn slices(&self, g: &BTreeMap<String, MetricSums>, miss: f64) -> BTreeMap<String, Slice> {
         g.iter()
             .map(|(name, acc)| {
                 let (m, b) = acc.finish(self.k, miss);

@@ -27,7 +27,7 @@
 //!   a minute's error at a 2-minute stop more than at a 2-hour one), on-time per stop,
 //!   delivered, next-stop index; each with a mask.
 
-use crate::data::manifest::NormStats;
+use crate::data::manifest::ChannelStats;
 use crate::data::sample::{ImageKind, Region, RoadClass, Sample, Spec, Weather};
 use crate::data::stats::history_local;
 use crate::frame::LocalFrame;
@@ -40,7 +40,7 @@ mod rows;
 mod tests;
 
 /// The version of what this feature code computes. A model reads the features of the version
-/// it was trained with (`Normalization::features_version`): bump it whenever an input changes
+/// it was trained with (`NormalizationFile::features_version`): bump it whenever an input changes
 /// meaning for some data, and say what changed in [`FEATURE_CHANGES`].
 pub const FEATURES_VERSION: u32 = 2;
 
@@ -99,7 +99,7 @@ pub mod stop_ch {
 }
 
 /// The labels of a sample, before they join its features.
-struct Targets {
+struct LabelRows {
     future: Vec<f32>,
     future_mask: f32,
     eta: Vec<f32>,
@@ -128,7 +128,7 @@ pub const CTX_GROUPS: [(&str, Range<usize>); 6] = [
 
 /// Everything the feature code needs besides the sample: shapes and statistics.
 #[derive(Clone, Debug)]
-pub struct Normalizer {
+pub struct Featurizer {
     pub spec: Spec,
     pub image_size: usize,
     pub pos_scale: f32,
@@ -144,9 +144,9 @@ pub struct Normalizer {
     zone: (f32, f32),
 }
 
-impl Normalizer {
-    pub fn new(spec: &Spec, norm: &NormStats, image_size: usize) -> Self {
-        Normalizer {
+impl Featurizer {
+    pub fn new(spec: &Spec, norm: &ChannelStats, image_size: usize) -> Self {
+        Featurizer {
             spec: spec.clone(),
             image_size,
             pos_scale: norm.rms(&["hist_x", "hist_y"]),
@@ -219,7 +219,7 @@ pub struct Features {
     pub meta: SampleMeta,
 }
 
-impl Normalizer {
+impl Featurizer {
     /// Seconds -> the model's ETA units.
     pub fn eta_encode(&self, seconds: f64) -> f32 {
         ((1.0 + seconds.max(0.0) / ETA_TAU_S).ln() as f32) / self.eta_scale

@@ -31,7 +31,7 @@ fn imu_on_grid(rows: &[[f32; 4]], rate: f64, n: usize, to_rate: f64) -> Vec<[f32
         .collect()
 }
 
-impl Normalizer {
+impl Featurizer {
     /// The history's local positions at the model's grid times (`t0 - (H-1-k) step`, oldest
     /// first), with the fix whose other fields a row takes (the nearer one); None where the
     /// history does not reach.
@@ -205,9 +205,9 @@ impl Normalizer {
     }
 
     /// The labels and their masks; `f` trajectory points (the labels' own, when present).
-    pub(super) fn targets(&self, s: &Sample, frame: &LocalFrame, f: usize) -> Targets {
+    pub(super) fn targets(&self, s: &Sample, frame: &LocalFrame, f: usize) -> LabelRows {
         let ns = self.spec.max_stops;
-        let mut t = Targets {
+        let mut t = LabelRows {
             future: vec![0f32; f * 2],
             future_mask: 0.0,
             eta: vec![0f32; ns],

@@ -2,7 +2,7 @@
 
 use super::image::{bilinear_chw, image_chw, standardize_channels};
 use super::*;
-use crate::data::sample::{Context, Fix, Stop, Target};
+use crate::data::sample::{Context, Fix, Labels, Stop};
 use crate::frame::Enu;
 
 /// The same-size copy is exactly the bilinear resize it replaces, and a resize keeps a
@@ -55,7 +55,7 @@ fn north_at_10_mps() -> (Sample, Spec) {
             zone: Some("A-1.1A".into()),
             ..Stop::at("s", slat, slon)
         }],
-        target: Some(Target {
+        target: Some(Labels {
             future: vec![[flat, flon]],
             ..Default::default()
         }),
@@ -80,7 +80,7 @@ fn north_at_10_mps() -> (Sample, Spec) {
 #[test]
 fn features_of_a_hand_made_sample() {
     let (s, spec) = north_at_10_mps();
-    let f = Normalizer::new(&spec, &NormStats::default(), 8).features(&s);
+    let f = Featurizer::new(&spec, &ChannelStats::default(), 8).features(&s);
     let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
     let row = |k: usize| &f.hist[k * HIST_CH..(k + 1) * HIST_CH];
     // Motion scale: 10 m per step, positions over 10 m x 2 fixes = 20 m.
@@ -146,7 +146,7 @@ fn any_sampling_meets_the_model_grid_by_time() {
             stops: Vec::new(),
             horizons_s: Vec::new(),
             plan_route: false,
-            target: Some(Target {
+            target: Some(Labels {
                 future_step_s: Some(3.0),
                 future: future.to_vec(),
                 ..Default::default()
@@ -164,7 +164,7 @@ fn any_sampling_meets_the_model_grid_by_time() {
         imu_rate_hz: 1.0,
         max_stops: 1,
     };
-    let n = Normalizer::new(&spec, &NormStats::default(), 8);
+    let n = Featurizer::new(&spec, &ChannelStats::default(), 8);
     let every_1s = n.features(&sample(&[-4.0, -3.0, -2.0, -1.0, 0.0]));
     let every_2s = n.features(&sample(&[-4.0, -2.0, 0.0]));
     assert_eq!(every_2s.hist_mask, vec![1.0; 5]);

@@ -52,22 +52,28 @@ pub struct FusionEncoder {
     pub layers: Vec<FusionLayer>,
 }
 
-impl FusionEncoder {
-    pub fn new(
-        d: usize,
-        d_ff: usize,
-        heads: usize,
-        layers: usize,
-        p: f64,
-        device: &Device,
-    ) -> Self {
+/// The fusion encoder's shape (burn's `Config` idiom: named fields, then `init`).
+#[derive(Config, Debug)]
+pub struct FusionEncoderConfig {
+    pub d_model: usize,
+    /// Width of each layer's feed-forward hidden layer.
+    pub d_ff: usize,
+    pub heads: usize,
+    pub layers: usize,
+    /// Dropout on attention weights, the feed-forward hidden layer and both residual branches.
+    pub dropout: f64,
+}
+
+impl FusionEncoderConfig {
+    pub fn init(&self, device: &Device) -> FusionEncoder {
+        let (d, d_ff, heads, p) = (self.d_model, self.d_ff, self.heads, self.dropout);
         assert!(
             d.is_multiple_of(heads),
             "d_model {d} is not a multiple of heads {heads}"
         );
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         FusionEncoder {
-            layers: (0..layers)
+            layers: (0..self.layers)
                 .map(|_| FusionLayer {
                     mha: SelfAttention {
                         query: lin(d, d),
@@ -89,7 +95,9 @@ impl FusionEncoder {
                 .collect(),
         }
     }
+}
 
+impl FusionEncoder {
     /// x [B, n, d]; pad [B, n] true where a token is padding (no query attends to it).
     pub fn forward(&self, mut x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
         for layer in &self.layers {
@@ -174,7 +182,8 @@ mod tests {
             .with_norm_first(true)
             .with_dropout(0.1)
             .init(&device);
-        let ours = FusionEncoder::new(16, 64, 4, 2, 0.1, &device)
+        let ours = FusionEncoderConfig::new(16, 64, 4, 2, 0.1)
+            .init(&device)
             .try_load_record(burn_enc.clone().into_record())
             .expect("burn's encoder record fits ours");
         let x = Tensor::<3>::random([2, 9, 16], Distribution::Normal(0.0, 1.0), &device);
@@ -206,7 +215,7 @@ mod tests {
     fn dropout_only_when_training() {
         let device = Device::flex();
         device.seed(1);
-        let enc = FusionEncoder::new(16, 64, 4, 1, 0.5, &device);
+        let enc = FusionEncoderConfig::new(16, 64, 4, 1, 0.5).init(&device);
         let x = Tensor::<3>::random([2, 9, 16], Distribution::Normal(0.0, 1.0), &device);
         let a = enc.forward(x.clone(), pad(&device)).into_data();
         let b = enc.forward(x.clone(), pad(&device)).into_data();

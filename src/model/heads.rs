@@ -30,7 +30,7 @@ pub struct Heads {
 }
 
 impl Heads {
-    pub fn new(d: usize, _modes: usize, future_len: usize, device: &Device) -> Self {
+    pub fn new(d: usize, future_len: usize, device: &Device) -> Self {
         Heads {
             traj1: LinearConfig::new(d, 2 * d).init(device),
             traj2: LinearConfig::new(2 * d, future_len * 2).init(device),

@@ -17,9 +17,18 @@ pub struct ImageEncoder {
 
 const STEM: usize = 16;
 
-impl ImageEncoder {
-    pub fn new(size: usize, patch: usize, d: usize, device: &Device) -> Self {
-        let g = size / patch;
+/// An image encoder for `size` x `size` images cut into `patch` x `patch` patches.
+#[derive(Config, Debug)]
+pub struct ImageEncoderConfig {
+    pub size: usize,
+    pub patch: usize,
+    pub d_model: usize,
+}
+
+impl ImageEncoderConfig {
+    pub fn init(&self, device: &Device) -> ImageEncoder {
+        let (patch, d) = (self.patch, self.d_model);
+        let g = self.size / patch;
         ImageEncoder {
             stem: Conv2dConfig::new([3, STEM], [3, 3])
                 .with_padding(PaddingConfig2d::Same)
@@ -34,7 +43,9 @@ impl ImageEncoder {
             .init([g * g, d], device),
         }
     }
+}
 
+impl ImageEncoder {
     pub fn tokens(&self) -> usize {
         self.pos.dims()[0]
     }

@@ -30,12 +30,12 @@ use crate::features::{HIST_CH, IMU_CH, STOP_CH};
 use burn::module::Param;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use fusion::FusionEncoder;
+use fusion::{FusionEncoder, FusionEncoderConfig};
 use heads::{Heads, Recon};
-use image::ImageEncoder;
-use sensor::PatchEncoder;
+use image::{ImageEncoder, ImageEncoderConfig};
+use sensor::{PatchEncoder, PatchEncoderConfig};
 use stop_context::{ContextEncoder, StopEncoder};
-use video::VideoEncoder;
+use video::{VideoEncoder, VideoEncoderConfig};
 
 pub use support::{UNSET_SUPPORT, motion_scale_mps, support_factor};
 
@@ -101,7 +101,7 @@ pub struct TokenMasks {
 }
 
 impl TokenMasks {
-    /// Modalities kept per `keep` [B, 5], nothing hidden (inference, supervised training).
+    /// Modalities kept per `keep` [B, 6], nothing hidden (inference, supervised training).
     pub fn keep(keep: Tensor<2>) -> Self {
         TokenMasks {
             keep,
@@ -124,7 +124,7 @@ pub struct Output {
     pub point: Tensor<3>,
     /// [B, K]
     pub mode_logits: Tensor<2>,
-    /// [B, N, 3]: P10, P50, P90 of the arrival time, in `Normalizer::eta_encode` units (monotone).
+    /// [B, N, 3]: P10, P50, P90 of the arrival time, in `Featurizer::eta_encode` units (monotone).
     pub eta: Tensor<3>,
     /// [B, N]
     pub on_time_logits: Tensor<2>,
@@ -145,20 +145,21 @@ impl DfmModel {
     pub fn new(cfg: &ModelConfig, spec: &Spec, image_size: usize, device: &Device) -> Self {
         let cfg = &cfg.for_spec(spec);
         let d = cfg.d_model;
-        let fusion = FusionEncoder::new(
-            d,
-            d * cfg.ff_mult,
-            cfg.heads,
-            cfg.layers,
-            cfg.dropout,
-            device,
-        );
+        let fusion = FusionEncoderConfig {
+            d_model: d,
+            d_ff: d * cfg.ff_mult,
+            heads: cfg.heads,
+            layers: cfg.layers,
+            dropout: cfg.dropout,
+        }
+        .init(device);
         let init = Initializer::Normal {
             mean: 0.0,
             std: 0.02,
         };
-        let hist = PatchEncoder::new(spec.history_len, HIST_CH, cfg.history_patch, d, device);
-        let imu = PatchEncoder::new(spec.imu_len, IMU_CH, cfg.imu_patch, d, device);
+        let hist = PatchEncoderConfig::new(spec.history_len, HIST_CH, cfg.history_patch, d);
+        let hist = hist.init(device);
+        let imu = PatchEncoderConfig::new(spec.imu_len, IMU_CH, cfg.imu_patch, d).init(device);
         let decoders = Recon::decoders(
             d,
             cfg.history_patch * HIST_CH,
@@ -171,7 +172,7 @@ impl DfmModel {
             enc: Encoders {
                 hist,
                 imu,
-                image: ImageEncoder::new(image_size, cfg.image_patch, d, device),
+                image: ImageEncoderConfig::new(image_size, cfg.image_patch, d).init(device),
                 stops: StopEncoder::new(d, device),
                 ctx: ContextEncoder::new(d, device),
                 video: None,
@@ -181,7 +182,7 @@ impl DfmModel {
                 norm: LayerNormConfig::new(d).init(device),
             },
             queries: init.init([cfg.modes + 2, d], device),
-            heads: Heads::new(d, cfg.modes, spec.future_len, device),
+            heads: Heads::new(d, spec.future_len, device),
             prior_gate: first_and_last_gate(cfg.modes, device),
             next_prior: None,
             support_q99: None,
@@ -207,14 +208,14 @@ impl DfmModel {
             model.set_support_q99(UNSET_SUPPORT, device);
         }
         if spec.video_frames > 0 {
-            model.enc.video = Some(VideoEncoder::new(
-                spec.video_frames,
-                spec.video_size,
-                cfg.video_tubelet,
-                cfg.video_patch,
-                d,
-                device,
-            ));
+            let video = VideoEncoderConfig {
+                frames: spec.video_frames,
+                size: spec.video_size,
+                tubelet: cfg.video_tubelet,
+                patch: cfg.video_patch,
+                d_model: d,
+            };
+            model.enc.video = Some(video.init(device));
         }
         model
     }

@@ -13,8 +13,19 @@ pub struct PatchEncoder {
     pub channels: usize,
 }
 
-impl PatchEncoder {
-    pub fn new(len: usize, channels: usize, patch: usize, d: usize, device: &Device) -> Self {
+/// A sensor series' patch encoder: `len` rows of `channels`, cut into patches of `patch` rows,
+/// each projected to `d_model`.
+#[derive(Config, Debug)]
+pub struct PatchEncoderConfig {
+    pub len: usize,
+    pub channels: usize,
+    pub patch: usize,
+    pub d_model: usize,
+}
+
+impl PatchEncoderConfig {
+    pub fn init(&self, device: &Device) -> PatchEncoder {
+        let (len, channels, patch, d) = (self.len, self.channels, self.patch, self.d_model);
         assert!(
             len.is_multiple_of(patch),
             "sequence length {len} is not a multiple of the patch {patch}"
@@ -30,7 +41,9 @@ impl PatchEncoder {
             channels,
         }
     }
+}
 
+impl PatchEncoder {
     pub fn tokens(&self) -> usize {
         self.pos.dims()[0]
     }

@@ -11,7 +11,7 @@ pub const UNSET_SUPPORT: f32 = 1e30;
 
 /// A motion scale as a mean speed (m/s) for data read by `norm`: the motion scale is the
 /// history's mean step times its rows over the position scale.
-pub fn motion_scale_mps(q: f32, norm: &crate::features::Normalizer) -> f64 {
+pub fn motion_scale_mps(q: f32, norm: &crate::features::Featurizer) -> f64 {
     let (h, step) = (
         norm.spec.history_len as f64,
         norm.spec.history_step_s as f64,
@@ -31,7 +31,7 @@ pub fn support_factor(s: Tensor<1>, q: Tensor<1>) -> Tensor<1> {
 impl DfmModel {
     /// The support guard's threshold as a mean speed (m/s) for data read by `norm`. None without
     /// the guard or before training set it.
-    pub fn support_guard_mps(&self, norm: &crate::features::Normalizer) -> Option<f64> {
+    pub fn support_guard_mps(&self, norm: &crate::features::Featurizer) -> Option<f64> {
         Some(motion_scale_mps(self.support_q99_set()?, norm))
     }
 

@@ -2,15 +2,15 @@
 
 use super::testing::{small_model, tiny_spec};
 use super::*;
-use crate::data::manifest::NormStats;
+use crate::data::manifest::ChannelStats;
 use crate::data::sample::{Context, Fix, Sample, Stop};
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use crate::frame::Enu;
 use burn::data::dataloader::batcher::Batcher;
 
 /// The features of two samples going north, at 1 and at 10 m/s (two 1 s fixes each).
 fn two_movers(spec: &Spec) -> Vec<crate::features::Features> {
-    let n = Normalizer::new(spec, &NormStats::default(), 8);
+    let n = Featurizer::new(spec, &ChannelStats::default(), 8);
     let mover = |m_per_s: f64| {
         Sample::bare(
             "k",
@@ -73,7 +73,7 @@ fn the_rule_prior_follows_same_zone_then_nearest() {
     };
     let spec = tiny_spec(6);
     let device = Device::flex();
-    let n = Normalizer::new(&spec, &NormStats::default(), 8);
+    let n = Featurizer::new(&spec, &ChannelStats::default(), 8);
     let b = crate::batch::FeatureBatcher.batch(vec![n.features(&s)], &device);
     let valid = b.stops_mask.clone();
     let got: Vec<f32> = rule_prior(&b, &valid, Tensor::from_data([2.0f32], &device))
@@ -251,7 +251,7 @@ fn video_tokens_are_read_and_masked() {
     assert!(plain.enc.video.is_none());
     assert_eq!(model.token_count(2), plain.token_count(2) + 8);
 
-    let n = Normalizer::new(&spec, &NormStats::default(), 8);
+    let n = Featurizer::new(&spec, &ChannelStats::default(), 8);
     let traj = |value: u8, keep_video: f32| -> Vec<f32> {
         let b = crate::batch::FeatureBatcher.batch(vec![n.features(&with_clip(value))], &device);
         let mut row = vec![1.0f32; MODALITIES.len()];

@@ -41,16 +41,21 @@ pub const STEM: usize = 4;
 /// lights in 3 epochs.
 pub const PEAK: usize = 16;
 
-impl VideoEncoder {
-    /// For clips of `frames` frames of `size` x `size` pixels.
-    pub fn new(
-        frames: usize,
-        size: usize,
-        tubelet: usize,
-        patch: usize,
-        d: usize,
-        device: &Device,
-    ) -> Self {
+/// A video encoder for clips of `frames` frames of `size` x `size` pixels, cut into tubelets
+/// of `tubelet` frames by `patch` x `patch` pixels.
+#[derive(Config, Debug)]
+pub struct VideoEncoderConfig {
+    pub frames: usize,
+    pub size: usize,
+    pub tubelet: usize,
+    pub patch: usize,
+    pub d_model: usize,
+}
+
+impl VideoEncoderConfig {
+    pub fn init(&self, device: &Device) -> VideoEncoder {
+        let (frames, size, tubelet) = (self.frames, self.size, self.tubelet);
+        let (patch, d) = (self.patch, self.d_model);
         let n = (frames / tubelet) * (size / patch) * (size / patch);
         let init = Initializer::Normal {
             mean: 0.0,
@@ -67,7 +72,9 @@ impl VideoEncoder {
             patch,
         }
     }
+}
 
+impl VideoEncoder {
     pub fn tokens(&self) -> usize {
         self.pos.dims()[0]
     }

@@ -115,13 +115,13 @@ impl PredictionMeta {
 /// Samples to model inputs (the training feature code) and model outputs to predictions.
 #[derive(Clone)]
 pub struct Codec {
-    norm: std::sync::Arc<crate::features::Normalizer>,
+    norm: std::sync::Arc<crate::features::Featurizer>,
     modes: usize,
 }
 
 impl Codec {
     /// A codec for a model with `modes` trajectory modes and this feature code.
-    pub fn new(norm: crate::features::Normalizer, modes: usize) -> Self {
+    pub fn new(norm: crate::features::Featurizer, modes: usize) -> Self {
         Codec {
             norm: std::sync::Arc::new(norm),
             modes,

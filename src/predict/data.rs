@@ -5,7 +5,7 @@
 //! processes (an indexed Kubernetes job, a Slurm array, AWS Batch) write N files that together
 //! hold every sample once, with no coordinator: `predictions-0000I-of-0000N.parquet`.
 //!
-//! On a CPU several batches go through the model at once ([`crate::passes`]), and their rows
+//! On a CPU several batches go through the model at once ([`crate::forward_pools`]), and their rows
 //! are written in the loader's order.
 //!
 //! Samples are predicted as requests are: their labels are dropped first, so that the
@@ -78,7 +78,7 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         s.target = None;
         prepare.prepare(s)
     });
-    let passes = crate::passes::Passes::new(crate::passes::plan_for(0, p.device()))?;
+    let passes = crate::forward_pools::Passes::new(crate::forward_pools::plan_for(0, p.device()))?;
     passes.stream(
         loader.epoch(0, 0, per_sample, Arc::new(|b| b)),
         &|batch: Vec<_>| {

@@ -256,17 +256,20 @@ impl Predictor {
     }
 
     pub fn limits(&self) -> RequestLimits {
-        let spec = &self.loaded.normalizer.spec;
+        let spec = &self.loaded.featurizer.spec;
         RequestLimits {
             max_image_side: self.max_image_side(),
-            max_horizon_s: self.loaded.normalizer.horizon_s(),
+            max_horizon_s: self.loaded.featurizer.horizon_s(),
             video: (spec.video_frames > 0).then_some((spec.video_frames, spec.video_size)),
         }
     }
 
     /// Loads a bundle or a run folder onto a device.
     pub fn load(model: &std::path::Path, device: Device) -> anyhow::Result<Self> {
-        Ok(Predictor::new(crate::bundle::load(model, &device)?, device))
+        Ok(Predictor::new(
+            crate::bundle::load_trained(model, &device)?,
+            device,
+        ))
     }
 
     pub fn new(loaded: LoadedModel, device: Device) -> Self {
@@ -281,7 +284,7 @@ impl Predictor {
     /// What turns samples into model inputs and model outputs into predictions (cheap to
     /// clone: the server's request threads hold one).
     pub fn codec(&self) -> Codec {
-        Codec::new(self.loaded.normalizer.clone(), self.model.modes)
+        Codec::new(self.loaded.featurizer.clone(), self.model.modes)
     }
 
     /// Predictions for validated samples, in order: one forward pass for the samples, then

@@ -9,7 +9,7 @@
 //! Concurrent requests are batched: a model thread takes the first waiting request, gathers
 //! more until `max_batch` samples (or its share of the queue) or `max_wait_ms`, and runs one
 //! forward pass for all of them; on a CPU several model threads do so at once
-//! ([`crate::passes`]).
+//! ([`crate::forward_pools`]).
 //! Bad requests get a 4xx with `{"error": ..., "field": ...}`; the server keeps serving.
 //! Hostile clients are bounded: body size, samples per request, samples queued, decoded image
 //! size, time to send the headers and time per request; the token is checked before the body
@@ -54,7 +54,7 @@ pub struct ServeOptions {
     pub shutdown_grace_ms: u64,
     /// Bearer token required on /v1/* and /metrics (None: no auth).
     pub token: Option<String>,
-    /// Forward passes that run at once (0: [`crate::passes::plan`] picks from the device and
+    /// Forward passes that run at once (0: [`crate::forward_pools::plan`] picks from the device and
     /// the cores).
     pub model_workers: usize,
 }
@@ -126,7 +126,7 @@ pub fn model_info_json(p: &Predictor) -> Value {
         "model": l.cfg.model,
         "image_size": l.cfg.data.image_size,
         "max_image_side": p.max_image_side(),
-        "max_horizon_s": p.loaded.normalizer.horizon_s(),
+        "max_horizon_s": p.loaded.featurizer.horizon_s(),
         "dfm_version": env!("CARGO_PKG_VERSION"),
     })
 }
@@ -176,13 +176,13 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // The queue's bound in jobs is a backstop; its bound in samples is `max_queue_samples`.
     let (tx, rx) = crossbeam_channel::bounded::<Job>(o.max_queue_samples.max(1));
-    let plan = crate::passes::plan_for(o.model_workers, predictor.device());
+    let plan = crate::forward_pools::plan_for(o.model_workers, predictor.device());
     tracing::info!(
         "{} forward pass(es) at once, {} thread(s) each",
         plan.workers,
         plan.threads
     );
-    let passes = crate::passes::Passes::niced(plan, PASS_NICE)?;
+    let passes = crate::forward_pools::Passes::niced(plan, PASS_NICE)?;
     let (max_batch, max_wait) = (o.max_batch, Duration::from_millis(o.max_wait_ms));
     let (m2, s2) = (metrics.clone(), shared.clone());
     let worker = std::thread::Builder::new()

@@ -1,5 +1,5 @@
 //! The model threads: each gathers queued requests into a batch and runs one forward pass for
-//! them; on a CPU several run at once ([`crate::passes`]), each taking its share of the queue.
+//! them; on a CPU several run at once ([`crate::forward_pools`]), each taking its share of the queue.
 //! Requests arrive prepared (features computed on the request threads) and leave as raw model
 //! outputs (turned into predictions there too): this thread only runs the model.
 //! A panic in a forward pass fails only the requests that cause it: the batch is retried one

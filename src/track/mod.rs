@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where to log: the server and the experiment.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub struct TrackingServer {
     /// The server's address, without user-info (what dfm shows and keeps).
     pub uri: String,
     pub credentials: tracking_uri::Credentials,
@@ -39,7 +39,7 @@ pub struct Target {
     pub artifact_root: Option<PathBuf>,
 }
 
-impl Target {
+impl TrackingServer {
     /// The tracking server from the command line, else the config's `run.track`, else the
     /// environment's `MLFLOW_TRACKING_URI` (what MLflow users already set); None: no tracking.
     /// Credentials: the URI's user-info, else MLflow's environment variables ([`tracking_uri`]).
@@ -62,7 +62,7 @@ impl Target {
             note_uri_credentials();
         }
         let root = &cfg.run.track_artifact_root;
-        Ok(Some(Target {
+        Ok(Some(TrackingServer {
             uri,
             credentials: creds.or(tracking_uri::Credentials::from_env()),
             experiment: cfg.run.experiment.clone(),
@@ -82,7 +82,7 @@ fn note_uri_credentials() {
     });
 }
 
-impl Target {
+impl TrackingServer {
     /// For commands that add to a run (eval, export): the `--track` flag, else the
     /// environment's `MLFLOW_TRACKING_URI`; the experiment and flush time of `cfg`.
     pub fn from_flag(
@@ -91,13 +91,17 @@ impl Target {
     ) -> anyhow::Result<Option<Self>> {
         let mut c = cfg.clone();
         c.run.track.clear();
-        Target::resolve(flag, &c)
+        TrackingServer::resolve(flag, &c)
     }
 }
 
 /// A tracker that adds to the MLflow run a run folder names (when it names one on the same
 /// server), else to a new run called `name`.
-pub fn attach(target: &Target, run_dir: Option<&Path>, name: &str) -> anyhow::Result<Tracker> {
+pub fn attach(
+    target: &TrackingServer,
+    run_dir: Option<&Path>,
+    name: &str,
+) -> anyhow::Result<Tracker> {
     let link = run_dir.and_then(Link::load).filter(|l| l.uri == target.uri);
     let want = match link {
         Some(l) => RunRef::Existing(l.run.run_id),
@@ -113,7 +117,11 @@ pub fn attach(target: &Target, run_dir: Option<&Path>, name: &str) -> anyhow::Re
 }
 
 /// Logs an exported bundle's files under `bundle/` of the run's MLflow run (or a new run).
-pub fn log_bundle(target: &Target, run_dir: &Path, bundle: &Path) -> anyhow::Result<Summary> {
+pub fn log_bundle(
+    target: &TrackingServer,
+    run_dir: &Path,
+    bundle: &Path,
+) -> anyhow::Result<Summary> {
     let t = attach(
         target,
         Some(run_dir),
@@ -252,7 +260,11 @@ pub struct Tracker {
 impl Tracker {
     /// Starts the background sender; the run is created (or found) on the server there.
     /// `link_to`: the run folder that keeps the MLflow run's id.
-    pub fn start(target: &Target, run: RunRef, link_to: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn start(
+        target: &TrackingServer,
+        run: RunRef,
+        link_to: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(MAX_QUEUED);
         let client = Client::new(
             &target.uri,
@@ -474,7 +486,7 @@ mod tests {
     #[test]
     fn an_unreachable_server_loses_nothing_silently() {
         // Nothing listens on port 9 of loopback (discard; closed on test machines).
-        let t = Target {
+        let t = TrackingServer {
             uri: "http://127.0.0.1:9".into(),
             credentials: Default::default(),
             experiment: "dfm".into(),

@@ -4,7 +4,7 @@
 //! the flush deadline.
 
 use super::mlflow::{self, Client, RunInfo};
-use super::{Event, LINK_FILE, Link, MAX_BACKOFF, MAX_QUEUED, RunRef, Summary, Target};
+use super::{Event, LINK_FILE, Link, MAX_BACKOFF, MAX_QUEUED, RunRef, Summary, TrackingServer};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ enum Next {
 /// The background sender.
 pub(super) struct Worker {
     client: Client,
-    target: Target,
+    target: TrackingServer,
     want: RunRef,
     link_to: Option<PathBuf>,
     rt: tokio::runtime::Runtime,
@@ -40,7 +40,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         client: Client,
-        target: Target,
+        target: TrackingServer,
         want: RunRef,
         link_to: Option<PathBuf>,
         deadline: tokio::sync::watch::Receiver<Option<Instant>>,
@@ -266,7 +266,11 @@ impl Worker {
 
 /// Creates the run (in the experiment, made when missing) or finds an existing one and marks it
 /// running again.
-async fn open_run(c: &Client, t: &Target, want: &RunRef) -> Result<RunInfo, mlflow::CallError> {
+async fn open_run(
+    c: &Client,
+    t: &TrackingServer,
+    want: &RunRef,
+) -> Result<RunInfo, mlflow::CallError> {
     match want {
         RunRef::New { name, tags } => {
             let exp = c.experiment_id(&t.experiment).await?;

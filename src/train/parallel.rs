@@ -21,7 +21,7 @@ pub(super) fn parallel_micro_step(
     micro: usize,
     devices: &[Device],
     scale: f32,
-    passes: Option<&crate::passes::Passes>,
+    passes: Option<&crate::forward_pools::Passes>,
 ) -> Vec<Micro> {
     let mut work: Vec<_> = work.into_iter().zip(devices).enumerate().collect();
     // burn draws a parameter's initial value when it is first used, from the device's generator
@@ -63,8 +63,8 @@ pub(super) fn parallel_micro_step(
 /// A copy of `model` on `device` for a replica or another device. Its parameters are detached
 /// before `fork`: burn's `fork` records its copy as an operation under each trainable parameter
 /// of the model it copies, and the records under parameters that get no gradient (the
-/// pretraining decoders in a supervised run) were never freed. Every backward pass walked the
-/// growing list: a run with two replicas slowed from 600 to 113 samples/s over 3,100 steps.
+/// pretraining decoders in a supervised run) were never freed, and every backward pass walked the
+/// growing list, so a run slowed step by step (docs/training.md).
 fn replica_of(model: &DfmModel, device: &Device) -> DfmModel {
     struct Detach;
     impl burn::module::ModuleMapper for Detach {
@@ -84,12 +84,14 @@ fn replica_of(model: &DfmModel, device: &Device) -> DfmModel {
 
 /// One rayon pool per device, each with its share of the cores, where every device is the CPU
 /// (`train.replicas`); None otherwise.
-pub(crate) fn replica_pools(devices: &[Device]) -> anyhow::Result<Option<crate::passes::Passes>> {
+pub(crate) fn replica_pools(
+    devices: &[Device],
+) -> anyhow::Result<Option<crate::forward_pools::Passes>> {
     if devices.len() < 2 || !devices.iter().all(crate::model::dropout::on_cpu) {
         return Ok(None);
     }
-    let plan = crate::passes::plan_for(devices.len(), &devices[0]);
-    Ok(Some(crate::passes::Passes::new(plan)?))
+    let plan = crate::forward_pools::plan_for(devices.len(), &devices[0]);
+    Ok(Some(crate::forward_pools::Passes::new(plan)?))
 }
 
 /// The autodiff devices of a run: `train.devices` when it names more than one, else `device`;

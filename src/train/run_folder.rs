@@ -229,7 +229,7 @@ pub(super) fn write_run_files(setup: &Setup, run_dir: &Path, resume: bool) -> an
     }
     let norm_path = run_dir.join(crate::normalization::NORMALIZATION);
     if !resume || !norm_path.is_file() {
-        let n = crate::normalization::Normalization {
+        let n = crate::normalization::NormalizationFile {
             schema_version: setup.primary().manifest.schema_version,
             manifest_sha256: setup.manifest_sha256.clone(),
             spec: setup.spec.clone(),

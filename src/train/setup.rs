@@ -4,10 +4,10 @@
 
 use crate::config::Config;
 use crate::data::loader::{Loader, LoaderOptions};
-use crate::data::manifest::{Manifest, NormStats};
+use crate::data::manifest::{ChannelStats, Manifest};
 use crate::data::mixture::Mixture;
 use crate::data::sample::Spec;
-use crate::features::Normalizer;
+use crate::features::Featurizer;
 use crate::model::DfmModel;
 use anyhow::{Context, bail};
 use burn::prelude::*;
@@ -67,9 +67,9 @@ pub struct Setup {
     pub manifest_sha256: String,
     /// The model's time grid and stop capacity (`time_grid::model_spec` of the sources).
     pub spec: Spec,
-    /// The normalization statistics (`NormStats::mix` of the sources).
-    pub stats: NormStats,
-    pub norm: Arc<Normalizer>,
+    /// The normalization statistics (`ChannelStats::mix` of the sources).
+    pub stats: ChannelStats,
+    pub norm: Arc<Featurizer>,
     /// Every dataset of the run, the primary first.
     pub sources: Vec<Source>,
 }
@@ -107,12 +107,12 @@ fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
 fn inherited_grid(
     cfg: &Config,
     sources: &[Source],
-) -> anyhow::Result<Option<crate::normalization::Normalization>> {
+) -> anyhow::Result<Option<crate::normalization::NormalizationFile>> {
     if cfg.train.init_from.is_empty() {
         return Ok(None);
     }
     let p = Path::new(&cfg.train.init_from).join(crate::normalization::NORMALIZATION);
-    let n = crate::normalization::Normalization::load(&p).with_context(|| {
+    let n = crate::normalization::NormalizationFile::load(&p).with_context(|| {
         format!(
             "key `train.init_from`: {} is not a run folder",
             cfg.train.init_from
@@ -164,18 +164,21 @@ impl Setup {
             Some(n) => (n.spec, n.norm),
             None => {
                 let specs: Vec<&Spec> = sources.iter().map(|s| &s.manifest.spec).collect();
-                let parts: Vec<(&NormStats, f64)> = sources
+                let parts: Vec<(&ChannelStats, f64)> = sources
                     .iter()
                     .map(|s| (&s.manifest.norm, s.weight))
                     .collect();
-                (crate::time_grid::model_spec(&specs), NormStats::mix(&parts))
+                (
+                    crate::time_grid::model_spec(&specs),
+                    ChannelStats::mix(&parts),
+                )
             }
         };
         // The run's config names the patch sizes it derived, so the model is rebuilt the same.
         cfg.model = cfg.model.for_spec(&spec);
         DfmModel::check_shapes(&cfg.model, &spec, cfg.data.image_size)?;
         let manifest_sha256 = data_hash(&sources)?;
-        let norm = Arc::new(Normalizer::new(&spec, &stats, cfg.data.image_size));
+        let norm = Arc::new(Featurizer::new(&spec, &stats, cfg.data.image_size));
         Ok(Setup {
             cfg,
             manifest_sha256,

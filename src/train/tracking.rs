@@ -3,7 +3,7 @@
 
 use super::run_folder::flat_keys;
 use super::setup::Setup;
-use crate::track::{Link, RunRef, Target, Tracker};
+use crate::track::{Link, RunRef, Tracker, TrackingServer};
 use burn::prelude::*;
 use std::path::Path;
 
@@ -16,7 +16,7 @@ pub(super) fn start_tracking(
     device: &Device,
     quiet: bool,
 ) -> anyhow::Result<Option<Tracker>> {
-    let Some(target) = Target::resolve(None, &setup.cfg)? else {
+    let Some(target) = TrackingServer::resolve(None, &setup.cfg)? else {
         return Ok(None);
     };
     let existing = Link::load(run_dir).filter(|l| resume && l.uri == target.uri);

@@ -43,7 +43,7 @@ pub struct Trainer {
     /// The autodiff devices (several: data parallelism).
     devices: Vec<Device>,
     /// The replicas' thread pools (`train.replicas` on the CPU).
-    pools: Option<crate::passes::Passes>,
+    pools: Option<crate::forward_pools::Passes>,
     /// Taken out during an optimizer step (which consumes it) and put back.
     model: Option<DfmModel>,
     /// The average of the weights (`train.ema`), from the first step on.

@@ -9,7 +9,7 @@ pub mod gps_csv;
 pub mod lmrc;
 pub mod timestamp;
 
-use crate::data::sample::{Context, Fix, Region, Sample, Target};
+use crate::data::sample::{Context, Fix, Labels, Region, Sample};
 use crate::error::DataError;
 use crate::frame::Enu;
 use crate::seed as rng;
@@ -419,7 +419,7 @@ pub fn windows(
             stops: Vec::new(),
             horizons_s: Vec::new(),
             plan_route: false,
-            target: Some(Target {
+            target: Some(Labels {
                 future_step_s: Some(o.step_s as f32),
                 future: piece[i + 1..=i + f]
                     .iter()

@@ -52,7 +52,7 @@ pub struct Sample {
     pub stops: Vec<Stop>,
     /// Labels from the truth; absent at serving time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<Target>,
+    pub target: Option<Labels>,
     /// A request's own question: the seconds after `t0` at which the trajectory is wanted
     /// (increasing, each at most the model's horizon). Empty: the model's own horizons. Stored
     /// samples never carry it (their labels' times are the horizons).
@@ -328,7 +328,7 @@ impl Stop {
 /// Labels. Every part is optional: a head whose labels are absent contributes nothing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Target {
+pub struct Labels {
     /// Step between future positions, seconds (the first position is at `t0 + future_step_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub future_step_s: Option<f32>,

@@ -304,7 +304,7 @@ impl Sample {
         Ok(())
     }
 
-    fn validate_target(&self, t: &Target, spec: Option<&Spec>) -> Result<(), FieldError> {
+    fn validate_target(&self, t: &Labels, spec: Option<&Spec>) -> Result<(), FieldError> {
         validate_future(t, spec)?;
         let n = self.stops.len();
         if !t.arrival_s.is_empty() && t.arrival_s.len() != n {
@@ -343,7 +343,7 @@ impl Sample {
 }
 
 /// A target's future: its step given, positions on the dataset's spec, each a valid position.
-fn validate_future(t: &Target, spec: Option<&Spec>) -> Result<(), FieldError> {
+fn validate_future(t: &Labels, spec: Option<&Spec>) -> Result<(), FieldError> {
     if t.future.is_empty() {
         return Ok(());
     }

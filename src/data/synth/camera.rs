@@ -10,7 +10,7 @@
 //! a stop at a red light.
 
 use super::lights::{Lights, Phase};
-use super::motion::Track;
+use super::motion::DrivenPath;
 use super::world::{Area, P2};
 use crate::data::video::Frames;
 use crate::seed;
@@ -69,7 +69,7 @@ const QUEUE_GAP_M: f64 = 9.0;
 /// What the camera sees besides the roads: the route's lights and the stops still ahead.
 pub struct Scene<'a> {
     pub area: &'a Area,
-    pub track: &'a Track,
+    pub track: &'a DrivenPath,
     pub traffic: &'a [f64],
     pub lights: &'a Lights<'a>,
     pub stops_ahead: &'a [P2],

@@ -8,7 +8,7 @@
 //! vehicle will do there, which nothing else in a sample does. Elsewhere in time a light cycles on its own fixed phase. Nothing here draws from a
 //! route's random stream: a dataset with video has the same trajectories as one without.
 
-use super::motion::{LightPass, Track};
+use super::motion::{DrivenPath, LightPass};
 use crate::seed;
 
 /// The colour a light shows.
@@ -29,13 +29,13 @@ const RED_SHARE: f64 = 0.45;
 pub struct Lights<'a> {
     seed: u64,
     route: u64,
-    track: &'a Track,
+    track: &'a DrivenPath,
     /// When each pass's light turned red (held passes; `f64::INFINITY` for green passes).
     red_from: Vec<f64>,
 }
 
 impl<'a> Lights<'a> {
-    pub fn new(seed: u64, route: usize, track: &'a Track) -> Self {
+    pub fn new(seed: u64, route: usize, track: &'a DrivenPath) -> Self {
         let red_from = track
             .lights
             .iter()
@@ -101,7 +101,7 @@ impl<'a> Lights<'a> {
 
 /// When the vehicle began braking for a halt reached at `t`: walking back from `t`, the last
 /// time its speed was not higher than just before.
-fn braking_start(track: &Track, t: f64) -> f64 {
+fn braking_start(track: &DrivenPath, t: f64) -> f64 {
     let pts = &track.pts;
     let mut j = pts.partition_point(|q| q.t < t).min(pts.len() - 1);
     while j > 0 && pts[j - 1].v > pts[j].v {
@@ -116,7 +116,7 @@ mod tests {
     use super::*;
     use crate::data::sample::RoadClass;
 
-    fn track(halt_s: f64) -> Track {
+    fn track(halt_s: f64) -> DrivenPath {
         let pp = |x: f64, light: Option<usize>, halt_s: f64| PathPt {
             p: [x, 0.0],
             limit: 14.0,
@@ -124,7 +124,7 @@ mod tests {
             halt_s,
             light,
         };
-        let mut tr = Track::standing(0.0, [0.0, 0.0], RoadClass::Local);
+        let mut tr = DrivenPath::standing(0.0, [0.0, 0.0], RoadClass::Local);
         let d = Driver::TEST;
         tr.drive(
             &[

@@ -31,7 +31,7 @@ pub struct LightPass {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct TrackPt {
+pub struct DrivenPt {
     pub t: f64,
     pub p: P2,
     pub v: f64,
@@ -67,8 +67,8 @@ impl Driver {
 
 /// The whole route's track, strictly ordered in time (dwells are two points at one place).
 #[derive(Default)]
-pub struct Track {
-    pub pts: Vec<TrackPt>,
+pub struct DrivenPath {
+    pub pts: Vec<DrivenPt>,
     /// The traffic lights reached, in time order.
     pub lights: Vec<LightPass>,
 }
@@ -78,11 +78,11 @@ fn wrap(a: f64) -> f64 {
     (a + std::f64::consts::PI).rem_euclid(t) - std::f64::consts::PI
 }
 
-impl Track {
+impl DrivenPath {
     /// A track that starts standing at `p` at time `t`, heading east.
-    pub fn standing(t: f64, p: P2, class: RoadClass) -> Track {
-        Track {
-            pts: vec![TrackPt {
+    pub fn standing(t: f64, p: P2, class: RoadClass) -> DrivenPath {
+        DrivenPath {
+            pts: vec![DrivenPt {
                 t,
                 p,
                 v: 0.0,
@@ -96,7 +96,7 @@ impl Track {
     pub fn end_time(&self) -> f64 {
         self.pts.last().map(|p| p.t).unwrap_or(0.0)
     }
-    pub fn last(&self) -> TrackPt {
+    pub fn last(&self) -> DrivenPt {
         *self.pts.last().expect("track has points")
     }
 
@@ -187,7 +187,7 @@ impl Track {
             }
             let class = pts[i].class;
             let last_t = self.end_time();
-            self.pts.push(TrackPt {
+            self.pts.push(DrivenPt {
                 t: t.max(last_t + 1e-3),
                 p: pts[i].p,
                 v: v[i],
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn respects_limits_and_slows_for_corners() {
-        let mut tr = Track::standing(0.0, [0.0, 0.0], RoadClass::Local);
+        let mut tr = DrivenPath::standing(0.0, [0.0, 0.0], RoadClass::Local);
         let d = Driver::TEST;
         tr.drive(
             &[pp(0.0, 0.0), pp(300.0, 0.0), pp(300.0, 300.0)],

@@ -2,7 +2,7 @@
 //! driver's hidden ordering policy (zone by zone, time windows first, some noise), the drive
 //! between stops, the service at each stop and the outcome of each delivery attempt.
 
-use super::motion::{Driver, PathPt, Track};
+use super::motion::{DrivenPath, Driver, PathPt};
 use super::world::{Area, P2, dist};
 use crate::data::sample::{Region, RoadClass, Weather};
 use crate::seed::{self as rng, SimRng, chance, lognormal, poisson, uniform};
@@ -94,7 +94,7 @@ pub struct Route {
     pub departure: f64,
     pub stops: Vec<StopSpec>,
     pub visits: Vec<Visit>,
-    pub track: Track,
+    pub track: DrivenPath,
     pub depot: P2,
     /// Traffic of the day per edge: 1 for free-flowing, below 0.5 for a jam.
     pub traffic: Vec<f64>,
@@ -172,7 +172,7 @@ pub fn simulate(seed: u64, area: &Area, index: usize, day: u32) -> Route {
     let (plan_factor, drive_factor) = edge_factors(&mut rng, area.edges.len(), &traffic);
     let edge_factor = (plan_factor.as_slice(), drive_factor.as_slice());
     let depot = area.nodes[area.depot];
-    let mut track = Track::standing(departure, depot, RoadClass::Arterial);
+    let mut track = DrivenPath::standing(departure, depot, RoadClass::Arterial);
     let speed = |t: f64| congestion(area, t) * cond.speed_factor() * pace;
     let mut remaining: Vec<usize> = (0..stops.len()).collect();
     let mut visits = Vec::with_capacity(stops.len());

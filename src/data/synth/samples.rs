@@ -7,7 +7,7 @@ use super::render::{RasterSpec, render};
 use super::route::{Route, local_hour};
 use super::sensors::{GpsNoise, ImuModel, round7};
 use super::world::{Area, dist};
-use crate::data::sample::{Context, Image, ImageKind, Imu, LatLon, Sample, Spec, Stop, Target};
+use crate::data::sample::{Context, Image, ImageKind, Imu, Labels, LatLon, Sample, Spec, Stop};
 use crate::data::video::Video;
 use crate::frame::frame_heading;
 use crate::seed::{self as rng, chance, uniform};
@@ -182,7 +182,7 @@ impl Cutter<'_> {
         ahead: &[&super::route::Visit],
         t0: f64,
         fut_end: f64,
-        target: &mut Target,
+        target: &mut Labels,
     ) -> Option<Video> {
         let lights = self.lights.as_ref()?;
         let route = self.route;
@@ -300,7 +300,7 @@ fn target_at(
     listed: &[&super::route::Visit],
     delivered: bool,
     next_stop_id: usize,
-) -> Target {
+) -> Labels {
     let future = (1..=spec.future_len)
         .map(|k| {
             let p = route
@@ -311,7 +311,7 @@ fn target_at(
             [round7(lat), round7(lon)]
         })
         .collect();
-    Target {
+    Labels {
         future_step_s: Some(spec.future_step_s),
         future,
         arrival_s: listed

@@ -2,7 +2,7 @@
 //! canyons), Doppler speed and course, and an IMU derived from the motion (braking before a stop
 //! shows in `ax`, turning in `ay` and `gz`).
 
-use super::motion::Track;
+use super::motion::DrivenPath;
 use super::world::Area;
 use crate::data::sample::Fix;
 use crate::frame::bearing_deg;
@@ -16,7 +16,7 @@ pub struct GpsNoise {
 }
 
 impl GpsNoise {
-    pub fn new(seed: u64, route_index: usize, area: &Area, track: &Track) -> Self {
+    pub fn new(seed: u64, route_index: usize, area: &Area, track: &DrivenPath) -> Self {
         let mut rng = rng::stream(seed, "gps", &[route_index as u64]);
         let t0 = track.pts[0].t;
         let n = (track.end_time() - t0).ceil() as usize + 2;
@@ -55,7 +55,13 @@ impl GpsNoise {
     }
 
     /// A GPS fix at time `t`, in area meters (east, north) plus the reported fields.
-    pub fn fix(&self, area: &Area, track: &Track, t: f64, rng: &mut SimRng) -> (Fix, [f64; 2]) {
+    pub fn fix(
+        &self,
+        area: &Area,
+        track: &DrivenPath,
+        t: f64,
+        rng: &mut SimRng,
+    ) -> (Fix, [f64; 2]) {
         let s = track.state_at(t);
         let (e, sg) = self.at(t);
         let p = [s.p[0] + e[0], s.p[1] + e[1]];
@@ -109,7 +115,7 @@ impl ImuModel {
     /// Rows `[ax, ay, az, gz]` at `rate` Hz, `n` of them, the last at `t_end`.
     pub fn read(
         &self,
-        track: &Track,
+        track: &DrivenPath,
         t_end: f64,
         rate: f64,
         n: usize,

@@ -10,7 +10,7 @@
 //! them). Where `scan_status` is present, `delivered` comes from it. Splits are by route.
 
 use super::ImportReport;
-use crate::data::sample::{Context, Fix, Region, Sample, Spec, Stop, Target};
+use crate::data::sample::{Context, Fix, Labels, Region, Sample, Spec, Stop};
 use crate::data::writer::DatasetWriter;
 use crate::seed as rng;
 use chrono_tz::Tz;
@@ -181,7 +181,7 @@ impl RouteData {
             stops,
             horizons_s: Vec::new(),
             plan_route: false,
-            target: Some(Target {
+            target: Some(Labels {
                 next_stop: next_idx,
                 delivered,
                 ..Default::default()
