@@ -80,6 +80,14 @@ pub struct ServeArgs {
     /// A file holding a bearer token that requests must present.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The model's name in the Open Inference Protocol (`/v2/models/NAME/infer`).
+    #[arg(long, default_value = "dfm")]
+    pub model_name: String,
+    /// Also answer SageMaker's container contract: `GET /ping` and `POST /invocations` (the
+    /// body and answer of `/v1/predict`). SageMaker sends to port 8080 on every interface:
+    /// `--addr 0.0.0.0:8080`.
+    #[arg(long)]
+    pub sagemaker: bool,
     /// auto | flex | wgpu | cuda[:N] (default: auto).
     #[arg(long)]
     pub device: Option<String>,
@@ -163,6 +171,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace_ms: a.shutdown_grace_ms,
         token,
         model_workers: a.model_workers,
+        model_name: a.model_name,
+        sagemaker: a.sagemaker,
     };
     crate::serve::serve_blocking(p, &o, &a.model.display().to_string())
 }

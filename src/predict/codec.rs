@@ -128,6 +128,11 @@ impl Codec {
         }
     }
 
+    /// The model's trajectory modes.
+    pub fn modes(&self) -> usize {
+        self.modes
+    }
+
     /// A sample's model inputs and what its prediction will need. Stops beyond the model's
     /// capacity: it reads the nearest ones and the prediction says which it left.
     pub fn prepare(&self, s: Sample) -> (Features, PredictionMeta) {

@@ -6,7 +6,9 @@
 use super::metrics::Metrics;
 use super::model_thread::{Job, Shared};
 use crate::data::sample::Sample;
-use crate::predict::{Codec, InputError, RawOutput, RequestLimits, sample_from_request};
+use crate::predict::{
+    Codec, InputError, Prediction, RawOutput, RequestLimits, sample_from_request,
+};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -36,6 +38,8 @@ pub struct AppState {
     /// Features in, predictions out, on the request threads (the model thread only runs the
     /// model).
     pub codec: Codec,
+    /// The model's name in the Open Inference Protocol.
+    pub model_name: Arc<str>,
 }
 
 /// A `/v1/predict` request counted in [`Shared::arriving`] from its headers until it is queued
@@ -71,7 +75,7 @@ pub fn error(status: StatusCode, field: Option<&str>, msg: impl Into<String>) ->
 }
 
 /// A 503 that tells the client when to try again.
-fn busy(msg: &str) -> Response {
+pub(super) fn busy(msg: &str) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, None, msg);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -173,14 +177,22 @@ pub fn parse_body(
     Ok((out, list))
 }
 
-/// Middleware around everything: counts `/v1/predict` answers by status (401, 408 and 503
+/// The endpoints that run the model: `/v1/predict`, the Open Inference Protocol's `infer` and
+/// SageMaker's `/invocations`.
+fn is_predict(path: &str) -> bool {
+    path == "/v1/predict"
+        || path == "/invocations"
+        || (path.starts_with("/v2/models/") && path.ends_with("/infer"))
+}
+
+/// Middleware around everything: counts the predict endpoints' answers ([`is_predict`]) by status (401, 408 and 503
 /// included) with their latency.
 pub async fn count_predictions(
     State(st): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let counted = req.uri().path() == "/v1/predict";
+    let counted = is_predict(req.uri().path());
     if counted {
         req.extensions_mut().insert(Arriving::new(&st.shared));
     }
@@ -264,33 +276,43 @@ pub async fn predict(
     arriving: Option<axum::Extension<Arriving>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let st = &st;
-    let (samples, list) = match read_request(st, body) {
+    let (samples, list) = match read_request(&st, body) {
         Ok(x) => x,
         Err(r) => return r,
     };
+    match run_samples(&st, samples, arriving).await {
+        Ok(preds) => answer(preds, list),
+        Err(r) => r,
+    }
+}
+
+/// The predictions of validated samples, in order, through the queue and the model threads
+/// (what every protocol's predict endpoint runs); an error response when the work does not fit
+/// or the model fails.
+pub(super) async fn run_samples(
+    st: &AppState,
+    samples: Vec<Sample>,
+    arriving: Option<axum::Extension<Arriving>>,
+) -> Result<Vec<Prediction>, Response> {
     // A route plan adds its decisions to the request's work: more than the queue holds is
     // refused before anything is prepared.
     let need: usize = samples.iter().map(crate::predict::route::inputs_of).sum();
     if need > st.max_queue_samples {
-        return error(
+        return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             None,
             format!(
                 "the request needs {need} model inputs (a route plan takes 2 per stop), more than the queue holds ({}): split it",
                 st.max_queue_samples
             ),
-        );
+        ));
     }
     // Room is taken before the inputs are prepared (a full queue costs no memory) and given
     // back however the request ends before its job is queued.
     let Some(mut room) = Reservation::take(st, need) else {
-        return busy("overloaded: the queue is full; retry after a moment");
+        return Err(busy("overloaded: the queue is full; retry after a moment"));
     };
-    let (inputs, metas) = match prepare(st, samples, need).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (inputs, metas) = prepare(st, samples, need).await?;
     room.resize(inputs.len());
     let (tx, rx) = oneshot::channel();
     let sent = st.jobs.try_send(Job { inputs, reply: tx });
@@ -298,13 +320,13 @@ pub async fn predict(
     match sent {
         // The model thread gives the room back once it has run (or dropped) the job.
         Ok(()) => room.hand_over(),
-        Err(TrySendError::Full(_)) => return busy("overloaded: too many requests waiting"),
-        Err(TrySendError::Disconnected(_)) => return busy("the model is not running"),
+        Err(TrySendError::Full(_)) => return Err(busy("overloaded: too many requests waiting")),
+        Err(TrySendError::Disconnected(_)) => return Err(busy("the model is not running")),
     }
     match rx.await {
-        Ok(Ok(raw)) => answer(st, metas, raw, list),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e),
-        Err(_) => busy("the model stopped"),
+        Ok(Ok(raw)) => Ok(finish(st, metas, raw)),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, None, e)),
+        Err(_) => Err(busy("the model stopped")),
     }
 }
 
@@ -364,22 +386,24 @@ async fn prepare(
         })
 }
 
-/// The predictions of the request's samples from the model's raw outputs (in order), as JSON: a
-/// list when the request sent one.
-fn answer(
+/// The predictions of the request's samples from the model's raw outputs (in order).
+fn finish(
     st: &AppState,
     metas: Vec<crate::predict::codec::RequestMeta>,
     raw: Vec<RawOutput>,
-    list: bool,
-) -> Response {
+) -> Vec<Prediction> {
     let mut raw = raw.into_iter();
-    let preds: Vec<_> = metas
+    metas
         .into_iter()
         .map(|m| {
             let mine = raw.by_ref().take(m.inputs()).collect();
             st.codec.finish_request(m, mine)
         })
-        .collect();
+        .collect()
+}
+
+/// The predictions as JSON: a list when the request sent one.
+fn answer(preds: Vec<Prediction>, list: bool) -> Response {
     // Serialized once, straight to bytes (not through a `Value`).
     let body = if list {
         serde_json::to_vec(&preds)
@@ -387,17 +411,22 @@ fn answer(
         serde_json::to_vec(&preds[0])
     };
     match body {
-        Ok(v) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            v,
-        )
-            .into_response(),
+        Ok(v) => json_bytes(v),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()),
     }
+}
+
+/// A 200 with a JSON body already serialized.
+pub(super) fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Liveness: the process serves and its model thread runs (a server whose model thread has
@@ -416,13 +445,23 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 
 /// Readiness: alive, and room in the queue for more work.
 pub async fn readyz(State(st): State<AppState>) -> Response {
+    match ready(&st) {
+        Ok(queued) => {
+            axum::Json(json!({"status": "ready", "queued_samples": queued})).into_response()
+        }
+        Err(why) => busy(why),
+    }
+}
+
+/// The samples queued when the server is ready for more work, else why it is not.
+pub(super) fn ready(st: &AppState) -> Result<usize, &'static str> {
     let queued = st.shared.queued_samples.load(Ordering::SeqCst);
     if !st.shared.alive.load(Ordering::SeqCst) {
-        busy("the model thread has stopped")
+        Err("the model thread has stopped")
     } else if queued >= st.max_queue_samples {
-        busy("the queue is full")
+        Err("the queue is full")
     } else {
-        axum::Json(json!({"status": "ready", "queued_samples": queued})).into_response()
+        Ok(queued)
     }
 }
 
@@ -442,6 +481,6 @@ pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         None,
-        "no such endpoint (POST /v1/predict, GET /v1/model, /healthz, /readyz, /metrics)",
+        "no such endpoint (POST /v1/predict, GET /v1/model, /healthz, /readyz, /metrics; the Open Inference Protocol under /v2)",
     )
 }

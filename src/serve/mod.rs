@@ -19,6 +19,8 @@
 pub mod handlers;
 pub mod metrics;
 pub mod model_thread;
+pub mod v2;
+mod v2_outputs;
 
 use crate::predict::Predictor;
 use axum::Router;
@@ -57,6 +59,10 @@ pub struct ServeOptions {
     /// Forward passes that run at once (0: [`crate::forward_pools::plan`] picks from the device and
     /// the cores).
     pub model_workers: usize,
+    /// The model's name in the Open Inference Protocol (`/v2/models/{name}`).
+    pub model_name: String,
+    /// SageMaker's container contract too: `GET /ping`, `POST /invocations`.
+    pub sagemaker: bool,
 }
 
 impl Default for ServeOptions {
@@ -73,6 +79,8 @@ impl Default for ServeOptions {
             shutdown_grace_ms: 10_000,
             token: None,
             model_workers: 0,
+            model_name: "dfm".into(),
+            sagemaker: false,
         }
     }
 }
@@ -108,6 +116,12 @@ impl ServeOptions {
         check("--header-timeout-ms", self.header_timeout_ms, 1, 600_000)?;
         check("--shutdown-grace-ms", self.shutdown_grace_ms, 0, 3_600_000)?;
         check("--model-workers", self.model_workers as u64, 0, 256)?;
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+        anyhow::ensure!(
+            (1..=64).contains(&self.model_name.len()) && self.model_name.chars().all(name_ok),
+            "--model-name {:?}: 1 to 64 letters, digits, '_', '.' or '-' (it is part of a URL path)",
+            self.model_name
+        );
         Ok(())
     }
 }
@@ -132,18 +146,28 @@ pub fn model_info_json(p: &Predictor) -> Value {
 }
 
 fn router(state: AppState, o: &ServeOptions) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/v1/predict", post(handlers::predict))
         .route("/v1/model", get(handlers::model_info))
         .route("/metrics", get(handlers::metrics_text))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            handlers::require_token,
-        ));
-    Router::new()
-        .merge(protected)
+        .merge(v2_models());
+    let mut open = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::server_ready));
+    if o.sagemaker {
+        protected = protected.route("/invocations", post(handlers::predict));
+        open = open.route("/ping", get(handlers::readyz));
+    }
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        handlers::require_token,
+    ));
+    Router::new()
+        .merge(protected)
+        .merge(open)
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(o.max_body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -155,6 +179,26 @@ fn router(state: AppState, o: &ServeOptions) -> Router {
             handlers::count_predictions,
         ))
         .with_state(state)
+}
+
+/// The Open Inference Protocol's model endpoints ([`v2`]), with and without a version.
+fn v2_models() -> Router<AppState> {
+    Router::new()
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{v}",
+            get(v2::model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{v}/ready",
+            get(v2::model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{v}/infer",
+            post(v2::infer_version),
+        )
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests (for at most
@@ -204,6 +248,7 @@ pub async fn run(
         limits,
         shared,
         codec,
+        model_name: Arc::from(o.model_name.as_str()),
     };
     let app = router(state, o);
     accept_loop(listener, app, o, shutdown).await;

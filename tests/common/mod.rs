@@ -2,6 +2,7 @@
 //! Shared helpers for integration tests: tiny simulated datasets, a fake MLflow server.
 
 pub mod fake_mlflow;
+pub mod serving;
 
 use dfm::data::synth::{SynthConfig, generate};
 use std::path::{Path, PathBuf};
