@@ -60,7 +60,15 @@ fn open_compute_adapter() -> Result<Opened, String> {
                     Some(id) => (id.name, id.physical.is_some()),
                     None => ("unnamed adapter (no identity)".to_string(), false),
                 };
-                return Ok((device, format!("{name}, {api:?}"), physical));
+                if let Some(refused) = spirv_refusal(api, physical, &name) {
+                    why.push(format!("{api:?}: {refused}"));
+                    continue;
+                }
+                return Ok((
+                    device,
+                    format!("{name}, {api:?}{}", compiler(api)),
+                    physical,
+                ));
             }
             Err(e) => why.push(format!("{api:?}: {e}")),
         }
@@ -69,6 +77,37 @@ fn open_compute_adapter() -> Result<Opened, String> {
         "no GPU adapter on a compute API (tried {}; OpenGL is never used)",
         why.join("; ")
     ))
+}
+
+/// Whether this build compiles kernels to SPIR-V on Vulkan adapters (the `vulkan` feature:
+/// burn's `vulkan`, cubecl's SPIR-V compiler, with cooperative-matrix matmul and the half
+/// types the driver reports) rather than WGSL.
+pub const SPIRV: bool = cfg!(feature = "vulkan");
+
+/// How the adapter's kernels are compiled, for its description.
+#[cfg(feature = "wgpu")]
+fn compiler(api: burn::tensor::wgpu::WgpuBackend) -> &'static str {
+    match api {
+        burn::tensor::wgpu::WgpuBackend::Vulkan if SPIRV => " (SPIR-V build)",
+        _ => "",
+    }
+}
+
+/// Why a SPIR-V build does not open this adapter, if it does not: Mesa's lavapipe (22.3.6 and
+/// 25.0.7 tried) crashes the process with SIGSEGV inside `vkCreateComputePipelines` on cubecl's
+/// SPIR-V kernels, so a software Vulkan adapter is refused here, with the way out, instead.
+#[cfg(feature = "wgpu")]
+fn spirv_refusal(
+    api: burn::tensor::wgpu::WgpuBackend,
+    physical: bool,
+    name: &str,
+) -> Option<String> {
+    let vulkan = api == burn::tensor::wgpu::WgpuBackend::Vulkan;
+    (SPIRV && vulkan && !physical).then(|| {
+        format!(
+            "{name} is a software adapter, and this dfm compiles kernels to SPIR-V (the `vulkan` feature), which Mesa's lavapipe crashes on; build without `--features vulkan` to run on it (WGSL)"
+        )
+    })
 }
 
 #[cfg(not(feature = "wgpu"))]
