@@ -232,6 +232,11 @@ async fn bad_requests_name_what_is_wrong(c: &reqwest::Client, url: &str, element
             400,
             "no output named",
         ),
+        (
+            json!({"inputs": [{"name": "samples", "datatype": "BYTES", "shape": [1], "data": [["{}", ["{}", "{}"]]]}]}),
+            400,
+            "the data holds more",
+        ),
         (json!({"inputs": []}), 400, "one input"),
     ];
     for (req, want, says) in cases {

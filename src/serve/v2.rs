@@ -324,8 +324,8 @@ fn input_elements(
         .and_then(|p| p.get("binary_data_size"))
         .and_then(Value::as_u64);
     let elements = match (&input.data, binary_size) {
-        (Some(data), None) => json_elements(data)?,
-        (None, Some(size)) => binary_elements(binary, size)?,
+        (Some(data), None) => json_elements(data, n)?,
+        (None, Some(size)) => binary_elements(binary, size, n)?,
         _ => {
             return Err(bad(
                 "inputs[0]: give the elements either as `data` or as binary data (parameters.binary_data_size), one of the two",
@@ -341,11 +341,21 @@ fn input_elements(
     Ok(elements)
 }
 
-/// Elements given as JSON: strings, in a flat or nested list.
-fn json_elements(data: &Value) -> Result<Vec<Vec<u8>>, Response> {
+/// The error of data holding more elements than its shape says.
+fn too_many(n: usize) -> Response {
+    bad(format!(
+        "inputs[0]: the shape says {n} elements, the data holds more"
+    ))
+}
+
+/// Elements given as JSON: strings, in a flat or nested list (no more than `n` are kept).
+fn json_elements(data: &Value, n: usize) -> Result<Vec<Vec<u8>>, Response> {
     let mut out = Vec::new();
     let mut stack = vec![data];
     while let Some(v) = stack.pop() {
+        if out.len() > n {
+            return Err(too_many(n));
+        }
         match v {
             Value::String(s) => out.push(s.as_bytes().to_vec()),
             Value::Array(items) => stack.extend(items.iter().rev()),
@@ -359,8 +369,9 @@ fn json_elements(data: &Value) -> Result<Vec<Vec<u8>>, Response> {
     Ok(out)
 }
 
-/// Elements in the binary tensor extension: each a little-endian u32 length, then its bytes.
-fn binary_elements(binary: &[u8], size: u64) -> Result<Vec<Vec<u8>>, Response> {
+/// Elements in the binary tensor extension: each a little-endian u32 length, then its bytes (no
+/// more than `n` are kept).
+fn binary_elements(binary: &[u8], size: u64, n: usize) -> Result<Vec<Vec<u8>>, Response> {
     if size != binary.len() as u64 {
         return Err(bad(format!(
             "inputs[0].parameters.binary_data_size: {size}, but {} bytes follow the JSON",
@@ -370,6 +381,9 @@ fn binary_elements(binary: &[u8], size: u64) -> Result<Vec<Vec<u8>>, Response> {
     let mut out = Vec::new();
     let mut rest = binary;
     while !rest.is_empty() {
+        if out.len() == n {
+            return Err(too_many(n));
+        }
         let (len, tail) = rest
             .split_first_chunk::<4>()
             .ok_or_else(|| bad("inputs[0]: binary data cut inside an element's length"))?;
