@@ -1,6 +1,6 @@
 //! `dfm bench train`: the FLOPs it reports are the config's count, its MFU is achieved over the
 //! measured peak, its step profile adds up, it computes in `train.precision`, and the CLI writes
-//! the documented JSON keys. (No
+//! the documented JSON keys; `--whole-run` times the trainer's own loop window by window. (No
 //! timing is asserted: figures depend on the machine.)
 
 mod common;
@@ -130,5 +130,72 @@ batch_size = 8
         t as usize,
         flops::tokens(&cfg.model, &spec, 16).total,
         "the count's tokens are the model's"
+    );
+}
+
+#[test]
+fn bench_train_whole_run_reports_every_window_of_a_replicated_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 62);
+    let json = tmp.path().join("run.json");
+    let mut args: Vec<String> = [
+        "bench",
+        "train",
+        "--config",
+        "configs/quickstart.toml",
+        "--device",
+        "flex",
+        "--whole-run",
+        "--steps",
+        "40",
+        "--window",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let sets = [
+        format!("data.path={}", data.display()),
+        "train.replicas=2".into(),
+        "eval.split=val".into(),
+    ];
+    for kv in sets.iter().chain(&tiny_model()) {
+        args.extend(["--set".to_string(), kv.clone()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, err) = dfm(&argv);
+    assert!(ok, "{stdout}\n{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["replicas"], 2);
+    let windows = v["windows"].as_array().unwrap();
+    let steps: Vec<u64> = windows.iter().map(|w| w[0].as_u64().unwrap()).collect();
+    assert_eq!(steps, [10, 20, 30, 40], "one rate per window of the run");
+    let rate = |i: usize| windows[i][1].as_f64().unwrap();
+    assert!((0..4).all(|i| rate(i) > 0.0 && rate(i).is_finite()));
+    let ratio = v["last_over_first"].as_f64().unwrap();
+    assert!((ratio - rate(3) / rate(0)).abs() < 1e-9);
+    let verdict = if (ratio - 1.0).abs() <= 0.10 {
+        "holds within 10%"
+    } else {
+        "does not hold"
+    };
+    assert!(stdout.contains(verdict), "{stdout}");
+    // Too short a run for two windows is refused, naming the flags.
+    let (ok, _, err) = dfm(&[
+        "bench",
+        "train",
+        "--config",
+        "configs/quickstart.toml",
+        "--whole-run",
+        "--steps",
+        "5",
+        "--window",
+        "10",
+    ]);
+    assert!(
+        !ok && err.contains("--steps 5") && err.contains("--window 10"),
+        "{err}"
     );
 }

@@ -4,6 +4,7 @@ pub mod infer;
 pub mod loader;
 pub mod serve;
 pub mod train;
+pub mod train_run;
 
 /// A latency benchmark's headline from its rows' (samples/s, p50 ms, p99 ms): the best
 /// throughput, and the first row's latencies (the smallest batch or concurrency; NaN without

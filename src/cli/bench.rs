@@ -57,6 +57,14 @@ pub struct BenchTrainArgs {
     /// 8192 on a GPU).
     #[arg(value_parser = usize_in(1, 16_384), long)]
     pub matmul_size: Option<usize>,
+    /// Time the trainer's own loop instead (replicas, devices, loader, validation and
+    /// checkpoints) for `--steps` steps, and print its rate per `--window` steps: whether it
+    /// holds over a run.
+    #[arg(long, conflicts_with_all = ["warmup", "matmul_size"])]
+    pub whole_run: bool,
+    /// Steps per window of `--whole-run`.
+    #[arg(value_parser = usize_in(1, 100_000), long, default_value_t = 100, requires = "whole_run")]
+    pub window: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -173,6 +181,12 @@ pub fn train(a: BenchTrainArgs) -> anyhow::Result<()> {
     let cfg = crate::config::Config::load(Some(&a.config), &a.set)?;
     let sel = crate::device::choose(a.device.as_deref(), Some(cfg.run.device))?;
     println!("device: {}", sel.description);
+    if a.whole_run {
+        let name = a.config.display().to_string();
+        let (device, description) = (&sel.device, &sel.description);
+        let r = crate::bench::train_run::run(cfg, &name, device, description, a.steps, a.window)?;
+        return report(r.render(), a.json.as_deref(), &r);
+    }
     let cpu = sel.description.starts_with("flex");
     let o = crate::bench::train::Options {
         steps: a.steps,

@@ -278,6 +278,7 @@ impl Trainer {
             self.state.epoch += 1;
             self.state.batches_in_epoch = 0;
         }
+        let start = std::time::Instant::now();
         let kept = match &self.ema {
             Some(e) => &e.model,
             None => self.model.as_ref().expect("model"),
@@ -288,7 +289,9 @@ impl Trainer {
         if let (Some(t), Some(line)) = (&self.tracker, line) {
             t.metrics_line(&line);
         }
-        self.checkpoint()
+        self.checkpoint()?;
+        self.window.pause_since(start);
+        Ok(())
     }
 
     /// The epoch's batches, from where the run stands in it. One device: tensors are built
@@ -454,7 +457,9 @@ impl Trainer {
             self.log(epoch, lr, tty)?;
         }
         if step.is_multiple_of(self.cfg().train.checkpoint_every) && step < self.total {
+            let start = std::time::Instant::now();
             self.checkpoint()?;
+            self.window.pause_since(start);
         }
         Ok(())
     }
