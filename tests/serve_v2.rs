@@ -113,6 +113,12 @@ fn open_inference_protocol_and_sagemaker_answer_what_v1_answers() {
             other["error"].as_str().unwrap().contains("eta-model"),
             "{other}"
         );
+        let v2 = format!("{url}/v2/models/eta-model/versions/2");
+        let (st, e, _) = send(&c, c.get(v2), true).await;
+        assert!(
+            st == 404 && e["error"].as_str().unwrap().contains("version 1 only"),
+            "{e}"
+        );
 
         // infer, as JSON: every output, the same predictions as /v1.
         let req = json!({"id": "r1", "inputs": [{"name": "samples", "datatype": "BYTES",

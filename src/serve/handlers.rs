@@ -330,6 +330,22 @@ pub(super) async fn run_samples(
     }
 }
 
+/// The request's body, or the error response for one too large or unreadable.
+#[allow(clippy::result_large_err)]
+pub(super) fn body_bytes(
+    st: &AppState,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, Response> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!("body larger than {} bytes", st.max_body),
+        ),
+        status => error(status, None, e.body_text()),
+    })
+}
+
 /// The request's samples and whether it sent a list; an error response for a body too large or
 /// not a valid request. (The error is axum's `Response`, as handlers return it.)
 #[allow(clippy::result_large_err)]
@@ -337,17 +353,7 @@ fn read_request(
     st: &AppState,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(Vec<Sample>, bool), Response> {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                format!("body larger than {} bytes", st.max_body),
-            ));
-        }
-        Err(e) => return Err(error(e.status(), None, e.body_text())),
-    };
+    let body = body_bytes(st, body)?;
     parse_body(&body, st.max_samples, &st.limits).map_err(|(status, e)| {
         error(
             status,

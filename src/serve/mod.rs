@@ -187,18 +187,9 @@ fn v2_models() -> Router<AppState> {
         .route("/v2/models/{name}", get(v2::model_metadata))
         .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))
-        .route(
-            "/v2/models/{name}/versions/{v}",
-            get(v2::model_metadata_version),
-        )
-        .route(
-            "/v2/models/{name}/versions/{v}/ready",
-            get(v2::model_ready_version),
-        )
-        .route(
-            "/v2/models/{name}/versions/{v}/infer",
-            post(v2::infer_version),
-        )
+        .route("/v2/models/{name}/versions/{v}", get(v2::model_metadata))
+        .route("/v2/models/{name}/versions/{v}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/versions/{v}/infer", post(v2::infer))
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests (for at most

@@ -12,7 +12,9 @@
 // Errors are the HTTP answers themselves (axum's `Response`), as the handlers return them.
 #![allow(clippy::result_large_err)]
 
-use super::handlers::{AppState, Arriving, error, json_bytes, parse_body, ready, run_samples};
+use super::handlers::{
+    AppState, Arriving, body_bytes, error, json_bytes, parse_body, ready, run_samples,
+};
 pub use super::v2_outputs::{OUTPUTS, VERSION};
 use crate::data::sample::Sample;
 use axum::body::Bytes;
@@ -21,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// The input every request sends.
 pub const INPUT: &str = "samples";
@@ -106,15 +109,20 @@ pub async fn server_ready(State(st): State<AppState>) -> Response {
     }
 }
 
-pub async fn model_ready(State(st): State<AppState>, Path(name): Path<String>) -> Response {
-    unknown(&st, &name, None).unwrap_or(server_ready(State(st)).await)
+/// A model route's path: `name`, and `v` on the versioned routes.
+type ModelPath = Path<HashMap<String, String>>;
+
+/// The 404 of a path's model or version when this server does not serve it.
+fn unknown_path(st: &AppState, p: &HashMap<String, String>) -> Option<Response> {
+    let name = p.get("name").map_or("", String::as_str);
+    unknown(st, name, p.get("v").map(String::as_str))
 }
 
-pub async fn model_ready_version(
-    State(st): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    unknown(&st, &name, Some(&version)).unwrap_or(server_ready(State(st)).await)
+pub async fn model_ready(State(st): State<AppState>, Path(p): ModelPath) -> Response {
+    match unknown_path(&st, &p) {
+        Some(r) => r,
+        None => server_ready(State(st)).await,
+    }
 }
 
 /// What `GET /v2/models/{name}` answers for a model of `modes` modes (`-1`: any length).
@@ -140,42 +148,20 @@ pub fn model_metadata_json(name: &str, modes: usize) -> Value {
     })
 }
 
-pub async fn model_metadata(State(st): State<AppState>, Path(name): Path<String>) -> Response {
-    unknown(&st, &name, None).unwrap_or_else(|| {
-        axum::Json(model_metadata_json(&st.model_name, st.codec.modes())).into_response()
-    })
-}
-
-pub async fn model_metadata_version(
-    State(st): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    unknown(&st, &name, Some(&version)).unwrap_or_else(|| {
+pub async fn model_metadata(State(st): State<AppState>, Path(p): ModelPath) -> Response {
+    unknown_path(&st, &p).unwrap_or_else(|| {
         axum::Json(model_metadata_json(&st.model_name, st.codec.modes())).into_response()
     })
 }
 
 pub async fn infer(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    Path(p): ModelPath,
     arriving: Option<axum::Extension<Arriving>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    if let Some(r) = unknown(&st, &name, None) {
-        return r;
-    }
-    infer_model(st, arriving, headers, body).await
-}
-
-pub async fn infer_version(
-    State(st): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-    arriving: Option<axum::Extension<Arriving>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    if let Some(r) = unknown(&st, &name, Some(&version)) {
+    if let Some(r) = unknown_path(&st, &p) {
         return r;
     }
     infer_model(st, arriving, headers, body).await
@@ -187,16 +173,9 @@ async fn infer_model(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match body_bytes(&st, body) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                format!("body larger than {} bytes", st.max_body),
-            );
-        }
-        Err(e) => return error(e.status(), None, e.body_text()),
+        Err(r) => return r,
     };
     let (req, samples) = match read_infer(&st, &headers, &body) {
         Ok(x) => x,
