@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WGSL against SPIR-V on one GPU (issue "GPU speed"): dfm bench train at the base config's
 # shapes, f32 and bf16, with the default build (kernels compiled to WGSL) and the `vulkan` build
-# (SPIR-V: cooperative-matrix matmul and the half types the driver reports).
+# (SPIR-V: cooperative-matrix matmul and the half types the driver reports); then f32 with
+# the fused AdamW (train.optimizer = "adamw_fused") against burn's per-tensor AdamW.
 # Build both first (the second keeps its own target folder, so neither rebuilds the other):
 #   cargo build --release && cargo build --release --features vulkan --target-dir target-vk
 # Usage: [WGSL=target/release/dfm] [SPIRV=target-vk/release/dfm] bench/gpu_spirv.sh [OUT_DIR]
@@ -28,5 +29,11 @@ for build in wgsl spirv; do
     timeout 150 "$bin" bench train "${base[@]}" --set "train.precision=\"$precision\"" \
       --json "$out/train-$build-$precision.json"
   done
+done
+for build in wgsl spirv; do
+  bin=$wgsl; [ "$build" = spirv ] && bin=$spirv
+  step "bench train, $build build, f32, fused AdamW"
+  timeout 150 "$bin" bench train "${base[@]}" --set train.optimizer=adamw_fused \
+    --json "$out/train-$build-f32-fused.json"
 done
 step done

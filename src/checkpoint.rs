@@ -17,7 +17,6 @@
 use crate::model::DfmModel;
 use anyhow::Context;
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -149,7 +148,7 @@ pub fn ckpt_name(step: usize) -> String {
 pub struct Saved<'a> {
     pub model: &'a DfmModel,
     pub ema: Option<&'a DfmModel>,
-    pub optim: &'a ModuleOptimizer,
+    pub optim: &'a crate::optim::Optim,
     pub state: &'a TrainState,
     pub config: &'a crate::config::Config,
 }
@@ -164,9 +163,7 @@ pub fn save(run: &Path, c: Saved, keep: usize) -> anyhow::Result<PathBuf> {
         if let Some(ema) = c.ema {
             save_weights(ema, &tmp.join(EMA_FILE))?;
         }
-        c.optim
-            .save(tmp.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("saving optimizer: {e}"))?;
+        c.optim.save(&tmp.join("optim.bpk"))?;
         std::fs::write(tmp.join("config.toml"), &config)?;
         save_checksums(tmp)?;
         save_state(c.state, tmp)

@@ -27,6 +27,7 @@ pub mod eval;
 pub mod forward_pools;
 pub mod model;
 pub mod normalization;
+pub mod optim;
 pub mod plot;
 pub mod predict;
 pub mod quickstart;

@@ -595,6 +595,60 @@ fn resume_applies_allowed_overrides_and_refuses_the_others() {
     assert_eq!(saved.train.max_steps, 15, "recorded in the run's config");
 }
 
+/// The fused AdamW trains the weights burn's AdamW does (to float rounding), and a resume may
+/// switch between the two: they keep the same state in `optim.bpk`.
+#[test]
+fn the_fused_optimizer_trains_the_same_weights_and_a_resume_may_switch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 36);
+    let per_tensor = tmp.path().join("per-tensor");
+    short_run(&data, &per_tensor);
+    let reference = weights(&load(&per_tensor, &final_ckpt_at(&per_tensor, 10)));
+    let first = load(&per_tensor, &checkpoint::list(&per_tensor).unwrap()[0].1);
+    assert!(
+        max_abs_diff(&reference, &weights(&first)) > 1e-3,
+        "the weights moved between steps 5 and 10"
+    );
+    for (kind, then) in [("adamw_fused", "adamw"), ("adamw", "adamw_fused")] {
+        let run = tmp.path().join(kind);
+        let opt = format!("train.optimizer={kind}");
+        let c = cfg(
+            &data,
+            &run,
+            &[
+                "train.max_steps=5",
+                "train.epochs=100",
+                "train.checkpoint_every=5",
+                &opt,
+            ],
+        );
+        dfm::train::train(c, false, &Device::flex(), true).unwrap();
+        let r = run.to_str().unwrap();
+        let switch = format!("train.optimizer={then}");
+        let args = [
+            "train",
+            "--resume",
+            r,
+            "--set",
+            "train.max_steps=10",
+            "--set",
+            &switch,
+        ];
+        let (ok, out, err) = dfm(&args);
+        assert!(ok, "{out}\n{err}");
+        assert!(
+            out.contains(&format!("train.optimizer = \"{then}\"")),
+            "{out}"
+        );
+        let got = weights(&load(&run, &final_ckpt_at(&run, 10)));
+        let d = max_abs_diff(&reference, &got);
+        assert!(
+            d < 1e-4,
+            "{kind} then {then}: the weights differ from adamw's by {d}"
+        );
+    }
+}
+
 /// Every file under a run folder (path, bytes), to check that a refused resume changed none.
 fn run_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();

@@ -263,7 +263,7 @@ fn timed_steps(
     loader: &crate::data::mixture::Mixture,
     ad: &Device,
     mut model: crate::model::DfmModel,
-    optim: &mut burn::optim::ModuleOptimizer,
+    optim: &mut crate::optim::Optim,
     o: &Options,
 ) -> anyhow::Result<(Timed, crate::model::DfmModel)> {
     let cfg = &setup.cfg;
@@ -320,7 +320,7 @@ fn timed_steps(
 struct Step<'a> {
     cfg: &'a Config,
     ad: &'a Device,
-    optim: &'a mut burn::optim::ModuleOptimizer,
+    optim: &'a mut crate::optim::Optim,
     /// The largest device memory reserved so far, bytes.
     peak: &'a mut Option<u64>,
 }

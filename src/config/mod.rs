@@ -284,6 +284,16 @@ pub enum Precision {
     Bf16,
 }
 
+/// The optimizer (`crate::optim`): burn's AdamW, one parameter tensor at a time, or the same
+/// arithmetic over all parameters at once (fewer, larger kernels: for GPUs).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[default]
+    Adamw,
+    AdamwFused,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -293,6 +303,8 @@ pub struct TrainConfig {
     pub max_steps: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// `adamw` (default) or `adamw_fused`; a resume may switch (the state is the same).
+    pub optimizer: OptimizerKind,
     pub weight_decay: f64,
     pub warmup_steps: usize,
     pub grad_clip: f64,
@@ -343,6 +355,7 @@ impl Default for TrainConfig {
             max_steps: 0,
             batch_size: 32,
             lr: 1e-3,
+            optimizer: OptimizerKind::default(),
             weight_decay: 0.01,
             warmup_steps: 100,
             grad_clip: 1.0,

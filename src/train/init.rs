@@ -5,19 +5,14 @@ use super::setup::Setup;
 use crate::checkpoint;
 use crate::config::{Config, Objective};
 use crate::model::DfmModel;
+use crate::optim::Optim;
 use anyhow::Context;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::prelude::*;
 use std::path::Path;
 
-pub fn optimizer(cfg: &Config) -> ModuleOptimizer {
-    let clip = (cfg.train.grad_clip > 0.0)
-        .then_some(GradientClippingConfig::Norm(cfg.train.grad_clip as f32));
-    AdamWConfig::new()
-        .with_weight_decay(cfg.train.weight_decay as f32)
-        .with_grad_clipping(clip)
-        .init()
+/// The optimizer `train.optimizer` names.
+pub fn optimizer(cfg: &Config) -> Optim {
+    Optim::new(cfg)
 }
 
 /// Starts `model` from another run's best (or last) weights: the whole model when that run

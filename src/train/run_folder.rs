@@ -66,7 +66,7 @@ pub(super) fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
 /// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
 /// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
-const RESUMABLE_KEYS: [&str; 14] = [
+const RESUMABLE_KEYS: [&str; 15] = [
     "run.device",
     "run.track",
     "run.track_flush_s",
@@ -77,6 +77,7 @@ const RESUMABLE_KEYS: [&str; 14] = [
     "train.keep_last",
     "train.log_every",
     "train.on_nan",
+    "train.optimizer",
     "data.workers",
     "data.prefetch",
     "data.skip_bad",

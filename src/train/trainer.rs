@@ -24,11 +24,12 @@ use crate::data::augment;
 use crate::data::mixture::{MixEpoch, Mixture};
 use crate::eval::ridge::Ridge;
 use crate::model::DfmModel;
+use crate::optim::Optim;
 use crate::track::Tracker;
 use anyhow::bail;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, ModuleOptimizer, MultiGradientsParams};
+use burn::optim::{GradientsAccumulator, MultiGradientsParams};
 use burn::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ pub struct Trainer {
     model: Option<DfmModel>,
     /// The average of the weights (`train.ema`), from the first step on.
     ema: Option<Ema>,
-    optim: ModuleOptimizer,
+    optim: Optim,
     state: TrainState,
     ridge: Option<Ridge>,
     loader: Mixture,
@@ -192,10 +193,7 @@ impl Trainer {
         self.state = state;
         self.ema = self.restored_ema(&dir, &model)?;
         self.model = Some(model);
-        let optim = optimizer(self.cfg());
-        self.optim = optim
-            .load(dir.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("optim.bpk").display()))?;
+        self.optim = optimizer(self.cfg()).load(&dir.join("optim.bpk"), &self.devices[0])?;
         truncate_metrics(self.metrics_path(), self.state.step)?;
         println!(
             "resuming {} from step {} (epoch {}, batch {})",
@@ -386,7 +384,7 @@ impl Trainer {
             self.model = Some(if grads.grads.len() == 1 {
                 self.optim.step(lr, model, grads.grads.pop().unwrap().0)
             } else {
-                self.optim.step_multi(lr, model, grads)
+                self.optim.step(lr, model, grads)
             });
             self.average();
         } else {
