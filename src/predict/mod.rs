@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod data;
+pub mod inputs;
 pub mod route;
 pub mod route_plan;
 pub mod table;
@@ -25,6 +26,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use serde::Serialize;
 
 pub use codec::{Codec, Mode, Prediction, PredictionMeta, RawOutput, StopPrediction, Trajectory};
+pub use inputs::{InputArray, input_arrays, model_inputs};
 
 /// A bad input: the field (path such as `history[3].lat`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -334,29 +336,20 @@ impl Predictor {
             .into_iter()
     }
 
+    /// The model's inputs for prepared samples, as [`Predictor::forward`] gives them to the
+    /// model (no padding).
+    pub fn inputs(&self, features: Vec<Features>) -> Vec<InputArray> {
+        inputs::model_inputs(features, &self.device)
+    }
+
     /// The model's outputs for prepared samples (one forward pass): the only part of a
     /// prediction that needs the model, so that a server runs the rest on its request threads.
-    pub fn forward(&self, mut features: Vec<Features>) -> Vec<RawOutput> {
+    pub fn forward(&self, features: Vec<Features>) -> Vec<RawOutput> {
         let n = features.len();
         if n == 0 {
             return Vec::new();
         }
-        // On a GPU every new batch shape compiles (and autotunes) new kernels: seconds each. A
-        // batch is padded to the next power of two (repeating its last sample), so a server
-        // meets at most log2(max batch) + 1 shapes; the CPU runs any shape as is.
-        let cpu = crate::model::dropout::on_cpu(&self.device);
-        let padded = batch_bucket(n, cpu);
-        if padded > n {
-            let last = features[n - 1].clone();
-            features.resize(padded, last);
-        }
-        // On the CPU only the stop slots the batch lists (a route model's capacity is far above
-        // most decisions' stops); a GPU keeps the capacity, one stop shape.
-        let ns = crate::batch::stop_slots(&features, cpu);
-        for f in &mut features {
-            crate::batch::keep_stop_slots(f, ns);
-        }
-        let b = FeatureBatcher.batch(features, &self.device);
+        let (b, ns) = model_batch(features, &self.device, true);
         let masks = TokenMasks::keep(crate::eval::keep_mask(&[], b.len(), &self.device));
         let out = self.model.forward(&b, &masks);
         let k = self.model.modes;
@@ -388,6 +381,31 @@ impl Predictor {
 /// two.
 pub fn batch_bucket(n: usize, cpu: bool) -> usize {
     if cpu { n } else { n.next_power_of_two() }
+}
+
+/// The batch of a forward pass on `device` and its stop slots. On a GPU every new batch shape
+/// compiles (and autotunes) new kernels: seconds each. With `pad` a batch is padded to the next
+/// power of two there (repeating its last sample), so a server meets at most log2(max batch) + 1
+/// shapes; the CPU runs any shape as is.
+pub fn model_batch(
+    mut features: Vec<Features>,
+    device: &Device,
+    pad: bool,
+) -> (crate::batch::Batch, usize) {
+    let n = features.len();
+    let cpu = crate::model::dropout::on_cpu(device);
+    let padded = if pad { batch_bucket(n, cpu) } else { n };
+    if padded > n {
+        let last = features[n - 1].clone();
+        features.resize(padded, last);
+    }
+    // On the CPU only the stop slots the batch lists (a route model's capacity is far above
+    // most decisions' stops); a GPU keeps the capacity, one stop shape.
+    let ns = crate::batch::stop_slots(&features, cpu);
+    for f in &mut features {
+        crate::batch::keep_stop_slots(f, ns);
+    }
+    (FeatureBatcher.batch(features, device), ns)
 }
 
 /// Predictions for a JSON-lines file of samples (one per line; empty lines skipped), as JSON

@@ -286,6 +286,34 @@ pub async fn predict(
     }
 }
 
+/// `POST /v1/features`: the model's input arrays (`[{name, shape, data}]`, batch first) for the
+/// samples of a `/v1/predict` body, computed as on the CPU by dfm's feature code (what Python's
+/// `dfm.features` returns): for feeding another runtime, or checking one.
+pub async fn features(
+    State(st): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (samples, _) = match read_request(&st, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let codec = st.codec.clone();
+    let work = move || {
+        let feats = samples.into_iter().map(|s| codec.prepare(s).0).collect();
+        crate::predict::model_inputs(feats, &burn::prelude::Device::flex())
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(arrays) => json_bytes(
+            serde_json::to_vec(&serde_json::json!({ "inputs": arrays })).unwrap_or_default(),
+        ),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "computing the features failed",
+        ),
+    }
+}
+
 /// The predictions of validated samples, in order, through the queue and the model threads
 /// (what every protocol's predict endpoint runs); an error response when the work does not fit
 /// or the model fails.

@@ -148,6 +148,7 @@ pub fn model_info_json(p: &Predictor) -> Value {
 fn router(state: AppState, o: &ServeOptions) -> Router {
     let mut protected = Router::new()
         .route("/v1/predict", post(handlers::predict))
+        .route("/v1/features", post(handlers::features))
         .route("/v1/model", get(handlers::model_info))
         .route("/metrics", get(handlers::metrics_text))
         .merge(v2_models());

@@ -1,0 +1,135 @@
+"""The Python package against dfm itself. `tests/python_package.rs` (cargo test) trains and
+exports a tiny model, writes the test split's samples as JSON lines, runs `dfm predict` on them
+and starts `dfm serve`, then runs this suite with what it made in the environment:
+
+DFM_TEST_BUNDLE    the exported bundle
+DFM_TEST_DATA      the dataset folder (its test split holds the samples)
+DFM_TEST_SAMPLES   the samples, JSON lines (request form)
+DFM_TEST_EXPECTED  `dfm predict --input DFM_TEST_SAMPLES`'s output
+DFM_TEST_SERVER    the server's URL; DFM_TEST_TOKEN its bearer token
+"""
+
+import copy
+import json
+import os
+import urllib.request
+
+import numpy as np
+import pytest
+
+import dfm
+
+ENV = {k: os.environ.get(k) for k in (
+    "DFM_TEST_BUNDLE", "DFM_TEST_DATA", "DFM_TEST_SAMPLES", "DFM_TEST_EXPECTED",
+    "DFM_TEST_SERVER", "DFM_TEST_TOKEN")}
+if not all(ENV.values()):
+    pytest.skip("run through `cargo test --release --test python_package`, which sets DFM_TEST_*",
+                allow_module_level=True)
+
+
+def jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return dfm.load(ENV["DFM_TEST_BUNDLE"])
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return jsonl(ENV["DFM_TEST_SAMPLES"])
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return jsonl(ENV["DFM_TEST_EXPECTED"])
+
+
+def test_predict_equals_dfm_predict_field_by_field(model, samples, expected):
+    got = model.predict(samples)
+    assert len(got) == len(expected) == len(samples) > 0
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"sample {i}: {sorted(k for k in e if g.get(k) != e[k])} differ"
+    # Batch size changes nothing on the CPU; one dict in, one dict out.
+    assert model.predict(samples, batch_size=1) == expected
+    assert model.predict(samples[0]) == expected[0]
+
+
+def test_predict_reads_a_jsonl_path_and_a_dataframe(model, samples, expected):
+    assert model.predict(ENV["DFM_TEST_SAMPLES"]) == expected
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(samples)
+    out = model.predict(frame)
+    assert isinstance(out, pd.DataFrame) and len(out) == len(expected)
+    assert out.to_dict(orient="records") == pd.DataFrame(expected).to_dict(orient="records")
+
+
+def test_a_bad_sample_raises_naming_the_sample_and_field(model, samples):
+    bad = copy.deepcopy(samples[:3])
+    bad[2]["history"][1]["lat"] = 123.0
+    with pytest.raises(dfm.DfmError) as e:
+        model.predict(bad)
+    msg = str(e.value)
+    assert "sample 2" in msg and "history[1].lat" in msg, msg
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(dfm.DfmError, match="not list"):
+        model.predict([[1, 2]])
+
+
+def test_a_bad_line_in_a_file_names_the_file_and_line(model, samples, tmp_path):
+    p = tmp_path / "bad.jsonl"
+    bad = copy.deepcopy(samples[1])
+    bad["history"][0]["lon"] = "east"
+    p.write_text(json.dumps(samples[0]) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(dfm.DfmError) as e:
+        model.predict(p)
+    msg = str(e.value)
+    assert "bad.jsonl" in msg and "line 2" in msg and "history[0].lon" in msg, msg
+
+
+def test_a_missing_bundle_raises_naming_it(tmp_path):
+    with pytest.raises(dfm.DfmError, match="nowhere"):
+        dfm.load(tmp_path / "nowhere")
+
+
+def server_features(samples):
+    body = json.dumps(samples).encode()
+    req = urllib.request.Request(ENV["DFM_TEST_SERVER"] + "/v1/features", data=body, headers={
+        "content-type": "application/json", "authorization": "Bearer " + ENV["DFM_TEST_TOKEN"]})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        inputs = json.load(r)["inputs"]
+    return {a["name"]: np.asarray(a["data"], dtype=np.float32).reshape(a["shape"]) for a in inputs}
+
+
+def test_features_equal_the_servers(model, samples):
+    mine = dfm.features(samples, model)
+    theirs = server_features(samples)
+    assert sorted(mine) == sorted(theirs)
+    n = len(samples)
+    for name, a in mine.items():
+        assert a.dtype == np.float32 and a.shape[0] == n, (name, a.shape)
+        assert a.shape == theirs[name].shape, name
+        assert np.array_equal(a, theirs[name]), name
+    assert mine["hist_mask"].sum() > 0 and mine["image_mask"].sum() > 0
+    # From the bundle's path too.
+    again = dfm.features(samples[:2], ENV["DFM_TEST_BUNDLE"])
+    assert np.array_equal(again["hist"], mine["hist"][:2])
+
+
+def test_read_dataset_gives_the_test_split_with_labels(samples):
+    got = list(dfm.read_dataset(ENV["DFM_TEST_DATA"], "test"))
+    assert len(got) >= len(samples)
+    for s, g in zip(samples, got):
+        assert g["key"] == s["key"]
+        assert g.get("target") is not None, "labels are kept"
+        g = {k: v for k, v in g.items() if k != "target"}
+        assert g == {k: v for k, v in s.items() if k != "target"}
+    with pytest.raises(dfm.DfmError, match="split"):
+        dfm.read_dataset(ENV["DFM_TEST_DATA"], "nosuch")
+
+
+def test_info_describes_the_model(model):
+    info = model.info
+    assert info["step"] > 0 and "spec" in info and "model" in info
