@@ -10,16 +10,23 @@
 #   bench_*.txt      docs/performance.md: the training step, loader, inference and serving
 #   pytorch.txt      docs/performance.md: the PyTorch twin (only where `import torch` works)
 #   reliability.txt  docs/reliability.md: fuzzing, load and kill -9 at full size (--full only)
-# Usage (from the project root): bash scripts/figures.sh [--full] [--no-transfer] [OUT]
+#   studies (--studies only): video.txt (docs/video.md, scripts/video.py), clips.png and clips.txt
+#                    (docs/video.md's dashcam figure), replicas.txt (docs/training.md,
+#                    scripts/replicas.py), geolife_*.txt (docs/real-data.md's GeoLife studies:
+#                    overlap, history, ceiling, users, speeds), lmrc_direction.txt
+# Usage (from the project root): bash scripts/figures.sh [--full] [--studies] [--no-transfer] [OUT]
 # About 30 minutes on a 2-core machine after the build, plus the transfer and pretraining
-# reports (about 2 hours; --no-transfer leaves them out), 2 hours more with --full.
+# reports (about 2 hours; --no-transfer leaves them out), 2 hours more with --full, about 5
+# more with --studies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 full=0
+studies=0
 transfer=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) full=1; shift ;;
+    --studies) studies=1; shift ;;
     --no-transfer) transfer=0; shift ;;
     *) break ;;
   esac
@@ -85,6 +92,30 @@ if [ "$transfer" = 1 ]; then
     cp "$work/transfer/transfer.png" "$out/" 2>/dev/null || true; } >"$out/transfer.txt" 2>&1
   { stamp "python3 scripts/pretraining.py"; python3 scripts/pretraining.py --out "$work/transfer"; } \
     >"$out/pretraining.txt" 2>&1
+fi
+
+# The studies behind docs/video.md, docs/training.md (replicas) and docs/real-data.md's GeoLife
+# and LMRC paragraphs (need ../shared/data).
+if [ "$studies" = 1 ]; then
+  geo="$work/geolife"
+  "$dfm" data import geolife --in ../shared/data/geolife --out "$geo" >/dev/null
+  "$dfm" data import geolife --in ../shared/data/geolife --out "$geo-h36" --history 36 >/dev/null
+  { stamp "python3 scripts/video.py"; python3 scripts/video.py --out "$work/video"; } >"$out/video.txt" 2>&1
+  { stamp "python3 scripts/clips.py"; python3 scripts/clips.py --out "$out/clips.png"; } >"$out/clips.txt" 2>&1
+  { stamp "python3 scripts/replicas.py"; python3 scripts/replicas.py --out "$work/replicas"; } \
+    >"$out/replicas.txt" 2>&1
+  { stamp "python3 scripts/geolife_overlap.py"; python3 scripts/geolife_overlap.py --data "$geo"; } \
+    >"$out/geolife_overlap.txt" 2>&1
+  { stamp "python3 scripts/geolife_history.py"; python3 scripts/geolife_history.py --data "$geo-h36"; } \
+    >"$out/geolife_history.txt" 2>&1
+  { stamp "python3 scripts/geolife_ceiling.py"; python3 scripts/geolife_ceiling.py --data "$geo"; } \
+    >"$out/geolife_ceiling.txt" 2>&1
+  { stamp "python3 scripts/geolife_users.py"; python3 scripts/geolife_users.py --out "$work/users"; } \
+    >"$out/geolife_users.txt" 2>&1
+  { stamp "python3 scripts/geolife_speeds.py"; python3 scripts/geolife_speeds.py "$geo"; } \
+    >"$out/geolife_speeds.txt" 2>&1
+  { stamp "python3 scripts/lmrc_direction.py"; python3 scripts/lmrc_direction.py; } \
+    >"$out/lmrc_direction.txt" 2>&1
 fi
 
 if [ "$full" = 1 ]; then
