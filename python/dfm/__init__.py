@@ -95,14 +95,27 @@ class Predictor:
             return pd.DataFrame(preds)
         return preds[0] if single else preds
 
+    def outputs(self, samples: Samples) -> Dict[str, np.ndarray]:
+        """The model's outputs for samples before they are decoded into predictions (one
+        forward pass, batch first): ``traj`` [B, K, F, 2] and ``point`` [B, F, 2] (normalized
+        offsets in each sample's frame, at its horizons), ``mode_probability`` [B, K], ``eta``
+        [B, N, 3] (the model's ETA units, quantiles 0.1/0.5/0.9), ``on_time_probability`` and
+        ``next_probability`` [B, N], ``delivered_probability`` [B]. N: the stop slots of the
+        batch (those its samples list)."""
+        if _is_path(samples):
+            samples = _read_jsonl(os.fspath(samples))
+        return _arrays(self._inner.outputs_json(_json_lines(samples)))
+
     def features(self, samples: Samples) -> Dict[str, np.ndarray]:
         """The model's input arrays for samples (see :func:`features`)."""
         if _is_path(samples):
             samples = _read_jsonl(os.fspath(samples))
-        out = {}
-        for name, shape, data in self._inner.features_json(_json_lines(samples)):
-            out[name] = np.frombuffer(data, dtype="<f4").reshape(shape)
-        return out
+        return _arrays(self._inner.features_json(_json_lines(samples)))
+
+
+def _arrays(named) -> Dict[str, np.ndarray]:
+    """NumPy arrays from the extension's (name, shape, little-endian f32 bytes)."""
+    return {name: np.frombuffer(data, dtype="<f4").reshape(shape) for name, shape, data in named}
 
 
 def _read_jsonl(path: str) -> List[Dict[str, Any]]:

@@ -70,11 +70,27 @@ impl Predictor {
         let parsed = self.parse(&samples)?;
         let codec = self.inner.codec();
         let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
-        let arrays = self.inner.inputs(features).into_iter().map(|a| {
-            let bytes: Vec<u8> = a.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (a.name.to_string(), a.shape, PyBytes::new(py, &bytes))
-        });
-        Ok(arrays.collect())
+        let arrays = self.inner.inputs(features).into_iter();
+        Ok(arrays
+            .map(|a| array(py, a.name, a.shape, &a.data))
+            .collect())
+    }
+
+    /// The model's outputs for samples given as JSON text (one forward pass), before they are
+    /// decoded into predictions: (name, shape, bytes) per output, batch first.
+    fn outputs_json<'py>(
+        &self,
+        py: Python<'py>,
+        samples: Vec<String>,
+    ) -> PyResult<Vec<Array<'py>>> {
+        let parsed = self.parse(&samples)?;
+        let codec = self.inner.codec();
+        let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
+        let raw = self.inner.forward(features);
+        let arrays = dfm::predict::output_arrays(&raw).into_iter();
+        Ok(arrays
+            .map(|a| array(py, a.name, a.shape, &a.data))
+            .collect())
     }
 
     /// What the model is (`GET /v1/model` of `dfm serve`), as JSON text.
@@ -96,6 +112,11 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+fn array<'py>(py: Python<'py>, name: &str, shape: Vec<usize>, data: &[f32]) -> Array<'py> {
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    (name.to_string(), shape, PyBytes::new(py, &bytes))
 }
 
 /// Loads an export bundle or a run folder on `device` (`flex`, `auto`, `wgpu`, `cuda[:N]`).

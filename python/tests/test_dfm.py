@@ -133,3 +133,19 @@ def test_read_dataset_gives_the_test_split_with_labels(samples):
 def test_info_describes_the_model(model):
     info = model.info
     assert info["step"] > 0 and "spec" in info and "model" in info
+
+
+def test_outputs_are_what_the_predictions_decode(model, samples, expected):
+    out = model.outputs(samples)
+    n = len(samples)
+    k = len(expected[0]["modes"])
+    assert out["traj"].shape[:2] == (n, k) and out["traj"].shape[3] == 2
+    assert out["point"].shape == (n, out["traj"].shape[2], 2)
+    assert np.allclose(out["mode_probability"].sum(axis=1), 1.0, atol=1e-5)
+    for i, e in enumerate(expected):
+        probs = sorted(out["mode_probability"][i].tolist(), reverse=True)
+        assert np.allclose(probs, [m["probability"] for m in e["modes"]], atol=1e-6), i
+        assert abs(out["delivered_probability"][i] - e["delivered_probability"]) < 1e-6, i
+        listed = len(e["stops"])
+        on_time = out["on_time_probability"][i][:listed]
+        assert np.allclose(on_time, [s["on_time_probability"] for s in e["stops"]], atol=1e-6), i

@@ -6,9 +6,9 @@
 //! [`route_plan`] answer a request's route plan; [`data`] predicts a whole dataset split, written
 //! as a Parquet [`table`].
 
+pub mod arrays;
 pub mod codec;
 pub mod data;
-pub mod inputs;
 pub mod route;
 pub mod route_plan;
 pub mod table;
@@ -25,8 +25,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::Serialize;
 
+pub use arrays::{NamedArray, input_arrays, model_inputs, output_arrays};
 pub use codec::{Codec, Mode, Prediction, PredictionMeta, RawOutput, StopPrediction, Trajectory};
-pub use inputs::{InputArray, input_arrays, model_inputs};
 
 /// A bad input: the field (path such as `history[3].lat`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -338,8 +338,8 @@ impl Predictor {
 
     /// The model's inputs for prepared samples, as [`Predictor::forward`] gives them to the
     /// model (no padding).
-    pub fn inputs(&self, features: Vec<Features>) -> Vec<InputArray> {
-        inputs::model_inputs(features, &self.device)
+    pub fn inputs(&self, features: Vec<Features>) -> Vec<NamedArray> {
+        arrays::model_inputs(features, &self.device)
     }
 
     /// The model's outputs for prepared samples (one forward pass): the only part of a
