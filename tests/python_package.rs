@@ -2,8 +2,9 @@
 //! exported, the test split's samples, `dfm predict`'s output for them and a running server are
 //! handed to the pytest suite in `python/tests/` (predictions equal `dfm predict`'s field by
 //! field, bad samples raise naming the field, `dfm.features` equals the server's
-//! `/v1/features`, `dfm.read_dataset` reads the split). Skips with a message where the package
-//! is not installed; CI installs it and fails instead.
+//! `/v1/features`, `dfm.read_dataset` reads the split, the ONNX export run by ONNX Runtime
+//! equals dfm). Skips with a message where the package is not installed; CI installs it and
+//! fails instead.
 
 mod common;
 use common::serving::*;
@@ -14,11 +15,12 @@ use std::process::Command;
 
 const TOKEN: &str = "python-test-token";
 
-/// A Python that imports the installed `dfm` package and pytest (CI installs both), or None.
+/// A Python that imports the installed `dfm` package, pytest and ONNX Runtime (CI installs
+/// them), or None.
 fn python_with_dfm() -> Option<String> {
     let python = std::env::var("DFM_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
-        .args(["-c", "import dfm._dfm, numpy, pytest"])
+        .args(["-c", "import dfm._dfm, numpy, pytest, onnx, onnxruntime"])
         .output()
         .is_ok_and(|o| o.status.success());
     ok.then_some(python)
@@ -27,9 +29,7 @@ fn python_with_dfm() -> Option<String> {
 #[test]
 fn the_python_package_predicts_what_dfm_predicts() {
     let Some(python) = python_with_dfm() else {
-        return skip(
-            "the Python package is not installed (pip install ./python pytest pandas; CI does)",
-        );
+        return skip("the Python package is not installed (pip install './python[test]'; CI does)");
     };
     let tmp = tempfile::tempdir().unwrap();
     let (bundle, _) = train_and_export(tmp.path());
@@ -53,6 +53,15 @@ fn the_python_package_predicts_what_dfm_predicts() {
         "flex",
     ]);
     assert!(ok, "dfm predict: {out}\n{err}");
+    // A second model with every optional part of the graph, for the ONNX export.
+    let options = tmp.path().join("options");
+    std::fs::create_dir_all(&options).unwrap();
+    let extra = [
+        "model.support_guard=true",
+        "model.next_stop_prior=true",
+        "model.relative_offsets=true",
+    ];
+    let (options_bundle, _) = train_and_export_with(&options, &extra);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let options = ServeOptions {
@@ -65,6 +74,7 @@ fn the_python_package_predicts_what_dfm_predicts() {
             ("DFM_TEST_DATA", data.clone()),
             ("DFM_TEST_SAMPLES", samples.clone()),
             ("DFM_TEST_EXPECTED", expected.clone()),
+            ("DFM_TEST_BUNDLE_OPTIONS", options_bundle.clone()),
         ];
         let url = srv.url.clone();
         let run = tokio::task::spawn_blocking(move || pytest(&python, &env, &url));

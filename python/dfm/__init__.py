@@ -26,7 +26,8 @@ import numpy as np
 from . import _dfm
 from ._dfm import DfmError
 
-__all__ = ["load", "features", "read_dataset", "Predictor", "DfmError", "__version__"]
+__all__ = ["load", "features", "read_dataset", "export_onnx", "Predictor", "DfmError",
+           "__version__"]
 __version__ = _dfm.__version__
 
 Samples = Union[str, "os.PathLike[str]", Dict[str, Any], Iterable[Dict[str, Any]], Any]
@@ -152,3 +153,12 @@ def read_dataset(path: Union[str, "os.PathLike[str]"], split: str = "test") -> I
     labels (``target``)."""
     texts = _dfm.read_dataset_json(os.fspath(path), split)  # errors here, not at the first next()
     return (json.loads(t) for t in texts)
+
+
+def export_onnx(bundle: Union[str, "os.PathLike[str]"], out: Union[str, "os.PathLike[str]", None] = None) -> str:
+    """Writes the bundle's model as ONNX (``model.onnx`` beside its weights, or ``out``) and
+    returns its path: inputs are :func:`features`' arrays, outputs ``Predictor.outputs``'.
+    Needs the ``onnx`` package; see ``dfm/onnx_export.py`` for what it covers."""
+    from .onnx_export import export_onnx as export
+
+    return export(bundle, out)

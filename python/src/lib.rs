@@ -176,6 +176,21 @@ fn read_dataset_json(dir: &str, split: &str) -> PyResult<Samples> {
     })
 }
 
+/// The feature layout constants a graph of the model needs (channel indices, context groups),
+/// as JSON text: taken from the feature code, not repeated in Python.
+#[pyfunction]
+fn layout_json() -> String {
+    use dfm::features::{CTX_GROUPS, hist_ch, stop_ch};
+    let groups: Vec<[usize; 2]> = CTX_GROUPS.iter().map(|(_, r)| [r.start, r.end]).collect();
+    serde_json::json!({
+        "hist_log_scale": hist_ch::LOG_SCALE,
+        "stop_rule_rank": stop_ch::RULE_RANK,
+        "ctx_groups": groups,
+        "stop_fourier": dfm::model::stop_context::FOURIER,
+    })
+    .to_string()
+}
+
 #[pymodule]
 fn _dfm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DfmError", m.py().get_type::<DfmError>())?;
@@ -184,5 +199,6 @@ fn _dfm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Samples>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(read_dataset_json, m)?)?;
+    m.add_function(wrap_pyfunction!(layout_json, m)?)?;
     Ok(())
 }

@@ -7,6 +7,8 @@ DFM_TEST_DATA      the dataset folder (its test split holds the samples)
 DFM_TEST_SAMPLES   the samples, JSON lines (request form)
 DFM_TEST_EXPECTED  `dfm predict --input DFM_TEST_SAMPLES`'s output
 DFM_TEST_SERVER    the server's URL; DFM_TEST_TOKEN its bearer token
+DFM_TEST_BUNDLE_OPTIONS  a bundle with the support guard, the next-stop prior and relative
+                   offsets (the ONNX graph's optional parts)
 """
 
 import copy
@@ -21,7 +23,7 @@ import dfm
 
 ENV = {k: os.environ.get(k) for k in (
     "DFM_TEST_BUNDLE", "DFM_TEST_DATA", "DFM_TEST_SAMPLES", "DFM_TEST_EXPECTED",
-    "DFM_TEST_SERVER", "DFM_TEST_TOKEN")}
+    "DFM_TEST_SERVER", "DFM_TEST_TOKEN", "DFM_TEST_BUNDLE_OPTIONS")}
 if not all(ENV.values()):
     pytest.skip("run through `cargo test --release --test python_package`, which sets DFM_TEST_*",
                 allow_module_level=True)
@@ -149,3 +151,29 @@ def test_outputs_are_what_the_predictions_decode(model, samples, expected):
         listed = len(e["stops"])
         on_time = out["on_time_probability"][i][:listed]
         assert np.allclose(on_time, [s["on_time_probability"] for s in e["stops"]], atol=1e-6), i
+
+
+@pytest.mark.parametrize("which", ["DFM_TEST_BUNDLE", "DFM_TEST_BUNDLE_OPTIONS"])
+def test_onnx_export_runs_in_onnx_runtime_as_dfm(which, tmp_path):
+    import itertools
+
+    ort = pytest.importorskip("onnxruntime")
+    bundle = ENV[which]
+    path = dfm.export_onnx(bundle, tmp_path / "model.onnx")
+    model = dfm.load(bundle)
+    samples = list(itertools.islice(dfm.read_dataset(ENV["DFM_TEST_DATA"], "all"), 256))
+    assert len(samples) == 256
+    inputs = dfm.features(samples, model)
+    want = model.outputs(samples)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: inputs[i.name] for i in sess.get_inputs()})
+    names = [o.name for o in sess.get_outputs()]
+    assert sorted(names) == sorted(want)
+    for name, g in zip(names, got):
+        assert g.shape == want[name].shape, name
+        d = float(np.abs(g - want[name]).max())
+        assert d <= 1e-4, f"{name}: ONNX Runtime differs from dfm by {d}"
+    # The options' branches are in the graph (they change what it computes).
+    if which == "DFM_TEST_BUNDLE_OPTIONS":
+        info = model.info["model"]
+        assert info["support_guard"] and info["next_stop_prior"] and info["relative_offsets"]

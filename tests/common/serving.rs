@@ -25,9 +25,14 @@ pub fn setup(_tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
 
 /// A tiny trained model, exported; and some test samples.
 pub fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
+    train_and_export_with(tmp, &[])
+}
+
+/// [`train_and_export`] with more config overrides (`model.support_guard=true`, ...).
+pub fn train_and_export_with(tmp: &Path, extra: &[&str]) -> (PathBuf, Vec<dfm::Sample>) {
     let data = tiny_dataset(tmp, 61);
     let run = tmp.join("run");
-    let o: Vec<String> = [
+    let mut o: Vec<String> = [
         format!("data.path={}", data.display()),
         format!("run.dir={}", run.display()),
         "data.image_size=16".into(),
@@ -39,6 +44,7 @@ pub fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
         "eval.split=val".into(),
     ]
     .to_vec();
+    o.extend(extra.iter().map(|s| s.to_string()));
     train_with(&o);
     let bundle = tmp.join("bundle");
     dfm::bundle::export(&run, dfm::bundle::Which::Best, &bundle).unwrap();
