@@ -62,6 +62,12 @@ fn the_python_package_predicts_what_dfm_predicts() {
         "model.relative_offsets=true",
     ];
     let (options_bundle, _) = train_and_export_with(&options, &extra);
+    // And one that reads dashcam clips.
+    let video = tmp.path().join("video");
+    let video_data = video.join("world");
+    let synth = tiny_config(62).with_video();
+    dfm::data::synth::generate(&video_data, &synth, false).unwrap();
+    let (video_bundle, _) = train_and_export_on(&video, &video_data, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let options = ServeOptions {
@@ -75,6 +81,8 @@ fn the_python_package_predicts_what_dfm_predicts() {
             ("DFM_TEST_SAMPLES", samples.clone()),
             ("DFM_TEST_EXPECTED", expected.clone()),
             ("DFM_TEST_BUNDLE_OPTIONS", options_bundle.clone()),
+            ("DFM_TEST_BUNDLE_VIDEO", video_bundle.clone()),
+            ("DFM_TEST_DATA_VIDEO", video_data.clone()),
         ];
         let url = srv.url.clone();
         let run = tokio::task::spawn_blocking(move || pytest(&python, &env, &url));

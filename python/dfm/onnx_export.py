@@ -2,11 +2,11 @@
 
 burn exports no ONNX, so the graph is written here op for op after ``src/model/`` (the
 encoders, the fusion transformer, the heads, the constant-velocity prior and its gates, the
-support guard and the rule prior), with the weights of the bundle's ``model.safetensors``. Its
-inputs are the arrays of :func:`dfm.features` and its outputs those of
-``Predictor.outputs`` (same names and shapes, batch and stop count dynamic); the package's
-tests check it against dfm with ONNX Runtime. Not covered: models that read dashcam video, and
-requests with ``horizons_s`` (the graph answers at the model's own horizons).
+support guard and the rule prior, dashcam tubelets), with the weights of the bundle's
+``model.safetensors``. Its inputs are the arrays of :func:`dfm.features` and its outputs those
+of ``Predictor.outputs`` (same names and shapes, batch and stop count dynamic); the package's
+tests check it against dfm with ONNX Runtime. Not covered: requests with ``horizons_s`` (the
+graph answers at the model's own horizons).
 
 Needs the ``onnx`` package (``pip install onnx``; ``onnxruntime`` to run the result).
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 INPUTS = ["hist", "hist_mask", "imu", "imu_mask", "image", "image_mask", "stops", "stops_mask",
           "ctx", "prior"]
+VIDEO_INPUTS = ["video", "video_mask"]
 OUTPUTS = ["traj", "point", "mode_probability", "eta", "on_time_probability", "next_probability",
            "delivered_probability"]
 OPSET = 18
@@ -150,6 +151,29 @@ def _ctx_tokens(g: Graph, groups) -> str:
     return _with_modality(g, g.op("Concat", *toks, axis=1), 4)
 
 
+def _tubelets(g: Graph, x: str, ft: int, p: int, t: int, side: int, c: int) -> str:
+    """[B, T, S, S, C] as tubelets [B, (T/ft)(S/p)^2, ft p p C] (`model::video::tubelets`)."""
+    gt, gh, gw = t // ft, side // p, side // p
+    x = g.op("Transpose", g.reshape(x, -1, ft, gh, p, gw * p * c), perm=[0, 2, 1, 3, 4])
+    x = g.op("Transpose", g.reshape(x, -1, ft * p, gw, p * c), perm=[0, 2, 1, 3])
+    return g.reshape(x, -1, gt * gh * gw, ft * p * p * c)
+
+
+def _video_tokens(g: Graph, model: dict, spec: dict) -> str:
+    """The clip's tubelet tokens: a linear stem's tubelets, plus each tubelet's peak colours."""
+    ft, p = model["video_tubelet"], model["video_patch"]
+    t, side = spec["video_frames"], spec["video_size"]
+    stem, peak = (g.w[f"enc.video.{n}.weight"].shape[1] for n in ("stem", "peak_stem"))
+    f = g.gelu(g.linear("video", "enc.video.stem"))
+    tubes = _tubelets(g, f, ft, p, t, side, stem)
+    colours = _tubelets(g, g.gelu(g.linear("video", "enc.video.peak_stem")), ft, p, t, side, peak)
+    n = (t // ft) * (side // p) ** 2
+    peaks = g.op("ReduceMax", g.reshape(colours, 0, n, -1, peak), g.ints(2), keepdims=0)
+    x = g.op("Add", g.linear(tubes, "enc.video.tubelet"), g.linear(peaks, "enc.video.peak"))
+    x = g.op("Add", x, g.weight("enc.video.pos"))
+    return g.op("Add", x, g.const(g.w["enc.video.modality"][None, None, :]))
+
+
 def _fusion(g: Graph, x: str, pad_bias: str, layers: int, heads: int, d: int) -> str:
     dk = d // heads
     for i in range(layers):
@@ -203,13 +227,16 @@ def _heads(g: Graph, h: str, k: int, f: int, tail: int, stop0: int, motion: str)
     return traj, point, mode_logits, eta, on_time, nxt, delivered
 
 
-def _valid(g: Graph, nh: int, ni: int, ng: int, nc: int, nq: int) -> str:
-    """Which tokens attend [B, n]: a history patch with any row present, the IMU and image
-    tokens where they are present, listed stops, every context token and query."""
+def _valid(g: Graph, nh: int, ni: int, ng: int, nc: int, nv: int, nq: int) -> str:
+    """Which tokens attend [B, n]: a history patch with any row present, the IMU, image and
+    video tokens where they are present, listed stops, every context token and query."""
     hist = g.op("ReduceMax", g.reshape("hist_mask", 0, nh, -1), g.ints(2), keepdims=0)
     ones = g.op("Add", g.op("Mul", "image_mask", g.const(0.0)), g.const(1.0))
-    return g.op("Concat", hist, g.repeat("imu_mask", ni), g.repeat("image_mask", ng), "stops_mask",
-                g.repeat(ones, nc), g.repeat(ones, nq), axis=1)
+    parts = [hist, g.repeat("imu_mask", ni), g.repeat("image_mask", ng), "stops_mask",
+             g.repeat(ones, nc)]
+    if nv:
+        parts.append(g.repeat("video_mask", nv))
+    return g.op("Concat", *parts, g.repeat(ones, nq), axis=1)
 
 
 def _priors(g: Graph, traj, point, nxt, k: int, layout) -> tuple:
@@ -246,13 +273,14 @@ def _motion(g: Graph, layout) -> str:
     return g.op("Exp", g.reshape(last, -1))
 
 
-def build(weights: Dict[str, np.ndarray], model: dict, layout: dict):
-    """The ONNX model of a dfm model: its weights, its `model` config, the feature layout."""
+def build(weights: Dict[str, np.ndarray], model: dict, spec: dict, layout: dict):
+    """The ONNX model of a dfm model: its weights, its `model` config and data `spec`, the
+    feature layout."""
     from onnx import TensorProto, helper
 
-    if any(n.startswith("enc.video.") for n in weights):
-        raise ValueError("this model reads dashcam video: its ONNX export is not supported yet")
     g = Graph(weights)
+    video = "enc.video.pos" in weights
+    nv = weights["enc.video.pos"].shape[0] if video else 0
     d, k, heads, layers = model["d_model"], model["modes"], model["heads"], model["layers"]
     f = weights["heads.point2.weight"].shape[1] // 2
     nh, ni = weights["enc.hist.pos"].shape[0], weights["enc.imu.pos"].shape[0]
@@ -260,11 +288,13 @@ def build(weights: Dict[str, np.ndarray], model: dict, layout: dict):
     queries = weights["queries"] + weights["enc.modality"][5][None, :]
     qb = g.op("Add", g.op("Unsqueeze", g.op("Mul", "image_mask", g.const(0.0)), g.ints(1, 2)),
               g.const(queries))
-    tokens = g.op("Concat", _patch_tokens(g, "hist", "enc.hist", 0, nh),
-                  _patch_tokens(g, "imu", "enc.imu", 1, ni), _image_tokens(g, d),
-                  _stop_tokens(g, layout["stop_fourier"]), _ctx_tokens(g, layout["ctx_groups"]),
-                  qb, axis=1)
-    valid = _valid(g, nh, ni, ng, nc, k + 2)
+    parts = [_patch_tokens(g, "hist", "enc.hist", 0, nh), _patch_tokens(g, "imu", "enc.imu", 1, ni),
+             _image_tokens(g, d), _stop_tokens(g, layout["stop_fourier"]),
+             _ctx_tokens(g, layout["ctx_groups"])]
+    if video:
+        parts.append(_video_tokens(g, model, spec))
+    tokens = g.op("Concat", *parts, qb, axis=1)
+    valid = _valid(g, nh, ni, ng, nc, nv, k + 2)
     # -1e4 where a token is padding, as the fusion encoder's mask fill.
     pad = g.op("Mul", g.op("Cast", g.op("Less", valid, g.const(0.5)), to=TensorProto.FLOAT),
                g.const(-1e4))
@@ -272,7 +302,7 @@ def build(weights: Dict[str, np.ndarray], model: dict, layout: dict):
     h = _fusion(g, tokens, pad_bias, layers, heads, d)
     motion = _motion(g, layout)
     traj, point, logits, eta, on_time, nxt, delivered = _heads(
-        g, h, k, f, nc + k + 2, nh + ni + ng, motion)
+        g, h, k, f, nc + nv + k + 2, nh + ni + ng, motion)
     traj, point, nxt = _priors(g, traj, point, nxt, k, layout)
     g.op("Identity", traj, out="traj")
     g.op("Identity", point, out="point")
@@ -281,21 +311,22 @@ def build(weights: Dict[str, np.ndarray], model: dict, layout: dict):
     g.op("Sigmoid", on_time, out="on_time_probability")
     g.op("Softmax", nxt, axis=1, out="next_probability")
     g.op("Sigmoid", delivered, out="delivered_probability")
-    return _model(g, helper, TensorProto, weights, k, f)
+    return _model(g, helper, TensorProto, k, f, video)
 
 
-def _model(g: Graph, helper, TensorProto, weights, k: int, f: int):
+def _model(g: Graph, helper, TensorProto, k: int, f: int, video: bool):
     shapes = {
         "hist": ["B", "H", "HC"], "hist_mask": ["B", "H"], "imu": ["B", "T", 4],
         "imu_mask": ["B"], "image": ["B", 3, "S", "S"], "image_mask": ["B"],
         "stops": ["B", "N", "SC"], "stops_mask": ["B", "N"], "ctx": ["B", "CC"],
-        "prior": ["B", f, 2],
+        "prior": ["B", f, 2], "video": ["B", "VT", "VS", "VS", 3], "video_mask": ["B"],
         "traj": ["B", k, f, 2], "point": ["B", f, 2], "mode_probability": ["B", k],
         "eta": ["B", "N", 3], "on_time_probability": ["B", "N"], "next_probability": ["B", "N"],
         "delivered_probability": ["B"],
     }
     vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[n])
-    graph = helper.make_graph(g.nodes, "dfm", [vi(n) for n in INPUTS], [vi(n) for n in OUTPUTS],
+    inputs = INPUTS + (VIDEO_INPUTS if video else [])
+    graph = helper.make_graph(g.nodes, "dfm", [vi(n) for n in inputs], [vi(n) for n in OUTPUTS],
                               g.inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                           producer_name="dfm")
@@ -313,7 +344,7 @@ def export_onnx(bundle, out=None) -> str:
     bundle = os.fspath(bundle)
     info = load(bundle).info
     weights = read_safetensors(os.path.join(bundle, "model.safetensors"))
-    model = build(weights, info["model"], json.loads(_dfm.layout_json()))
+    model = build(weights, info["model"], info["spec"], json.loads(_dfm.layout_json()))
     onnx.checker.check_model(model)
     path = os.fspath(out) if out is not None else os.path.join(bundle, "model.onnx")
     tmp = path + ".partial"

@@ -9,6 +9,7 @@ DFM_TEST_EXPECTED  `dfm predict --input DFM_TEST_SAMPLES`'s output
 DFM_TEST_SERVER    the server's URL; DFM_TEST_TOKEN its bearer token
 DFM_TEST_BUNDLE_OPTIONS  a bundle with the support guard, the next-stop prior and relative
                    offsets (the ONNX graph's optional parts)
+DFM_TEST_BUNDLE_VIDEO, DFM_TEST_DATA_VIDEO  a model that reads dashcam clips, and its dataset
 """
 
 import copy
@@ -23,7 +24,8 @@ import dfm
 
 ENV = {k: os.environ.get(k) for k in (
     "DFM_TEST_BUNDLE", "DFM_TEST_DATA", "DFM_TEST_SAMPLES", "DFM_TEST_EXPECTED",
-    "DFM_TEST_SERVER", "DFM_TEST_TOKEN", "DFM_TEST_BUNDLE_OPTIONS")}
+    "DFM_TEST_SERVER", "DFM_TEST_TOKEN", "DFM_TEST_BUNDLE_OPTIONS", "DFM_TEST_BUNDLE_VIDEO",
+    "DFM_TEST_DATA_VIDEO")}
 if not all(ENV.values()):
     pytest.skip("run through `cargo test --release --test python_package`, which sets DFM_TEST_*",
                 allow_module_level=True)
@@ -153,7 +155,8 @@ def test_outputs_are_what_the_predictions_decode(model, samples, expected):
         assert np.allclose(on_time, [s["on_time_probability"] for s in e["stops"]], atol=1e-6), i
 
 
-@pytest.mark.parametrize("which", ["DFM_TEST_BUNDLE", "DFM_TEST_BUNDLE_OPTIONS"])
+@pytest.mark.parametrize("which", ["DFM_TEST_BUNDLE", "DFM_TEST_BUNDLE_OPTIONS",
+                                   "DFM_TEST_BUNDLE_VIDEO"])
 def test_onnx_export_runs_in_onnx_runtime_as_dfm(which, tmp_path):
     import itertools
 
@@ -161,7 +164,8 @@ def test_onnx_export_runs_in_onnx_runtime_as_dfm(which, tmp_path):
     bundle = ENV[which]
     path = dfm.export_onnx(bundle, tmp_path / "model.onnx")
     model = dfm.load(bundle)
-    samples = list(itertools.islice(dfm.read_dataset(ENV["DFM_TEST_DATA"], "all"), 256))
+    data = ENV["DFM_TEST_DATA_VIDEO" if which == "DFM_TEST_BUNDLE_VIDEO" else "DFM_TEST_DATA"]
+    samples = list(itertools.islice(dfm.read_dataset(data, "all"), 256))
     assert len(samples) == 256
     inputs = dfm.features(samples, model)
     want = model.outputs(samples)
@@ -174,6 +178,8 @@ def test_onnx_export_runs_in_onnx_runtime_as_dfm(which, tmp_path):
         d = float(np.abs(g - want[name]).max())
         assert d <= 1e-4, f"{name}: ONNX Runtime differs from dfm by {d}"
     # The options' branches are in the graph (they change what it computes).
+    if which == "DFM_TEST_BUNDLE_VIDEO":
+        assert inputs["video"].shape[1:] == (8, 32, 32, 3) and inputs["video_mask"].sum() > 0
     if which == "DFM_TEST_BUNDLE_OPTIONS":
         info = model.info["model"]
         assert info["support_guard"] and info["next_stop_prior"] and info["relative_offsets"]

@@ -30,7 +30,12 @@ pub fn train_and_export(tmp: &Path) -> (PathBuf, Vec<dfm::Sample>) {
 
 /// [`train_and_export`] with more config overrides (`model.support_guard=true`, ...).
 pub fn train_and_export_with(tmp: &Path, extra: &[&str]) -> (PathBuf, Vec<dfm::Sample>) {
-    let data = tiny_dataset(tmp, 61);
+    train_and_export_on(tmp, &tiny_dataset(tmp, 61), extra)
+}
+
+/// [`train_and_export_with`] on the dataset at `data`.
+pub fn train_and_export_on(tmp: &Path, data: &Path, extra: &[&str]) -> (PathBuf, Vec<dfm::Sample>) {
+    let data = data.to_path_buf();
     let run = tmp.join("run");
     let mut o: Vec<String> = [
         format!("data.path={}", data.display()),
