@@ -120,14 +120,14 @@ def _arrays(named) -> Dict[str, np.ndarray]:
 
 
 def _read_jsonl(path: str) -> List[Dict[str, Any]]:
+    """The samples of a JSON-lines file (read bounded by dfm; a bad line names the file and
+    line)."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DfmError(f"{path}: line {n}: not JSON ({e})") from None
+    for n, line in _dfm.read_lines(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DfmError(f"{path}: line {n}: not JSON ({e})") from None
     return rows
 
 

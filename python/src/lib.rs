@@ -176,6 +176,19 @@ fn read_dataset_json(dir: &str, split: &str) -> PyResult<Samples> {
     })
 }
 
+/// The non-empty lines of a JSON-lines file, read as `dfm predict --input` reads it (a regular
+/// file, bounded, UTF-8), each with its line number.
+#[pyfunction]
+fn read_lines(path: &str) -> PyResult<Vec<(usize, String)>> {
+    let text = dfm::util::read_text_bounded(Path::new(path), dfm::util::limits::INPUT)
+        .map_err(error_chain)?;
+    let lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    Ok(lines.map(|(i, l)| (i + 1, l.to_string())).collect())
+}
+
 /// The feature layout constants a graph of the model needs (channel indices, context groups),
 /// as JSON text: taken from the feature code, not repeated in Python.
 #[pyfunction]
@@ -200,5 +213,6 @@ fn _dfm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(read_dataset_json, m)?)?;
     m.add_function(wrap_pyfunction!(layout_json, m)?)?;
+    m.add_function(wrap_pyfunction!(read_lines, m)?)?;
     Ok(())
 }

@@ -93,6 +93,17 @@ def test_a_bad_line_in_a_file_names_the_file_and_line(model, samples, tmp_path):
     assert "bad.jsonl" in msg and "line 2" in msg and "history[0].lon" in msg, msg
 
 
+def test_features_of_a_file_read_as_dfm_reads_it(model, samples, tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps(s) for s in samples[:3]) + "\n\n")
+    assert np.array_equal(model.features(p)["hist"], model.features(samples[:3])["hist"])
+    p.write_text(json.dumps(samples[0]) + "\n{oops\n")
+    with pytest.raises(dfm.DfmError, match="line 2"):
+        model.features(p)
+    with pytest.raises(dfm.DfmError, match="nosuch"):
+        model.outputs(tmp_path / "nosuch.jsonl")
+
+
 def test_a_missing_bundle_raises_naming_it(tmp_path):
     with pytest.raises(dfm.DfmError, match="nowhere"):
         dfm.load(tmp_path / "nowhere")
