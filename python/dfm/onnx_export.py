@@ -5,8 +5,9 @@ encoders, the fusion transformer, the heads, the constant-velocity prior and its
 support guard and the rule prior, dashcam tubelets), with the weights of the bundle's
 ``model.safetensors``. Its inputs are the arrays of :func:`dfm.features` and its outputs those
 of ``Predictor.outputs`` (same names and shapes, batch and stop count dynamic); the package's
-tests check it against dfm with ONNX Runtime. Not covered: requests with ``horizons_s`` (the
-graph answers at the model's own horizons).
+tests check it against dfm with ONNX Runtime. For requests with ``horizons_s``, feed
+``future_w`` (from :func:`dfm.features`); without it the graph answers at the model's own
+horizons.
 
 Needs the ``onnx`` package (``pip install onnx``; ``onnxruntime`` to run the result).
 """
@@ -24,6 +25,8 @@ import numpy as np
 INPUTS = ["hist", "hist_mask", "imu", "imu_mask", "image", "image_mask", "stops", "stops_mask",
           "ctx", "prior"]
 VIDEO_INPUTS = ["video", "video_mask"]
+# An input with a default (the identity): fed only for requests with `horizons_s`.
+HORIZON_INPUT = "future_w"
 OUTPUTS = ["traj", "point", "mode_probability", "eta", "on_time_probability", "next_probability",
            "delivered_probability"]
 OPSET = 18
@@ -239,6 +242,15 @@ def _valid(g: Graph, nh: int, ni: int, ng: int, nc: int, nv: int, nq: int) -> st
     return g.op("Concat", *parts, g.repeat(ones, nq), axis=1)
 
 
+def _at_horizons(g: Graph, traj: str, point: str, f: int) -> tuple:
+    """The trajectories at a request's horizons: `future_w` [B, F', F] blends the model's F
+    knots (`time_grid`); its default, the identity, keeps the model's own horizons."""
+    w = "future_w"
+    g.inits.append(g.nh.from_array(np.eye(f, dtype=np.float32)[None], w))
+    traj = g.op("MatMul", g.op("Unsqueeze", w, g.ints(1)), traj)
+    return traj, g.op("MatMul", w, point)
+
+
 def _priors(g: Graph, traj, point, nxt, k: int, layout) -> tuple:
     """The constant-velocity prior through its gates, the support guard, the rule prior."""
     gate = g.w["prior_gate"]
@@ -303,6 +315,7 @@ def build(weights: Dict[str, np.ndarray], model: dict, spec: dict, layout: dict)
     motion = _motion(g, layout)
     traj, point, logits, eta, on_time, nxt, delivered = _heads(
         g, h, k, f, nc + nv + k + 2, nh + ni + ng, motion)
+    traj, point = _at_horizons(g, traj, point, f)
     traj, point, nxt = _priors(g, traj, point, nxt, k, layout)
     g.op("Identity", traj, out="traj")
     g.op("Identity", point, out="point")
@@ -319,13 +332,14 @@ def _model(g: Graph, helper, TensorProto, k: int, f: int, video: bool):
         "hist": ["B", "H", "HC"], "hist_mask": ["B", "H"], "imu": ["B", "T", 4],
         "imu_mask": ["B"], "image": ["B", 3, "S", "S"], "image_mask": ["B"],
         "stops": ["B", "N", "SC"], "stops_mask": ["B", "N"], "ctx": ["B", "CC"],
-        "prior": ["B", f, 2], "video": ["B", "VT", "VS", "VS", 3], "video_mask": ["B"],
-        "traj": ["B", k, f, 2], "point": ["B", f, 2], "mode_probability": ["B", k],
+        "prior": ["B", "F", 2], "video": ["B", "VT", "VS", "VS", 3], "video_mask": ["B"],
+        "future_w": ["B", "F", f],
+        "traj": ["B", k, "F", 2], "point": ["B", "F", 2], "mode_probability": ["B", k],
         "eta": ["B", "N", 3], "on_time_probability": ["B", "N"], "next_probability": ["B", "N"],
         "delivered_probability": ["B"],
     }
     vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[n])
-    inputs = INPUTS + (VIDEO_INPUTS if video else [])
+    inputs = INPUTS + (VIDEO_INPUTS if video else []) + [HORIZON_INPUT]
     graph = helper.make_graph(g.nodes, "dfm", [vi(n) for n in inputs], [vi(n) for n in OUTPUTS],
                               g.inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

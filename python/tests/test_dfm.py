@@ -194,3 +194,23 @@ def test_onnx_export_runs_in_onnx_runtime_as_dfm(which, tmp_path):
     if which == "DFM_TEST_BUNDLE_OPTIONS":
         info = model.info["model"]
         assert info["support_guard"] and info["next_stop_prior"] and info["relative_offsets"]
+
+
+def test_onnx_answers_at_a_requests_horizons(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    bundle = ENV["DFM_TEST_BUNDLE"]
+    model = dfm.load(bundle)
+    h = model.info["max_horizon_s"]
+    samples = [dict(s, horizons_s=[h / 5, h / 2, h]) for s in jsonl(ENV["DFM_TEST_SAMPLES"])]
+    inputs = dfm.features(samples, model)
+    assert inputs["future_w"].shape[:2] == (len(samples), 3)
+    want = model.outputs(samples)
+    assert want["traj"].shape[2] == 3
+    sess = ort.InferenceSession(dfm.export_onnx(bundle, tmp_path / "m.onnx"))
+    defaults = [i.name for i in sess.get_overridable_initializers()]
+    assert defaults == ["future_w"]
+    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    feed["future_w"] = inputs["future_w"]
+    for name, g in zip([o.name for o in sess.get_outputs()], sess.run(None, feed)):
+        assert g.shape == want[name].shape, name
+        assert float(np.abs(g - want[name]).max()) <= 1e-4, name
