@@ -33,8 +33,9 @@ fn error_chain(e: anyhow::Error) -> PyErr {
 /// One model input for Python: name, shape, little-endian f32 bytes.
 type Array<'py> = (String, Vec<usize>, Bound<'py, PyBytes>);
 
-/// A model loaded from an export bundle (or a run folder) on one device.
-#[pyclass(unsendable, module = "dfm._dfm")]
+/// A model loaded from an export bundle (or a run folder) on one device. Immutable and
+/// thread-safe: Python threads may share one, and the model runs without the GIL.
+#[pyclass(frozen, module = "dfm._dfm")]
 struct Predictor {
     inner: dfm::predict::Predictor,
 }
@@ -42,15 +43,23 @@ struct Predictor {
 #[pymethods]
 impl Predictor {
     /// Predictions for samples given as JSON text, `batch_size` per forward pass, as JSON text.
-    fn predict_json(&self, samples: Vec<String>, batch_size: usize) -> PyResult<Vec<String>> {
+    fn predict_json(
+        &self,
+        py: Python<'_>,
+        samples: Vec<String>,
+        batch_size: usize,
+    ) -> PyResult<Vec<String>> {
         let parsed = self.parse(&samples)?;
-        let mut out = Vec::with_capacity(parsed.len());
-        for chunk in parsed.chunks(batch_size.max(1)) {
-            for p in self.inner.predict(chunk) {
-                out.push(serde_json::to_string(&p).map_err(error)?);
+        // The model runs without the GIL: other Python threads go on meanwhile.
+        py.detach(|| {
+            let mut out = Vec::with_capacity(parsed.len());
+            for chunk in parsed.chunks(batch_size.max(1)) {
+                for p in self.inner.predict(chunk) {
+                    out.push(serde_json::to_string(&p).map_err(error)?);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Predictions for a JSON-lines file of samples, as `dfm predict --input` makes them.
@@ -70,7 +79,7 @@ impl Predictor {
         let parsed = self.parse(&samples)?;
         let codec = self.inner.codec();
         let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
-        let arrays = self.inner.inputs(features).into_iter();
+        let arrays = py.detach(|| self.inner.inputs(features)).into_iter();
         Ok(arrays
             .map(|a| array(py, a.name, a.shape, &a.data))
             .collect())
@@ -86,7 +95,7 @@ impl Predictor {
         let parsed = self.parse(&samples)?;
         let codec = self.inner.codec();
         let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
-        let raw = self.inner.forward(features);
+        let raw = py.detach(|| self.inner.forward(features));
         let arrays = dfm::predict::output_arrays(&raw).into_iter();
         Ok(arrays
             .map(|a| array(py, a.name, a.shape, &a.data))

@@ -61,6 +61,15 @@ def test_predict_equals_dfm_predict_field_by_field(model, samples, expected):
     assert model.predict(samples[0]) == expected[0]
 
 
+def test_one_model_serves_several_threads(model, samples, expected):
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [samples[i::4] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(model.predict, parts))
+    assert got == [expected[i::4] for i in range(4)]
+
+
 def test_predict_reads_a_jsonl_path_and_a_dataframe(model, samples, expected):
     assert model.predict(ENV["DFM_TEST_SAMPLES"]) == expected
     pd = pytest.importorskip("pandas")
