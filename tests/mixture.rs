@@ -194,6 +194,27 @@ fn one_run_learns_two_samplings() {
         "fine-tuning starts at {ft_first:.3}, the mixture run at {:.3}",
         losses[0]
     );
+    // Its data is read on the model's grid, and its ridge baseline answers at the data's own
+    // horizons (the coarse source's 10 steps of 4 s).
+    let ridge: Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("ridge.json")).unwrap()).unwrap();
+    let at: Vec<f64> = serde_json::from_value(ridge["horizons_s"].clone()).unwrap();
+    assert_eq!(
+        (at.len(), at[0], at[at.len() - 1]),
+        (10, 4.0, 40.0),
+        "{at:?}"
+    );
+    let ft_eval: Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("eval_test.json")).unwrap()).unwrap();
+    let ridge_m = ft_eval["baselines"]["ridge"]["trajectory"]["at_k"]["min_fde_m"].as_f64();
+    let cv_m = ft_eval["baselines"]["constant_velocity"]["trajectory"]["at_k"]["min_fde_m"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        ridge_m.is_some_and(|m| m > 0.0 && m < 2.0 * cv_m),
+        "a fine-tune on another sampling is scored against its ridge: {} (CV {cv_m:.1} m)",
+        ft_eval["baselines"]["ridge"]
+    );
 
     for (file, what) in [
         ("eval_test.json", world),

@@ -34,6 +34,10 @@ pub struct Ridge {
     pub val_mse: Vec<(f64, f64)>,
     /// [inputs + 1][future_len * 2]; the last row is the intercept.
     pub weights: Vec<Vec<f64>>,
+    /// The seconds ahead it answers at, when they are not the model's own horizons (a dataset
+    /// read on another time grid, as a fine-tune on a new fleet reads it); empty: the model's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub horizons_s: Vec<f64>,
 }
 
 /// The regression inputs of a sample: the history's positions (absolute, like the references)
@@ -244,7 +248,21 @@ impl Ridge {
             train_samples: train.n,
             val_mse,
             weights: weights.unwrap_or_else(|| train.solve(lambda)),
+            horizons_s: Vec::new(),
         }
+    }
+
+    /// Whether it answers for a sample at `horizons` (seconds ahead): its own horizons, or the
+    /// model's (no `future_w` blend) for a ridge fitted there.
+    pub fn answers_at(&self, horizons: &[f64], f: &Features) -> bool {
+        if self.horizons_s.is_empty() {
+            return f.future_w.is_empty();
+        }
+        horizons.len() == self.horizons_s.len()
+            && horizons
+                .iter()
+                .zip(&self.horizons_s)
+                .all(|(a, b)| (a - b).abs() < 1e-6)
     }
 
     /// The predicted future [F][x, y] in meters (local frame) for a sample's features; None
@@ -321,9 +339,9 @@ fn normal_equations(
 }
 
 /// Fits the ridge baseline of a run on its training split (lambda chosen on `val`), or None
-/// when the training split has no trajectory labels, or labels off the model's knots (a
-/// mixture whose primary source looks less far ahead than another: the ridge answers at the
-/// knots only).
+/// when the training split has no trajectory labels. It answers at the dataset's horizons:
+/// the model's own, or (a dataset read on another time grid: a fine-tune on a new fleet, a
+/// mixture's primary source) the dataset's labels' times, recorded in it.
 pub fn fit_on(
     dir: &Path,
     manifest: &Manifest,
@@ -331,21 +349,18 @@ pub fn fit_on(
     workers: usize,
 ) -> anyhow::Result<Option<Ridge>> {
     let (data, model) = (&manifest.spec, &norm.spec);
-    if data.future_len != model.future_len || data.future_step_s != model.future_step_s {
-        return Ok(None);
-    }
+    let own_grid = data.future_len == model.future_len && data.future_step_s == model.future_step_s;
     let train = normal_equations(dir, manifest, "train", norm, workers)?;
     if train.n == 0 {
         return Ok(None);
     }
     let val = normal_equations(dir, manifest, "val", norm, workers)?;
-    let spec = &norm.spec;
-    Ok(Some(Ridge::fit(
-        &train,
-        Some(&val),
-        spec.history_len,
-        spec.future_len,
-    )))
+    let mut r = Ridge::fit(&train, Some(&val), model.history_len, data.future_len);
+    if !own_grid {
+        let step = data.future_step_s as f64;
+        r.horizons_s = crate::time_grid::knots(data.future_len, step);
+    }
+    Ok(Some(r))
 }
 
 #[cfg(test)]

@@ -109,11 +109,11 @@ fn truth_of(
             horizons.len(),
             horizons.first().copied().unwrap_or(1.0),
         ),
-        // The ridge was fitted on the model's own grid: it answers only there.
+        // The ridge answers at the horizons it was fitted at.
         ridge: stats
             .ridge
             .as_ref()
-            .filter(|_| f.future_w.is_empty())
+            .filter(|r| r.answers_at(horizons, f))
             .and_then(|r| r.predict_m(f, norm.traj_scale)),
         arrival: t.map(|t| t.arrival_s.clone()).unwrap_or_default(),
         eta_base: baselines::eta_distance_over_speed(s, &frame, stats.speeds.speed(s.region)),
