@@ -76,9 +76,7 @@ impl Predictor {
         py: Python<'py>,
         samples: Vec<String>,
     ) -> PyResult<Vec<Array<'py>>> {
-        let parsed = self.parse(&samples)?;
-        let codec = self.inner.codec();
-        let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
+        let features = self.features(&samples)?;
         let arrays = py.detach(|| self.inner.inputs(features)).into_iter();
         Ok(arrays
             .map(|a| array(py, a.name, a.shape, &a.data))
@@ -92,9 +90,7 @@ impl Predictor {
         py: Python<'py>,
         samples: Vec<String>,
     ) -> PyResult<Vec<Array<'py>>> {
-        let parsed = self.parse(&samples)?;
-        let codec = self.inner.codec();
-        let features = parsed.into_iter().map(|s| codec.prepare(s).0).collect();
+        let features = self.features(&samples)?;
         let raw = py.detach(|| self.inner.forward(features));
         let arrays = dfm::predict::output_arrays(&raw).into_iter();
         Ok(arrays
@@ -109,6 +105,14 @@ impl Predictor {
 }
 
 impl Predictor {
+    /// The prepared model inputs of request samples given as JSON text (the codec's, as the
+    /// server prepares them).
+    fn features(&self, samples: &[String]) -> PyResult<Vec<dfm::features::Features>> {
+        let codec = self.inner.codec();
+        let parsed = self.parse(samples)?;
+        Ok(parsed.into_iter().map(|s| codec.prepare(s).0).collect())
+    }
+
     /// Request samples from JSON text, validated as the server validates them.
     fn parse(&self, samples: &[String]) -> PyResult<Vec<Sample>> {
         let limits = self.inner.limits();
