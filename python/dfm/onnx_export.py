@@ -67,6 +67,7 @@ class Graph:
         self.w = weights
         self.nodes: List = []
         self.inits: List = []
+        self.weights_added: set = set()
         self.n = 0
 
     def const(self, value, dtype=np.float32) -> str:
@@ -81,7 +82,8 @@ class Graph:
     def weight(self, name: str) -> str:
         if name not in self.w:
             raise ValueError(f"model.safetensors has no tensor {name}")
-        if not any(i.name == name for i in self.inits):
+        if name not in self.weights_added:
+            self.weights_added.add(name)
             self.inits.append(self.nh.from_array(self.w[name], name))
         return name
 
