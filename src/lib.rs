@@ -17,6 +17,7 @@ pub mod frame;
 pub mod kinematics;
 pub mod modality;
 pub mod progress;
+pub mod store;
 pub mod util;
 pub mod zones;
 

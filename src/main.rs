@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     match dfm::cli::run(dfm::cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A secret typed into a URL never reaches the terminal.
+            eprintln!("error: {}", dfm::store::scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -3,7 +3,6 @@
 //! fine-tuning; a non-finite loss stops the run with a clear message.
 
 mod common;
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use common::*;
 use dfm::checkpoint;
@@ -40,25 +39,6 @@ fn cfg(data: &Path, run: &Path, extra: &[&str]) -> Config {
     let mut o = tiny_overrides(data, run);
     o.extend(extra.iter().map(|s| s.to_string()));
     Config::load(None, &o).unwrap()
-}
-
-struct Collect(Vec<Vec<f32>>);
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0.push(
-            p.val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap(),
-        );
-    }
-}
-
-fn weights<M: Module>(m: &M) -> Vec<Vec<f32>> {
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    c.0
 }
 
 fn load(run: &Path, dir: &Path) -> DfmModel {

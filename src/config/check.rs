@@ -97,6 +97,21 @@ impl Config {
         int_in("data.prefetch", d.prefetch, 1, 1024)?;
         int_in("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
         int_in("data.image_size", d.image_size, 8, 1024)?;
+        // A config is saved in its run folder and bundle: a dataset URL must not carry secrets.
+        let paths = std::iter::once(("data.path".to_string(), &d.path)).chain(
+            d.sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("data.sources[{i}].path"), &s.path)),
+        );
+        for (key, path) in paths {
+            if crate::store::has_credentials(path) {
+                bail!(
+                    "key `{key}`: {}: credentials in a dataset URL are refused; give them through the store's environment variables (AWS_*, GOOGLE_*, AZURE_*)",
+                    crate::store::redact(path)
+                );
+            }
+        }
         self.validate_sources()
     }
 

@@ -5,7 +5,6 @@
 use super::loader::{BadRecord, Loader, LoaderOptions};
 use super::manifest::Manifest;
 use super::sample::Sample;
-use super::shards::sha256_file;
 use crate::error::DataError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -143,8 +142,8 @@ fn check_hashes(
     for (split, info) in &manifest.splits {
         for sh in &info.shards {
             let p = dir.join(&sh.file);
-            let h =
-                sha256_file(&p).map_err(|e| DataError::file(&p, format!("cannot read: {e}")))?;
+            let h = crate::store::sha256(&p)
+                .map_err(|e| DataError::file(&p, format!("cannot read: {e:#}")))?;
             if h != sh.sha256 {
                 let e = DataError::file(
                     &p,

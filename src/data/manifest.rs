@@ -276,7 +276,7 @@ impl Manifest {
     /// record where the data stops.)
     pub fn load(dir: &Path) -> Result<Manifest, DataError> {
         let path = Self::path(dir);
-        let bytes = crate::util::read_bounded(&path, crate::util::limits::METADATA).map_err(|e| {
+        let bytes = crate::store::read_bounded(&path, crate::util::limits::METADATA).map_err(|e| {
             DataError::file(&path, format!("cannot read the dataset manifest ({e:#}); is this a dataset folder made by `dfm data`?"))
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
@@ -305,6 +305,12 @@ impl Manifest {
                 )
             });
         }
+        // In an object store, one listing says which shards are there (a store that cannot
+        // list, plain HTTP, leaves it to the reader, which names a missing shard's URL).
+        let listed: Option<std::collections::HashSet<String>> = crate::store::is_remote(dir)
+            .then(|| crate::store::list(dir).ok())
+            .flatten()
+            .map(|l| l.into_iter().map(|(n, _)| n).collect());
         for (split, info) in &m.splits {
             for (i, sh) in info.shards.iter().enumerate() {
                 if !crate::util::plain_file_name(&sh.file) {
@@ -320,7 +326,11 @@ impl Manifest {
                     });
                 }
                 let p = dir.join(&sh.file);
-                if !p.is_file() {
+                let present = match &listed {
+                    Some(names) => names.contains(&sh.file),
+                    None => crate::store::is_remote(dir) || p.is_file(),
+                };
+                if !present {
                     return Err(DataError {
                         field: Some(format!("splits.{split}.shards[{i}].file")),
                         ..DataError::file(
@@ -345,8 +355,8 @@ impl Manifest {
     }
 
     /// SHA-256 of the manifest file (identifies the training data of a model).
-    pub fn hash(dir: &Path) -> std::io::Result<String> {
-        super::shards::sha256_file(&Self::path(dir))
+    pub fn hash(dir: &Path) -> anyhow::Result<String> {
+        crate::store::sha256(&Self::path(dir))
     }
 
     pub fn split(&self, name: &str) -> Option<&SplitInfo> {

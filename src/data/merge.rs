@@ -167,18 +167,29 @@ fn check_job(parts: &[PathBuf], ms: &[Manifest]) -> anyhow::Result<()> {
 fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::Result<ShardInfo> {
     let (src, file) = (dir.join(&sh.file), format!("p{part:03}-{}", sh.file));
     let dst = out.join(&file);
-    let len = std::fs::metadata(&src)
-        .with_context(|| format!("{}: listed in its manifest, cannot be read", src.display()))?
-        .len();
+    let unreadable = || format!("{}: listed in its manifest, cannot be read", src.display());
+    let (reader, len) = match crate::store::is_remote(&src) {
+        true => {
+            let (r, len) = crate::store::open(&src).with_context(unreadable)?;
+            (Some(r), len)
+        }
+        false => (
+            None,
+            std::fs::metadata(&src).with_context(unreadable)?.len(),
+        ),
+    };
     ensure!(
         len == sh.bytes,
         "{}: {len} bytes, its manifest says {}",
         src.display(),
         sh.bytes
     );
-    if std::fs::hard_link(&src, &dst).is_err() {
-        std::fs::copy(&src, &dst)
-            .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    let copy_failed = || format!("cannot copy {} to {}", src.display(), dst.display());
+    if let Some(mut r) = reader {
+        let mut f = std::fs::File::create(&dst).with_context(copy_failed)?;
+        std::io::copy(&mut r, &mut f).with_context(copy_failed)?;
+    } else if std::fs::hard_link(&src, &dst).is_err() {
+        std::fs::copy(&src, &dst).with_context(copy_failed)?;
     }
     let sha = super::shards::sha256_file(&dst)
         .with_context(|| format!("cannot read {}", dst.display()))?;
@@ -191,6 +202,10 @@ fn place_shard(dir: &Path, sh: &ShardInfo, out: &Path, part: usize) -> anyhow::R
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
+    if crate::store::is_url(a) || crate::store::is_url(b) {
+        let norm = |p: &Path| p.to_string_lossy().trim_end_matches('/').to_string();
+        return norm(a) == norm(b);
+    }
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod sample;
 pub mod shards;
 pub mod staged;
+pub mod staged_remote;
 pub mod stats;
 pub mod stop_set;
 pub mod subset;

@@ -12,11 +12,11 @@
 //! the reader and the merger: memory stays bounded however the threads are timed.
 
 use super::sample::{Sample, Spec};
-use super::shards::{Record, decode, for_each_record};
+use super::shards::{Record, ShardStream, decode, open_shard, records_of};
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,13 +82,24 @@ pub fn read_shards(
         seq += 1;
         ok
     };
+    // Shards in an object store are opened a few ahead, so that their bytes are on the way
+    // while this one is read (each buffers a bounded number of chunks).
+    let ahead = match shards.iter().any(|(p, _)| crate::store::is_remote(p)) {
+        true => crate::store::Settings::from_env().map_or(4, |s| s.prefetch),
+        false => 0,
+    };
+    let mut opened: VecDeque<Result<ShardStream, DataError>> = VecDeque::new();
     for (shard, (path, expected)) in shards.iter().enumerate() {
+        while opened.len() <= ahead && shard + opened.len() < shards.len() {
+            opened.push_back(open_shard(&shards[shard + opened.len()].0));
+        }
+        let this = opened.pop_front().expect("this shard was opened");
         let mut alive = true;
         // A panic while reading (a bug, or input nobody foresaw) becomes an error naming the
         // shard and the last record read, never a silent end.
         let mut last_key: Option<String> = None;
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for_each_record(path, Some(*expected), |rec| {
+            records_of(path, this?, Some(*expected), |rec| {
                 if stop.load(Ordering::Relaxed) {
                     alive = false;
                 } else {

@@ -448,15 +448,12 @@ fn read_member<R: Read>(
     })
 }
 
-/// A shard opened for reading, and its size.
-fn open_shard(path: &Path) -> Result<(File, u64), DataError> {
-    let file =
-        File::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e}")))?;
-    let len = file
-        .metadata()
-        .map_err(|e| DataError::file(path, format!("cannot stat shard: {e}")))?
-        .len();
-    Ok((file, len))
+/// A shard opened for reading (a local file or an object's byte stream), and its size.
+pub type ShardStream = (Box<dyn Read + Send>, u64);
+
+/// Opens a shard for reading.
+pub fn open_shard(path: &Path) -> Result<ShardStream, DataError> {
+    crate::store::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e:#}")))
 }
 
 /// Adds a member to its record; a record holds each member once.
@@ -484,10 +481,19 @@ fn add_member(
 pub fn for_each_record(
     path: &Path,
     expected: Option<usize>,
+    f: impl FnMut(Record) -> bool,
+) -> Result<usize, DataError> {
+    records_of(path, open_shard(path)?, expected, f)
+}
+
+/// [`for_each_record`] of a shard already opened (`path` names it in messages).
+pub fn records_of(
+    path: &Path,
+    (file, file_len): ShardStream,
+    expected: Option<usize>,
     mut f: impl FnMut(Record) -> bool,
 ) -> Result<usize, DataError> {
-    let (file, file_len) = open_shard(path)?;
-    let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 16, file));
+    let mut ar = tar::Archive::new(file);
     let entries = ar
         .entries()
         .map_err(|e| DataError::file(path, format!("not a tar archive: {e}")))?;

@@ -25,7 +25,51 @@ pub fn is_dataset_file(name: &str) -> bool {
 }
 
 /// A dataset being written: [`Staged::dir`] is where its files go until [`Staged::commit`].
-pub struct Staged {
+/// `--out` in an object store is staged on this machine and uploaded (`staged_remote.rs`).
+pub enum Staged {
+    Local(LocalStaged),
+    Remote(super::staged_remote::RemoteStaged),
+}
+
+impl Staged {
+    /// Checks `out` (refusing a dataset there unless `force`, and a folder with files dfm did
+    /// not write even then) and opens an empty staging folder.
+    pub fn begin(out: &Path, force: bool) -> anyhow::Result<Staged> {
+        Ok(match crate::store::locate(out)? {
+            crate::store::Loc::Local(p) => Staged::Local(LocalStaged::begin(&p, force)?),
+            crate::store::Loc::Remote(_) => {
+                Staged::Remote(super::staged_remote::RemoteStaged::begin(out, force)?)
+            }
+        })
+    }
+
+    /// Where the dataset's files are written.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Staged::Local(s) => s.dir(),
+            Staged::Remote(s) => s.dir(),
+        }
+    }
+
+    /// Where the dataset ends up.
+    pub fn out(&self) -> &Path {
+        match self {
+            Staged::Local(s) => s.out(),
+            Staged::Remote(s) => s.out(),
+        }
+    }
+
+    /// Moves (or uploads) the complete dataset into place.
+    pub fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Staged::Local(s) => s.commit(),
+            Staged::Remote(s) => s.commit(),
+        }
+    }
+}
+
+/// A dataset being written into a local folder.
+pub struct LocalStaged {
     swap: Swap,
     /// `NAME` holds a dataset that the new one replaces.
     replace: bool,
@@ -33,10 +77,10 @@ pub struct Staged {
     committed: bool,
 }
 
-impl Staged {
+impl LocalStaged {
     /// Checks `out` (refusing a dataset there unless `force`, and a folder with files dfm did
     /// not write even then) and opens an empty staging folder beside it.
-    pub fn begin(out: &Path, force: bool) -> anyhow::Result<Staged> {
+    fn begin(out: &Path, force: bool) -> anyhow::Result<LocalStaged> {
         let out = resolve(out)?;
         let (ours, theirs) = entries(&out)?;
         if !ours.is_empty() && !force {
@@ -54,7 +98,7 @@ impl Staged {
         }
         let swap = Swap::hidden(&out);
         let lock = claim(&swap)?;
-        Ok(Staged {
+        Ok(LocalStaged {
             swap,
             replace: !ours.is_empty(),
             lock: Some(lock),
@@ -62,18 +106,16 @@ impl Staged {
         })
     }
 
-    /// Where the dataset's files are written.
-    pub fn dir(&self) -> &Path {
+    fn dir(&self) -> &Path {
         &self.swap.tmp
     }
 
-    /// The folder the dataset ends up in.
-    pub fn out(&self) -> &Path {
+    fn out(&self) -> &Path {
         &self.swap.dst
     }
 
     /// Moves the complete dataset into place.
-    pub fn commit(mut self) -> anyhow::Result<()> {
+    fn commit(mut self) -> anyhow::Result<()> {
         let lock = self.dir().join(LOCK);
         std::fs::remove_file(&lock).with_context(|| format!("cannot remove {}", lock.display()))?;
         self.lock = None;
@@ -87,7 +129,7 @@ impl Staged {
     }
 }
 
-impl Drop for Staged {
+impl Drop for LocalStaged {
     /// A writer that did not finish leaves nothing behind.
     fn drop(&mut self) {
         if !self.committed {

@@ -67,9 +67,18 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         ..Default::default()
     };
     let loader = Loader::new(o.data, &m, o.split, opts)?.part(part);
-    std::fs::create_dir_all(o.out)
+    // An --out in an object store: the file is written here first, uploaded when complete.
+    let staging = match crate::store::is_remote(o.out) {
+        true => {
+            crate::store::check_writable(o.out)?;
+            Some(crate::store::Staging::new("predict")?)
+        }
+        false => None,
+    };
+    let dir = staging.as_ref().map_or(o.out, |s| s.path());
+    std::fs::create_dir_all(dir)
         .with_context(|| format!("--out {}: cannot create the folder", o.out.display()))?;
-    let file = part_file(o.out, o.shard_index, o.num_shards);
+    let file = part_file(dir, o.shard_index, o.num_shards);
     let mut out = ParquetOut::create(&file);
     let mut rows = Rows::default();
     let codec = p.codec();
@@ -96,6 +105,14 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         },
     )?;
     let n = out.finish(&mut rows)?;
+    let file = match staging {
+        Some(_) => {
+            let dst = part_file(o.out, o.shard_index, o.num_shards);
+            crate::store::upload(&file, &dst)?;
+            dst
+        }
+        None => file,
+    };
     Ok(Written {
         file,
         rows: n,

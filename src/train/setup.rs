@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The dataset folder of a config; simulates it first when missing and `data.synth_routes > 0`.
 pub fn ensure_dataset(cfg: &Config) -> anyhow::Result<PathBuf> {
     let dir = PathBuf::from(&cfg.data.path);
-    if Manifest::path(&dir).is_file() {
+    if crate::store::exists(&Manifest::path(&dir))? {
         return Ok(dir);
     }
     if cfg.data.synth_routes == 0 {
@@ -144,7 +144,7 @@ fn inherited_grid(
 /// The hash a model records of its training data.
 fn data_hash(sources: &[Source]) -> anyhow::Result<String> {
     if let [one] = sources {
-        return Ok(Manifest::hash(&one.dir)?);
+        return Manifest::hash(&one.dir);
     }
     let mut all = String::new();
     for s in sources {

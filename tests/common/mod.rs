@@ -2,6 +2,7 @@
 //! Shared helpers for integration tests: tiny simulated datasets, a fake MLflow server.
 
 pub mod fake_mlflow;
+pub mod s3;
 pub mod serving;
 
 use dfm::data::synth::{SynthConfig, generate};
@@ -50,6 +51,28 @@ pub fn tiny_model() -> Vec<String> {
 pub fn train_with(overrides: &[String]) -> dfm::train::Outcome {
     let cfg = dfm::config::Config::load(None, overrides).expect("a valid config");
     dfm::train::train(cfg, false, &burn::prelude::Device::flex(), true).expect("training")
+}
+
+/// Collects a module's float parameters.
+pub struct Collect(pub Vec<Vec<f32>>);
+
+impl burn::module::ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::prelude::Tensor<D>>) {
+        self.0.push(
+            p.val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+    }
+}
+
+/// A module's float parameters, in visiting order.
+pub fn weights<M: burn::module::Module>(m: &M) -> Vec<Vec<f32>> {
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
 }
 
 pub fn tiny_dataset(dir: &Path, seed: u64) -> PathBuf {
