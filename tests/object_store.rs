@@ -449,3 +449,101 @@ fn a_dataset_over_http_reads_as_from_disk() {
     let (okk, _, err) = run(&[], &["data", "synth", "--out", &url]);
     assert!(!okk && err.contains(&url), "plain HTTP is read-only: {err}");
 }
+
+/// The total size of the `.tar` files in a folder, and their names.
+fn cached(dir: &Path) -> (u64, Vec<String>) {
+    let mut names = Vec::new();
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().to_string_lossy().to_string();
+        assert!(!n.ends_with(".partial"), "no partial copy left: {n}");
+        total += e.metadata().unwrap().len();
+        names.push(n);
+    }
+    names.sort();
+    (total, names)
+}
+
+/// A shard cache keeps what a command read from the bucket under each shard's SHA-256, so that
+/// a run with `data.cache_dir` reads it from the disk, with the same losses; it stays within its
+/// size (`DFM_STORE_CACHE_DIR`/`_GB` for any command).
+#[test]
+fn a_shard_cache_serves_the_next_run_and_keeps_its_size() {
+    let Some(s3) = s3::moto() else { return };
+    let env = s3.env();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = s3.url("cached/w");
+    synth(&env, &url, "15", &[]);
+    let m: serde_json::Value = serde_json::from_slice(&s3.get("cached/w/manifest.json")).unwrap();
+    let shards: Vec<(String, String, u64)> = m["splits"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s["shards"].as_array().unwrap().clone())
+        .map(|sh| {
+            let f = sh["file"].as_str().unwrap().to_string();
+            (
+                f,
+                sh["sha256"].as_str().unwrap().to_string(),
+                sh["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Any command fills it (inspect reads every shard to its end)...
+    let cache = tmp.path().join("cache");
+    let env_cache = |dir: &Path, gb: f64| {
+        let mut e = env.clone();
+        e.push(("DFM_STORE_CACHE_DIR".into(), dir.display().to_string()));
+        e.push(("DFM_STORE_CACHE_GB".into(), format!("{gb}")));
+        e
+    };
+    ok(&env_cache(&cache, 1.0), &["data", "inspect", &url]);
+    let (_, names) = cached(&cache);
+    for (file, sha, _) in &shards {
+        let n = format!("{sha}.tar");
+        assert!(names.contains(&n), "{file} is cached as {n}: {names:?}");
+        let here = std::fs::read(cache.join(&n)).unwrap();
+        assert!(
+            here == s3.get(&format!("cached/w/{file}")),
+            "{file}: the cached copy is the shard"
+        );
+    }
+    // ... and a run with `data.cache_dir` reads it instead of the bucket, learning the same.
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    let mut a = train_args(&url, &r1);
+    a.extend([
+        "--set".into(),
+        format!("data.cache_dir={}", cache.display()),
+    ]);
+    a.extend(["--set".into(), "train.max_steps=10".into()]);
+    let out = ok(&env, &strs(&a));
+    assert!(
+        out.contains(" 0 from the store"),
+        "the run reads the cache: {out}"
+    );
+    let mut b = train_args(&url, &r2);
+    b.extend(["--set".into(), "train.max_steps=10".into()]);
+    ok(&env, &strs(&b));
+    assert_eq!(
+        losses(&r1),
+        losses(&r2),
+        "and learns what it learns from the bucket"
+    );
+
+    // A cache smaller than the dataset keeps within its size.
+    let largest = shards.iter().map(|s| s.2).max().unwrap();
+    let bound = largest * 5 / 2;
+    assert!(
+        bound < shards.iter().map(|s| s.2).sum::<u64>(),
+        "the bound evicts"
+    );
+    let small = tmp.path().join("small");
+    let limits = env_cache(&small, bound as f64 / 1e9);
+    ok(&limits, &["data", "inspect", &url]);
+    let (total, names) = cached(&small);
+    assert!(
+        total <= bound && !names.is_empty(),
+        "{total} bytes in {names:?}, bound {bound}"
+    );
+}

@@ -97,6 +97,13 @@ impl Config {
         int_in("data.prefetch", d.prefetch, 1, 1024)?;
         int_in("data.shuffle_buffer", d.shuffle_buffer, 0, 10_000_000)?;
         int_in("data.image_size", d.image_size, 8, 1024)?;
+        let max_gb = crate::store::cache::MAX_GB;
+        if !(d.cache_gb.is_finite() && d.cache_gb > 0.0 && d.cache_gb <= max_gb) {
+            bail!(
+                "key `data.cache_gb`: {} is outside (0, {max_gb}]",
+                d.cache_gb
+            );
+        }
         // A config is saved in its run folder and bundle: a dataset URL must not carry secrets.
         let paths = std::iter::once(("data.path".to_string(), &d.path)).chain(
             d.sources

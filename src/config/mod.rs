@@ -109,7 +109,21 @@ pub struct DataConfig {
     /// time grid starts from its sampling, its training split fits the ridge baseline, and
     /// `data.path` names it. Empty: `data.path` alone.
     pub sources: Vec<SourceConfig>,
+    /// A local folder that keeps the shards read from an object store (a size-bounded cache,
+    /// least recently used out first); empty: none (`DFM_STORE_CACHE_DIR` for other commands).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cache_dir: String,
+    /// The cache's size, GB, in (0, 1e6].
+    #[serde(skip_serializing_if = "is_default_cache_gb")]
+    pub cache_gb: f64,
 }
+
+fn is_default_cache_gb(gb: &f64) -> bool {
+    *gb == DEFAULT_CACHE_GB
+}
+
+/// The shard cache's size unless a config says otherwise, GB.
+pub const DEFAULT_CACHE_GB: f64 = 50.0;
 
 /// One dataset of a mixture (`[[data.sources]]`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -161,6 +175,8 @@ impl Default for DataConfig {
             image_size: 32,
             skip_bad: false,
             sources: Vec::new(),
+            cache_dir: String::new(),
+            cache_gb: DEFAULT_CACHE_GB,
         }
     }
 }

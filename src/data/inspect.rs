@@ -142,7 +142,9 @@ fn check_hashes(
     for (split, info) in &manifest.splits {
         for sh in &info.shards {
             let p = dir.join(&sh.file);
-            let h = crate::store::sha256(&p)
+            // Through the shard cache where one is set (its copies were checked when kept).
+            let h = crate::store::open_shard(&p, &sh.sha256, sh.bytes)
+                .and_then(|(r, _)| crate::store::sha256_of(r))
                 .map_err(|e| DataError::file(&p, format!("cannot read: {e:#}")))?;
             if h != sh.sha256 {
                 let e = DataError::file(

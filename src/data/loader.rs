@@ -11,6 +11,7 @@
 use super::manifest::Manifest;
 use super::pipeline::{self, Item};
 use super::sample::{Sample, Spec};
+use super::shards::ShardRef;
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rand::seq::SliceRandom;
@@ -55,7 +56,7 @@ pub use super::pipeline::BadRecord;
 
 #[derive(Clone)]
 pub struct Loader {
-    shards: Vec<(PathBuf, usize)>,
+    shards: Vec<ShardRef>,
     spec: Spec,
     pub opts: LoaderOptions,
     bad: Arc<Mutex<Vec<BadRecord>>>,
@@ -121,7 +122,7 @@ impl Loader {
 
     /// Samples listed for this loader's shards.
     pub fn num_samples(&self) -> usize {
-        self.shards.iter().map(|s| s.1).sum()
+        self.shards.iter().map(|s| s.info.samples).sum()
     }
 
     /// Batches per epoch (from the manifest's counts).
@@ -166,7 +167,7 @@ impl Loader {
     {
         let opts = self.opts.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut order: Vec<(PathBuf, usize)> = self.shards.clone();
+        let mut order: Vec<ShardRef> = self.shards.clone();
         let mut rng =
             ChaCha8Rng::seed_from_u64(opts.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         if opts.shuffle_buffer > 0 {
@@ -177,7 +178,7 @@ impl Loader {
         let (jobs_tx, jobs_rx) = bounded(window);
         let (done_tx, done_rx) = bounded(window);
         let (credits_tx, credits_rx) = bounded(window);
-        let paths: Arc<Vec<PathBuf>> = Arc::new(order.iter().map(|(p, _)| p.clone()).collect());
+        let paths: Arc<Vec<PathBuf>> = Arc::new(order.iter().map(|s| s.path.clone()).collect());
         let mut threads = Vec::new();
         let (stop_r, skip_bad) = (stop.clone(), opts.skip_bad);
         threads.push(std::thread::spawn(move || {

@@ -4,13 +4,22 @@
 //! training split with the same feature code that runs at training and serving time.
 
 use super::sample::{SCHEMA_VERSION, Spec};
-use super::shards::ShardInfo;
+use super::shards::{ShardInfo, ShardRef};
 use crate::error::DataError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
+
+/// Whether a file in a dataset folder is one dfm writes there.
+pub fn is_dataset_file(name: &str) -> bool {
+    name == MANIFEST
+        || name.ends_with(".tar")
+        || name.ends_with(".tar.tmp")
+        || name == "bad_records.jsonl"
+        || name == "bad_records.txt"
+}
 pub const FORMAT: &str = "dfm-shards";
 pub const SPLITS: [&str; 4] = ["train", "val", "test", "test_days"];
 
@@ -364,7 +373,7 @@ impl Manifest {
     }
 
     /// Shard paths of one split, or of every split for `all`.
-    pub fn shards(&self, dir: &Path, split: &str) -> Result<Vec<(PathBuf, usize)>, DataError> {
+    pub fn shards(&self, dir: &Path, split: &str) -> Result<Vec<ShardRef>, DataError> {
         let pick: Vec<&SplitInfo> = if split == "all" {
             self.splits.values().collect()
         } else {
@@ -381,7 +390,11 @@ impl Manifest {
         };
         Ok(pick
             .into_iter()
-            .flat_map(|s| s.shards.iter().map(|sh| (dir.join(&sh.file), sh.samples)))
+            .flat_map(|s| s.shards.iter())
+            .map(|sh| ShardRef {
+                path: dir.join(&sh.file),
+                info: sh.clone(),
+            })
             .collect())
     }
 }

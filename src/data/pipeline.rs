@@ -12,7 +12,7 @@
 //! the reader and the merger: memory stays bounded however the threads are timed.
 
 use super::sample::{Sample, Spec};
-use super::shards::{Record, ShardStream, decode, open_shard, records_of};
+use super::shards::{Record, ShardRef, ShardStream, decode, open_listed, records_of};
 use crate::error::DataError;
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
@@ -70,7 +70,7 @@ pub enum Item<F> {
 /// a credit (the merger returns one per item it takes), so at most the channel's capacity of
 /// jobs is ahead of the merger. Returns early when `stop` is set or the others have gone.
 pub fn read_shards(
-    shards: Vec<(PathBuf, usize)>,
+    shards: Vec<ShardRef>,
     jobs: Sender<(u64, Job)>,
     credits: Sender<()>,
     stop: Arc<AtomicBool>,
@@ -82,16 +82,12 @@ pub fn read_shards(
         seq += 1;
         ok
     };
-    // Shards in an object store are opened a few ahead, so that their bytes are on the way
-    // while this one is read (each buffers a bounded number of chunks).
-    let ahead = match shards.iter().any(|(p, _)| crate::store::is_remote(p)) {
-        true => crate::store::Settings::from_env().map_or(4, |s| s.prefetch),
-        false => 0,
-    };
+    let ahead = shards_ahead(&shards);
     let mut opened: VecDeque<Result<ShardStream, DataError>> = VecDeque::new();
-    for (shard, (path, expected)) in shards.iter().enumerate() {
+    for (shard, s) in shards.iter().enumerate() {
+        let (path, expected) = (&s.path, &s.info.samples);
         while opened.len() <= ahead && shard + opened.len() < shards.len() {
-            opened.push_back(open_shard(&shards[shard + opened.len()].0));
+            opened.push_back(open_listed(&shards[shard + opened.len()]));
         }
         let this = opened.pop_front().expect("this shard was opened");
         let mut alive = true;
@@ -130,6 +126,16 @@ pub fn read_shards(
         if !send(Job::EndShard) {
             return;
         }
+    }
+}
+
+/// Shards opened ahead of the one being read: in an object store a few
+/// (`DFM_STORE_PREFETCH`), so that their bytes are on the way while this one is read (each
+/// buffers a bounded number of chunks); on disk none.
+fn shards_ahead(shards: &[ShardRef]) -> usize {
+    match shards.iter().any(|s| crate::store::is_remote(&s.path)) {
+        true => crate::store::Settings::from_env().map_or(4, |s| s.prefetch),
+        false => 0,
     }
 }
 

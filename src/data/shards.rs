@@ -451,6 +451,19 @@ fn read_member<R: Read>(
 /// A shard opened for reading (a local file or an object's byte stream), and its size.
 pub type ShardStream = (Box<dyn Read + Send>, u64);
 
+/// A shard to read: where it is, and what its manifest says of it.
+#[derive(Clone, Debug)]
+pub struct ShardRef {
+    pub path: PathBuf,
+    pub info: ShardInfo,
+}
+
+/// Opens a shard a manifest lists (through the shard cache, when one is set).
+pub fn open_listed(s: &ShardRef) -> Result<ShardStream, DataError> {
+    crate::store::open_shard(&s.path, &s.info.sha256, s.info.bytes)
+        .map_err(|e| DataError::file(&s.path, format!("cannot open shard: {e:#}")))
+}
+
 /// Opens a shard for reading.
 pub fn open_shard(path: &Path) -> Result<ShardStream, DataError> {
     crate::store::open(path).map_err(|e| DataError::file(path, format!("cannot open shard: {e:#}")))
@@ -534,6 +547,8 @@ pub fn records_of(
             return Ok(count);
         }
     }
+    // The archive's end blocks: read to the end, so that a shard cache sees the whole shard.
+    let _ = std::io::copy(&mut ar.into_inner().take(file_len), &mut std::io::sink());
     if let Some(n) = expected
         && n != count
     {

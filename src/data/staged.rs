@@ -7,6 +7,7 @@
 //! an error, by the next writer of that folder after a kill). `--force` replaces only folders
 //! that hold nothing but a dataset: a file dfm did not write is never deleted.
 
+use super::manifest::is_dataset_file;
 use crate::util::Swap;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -14,15 +15,6 @@ use std::path::{Path, PathBuf};
 /// The lock a writer holds inside its staging folder (two writers of one folder at once are
 /// refused).
 const LOCK: &str = ".dfm-writer.lock";
-
-/// Whether a file in a dataset folder is one dfm writes there.
-pub fn is_dataset_file(name: &str) -> bool {
-    name == crate::data::manifest::MANIFEST
-        || name.ends_with(".tar")
-        || name.ends_with(".tar.tmp")
-        || name == "bad_records.jsonl"
-        || name == "bad_records.txt"
-}
 
 /// A dataset being written: [`Staged::dir`] is where its files go until [`Staged::commit`].
 /// `--out` in an object store is staged on this machine and uploaded (`staged_remote.rs`).

@@ -7,8 +7,7 @@
 //! their own, the manifest is replaced in one request, and only then are the old shards
 //! deleted.
 
-use super::manifest::{MANIFEST, Manifest};
-use super::staged::is_dataset_file;
+use super::manifest::{MANIFEST, Manifest, is_dataset_file};
 use anyhow::bail;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

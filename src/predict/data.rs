@@ -54,6 +54,23 @@ pub fn part_file(out: &Path, index: usize, count: usize) -> PathBuf {
     out.join(format!("predictions-{index:05}-of-{count:05}.parquet"))
 }
 
+/// Where this part's file is written: under `--out`, or for an `--out` in an object store in a
+/// local staging folder (returned with it), to be uploaded when complete.
+fn local_file(o: &DataPredict) -> anyhow::Result<(Option<crate::store::Staging>, PathBuf)> {
+    let staging = match crate::store::is_remote(o.out) {
+        true => {
+            crate::store::check_writable(o.out)?;
+            Some(crate::store::Staging::new("predict")?)
+        }
+        false => None,
+    };
+    let dir = staging.as_ref().map_or(o.out, |s| s.path());
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out {}: cannot create the folder", o.out.display()))?;
+    let file = part_file(dir, o.shard_index, o.num_shards);
+    Ok((staging, file))
+}
+
 /// Predicts this part's shards of the split and writes them as one Parquet file.
 pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
     let part = crate::data::part::Part::new(o.shard_index, o.num_shards)?;
@@ -67,18 +84,7 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         ..Default::default()
     };
     let loader = Loader::new(o.data, &m, o.split, opts)?.part(part);
-    // An --out in an object store: the file is written here first, uploaded when complete.
-    let staging = match crate::store::is_remote(o.out) {
-        true => {
-            crate::store::check_writable(o.out)?;
-            Some(crate::store::Staging::new("predict")?)
-        }
-        false => None,
-    };
-    let dir = staging.as_ref().map_or(o.out, |s| s.path());
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("--out {}: cannot create the folder", o.out.display()))?;
-    let file = part_file(dir, o.shard_index, o.num_shards);
+    let (staging, file) = local_file(o)?;
     let mut out = ParquetOut::create(&file);
     let mut rows = Rows::default();
     let codec = p.codec();
@@ -113,6 +119,7 @@ pub fn run(p: &Predictor, o: &DataPredict) -> anyhow::Result<Written> {
         }
         None => file,
     };
+
     Ok(Written {
         file,
         rows: n,

@@ -10,6 +10,7 @@
 //! (`DFM_STORE_TIMEOUT_S`, `DFM_STORE_RETRIES`). Writes go through `data::staged`, which stages a
 //! dataset on this machine and uploads it shards first, manifest last.
 
+pub mod cache;
 mod remote;
 mod settings;
 
@@ -153,9 +154,26 @@ pub fn open(p: &Path) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
     }
 }
 
+/// A shard whose manifest gives its hash and size: through the shard cache when one is set
+/// and the shard is in an object store (`cache.rs`), else as [`open`] reads it.
+pub fn open_shard(
+    p: &Path,
+    sha256: &str,
+    bytes: u64,
+) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
+    match cache::current() {
+        Some(c) if is_remote(p) => c.open(sha256, bytes, || open(p)),
+        _ => open(p),
+    }
+}
+
 /// SHA-256 of a file, read as a stream.
 pub fn sha256(p: &Path) -> anyhow::Result<String> {
-    let (mut r, _) = open(p)?;
+    sha256_of(open(p)?.0)
+}
+
+/// SHA-256 of what a reader holds.
+pub fn sha256_of(mut r: impl Read) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -165,7 +183,7 @@ pub fn sha256(p: &Path) -> anyhow::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(crate::data::shards::hex(&h.finalize()))
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// The names directly inside a folder or prefix, with their sizes (none for a missing folder).

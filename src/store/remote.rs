@@ -67,64 +67,67 @@ fn store_for(
     if let Some(s) = stores.get(&key) {
         return Ok(s.clone());
     }
+    let store = build(scheme, url, set)?;
+    stores.insert(key, store.clone());
+    Ok(store)
+}
+
+/// A new client for a store, with dfm's retries and timeouts.
+fn build(
+    scheme: ObjectStoreScheme,
+    url: &url::Url,
+    set: &Settings,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let retry = RetryConfig {
         max_retries: set.retries,
         retry_timeout: set.timeout * (set.retries as u32 + 1),
         ..Default::default()
     };
-    // A whole shard may take longer than a request: the timeouts that matter are dfm's own
-    // (no answer, or no body bytes, for `set.timeout`).
-    let (total, connect) = ("3600s".to_string(), format!("{}s", set.timeout.as_secs()));
-    let client = |k: ClientConfigKey| match k {
-        ClientConfigKey::Timeout => total.clone(),
-        _ => connect.clone(),
-    };
-    let store: Arc<dyn ObjectStore> = match scheme {
+    // A whole shard may take longer than one request's limit: the timeouts that matter are
+    // dfm's own (no answer, or no body bytes, for `set.timeout`), so the request's is an hour.
+    let connect = format!("{}s", set.timeout.as_secs());
+    macro_rules! cloud {
+        ($builder:ty, $key:path) => {
+            Arc::new(
+                <$builder>::from_env()
+                    .with_url(url.as_str())
+                    .with_retry(retry)
+                    .with_config($key(ClientConfigKey::Timeout), "3600s")
+                    .with_config($key(ClientConfigKey::ConnectTimeout), connect)
+                    .build()?,
+            )
+        };
+    }
+    Ok(match scheme {
         ObjectStoreScheme::AmazonS3 => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry);
-            for k in [ClientConfigKey::Timeout, ClientConfigKey::ConnectTimeout] {
-                b = b.with_config(K::Client(k), client(k));
-            }
-            Arc::new(b.build()?)
+            cloud!(
+                object_store::aws::AmazonS3Builder,
+                object_store::aws::AmazonS3ConfigKey::Client
+            )
         }
-        ObjectStoreScheme::GoogleCloudStorage => {
-            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry);
-            for k in [ClientConfigKey::Timeout, ClientConfigKey::ConnectTimeout] {
-                b = b.with_config(K::Client(k), client(k));
-            }
-            Arc::new(b.build()?)
-        }
-        ObjectStoreScheme::MicrosoftAzure => {
-            use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry);
-            for k in [ClientConfigKey::Timeout, ClientConfigKey::ConnectTimeout] {
-                b = b.with_config(K::Client(k), client(k));
-            }
-            Arc::new(b.build()?)
-        }
+        ObjectStoreScheme::GoogleCloudStorage => cloud!(
+            object_store::gcp::GoogleCloudStorageBuilder,
+            object_store::gcp::GoogleConfigKey::Client
+        ),
+        ObjectStoreScheme::MicrosoftAzure => cloud!(
+            object_store::azure::MicrosoftAzureBuilder,
+            object_store::azure::AzureConfigKey::Client
+        ),
         ObjectStoreScheme::Http => {
             let opts = ClientOptions::new()
                 .with_allow_http(url.scheme() == "http")
                 .with_timeout(std::time::Duration::from_secs(3600))
                 .with_connect_timeout(set.timeout);
-            let b = object_store::http::HttpBuilder::new()
-                .with_url(&url[..url::Position::BeforePath])
-                .with_client_options(opts)
-                .with_retry(retry);
-            Arc::new(b.build()?)
+            Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(&url[..url::Position::BeforePath])
+                    .with_client_options(opts)
+                    .with_retry(retry)
+                    .build()?,
+            )
         }
         other => bail!("{}: {other:?} is not a store dfm reads", url.scheme()),
-    };
-    stores.insert(key, store.clone());
-    Ok(store)
+    })
 }
 
 impl Object {
@@ -141,7 +144,7 @@ impl Object {
         }
         let (scheme, path) = ObjectStoreScheme::parse(&url).map_err(|_| {
             anyhow::anyhow!(
-                "{shown}: `{}://` is not a store dfm reads (s3, gs, az, http(s), file, or a plain path)",
+                "{shown}: `{}` URLs are not a store dfm reads (s3, gs, az, http(s), file, or a plain path)",
                 url.scheme()
             )
         })?;
@@ -164,7 +167,7 @@ impl Object {
     pub fn check_writable(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             !self.read_only,
-            "{}: dfm reads datasets over plain http(s) but does not write there; write to s3://, gs://, az:// or a folder",
+            "{}: dfm reads datasets over plain http(s) but does not write there; write to an s3, gs or az bucket or a folder",
             self.url
         );
         Ok(())
@@ -315,43 +318,23 @@ async fn pump(
             if_match: e_tag.clone(),
             ..Default::default()
         };
+        let fatal = |what: &str, e: &object_store::Error| format!("{what} ({e})");
         let err = match tokio::time::timeout(t, o.store.get_opts(&o.path, opts)).await {
             Err(_) => format!("no answer in {} s", t.as_secs()),
             Ok(Err(e @ object_store::Error::NotFound { .. })) => {
-                let _ = tx.send(Err(format!("the object is gone ({e})"))).await;
+                let _ = tx.send(Err(fatal("the object is gone", &e))).await;
                 return;
             }
             Ok(Err(e @ object_store::Error::Precondition { .. })) => {
-                let _ = tx
-                    .send(Err(format!("the object changed while it was read ({e})")))
-                    .await;
+                let what = "the object changed while it was read";
+                let _ = tx.send(Err(fatal(what, &e))).await;
                 return;
             }
             Ok(Err(e)) => e.to_string(),
             Ok(Ok(r)) => {
-                let mut body = r.into_stream();
                 let before = offset;
-                let err = loop {
-                    match tokio::time::timeout(t, body.next()).await {
-                        Err(_) => break format!("no bytes for {} s (stalled server)", t.as_secs()),
-                        Ok(None) if offset == size => return,
-                        Ok(None) => break format!("the body ended after {offset} of {size} bytes"),
-                        Ok(Some(Err(e))) => break e.to_string(),
-                        Ok(Some(Ok(b))) => {
-                            offset += b.len() as u64;
-                            if offset > size {
-                                let _ = tx
-                                    .send(Err(format!(
-                                        "more than the {size} bytes it had when opened (replaced?)"
-                                    )))
-                                    .await;
-                                return;
-                            }
-                            if tx.send(Ok(b)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
+                let Some(err) = relay(r, &mut offset, size, t, &tx).await else {
+                    return;
                 };
                 if offset > before {
                     failures = 0;
@@ -361,10 +344,42 @@ async fn pump(
         };
         failures += 1;
         if failures > o.set.retries {
-            let tries = failures;
-            let _ = tx.send(Err(format!("{err} (tried {tries} times)"))).await;
+            let _ = tx
+                .send(Err(format!("{err} (tried {failures} times)")))
+                .await;
             return;
         }
         tokio::time::sleep(Settings::backoff(failures)).await;
+    }
+}
+
+/// Sends one response's body on to the reader, counting `offset`. `None`: done (the whole
+/// object was sent, the reader has gone, or an error it cannot retry was sent); else the
+/// reason the body broke off, to retry from `offset`.
+async fn relay(
+    r: object_store::GetResult,
+    offset: &mut u64,
+    size: u64,
+    t: std::time::Duration,
+    tx: &mpsc::Sender<Result<Bytes, String>>,
+) -> Option<String> {
+    let mut body = r.into_stream();
+    loop {
+        let b = match tokio::time::timeout(t, body.next()).await {
+            Err(_) => return Some(format!("no bytes for {} s (stalled server)", t.as_secs())),
+            Ok(None) if *offset == size => return None,
+            Ok(None) => return Some(format!("the body ended after {offset} of {size} bytes")),
+            Ok(Some(Err(e))) => return Some(e.to_string()),
+            Ok(Some(Ok(b))) => b,
+        };
+        *offset += b.len() as u64;
+        if *offset > size {
+            let what = format!("more than the {size} bytes it had when opened (replaced?)");
+            let _ = tx.send(Err(what)).await;
+            return None;
+        }
+        if tx.send(Ok(b)).await.is_err() {
+            return None;
+        }
     }
 }

@@ -52,5 +52,9 @@ pub struct Outcome {
 /// Trains a run. With `resume`, continues the run in `cfg.run_dir()` from its last complete
 /// checkpoint (see [`trainer::Trainer`]).
 pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Outcome> {
-    trainer::Trainer::start(cfg, resume, device, quiet)?.run()
+    let out = trainer::Trainer::start(cfg, resume, device, quiet)?.run()?;
+    if let Some(c) = crate::store::cache::current().filter(|_| !quiet) {
+        println!("{}", c.report());
+    }
+    Ok(out)
 }

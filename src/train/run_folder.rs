@@ -66,7 +66,7 @@ pub(super) fn truncate_metrics(path: &Path, step: usize) -> anyhow::Result<()> {
 /// Keys a resumed run may change (`--resume RUN --set KEY=VALUE`): how long it runs, how it logs
 /// and checkpoints, how it reads data, where it runs, how it is evaluated. The others (the
 /// model's shapes, the data, the optimizer, the objective) are fixed by its checkpoints.
-const RESUMABLE_KEYS: [&str; 15] = [
+const RESUMABLE_KEYS: [&str; 17] = [
     "run.device",
     "run.track",
     "run.track_flush_s",
@@ -81,6 +81,8 @@ const RESUMABLE_KEYS: [&str; 15] = [
     "data.workers",
     "data.prefetch",
     "data.skip_bad",
+    "data.cache_dir",
+    "data.cache_gb",
     "eval.",
 ];
 

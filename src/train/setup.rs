@@ -77,6 +77,9 @@ pub struct Setup {
 /// The run's datasets: the primary (simulated first when missing and the config says so),
 /// then the other `data.sources`, each of which must exist.
 fn load_sources(cfg: &Config) -> anyhow::Result<Vec<Source>> {
+    if !cfg.data.cache_dir.is_empty() {
+        crate::store::cache::configure(Some(Path::new(&cfg.data.cache_dir)), cfg.data.cache_gb)?;
+    }
     let data_dir = ensure_dataset(cfg)?;
     let first = cfg.data.sources.first();
     let mut out = vec![Source {
