@@ -115,7 +115,7 @@ impl Config {
             if crate::store::has_credentials(path) {
                 bail!(
                     "key `{key}`: {}: credentials in a dataset URL are refused; give them through the store's environment variables (AWS_*, GOOGLE_*, AZURE_*)",
-                    crate::store::redact(path)
+                    crate::store::scrub(path)
                 );
             }
         }

@@ -144,7 +144,7 @@ fn check_hashes(
             let p = dir.join(&sh.file);
             // Through the shard cache where one is set (its copies were checked when kept).
             let h = crate::store::open_shard(&p, &sh.sha256, sh.bytes)
-                .and_then(|(r, _)| crate::store::sha256_of(r))
+                .and_then(|(r, _)| Ok(crate::store::sha256_of(r)?))
                 .map_err(|e| DataError::file(&p, format!("cannot read: {e:#}")))?;
             if h != sh.sha256 {
                 let e = DataError::file(

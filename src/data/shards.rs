@@ -12,7 +12,7 @@ use crate::error::DataError;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// A sample encoded as tar members: (extension, bytes), e.g. ("json", ...), ("map.png", ...).
@@ -368,17 +368,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = BufReader::new(File::open(path)?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    crate::store::sha256_of(File::open(path)?)
 }
 
 /// The largest member a shard may hold (a record's JSON, PNG or `.npy`), bytes.

@@ -56,18 +56,13 @@ pub fn locate(p: &Path) -> anyhow::Result<Loc> {
         return Ok(Loc::Local(p.to_path_buf()));
     };
     if scheme_of(s).is_some_and(|x| x.eq_ignore_ascii_case("file")) {
-        let url = url::Url::parse(s).with_context(|| format!("{}: not a file URL", redact(s)))?;
+        let url = url::Url::parse(s).with_context(|| format!("{}: not a file URL", scrub(s)))?;
         let path = url
             .to_file_path()
-            .map_err(|()| anyhow::anyhow!("{}: not a local file URL", redact(s)))?;
+            .map_err(|()| anyhow::anyhow!("{}: not a local file URL", scrub(s)))?;
         return Ok(Loc::Local(path));
     }
     Ok(Loc::Remote(remote::Object::parse(s)?))
-}
-
-/// `s` without its user information (`scheme://user:secret@host/p` -> `scheme://host/p`).
-pub fn redact(s: &str) -> String {
-    scrub(s)
 }
 
 /// Whether `s` is a URL with user information or a query string (where stores take keys and
@@ -76,8 +71,9 @@ pub fn has_credentials(s: &str) -> bool {
     scheme_of(s).is_some() && (scrub(s) != s || s.contains('?'))
 }
 
-/// `text` with the user information of every URL in it removed: error messages pass through
-/// this before they are printed, so a secret typed into a URL is never shown.
+/// `text` with the user information and query string of every URL in it removed
+/// (`scheme://user:secret@host/p` -> `scheme://host/p`): error messages pass through this
+/// before they are printed, so a secret typed into a URL is never shown.
 pub fn scrub(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -169,11 +165,11 @@ pub fn open_shard(
 
 /// SHA-256 of a file, read as a stream.
 pub fn sha256(p: &Path) -> anyhow::Result<String> {
-    sha256_of(open(p)?.0)
+    Ok(sha256_of(open(p)?.0)?)
 }
 
 /// SHA-256 of what a reader holds.
-pub fn sha256_of(mut r: impl Read) -> anyhow::Result<String> {
+pub fn sha256_of(mut r: impl Read) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -285,8 +281,8 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_refused() {
-        assert_eq!(redact("https://u:pw@h/x"), "https://h/x");
-        assert_eq!(redact("s3://b/x@y"), "s3://b/x@y");
+        assert_eq!(scrub("https://u:pw@h/x"), "https://h/x");
+        assert_eq!(scrub("s3://b/x@y"), "s3://b/x@y");
         assert_eq!(
             scrub("error: https://u:pw@h/x/m.json: cannot read (s3://k:s@b/p)"),
             "error: https://h/x/m.json: cannot read (s3://b/p)"

@@ -134,7 +134,7 @@ impl Object {
     /// The object a URL names. A URL with user information or a query string is refused:
     /// credentials come from the environment.
     pub fn parse(s: &str) -> anyhow::Result<Object> {
-        let shown = super::redact(s);
+        let shown = super::scrub(s);
         let url = url::Url::parse(s).with_context(|| format!("{shown}: not a URL"))?;
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
             bail!(
@@ -186,12 +186,22 @@ impl Object {
     }
 
     /// A stream of the object's bytes, and its size; the bytes start arriving at once.
+    /// One request: its answer's headers give the size and version, its body is the stream.
     pub fn open(&self) -> anyhow::Result<(Reader, u64)> {
-        let Some((size, e_tag)) = self.head()? else {
-            bail!("{}: no such object", self.url);
+        let (store, path, t) = (self.store.clone(), self.path.clone(), self.set.timeout);
+        let first = match wait(async move { tokio::time::timeout(t, store.get(&path)).await })? {
+            Err(_) => bail!("{}: no answer in {} s", self.url, t.as_secs()),
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                bail!("{}: no such object", self.url)
+            }
+            Ok(Err(e)) => {
+                return Err(anyhow::anyhow!(e).context(format!("cannot read {}", self.url)));
+            }
+            Ok(Ok(r)) => r,
         };
+        let (size, e_tag) = (first.meta.size, first.meta.e_tag.clone());
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-        let task = runtime().spawn(pump(self.clone(), size, e_tag, tx));
+        let task = runtime().spawn(pump(self.clone(), size, e_tag, first, tx));
         Ok((
             Reader {
                 rx,
@@ -301,17 +311,19 @@ impl Drop for Reader {
     }
 }
 
-/// Streams the object into `tx`. A failed request or a body that breaks off or stalls is tried
+/// Streams the object into `tx`, from the answer `open` got. A failed request or a body that breaks off or stalls is tried
 /// again from the byte it stopped at, up to the settings' retries, with backoff; the version
 /// tag pins the object, so a shard replaced while it is read is an error, not a mix of two.
 async fn pump(
     o: Object,
     size: u64,
     e_tag: Option<String>,
+    first: object_store::GetResult,
     tx: mpsc::Sender<Result<Bytes, String>>,
 ) {
     let (mut offset, mut failures) = (0u64, 0usize);
     let t = o.set.timeout;
+    let mut first = Some(first);
     while offset < size {
         let opts = GetOptions {
             range: (offset > 0).then_some(GetRange::Offset(offset)),
@@ -319,7 +331,11 @@ async fn pump(
             ..Default::default()
         };
         let fatal = |what: &str, e: &object_store::Error| format!("{what} ({e})");
-        let err = match tokio::time::timeout(t, o.store.get_opts(&o.path, opts)).await {
+        let answer = match first.take() {
+            Some(r) => Ok(Ok(r)),
+            None => tokio::time::timeout(t, o.store.get_opts(&o.path, opts)).await,
+        };
+        let err = match answer {
             Err(_) => format!("no answer in {} s", t.as_secs()),
             Ok(Err(e @ object_store::Error::NotFound { .. })) => {
                 let _ = tx.send(Err(fatal("the object is gone", &e))).await;
