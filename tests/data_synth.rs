@@ -5,21 +5,6 @@ use common::*;
 use dfm::data::manifest::Manifest;
 use std::collections::BTreeSet;
 
-fn file_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().to_string(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn same_seed_gives_identical_bytes_and_another_seed_does_not() {
     let tmp = tempfile::tempdir().unwrap();

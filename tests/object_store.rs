@@ -109,15 +109,11 @@ fn final_weights(run: &Path, local: &Path) -> Vec<Vec<f32>> {
 
 /// Every local file of a dataset folder equals its object in the bucket.
 fn assert_same_objects(s3: &Server, prefix: &str, local: &Path) {
-    let mut names: Vec<String> = std::fs::read_dir(local)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    names.sort();
+    let files = common::file_bytes(local);
+    let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
     assert_eq!(s3.names(prefix), names, "the same files");
-    for n in names {
-        let a = std::fs::read(local.join(&n)).unwrap();
-        assert!(s3.get(&format!("{prefix}/{n}")) == a, "{n} differs");
+    for (n, bytes) in files {
+        assert!(s3.get(&format!("{prefix}/{n}")) == bytes, "{n} differs");
     }
 }
 
@@ -230,17 +226,7 @@ fn a_dataset_in_a_bucket_is_used_as_the_same_dataset_on_disk() {
                 out.to_str().unwrap(),
             ],
         );
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
+        let files = common::file_bytes(out);
         assert!(!files.is_empty());
         files
     };
