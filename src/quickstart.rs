@@ -8,6 +8,11 @@ use burn::tensor::Device;
 /// Runs the quickstart for a config on a device, printing what it does.
 pub fn run(cfg: Config, device: &Device) -> anyhow::Result<()> {
     let run = cfg.run_dir();
+    anyhow::ensure!(
+        !crate::store::is_remote(&run),
+        "the quickstart keeps its run on this machine (run.dir {}): train into a bucket with `dfm train`",
+        crate::store::scrub(&run.display().to_string())
+    );
     let resume = !crate::checkpoint::list(&run)?.is_empty();
     if resume {
         println!(

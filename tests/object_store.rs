@@ -7,105 +7,11 @@
 mod common;
 
 use common::s3::{self, Server};
+use common::store_cli::*;
 use common::{dfm_bin, skip};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn run(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
-    let out: Output = Command::new(dfm_bin())
-        .args(args)
-        .envs(env.iter().cloned())
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn ok(env: &[(String, String)], args: &[&str]) -> String {
-    let (ok, out, err) = run(env, args);
-    assert!(ok, "dfm {}:\n{out}\n{err}", args.join(" "));
-    out
-}
-
-const SYNTH: [&str; 6] = [
-    "--routes",
-    "60",
-    "--shard-size",
-    "100",
-    "--sample-every",
-    "240",
-];
-
-/// The tests' tiny world (seed `seed`) simulated into `out`.
-fn synth(env: &[(String, String)], out: &str, seed: &str, extra: &[&str]) {
-    let mut a = vec!["data", "synth", "--out", out, "--seed", seed];
-    a.extend(SYNTH);
-    a.extend(extra);
-    ok(env, &a);
-}
-
-fn train_args(data: &str, run: &Path) -> Vec<String> {
-    let mut a = vec!["train".to_string()];
-    for o in [
-        format!("data.path={data}"),
-        format!("run.dir={}", run.display()),
-        "run.device=flex".into(),
-        "data.image_size=16".into(),
-        "data.shuffle_buffer=256".into(),
-        "model.d_model=32".into(),
-        "model.layers=1".into(),
-        "model.heads=2".into(),
-        "model.ff_mult=2".into(),
-        "train.batch_size=16".into(),
-        "train.max_steps=40".into(),
-        "train.epochs=100".into(),
-        "train.checkpoint_every=5".into(),
-        "train.log_every=5".into(),
-        "eval.batch_size=64".into(),
-    ] {
-        a.push("--set".into());
-        a.push(o);
-    }
-    a
-}
-
-/// The losses a run logged (training and validation), in order.
-fn losses(run: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for k in ["step", "loss", "val_loss"] {
-            if let Some(x) = v.get(k) {
-                out.push(format!("{k}={x}"));
-            }
-        }
-    }
-    assert!(out.iter().any(|l| l.starts_with("loss=")), "{text}");
-    out
-}
-
-fn last_checkpoint(run: &Path) -> PathBuf {
-    let (step, p) = dfm::checkpoint::list(run).unwrap().pop().unwrap();
-    assert_eq!(step, 40, "the run reached its last step");
-    p
-}
-
-/// The weights of a run's last checkpoint (its model built from the same dataset on disk: this
-/// process has no credentials for the bucket).
-fn final_weights(run: &Path, local: &Path) -> Vec<Vec<f32>> {
-    let over = [format!("data.path={}", local.display())];
-    let cfg = dfm::config::Config::load(Some(&run.join("config.toml")), &over).unwrap();
-    let model = dfm::train::Setup::new(cfg)
-        .unwrap()
-        .new_model(&burn::prelude::Device::flex());
-    common::weights(&dfm::checkpoint::load_model(model, &last_checkpoint(run)).unwrap())
-}
 
 /// Every local file of a dataset folder equals its object in the bucket.
 fn assert_same_objects(s3: &Server, prefix: &str, local: &Path) {
@@ -267,10 +173,6 @@ fn a_dataset_in_a_bucket_is_used_as_the_same_dataset_on_disk() {
         "the bucket holds the new dataset and nothing else"
     );
     ok(&env, &["data", "inspect", &url]);
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// An array job's parts, each written into the bucket by a process of its own, merge there into
@@ -531,5 +433,156 @@ fn a_shard_cache_serves_the_next_run_and_keeps_its_size() {
     assert!(
         total <= bound && !names.is_empty(),
         "{total} bytes in {names:?}, bound {bound}"
+    );
+}
+
+/// The store environment of one "machine": its own `$TMPDIR`, where a run in a bucket keeps its
+/// local copy.
+fn machine(s3: &Server, dir: &Path) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut env = s3.env();
+    env.push(("TMPDIR".into(), dir.display().to_string()));
+    env
+}
+
+/// A run whose folder is in the bucket (`run.dir = s3://...`), killed with kill -9 on one
+/// machine once the bucket holds a checkpoint and resumed on another from the bucket alone,
+/// ends with the losses and weights of the same run on disk; a checkpoint cut off before its
+/// `state.json` is passed over; bundles are exported to, evaluated from and refused in the
+/// bucket as in folders.
+#[test]
+fn a_run_in_a_bucket_resumes_on_another_machine() {
+    let Some(s3) = s3::moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let world = tmp.path().join("world");
+    synth(&[], world.to_str().unwrap(), "7", &[]);
+    let data = world.to_str().unwrap();
+    let a = tmp.path().join("a");
+    ok(&[], &strs(&train_args(data, &a)));
+
+    let url = s3.url("runs/r1");
+    let (m1, m2) = (
+        machine(&s3, &tmp.path().join("m1")),
+        machine(&s3, &tmp.path().join("m2")),
+    );
+    let args = train_args(data, Path::new(&url));
+    let mut child = Command::new(dfm_bin())
+        .args(&args)
+        .envs(m1.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let has = |rel: &str| s3.tree("runs/r1").iter().any(|n| n == rel);
+    while !has("ckpt-00000015/state.json") && child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!has("ckpt-00000040/state.json"), "killed before the end");
+    let (again, _, err) = run(&m2, &strs(&args));
+    assert!(
+        !again && err.contains(&format!("--resume {url}")),
+        "a new run over it: {err}"
+    );
+    ok(&m2, &["train", "--resume", &url]);
+    let b = tmp.path().join("b");
+    s3.download("runs/r1", &b);
+    assert_eq!(losses(&a), losses(&b), "the same losses");
+    assert!(
+        final_weights(&a, &world) == final_weights(&b, &world),
+        "the same weights"
+    );
+    let left = std::fs::read_dir(tmp.path().join("m2/dfm-runs")).unwrap();
+    assert!(
+        left.flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .next()
+            .is_none(),
+        "the local copy is removed once the bucket holds the run"
+    );
+
+    // A checkpoint cut off before its state.json: the resume goes back to the one before.
+    s3.delete("runs/r1/ckpt-00000040/state.json");
+    let out = ok(&m1, &["train", "--resume", &url]);
+    assert!(out.contains("from step 35"), "{out}");
+    let c = tmp.path().join("c");
+    s3.download("runs/r1", &c);
+    assert!(final_weights(&a, &world) == final_weights(&c, &world));
+    let tops = |names: Vec<String>| -> Vec<String> {
+        let mut v: Vec<String> = names
+            .iter()
+            .map(|n| n.split('/').next().unwrap().into())
+            .collect();
+        v.dedup();
+        v
+    };
+    let mut on_disk: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != ".lock")
+        .collect();
+    on_disk.sort();
+    assert_eq!(
+        tops(s3.tree("runs/r1")),
+        on_disk,
+        "the bucket holds what the folder holds"
+    );
+
+    // Export into the bucket, evaluate from it; a prefix holding other objects is refused.
+    let bundle = s3.url("bundles/b1");
+    ok(&m1, &["export", "--run", &url, "--out", &bundle]);
+    let bl = tmp.path().join("bl");
+    ok(
+        &[],
+        &[
+            "export",
+            "--run",
+            a.to_str().unwrap(),
+            "--out",
+            bl.to_str().unwrap(),
+        ],
+    );
+    let files = common::file_bytes(&bl);
+    let names: Vec<&String> = files.iter().map(|f| &f.0).collect();
+    assert_eq!(s3.tree("bundles/b1").iter().collect::<Vec<_>>(), names);
+    let bb = tmp.path().join("bb");
+    s3.download("bundles/b1", &bb);
+    let w = |d: &Path| {
+        let b = dfm::bundle::read_bundle(d, &burn::prelude::Device::flex()).unwrap();
+        common::weights(&b.model)
+    };
+    assert!(
+        w(&bl) == w(&bb),
+        "the bundle in the bucket holds the same weights"
+    );
+    let eval = |env: &[(String, String)], model: &str, json: &Path| {
+        let j = json.to_str().unwrap();
+        ok(
+            env,
+            &[
+                "eval", "--model", model, "--data", data, "--split", "test", "--json", j,
+            ],
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.contains("model") && !k.contains("path"));
+        v
+    };
+    let (ea, eb) = (tmp.path().join("ea.json"), tmp.path().join("eb.json"));
+    assert_eq!(eval(&[], a.to_str().unwrap(), &ea), eval(&m1, &bundle, &eb));
+    s3.put("bundles/b2/notes.txt", b"mine".to_vec());
+    let (done, _, err) = run(
+        &m1,
+        &["export", "--run", &url, "--out", &s3.url("bundles/b2")],
+    );
+    assert!(!done && err.contains("notes.txt"), "{err}");
+    assert_eq!(
+        s3.tree("bundles/b2"),
+        ["notes.txt"],
+        "nothing of the user's is touched"
     );
 }

@@ -26,7 +26,17 @@ pub struct LoadedModel {
 }
 
 /// Loads a run folder's best checkpoint, or an export bundle (verified).
+/// `path` may be a URL: the folder is copied to this machine first (`remote::fetched`).
 pub fn load_trained(path: &Path, device: &Device) -> anyhow::Result<LoadedModel> {
+    if crate::store::is_remote(path) {
+        let local = super::remote::fetched(path)?;
+        let mut m = load_trained(&local.path, device)?;
+        let shown = crate::store::scrub(&path.display().to_string());
+        m.description = m
+            .description
+            .replace(&local.path.display().to_string(), &shown);
+        return Ok(m);
+    }
     if path.join("bundle.json").is_file() {
         let b = export::read_bundle(path, device)?;
         return Ok(LoadedModel {

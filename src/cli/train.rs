@@ -62,21 +62,32 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(uri) = &a.track {
         a.set.push(format!("run.track={uri}"));
     }
-    let (cfg, resume) = match &a.resume {
+    let (cfg, place) = match &a.resume {
         Some(run) => {
-            let p = run.join("config.toml");
-            let mut c = crate::config::Config::load(Some(&p), &a.set)?;
+            // A run in a bucket is pulled to its local copy first.
+            let place = crate::train::RunPlace::open(run)?;
+            let p = place.local.join("config.toml");
+            anyhow::ensure!(
+                !place.is_remote() || p.is_file(),
+                "--resume {}: no run there (it holds no config.toml)",
+                crate::store::scrub(&run.display().to_string())
+            );
+            let mut c =
+                crate::config::Config::load(Some(&p), &a.set).map_err(|e| place.named(e))?;
             c.run.dir = run.display().to_string();
-            (c, true)
+            (c, Some(place))
         }
         None => (
             crate::config::Config::load(a.config.as_deref(), &a.set)?,
-            false,
+            None,
         ),
     };
     let sel = crate::device::choose(a.device.as_deref(), Some(cfg.run.device))?;
     println!("device: {}", sel.description);
-    let out = crate::train::train(cfg, resume, &sel.device, false)?;
+    let out = match place {
+        Some(place) => crate::train::train_at(place, cfg, true, &sel.device, false)?,
+        None => crate::train::train(cfg, false, &sel.device, false)?,
+    };
     println!(
         "run written to {} ({} steps, {:.0} train samples/s)",
         out.run_dir.display(),
@@ -105,20 +116,20 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         (None, true) => crate::bundle::Which::Last,
         _ => crate::bundle::Which::Best,
     };
-    let m = crate::bundle::export(&a.run, which, &a.out)?;
-    println!(
-        "exported step {} of {} to {} ({} files, hashes in bundle.json)",
-        m.step,
-        a.run.display(),
-        a.out.display(),
-        m.files.len() + 1
-    );
-    let cfg = crate::config::Config::load(Some(&a.run.join("config.toml")), &[])?;
-    if let Some(target) = crate::track::TrackingServer::from_flag(a.track.as_deref(), &cfg)? {
+    // A run or bundle at a URL is read and written through local copies.
+    crate::bundle::remote::export_via(&a.run, &a.out, |run, out| {
+        let m = crate::bundle::export(run, which, out)?;
         println!(
-            "{}",
-            crate::track::log_bundle(&target, &a.run, &a.out)?.render()
+            "exported step {} of {} to {} ({} files, hashes in bundle.json)",
+            m.step,
+            crate::store::scrub(&a.run.display().to_string()),
+            crate::store::scrub(&a.out.display().to_string()),
+            m.files.len() + 1
         );
-    }
-    Ok(())
+        let cfg = crate::config::Config::load(Some(&run.join("config.toml")), &[])?;
+        if let Some(target) = crate::track::TrackingServer::from_flag(a.track.as_deref(), &cfg)? {
+            println!("{}", crate::track::log_bundle(&target, run, out)?.render());
+        }
+        Ok(())
+    })
 }

@@ -241,6 +241,19 @@ impl Config {
                 "key `run.name`: {name:?} must be a folder name (1 to 200 bytes, no `/`, `\\` or `..`): runs go to checkpoints/<run.name>"
             );
         }
+        if crate::store::has_credentials(&self.run.dir) {
+            bail!(
+                "key `run.dir`: {}: credentials in a run URL are refused; give them through the store's environment variables (AWS_*, GOOGLE_*, AZURE_*)",
+                crate::store::scrub(&self.run.dir)
+            );
+        }
+        let lower = self.run.dir.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            bail!(
+                "key `run.dir`: {}: dfm reads over plain http(s) but does not write there; give a folder or an s3, gs or az URL",
+                crate::store::scrub(&self.run.dir)
+            );
+        }
         let exp = &self.run.experiment;
         if exp.trim().is_empty() || exp.len() > 500 {
             bail!("key `run.experiment`: {exp:?} must be 1 to 500 characters");

@@ -197,3 +197,21 @@ fn sources_are_checked_and_the_first_is_the_path() {
     .to_string();
     assert!(e.contains("data.path") && e.contains("first source"), "{e}");
 }
+
+#[test]
+fn a_run_url_carries_no_secret_and_is_writable() {
+    for (dir, says) in [
+        ("s3://key:secret@bucket/runs/r1", "credentials"),
+        ("s3://bucket/runs/r1?X-Amz-Signature=abc", "credentials"),
+        ("https://host/runs/r1", "does not write"),
+    ] {
+        let e = Config::load(None, &[format!("run.dir={dir}")])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("run.dir") && e.contains(says), "{dir}: {e}");
+        assert!(!e.contains("secret") && !e.contains("abc"), "{e}");
+    }
+    let c = Config::load(None, &["run.dir=s3://bucket/runs/r1".into()]).unwrap();
+    assert_eq!(c.run_dir(), PathBuf::from("s3://bucket/runs/r1"));
+}

@@ -11,6 +11,7 @@
 //! dataset on this machine and uploads it shards first, manifest last.
 
 pub mod cache;
+pub mod mirror;
 mod remote;
 mod settings;
 
@@ -201,6 +202,36 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<(String, u64)>> {
         }
         Loc::Remote(o) => o.list(),
     }
+}
+
+/// Every object under a prefix of a store (a URL), at any depth, with its path below the
+/// prefix and its size; more than `max` is an error.
+pub fn list_tree(dir: &Path, max: usize) -> anyhow::Result<Vec<(String, u64)>> {
+    remote_of(dir)?.list_tree(max)
+}
+
+/// The object at `src` (a URL) copied to the local file `dst`, streamed; the file appears
+/// under its name only once whole.
+pub fn download(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    let (mut r, _) = remote_of(src)?.open()?;
+    let name = dst
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy());
+    let part = dst.with_file_name(format!("{name}.dfm-part"));
+    let mut copy = || -> anyhow::Result<()> {
+        let mut f = std::fs::File::create(&part)?;
+        std::io::copy(&mut r, &mut f)?;
+        f.sync_all()?;
+        Ok(std::fs::rename(&part, dst)?)
+    };
+    copy().map_err(|e| {
+        let _ = std::fs::remove_file(&part);
+        e.context(format!(
+            "cannot copy {} to {}",
+            scrub(&src.display().to_string()),
+            dst.display()
+        ))
+    })
 }
 
 /// The object at `dst` (a URL) becomes the local file `src`: one request for a small file, a

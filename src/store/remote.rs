@@ -229,6 +229,33 @@ impl Object {
             .collect())
     }
 
+    /// Every object under this prefix, at any depth: its path below the prefix and its size.
+    /// At most `max` objects; more is an error.
+    pub fn list_tree(&self, max: usize) -> anyhow::Result<Vec<(String, u64)>> {
+        let (store, path, t) = (self.store.clone(), self.path.clone(), self.set.timeout);
+        let r = wait(async move {
+            let mut s = store.list(Some(&path));
+            let mut out = Vec::new();
+            loop {
+                match tokio::time::timeout(t, s.next()).await {
+                    Err(_) => return Err(anyhow::anyhow!("no answer in {} s", t.as_secs())),
+                    Ok(None) => return Ok(out),
+                    Ok(Some(m)) => {
+                        let m = m?;
+                        let rel = m.location.prefix_match(&path).map(|p| {
+                            p.map(|x| x.as_ref().to_string())
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        });
+                        out.push((rel.unwrap_or_default(), m.size));
+                        anyhow::ensure!(out.len() <= max, "more than {max} objects");
+                    }
+                }
+            }
+        })?;
+        r.with_context(|| format!("cannot list {}", self.url))
+    }
+
     /// Writes the local file `src` here.
     pub fn upload(&self, src: &std::path::Path) -> anyhow::Result<()> {
         let (store, path, src2) = (self.store.clone(), self.path.clone(), src.to_path_buf());

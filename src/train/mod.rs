@@ -21,6 +21,7 @@ pub mod losses;
 pub mod masks;
 pub mod parallel;
 pub mod run_folder;
+pub mod run_place;
 pub mod schedule;
 pub mod setup;
 pub mod step;
@@ -33,6 +34,7 @@ pub use init::{init_from, optimizer};
 pub use masks::token_masks;
 pub use parallel::with_precision;
 pub use run_folder::{lock_run, resume_config};
+pub use run_place::RunPlace;
 pub use setup::{Setup, Source, ensure_dataset};
 pub use step::{StepInput, batch_loss};
 pub use validate::validate_sources;
@@ -51,8 +53,22 @@ pub struct Outcome {
 
 /// Trains a run. With `resume`, continues the run in `cfg.run_dir()` from its last complete
 /// checkpoint (see [`trainer::Trainer`]).
+/// `cfg.run_dir()` may be a URL: the run is then written to a local copy and sent to the
+/// bucket after every checkpoint ([`RunPlace`]).
 pub fn train(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Outcome> {
-    let out = trainer::Trainer::start(cfg, resume, device, quiet)?.run()?;
+    let place = RunPlace::open(&cfg.run_dir())?;
+    train_at(place, cfg, resume, device, quiet)
+}
+
+/// [`train`] at a place already opened (`dfm train --resume` reads the run's config there).
+pub fn train_at(
+    place: RunPlace,
+    cfg: Config,
+    resume: bool,
+    device: &Device,
+    quiet: bool,
+) -> anyhow::Result<Outcome> {
+    let out = trainer::Trainer::start(cfg, place, resume, device, quiet)?.run()?;
     if let Some(c) = crate::store::cache::current().filter(|_| !quiet) {
         println!("{}", c.report());
     }

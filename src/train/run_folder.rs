@@ -125,7 +125,11 @@ pub fn resume_config(run_dir: &Path, given: Config) -> anyhow::Result<Config> {
     let from = newest.as_deref().unwrap_or(&p);
     let mut saved = Config::load(Some(from), &[])
         .with_context(|| format!("--resume: {} is not a run folder", run_dir.display()))?;
-    saved.run.dir = run_dir.display().to_string();
+    // The run's name: its folder, or the URL of a run in a bucket (read from its local copy).
+    saved.run.dir = match crate::store::is_remote(Path::new(&given.run.dir)) {
+        true => given.run.dir.clone(),
+        false => run_dir.display().to_string(),
+    };
     let mut given = given;
     given.run.dir = saved.run.dir.clone();
     let (a, b) = (flat_keys(&saved)?, flat_keys(&given)?);

@@ -12,6 +12,7 @@ use super::parallel::{parallel_micro_step, replica_pools, training_devices};
 use super::run_folder::{
     append_metrics, lock_run, settle_config, truncate_metrics, write_run_files,
 };
+use super::run_place::RunPlace;
 use super::schedule;
 use super::setup::Setup;
 use super::step::{Micro, StepAcc, StepInput, micro_step};
@@ -38,7 +39,10 @@ use std::time::Instant;
 
 pub struct Trainer {
     setup: Setup,
+    /// Where the run's files are written (its folder, or the local copy of a run in a bucket).
     run_dir: PathBuf,
+    /// The run's folder or URL, its files sent there after each checkpoint.
+    place: RunPlace,
     /// Validation after each epoch and the final evaluation.
     validator: Validator,
     /// The autodiff devices (several: data parallelism).
@@ -70,14 +74,18 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Opens a run: a new one in `cfg.run_dir()`, or with `resume` the one there, from its
-    /// last good checkpoint (or from step 0 when it has none).
-    pub fn start(cfg: Config, resume: bool, device: &Device, quiet: bool) -> anyhow::Result<Self> {
-        let run_dir = cfg.run_dir();
-        // An existing run folder is locked before anything is read from it; a new one once the
-        // data is known to be good (a failed start leaves no folder behind).
-        let early = run_dir.exists().then(|| lock_run(&run_dir)).transpose()?;
-        let cfg = settle_config(cfg, &run_dir, resume)?;
+    /// Opens a run at `place` (`cfg.run_dir()`): a new one, or with `resume` the one there,
+    /// from its last good checkpoint (or from step 0 when it has none).
+    pub fn start(
+        cfg: Config,
+        mut place: RunPlace,
+        resume: bool,
+        device: &Device,
+        quiet: bool,
+    ) -> anyhow::Result<Self> {
+        let run_dir = place.local.clone();
+        let early = place.lock_existing()?;
+        let cfg = settle_config(cfg, &run_dir, resume).map_err(|e| place.named(e))?;
         let setup = Setup::new(cfg)?;
         let lock = match early {
             Some(l) => l,
@@ -114,6 +122,7 @@ impl Trainer {
             _lock: lock,
             setup,
             run_dir,
+            place,
             pools: replica_pools(&devices)?,
             devices,
             ridge,
@@ -171,13 +180,13 @@ impl Trainer {
                 bail!(
                     "--resume: none of the {} checkpoints of {} loads into the model of this run (newest: {}; see the warnings above); starting again would overwrite them: start a new run (another run.dir) or move them away",
                     kept.len(),
-                    self.run_dir.display(),
+                    self.place.name.display(),
                     newest.display()
                 );
             }
             println!(
                 "{} has no checkpoint yet: starting it again from step 0",
-                self.run_dir.display()
+                self.place.name.display()
             );
             if self.metrics_path().exists() {
                 std::fs::remove_file(self.metrics_path())?;
@@ -197,7 +206,7 @@ impl Trainer {
         truncate_metrics(self.metrics_path(), self.state.step)?;
         println!(
             "resuming {} from step {} (epoch {}, batch {})",
-            self.run_dir.display(),
+            self.place.name.display(),
             self.state.step,
             self.state.epoch,
             self.state.batches_in_epoch
@@ -230,7 +239,7 @@ impl Trainer {
         }
         println!(
             "training {} ({} parameters, {} tokens) on {} samples: {} steps of {} samples",
-            self.run_dir.display(),
+            self.place.name.display(),
             self.model().num_params(),
             self.model().token_count(self.setup.spec.max_stops),
             self.loader.num_samples(),
@@ -501,7 +510,7 @@ impl Trainer {
             },
             self.cfg().train.keep_last,
         )?);
-        Ok(())
+        self.place.push()
     }
 
     /// The loss plot and, for supervised runs, the best model's evaluation on `eval.split`
@@ -549,8 +558,9 @@ impl Trainer {
                 println!("{}", s.render());
             }
         }
+        self.place.push()?;
         Ok(Outcome {
-            run_dir: self.run_dir.clone(),
+            run_dir: self.place.name.clone(),
             steps: self.state.step,
             report,
             samples_per_s: sps,

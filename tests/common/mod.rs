@@ -4,6 +4,7 @@
 pub mod fake_mlflow;
 pub mod s3;
 pub mod serving;
+pub mod store_cli;
 
 use dfm::data::synth::{SynthConfig, generate};
 use std::path::{Path, PathBuf};

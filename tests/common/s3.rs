@@ -164,6 +164,35 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Every object under `prefix`, at any depth, by its path below it, sorted.
+    pub fn tree(&self, prefix: &str) -> Vec<String> {
+        use futures_util::StreamExt;
+        let c = self.client();
+        let p = OPath::from(prefix);
+        let mut n: Vec<String> = rt().block_on(async {
+            c.list(Some(&p))
+                .map(|m| m.unwrap().location.to_string())
+                .collect::<Vec<_>>()
+                .await
+        });
+        for x in &mut n {
+            *x = x[prefix.len() + 1..].to_string();
+        }
+        n.sort();
+        n
+    }
+
+    /// Copies every object under `prefix` into the folder `dir`.
+    pub fn download(&self, prefix: &str, dir: &std::path::Path) {
+        for rel in self.tree(prefix) {
+            let p = dir.join(&rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, self.get(&format!("{prefix}/{rel}"))).unwrap();
+        }
+    }
+}
+
 fn rt() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
