@@ -65,6 +65,17 @@ fn a_dataset_in_a_bucket_is_used_as_the_same_dataset_on_disk() {
     assert_same_objects(&s3, "worlds/w7", &local);
     let out = ok(&env, &["data", "inspect", &url]);
     assert!(out.contains("train"), "{out}");
+    let sample = |env: &[(String, String)], d: &str| {
+        ok(
+            env,
+            &[
+                "data", "sample", "--data", d, "--split", "test", "--limit", "5",
+            ],
+        )
+    };
+    let requests = sample(&[], local.to_str().unwrap());
+    assert_eq!(requests.lines().count(), 5);
+    assert_eq!(sample(&env, &url), requests, "data sample from the bucket");
     let (ok2, _, err) = run(&env, &["data", "synth", "--out", &url]);
     assert!(
         !ok2 && err.contains("--force"),

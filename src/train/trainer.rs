@@ -13,7 +13,7 @@ use super::run_folder::{
     append_metrics, lock_run, settle_config, truncate_metrics, write_run_files,
 };
 use super::run_place::RunPlace;
-use super::schedule;
+use super::schedule::{self, run_length, samples_per_step};
 use super::setup::Setup;
 use super::step::{Micro, StepAcc, StepInput, micro_step};
 use super::tracking::{log_run_artifacts, start_tracking};
@@ -566,31 +566,6 @@ impl Trainer {
             samples_per_s: sps,
         })
     }
-}
-
-/// Samples one optimizer step takes: a loader batch (a replica's part of `train.batch_size`)
-/// `grad_accum` times on each device.
-fn samples_per_step(cfg: &Config, devices: usize) -> usize {
-    let t = &cfg.train;
-    t.batch_size / t.replicas.max(1) * t.grad_accum * devices
-}
-
-/// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`): a
-/// step takes `grad_accum` batches on each of the `devices`.
-fn run_length(cfg: &Config, loader: &Mixture, devices: usize) -> anyhow::Result<(usize, usize)> {
-    let per_epoch = loader.num_batches() / (cfg.train.grad_accum * devices);
-    if per_epoch == 0 {
-        bail!(
-            "the train split has {} samples: less than one step of {}",
-            loader.num_samples(),
-            samples_per_step(cfg, devices)
-        );
-    }
-    let mut total = per_epoch * cfg.train.epochs;
-    if cfg.train.max_steps > 0 {
-        total = total.min(cfg.train.max_steps);
-    }
-    Ok((per_epoch, total))
 }
 
 fn fresh_state(setup: &Setup) -> TrainState {
