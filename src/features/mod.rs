@@ -35,6 +35,7 @@ use crate::time_grid;
 use std::ops::Range;
 
 mod image;
+pub mod retrieval;
 mod rows;
 #[cfg(test)]
 mod tests;

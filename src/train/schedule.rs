@@ -24,7 +24,11 @@ pub(super) fn samples_per_step(cfg: &Config, devices: usize) -> usize {
 
 /// Optimizer steps per epoch and in the run (`train.epochs`, capped by `train.max_steps`): a
 /// step takes `grad_accum` batches on each of the `devices`.
-pub(super) fn run_length(cfg: &Config, loader: &Mixture, devices: usize) -> anyhow::Result<(usize, usize)> {
+pub(super) fn run_length(
+    cfg: &Config,
+    loader: &Mixture,
+    devices: usize,
+) -> anyhow::Result<(usize, usize)> {
     let per_epoch = loader.num_batches() / (cfg.train.grad_accum * devices);
     if per_epoch == 0 {
         bail!(
