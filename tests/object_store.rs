@@ -6,52 +6,12 @@
 
 mod common;
 
-use common::s3::{self, Server};
+use common::s3;
 use common::store_cli::*;
 use common::{dfm_bin, skip};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Every local file of a dataset folder equals its object in the bucket.
-fn assert_same_objects(s3: &Server, prefix: &str, local: &Path) {
-    let files = common::file_bytes(local);
-    let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
-    assert_eq!(s3.names(prefix), names, "the same files");
-    for (n, bytes) in files {
-        assert!(s3.get(&format!("{prefix}/{n}")) == bytes, "{n} differs");
-    }
-}
-
-/// The kill -9 and resume of a run that reads its data from the bucket: killed after its first
-/// checkpoints, resumed, it ends with the weights of the uninterrupted run.
-fn killed_and_resumed(env: &[(String, String)], data: &str, run: &Path) {
-    let spawn = |args: &[String]| {
-        Command::new(dfm_bin())
-            .args(args)
-            .envs(env.iter().cloned())
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut child = spawn(&train_args(data, run));
-    let t = Instant::now();
-    let last = || dfm::checkpoint::list(run).map_or(0, |l| l.last().map_or(0, |c| c.0));
-    while last() < 15 && child.try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < Duration::from_secs(300), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(last() < 40, "killed before the end (at step {})", last());
-    let resume = ["train".into(), "--resume".into(), run.display().to_string()];
-    assert!(
-        spawn(&resume).wait().unwrap().success(),
-        "the resume finishes"
-    );
-}
 
 #[test]
 fn a_dataset_in_a_bucket_is_used_as_the_same_dataset_on_disk() {
@@ -447,15 +407,6 @@ fn a_shard_cache_serves_the_next_run_and_keeps_its_size() {
     );
 }
 
-/// The store environment of one "machine": its own `$TMPDIR`, where a run in a bucket keeps its
-/// local copy.
-fn machine(s3: &Server, dir: &Path) -> Vec<(String, String)> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut env = s3.env();
-    env.push(("TMPDIR".into(), dir.display().to_string()));
-    env
-}
-
 /// A run whose folder is in the bucket (`run.dir = s3://...`), killed with kill -9 on one
 /// machine once the bucket holds a checkpoint and resumed on another from the bucket alone,
 /// ends with the losses and weights of the same run on disk; a checkpoint cut off before its
@@ -596,4 +547,79 @@ fn a_run_in_a_bucket_resumes_on_another_machine() {
         ["notes.txt"],
         "nothing of the user's is touched"
     );
+}
+
+/// A dataset bound for a bucket goes there a shard at a time as it is written (this machine
+/// never holds it whole): a writer killed half way has uploaded shards but no manifest, so the
+/// prefix holds no dataset; the next writer of that prefix writes its dataset and removes them.
+#[test]
+fn shards_go_up_as_they_are_written_and_a_killed_writer_leaves_no_dataset() {
+    let Some(s3) = s3::moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let env = machine(&s3, &tmp.path().join("m"));
+    let url = s3.url("big/w");
+    let args = [
+        "data",
+        "synth",
+        "--out",
+        &url,
+        "--routes",
+        "2000",
+        "--shard-size",
+        "20",
+    ];
+    let mut child = Command::new(dfm_bin())
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while s3.names("big/w").len() < 3 && child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let names = s3.names("big/w");
+    assert!(
+        names.len() >= 3,
+        "shards are in the bucket while it writes: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "manifest.json"),
+        "killed before the end"
+    );
+    let (inspected, _, err) = run(&env, &["data", "inspect", &url]);
+    assert!(!inspected && err.contains("manifest"), "{err}");
+    ok(
+        &env,
+        &[
+            "data",
+            "synth",
+            "--out",
+            &url,
+            "--routes",
+            "60",
+            "--shard-size",
+            "20",
+        ],
+    );
+    let m: serde_json::Value = serde_json::from_slice(&s3.get("big/w/manifest.json")).unwrap();
+    let mut listed: Vec<String> = m["splits"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .map(|sh| sh["file"].as_str().unwrap().to_string())
+        .chain(["manifest.json".to_string()])
+        .collect();
+    listed.sort();
+    assert_eq!(
+        s3.names("big/w"),
+        listed,
+        "the new dataset and nothing else"
+    );
+    ok(&env, &["data", "inspect", &url]);
 }

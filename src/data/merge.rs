@@ -33,7 +33,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
             out.display()
         );
     }
-    let staged = Staged::begin(out, force)?;
+    let mut staged = Staged::begin(out, force)?;
     let mut splits: BTreeMap<String, SplitInfo> = BTreeMap::new();
     for (pi, (dir, m)) in parts.iter().zip(&manifests).enumerate() {
         for (name, info) in &m.splits {
@@ -41,7 +41,9 @@ pub fn merge(out: &Path, parts: &[PathBuf], force: bool) -> anyhow::Result<Manif
             e.samples += info.samples;
             e.routes.extend(info.routes.iter().cloned());
             for sh in &info.shards {
-                e.shards.push(place_shard(dir, sh, staged.dir(), pi)?);
+                let placed = place_shard(dir, sh, staged.dir(), pi)?;
+                staged.ship(&placed.file)?;
+                e.shards.push(placed);
             }
         }
     }

@@ -51,6 +51,15 @@ impl Staged {
         }
     }
 
+    /// A shard the writer has closed: bound for a bucket, it is uploaded now and its local
+    /// copy removed (a local dataset keeps it in the staging folder).
+    pub fn ship(&mut self, file: &str) -> anyhow::Result<()> {
+        match self {
+            Staged::Local(_) => Ok(()),
+            Staged::Remote(s) => s.ship(file),
+        }
+    }
+
     /// Moves (or uploads) the complete dataset into place.
     pub fn commit(self) -> anyhow::Result<()> {
         match self {

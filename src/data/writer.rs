@@ -70,10 +70,17 @@ impl DatasetWriter {
             info.routes.push(route_id.to_string());
         }
         let (out, size) = (self.staged.dir().to_path_buf(), self.shard_size);
-        self.writers
+        let w = self
+            .writers
             .entry(split.to_string())
-            .or_insert_with(|| ShardWriter::new(&out, split, size))
-            .append(rec)
+            .or_insert_with(|| ShardWriter::new(&out, split, size));
+        let closed = w.done.len();
+        w.append(rec)?;
+        // A shard just closed goes on its way (to a bucket: uploaded now).
+        match w.done.get(closed) {
+            Some(sh) => self.staged.ship(&sh.file.clone()),
+            None => Ok(()),
+        }
     }
 
     pub fn merge_stats(&mut self, stats: &StatsAcc, coverage: &Coverage) {

@@ -2,8 +2,10 @@
 //! tests' tiny world and run, and what a run folder holds (losses, last weights).
 
 use super::dfm_bin;
+use super::s3::Server;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn run(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
     let out: Output = Command::new(dfm_bin())
@@ -102,4 +104,53 @@ pub fn final_weights(run: &Path, local: &Path) -> Vec<Vec<f32>> {
 
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Every local file of a dataset folder equals its object in the bucket.
+pub fn assert_same_objects(s3: &Server, prefix: &str, local: &Path) {
+    let files = super::file_bytes(local);
+    let names: Vec<String> = files.iter().map(|f| f.0.clone()).collect();
+    assert_eq!(s3.names(prefix), names, "the same files");
+    for (n, bytes) in files {
+        assert!(s3.get(&format!("{prefix}/{n}")) == bytes, "{n} differs");
+    }
+}
+
+/// The kill -9 and resume of a run that reads its data from the bucket: killed after its first
+/// checkpoints, resumed, it ends with the weights of the uninterrupted run.
+pub fn killed_and_resumed(env: &[(String, String)], data: &str, run: &Path) {
+    let spawn = |args: &[String]| {
+        Command::new(dfm_bin())
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(&train_args(data, run));
+    let t = Instant::now();
+    let last = || dfm::checkpoint::list(run).map_or(0, |l| l.last().map_or(0, |c| c.0));
+    while last() < 15 && child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(last() < 40, "killed before the end (at step {})", last());
+    let resume = ["train".into(), "--resume".into(), run.display().to_string()];
+    assert!(
+        spawn(&resume).wait().unwrap().success(),
+        "the resume finishes"
+    );
+}
+
+/// The store environment of one "machine": its own `$TMPDIR`, where a run in a bucket keeps its
+/// local copy.
+pub fn machine(s3: &Server, dir: &Path) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut env = s3.env();
+    env.push(("TMPDIR".into(), dir.display().to_string()));
+    env
 }
