@@ -115,6 +115,9 @@ impl Drop for RunPlace {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.local);
+        if let Some(parent) = self.local.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
