@@ -4,7 +4,8 @@
 #   quickstart.txt   README "Two commands": what `dfm quickstart` prints (a fresh run), and
 #                    quickstart-loss.png, quickstart-modes.png: its figures (docs/ keeps them)
 #   runs_compare.txt docs/tracking.md: `dfm runs compare` of quickstart seeds 1 and 2
-#   real_data.txt    docs/real-data.md: the GeoLife and LMRC tables over seeds 1-3
+#   real_data.txt    docs/real-data.md: the GeoLife and LMRC tables over seeds 1-3, and
+#                    real-data.svg: the same as a chart (docs/ keeps it)
 #   transfer.txt     docs/transfer.md: scripts/transfer.py (and docs/transfer.png)
 #   pretraining.txt  docs/transfer.md (pretraining): scripts/pretraining.py
 #   bench_*.txt      docs/performance.md: the training step, loader, inference and serving
@@ -55,7 +56,7 @@ cp "$work/plots/modes.png" "$out/quickstart-modes.png"
   "$dfm" runs compare "$work/run" "$work/run-seed2"; } >"$out/runs_compare.txt" 2>&1
 
 # Real data (needs ../shared/data).
-{ stamp "python3 scripts/real_data.py"; python3 scripts/real_data.py --out "$work/real"; } >"$out/real_data.txt" 2>&1
+{ stamp "python3 scripts/real_data.py"; python3 scripts/real_data.py --out "$work/real" --chart "$out/real-data.svg"; } >"$out/real_data.txt" 2>&1
 
 # Benchmarks on the quickstart's world and bundle.
 bundle="$work/run/export"

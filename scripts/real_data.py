@@ -5,7 +5,7 @@ on held-out data, and prints mean +- spread (sample standard deviation) over see
 Usage (from the project root, after `cargo build --release`):
     python3 scripts/real_data.py [--seeds 1,2,3] [--shared ../shared/data] [--out checkpoints/real]
                                  [--folds 0,1,2,3] [--only geolife|fleet|lmrc] [--set KEY=VALUE ...]
-                                 [--history FIXES] [--sim-pretrain ROUTES]
+                                 [--history FIXES] [--sim-pretrain ROUTES] [--chart docs/real-data.svg]
 
 - GeoLife (`configs/geolife.toml`): users 000-005 train, 006-007 test (the importer's split).
   Trajectory: minFDE of the model's most likely trajectory (K=1), its best of K, its most probable
@@ -21,11 +21,17 @@ Usage (from the project root, after `cargo build --release`):
   is tested by 3 runs; the rules' rows repeat per seed (they have no seed). Next stop HR@3, accuracy, Kendall tau of the route roll-out, for the
   model and "same zone, then nearest"; Kendall tau of the zone plans (`src/route_plan.rs`) driven
   the way the model finds likelier or by a rule.
+`--chart PATH` also draws the tables as an SVG chart (`scripts/chart.py`): minFDE over constant
+velocity per source, and LMRC's per-decision scores and roll-out against the zone rule.
 Only the standard library is needed. A result whose difference is inside the spread is a tie.
 """
 import argparse, json, os, subprocess, sys
 
+import chart
 from study import cell, ms, run
+
+# What --chart draws: one bar group per trajectory source, and LMRC's scores.
+CHART = {"trajectory": [], "lmrc": []}
 
 
 def train_seeds(a, config, data, name, seeds, per_seed=lambda s: []):
@@ -61,6 +67,9 @@ def trajectory_tables(title, reports):
             bands.setdefault(band, []).append((sl["samples"], fde(sl["model"], "at_1"), fde(sl["model"]),
                                                fde(sl["baselines"]["constant_velocity"]), fde(sl["baselines"]["ridge"])))
     cv = rows["constant velocity"]
+    rel = lambda k: ms([x / c for x, c in zip(rows[k], cv)])
+    CHART["trajectory"].append((title.split(",")[0].split(" (")[0], [
+        (k, *rel(k)) for k in ["model K=1", "model best of 6", "ridge"]]))
     print(f"\n{title}:\n")
     print("| | minFDE m | / constant velocity | / ridge |")
     print("|---|---|---|---|")
@@ -141,6 +150,8 @@ def lmrc(a, folds):
     for k, v in rows.items():
         hr, acc = ("", "") if k in plans.values() else (cell([x[0] for x in v], 3), cell([x[1] for x in v], 3))
         print(f"| {k} | {hr} | {acc} | {cell([x[2] for x in v], 3)} |")
+    for i, name in enumerate(["HR@3", "accuracy", "roll-out Kendall"]):
+        CHART["lmrc"].append((name, [(k, *ms([x[i] for x in rows[k]])) for k in ["model", rule]]))
     # The same routes on both sides: the difference per run, then its mean and spread.
     d = lambda x, y, i: [p[i] - q[i] for p, q in zip(x, y)]
     m, r_ = rows["model"], rows[rule]
@@ -191,6 +202,7 @@ def main():
     ap.add_argument("--history", type=int, help="GeoLife: fixes of history to import (12 by default)")
     ap.add_argument("--sim-pretrain", type=int, metavar="ROUTES",
                     help="GeoLife: start every run from a model trained on a simulated world of ROUTES routes")
+    ap.add_argument("--chart", metavar="SVG", help="also draw the results as an SVG chart (docs/real-data.svg)")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     os.makedirs(a.out, exist_ok=True)
@@ -200,6 +212,21 @@ def main():
         fleet(a, seeds)
     if a.only in (None, "lmrc"):
         lmrc(a, [int(f) for f in a.folds.split(",")])
+    if a.chart:
+        draw(a, seeds)
+
+
+def draw(a, seeds):
+    """The tables as a chart: trajectory sources as minFDE over constant velocity, LMRC's scores."""
+    panels = []
+    if CHART["trajectory"]:
+        panels.append({"title": "held-out trajectories: minFDE / constant velocity", "ref": 1.0,
+                       "ref_label": "constant velocity", "groups": CHART["trajectory"]})
+    if CHART["lmrc"]:
+        panels.append({"title": "LMRC held-out routes: next stop and roll-out", "groups": CHART["lmrc"]})
+    chart.write(a.chart, panels, f"python3 scripts/real_data.py --chart {a.chart}: mean and spread over "
+                f"seeds {a.seeds} (LMRC: folds {a.folds}, {a.lmrc_seeds} seeds each)")
+    print(f"\nchart written to {a.chart}")
 
 
 if __name__ == "__main__":
