@@ -42,6 +42,10 @@ pub struct Batch {
     /// [B, T, S, S, 3] and [B]: dashcam clips (None when the dataset has none).
     pub video: Option<Tensor<5>>,
     pub video_mask: Tensor<1>,
+    /// [B, 2 G + 1] and [B]: the fleet's past trips near each sample (`features::retrieval`;
+    /// None when the model reads none).
+    pub retr: Option<Tensor<2>>,
+    pub retr_mask: Tensor<1>,
     /// [B, N, STOP_CH] and [B, N]
     pub stops: Tensor<3>,
     pub stops_mask: Tensor<2>,
@@ -174,6 +178,7 @@ impl Batcher<Features, Batch> for FeatureBatcher {
         let s = ((f0.image.len() / 3) as f64).sqrt() as usize;
         let n = f0.stops_mask.len();
         let (vt, vs) = f0.video_shape;
+        let nr = f0.retr.len();
         // Samples asking for fewer horizons than others repeat their last (callers read each
         // sample's own `meta.horizons_s`).
         let fl = items.iter().map(|f| f.prior.len() / 2).max().unwrap_or(0);
@@ -194,6 +199,8 @@ impl Batcher<Features, Batch> for FeatureBatcher {
             image_mask: scalar(&|f| f.image_mask),
             video: (vt > 0).then(|| stack(&items, [b, vt, vs, vs, 3], |f| &f.video, device)),
             video_mask: scalar(&|f| f.video_mask),
+            retr: (nr > 0).then(|| stack(&items, [b, nr], |f| &f.retr, device)),
+            retr_mask: scalar(&|f| f.retr_mask),
             stops: stack(&items, [b, n, STOP_CH], |f| &f.stops, device),
             stops_mask: stack(&items, [b, n], |f| &f.stops_mask, device),
             ctx: stack(&items, [b, CTX_CH], |f| &f.ctx, device),

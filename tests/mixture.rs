@@ -430,3 +430,81 @@ fn pretraining_on_two_samplings_learns_every_objective() {
         "the pretrained grid, the data's stop capacity"
     );
 }
+
+/// `model.retrieval`: a run builds the index of its training windows and its model reads one
+/// more token from it (the neighbours' mean future over constant velocity, attended where
+/// there are some); held-out windows near the training routes find neighbours; the loss falls;
+/// a bundle of such a model is refused, naming the reason, until the index is saved with it.
+#[test]
+fn a_model_reads_the_fleets_past_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(tmp.path(), 43);
+    let run = tmp.path().join("run");
+    let mut o = tiny_model();
+    o.extend([
+        format!("data.path={}", data.display()),
+        format!("run.dir={}", run.display()),
+        "run.device=flex".into(),
+        "model.retrieval=true".into(),
+        "train.max_steps=120".into(),
+        "train.epochs=100".into(),
+        "train.log_every=10".into(),
+    ]);
+    train_with(&o);
+    let cfg = Config::load(Some(&run.join("config.toml")), &[]).unwrap();
+    let setup = dfm::train::Setup::new(cfg.clone()).unwrap();
+    let index = setup.norm.retrieval.clone().expect("an index");
+    let train = Manifest::load(&data).unwrap().splits["train"].samples;
+    assert!(
+        index.len() > train / 2 && index.len() <= train,
+        "{} of {train}",
+        index.len()
+    );
+    // Training windows find their own trip's other windows only under another route id (a
+    // window's own route is left out: its overlapping windows would hand it its future).
+    let mut samples = dfm::data::loader::first_samples(&data, "train", 100).unwrap();
+    let knots = setup.spec.future_len;
+    let found = |samples: &[dfm::data::sample::Sample]| {
+        let feats: Vec<_> = samples.iter().map(|s| setup.norm.features(s)).collect();
+        assert!(feats.iter().all(|f| f.retr.len() == 2 * knots + 1));
+        feats.iter().filter(|f| f.retr_mask > 0.0).count()
+    };
+    let own = found(&samples);
+    for s in &mut samples {
+        s.route_id = "another route".into();
+    }
+    let other = found(&samples);
+    assert!(
+        other > own,
+        "neighbours: {own} of its own route, {other} else"
+    );
+    let without = {
+        let mut c = cfg.clone();
+        c.model.retrieval = false;
+        dfm::train::Setup::new(c)
+            .unwrap()
+            .new_model(&Device::flex())
+    };
+    let with = setup.new_model(&Device::flex());
+    let n = setup.spec.max_stops;
+    assert_eq!(
+        with.token_count(n),
+        without.token_count(n) + 1,
+        "one more token"
+    );
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64())
+        .collect();
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    assert!(
+        last < 0.8 * first,
+        "the loss falls: {first:.3} -> {last:.3}"
+    );
+    let e = dfm::bundle::export(&run, dfm::bundle::Which::Best, &tmp.path().join("b"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("model.retrieval"), "{e}");
+}

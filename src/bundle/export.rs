@@ -82,6 +82,7 @@ pub fn checkpoint_dir(run: &Path, which: Which) -> anyhow::Result<PathBuf> {
 pub fn export(run: &Path, which: Which, out: &Path) -> anyhow::Result<BundleMeta> {
     let cfg = Config::load(Some(&run.join("config.toml")), &[])
         .with_context(|| format!("{} is not a run folder", run.display()))?;
+    super::load::check_no_retrieval(&cfg, run)?;
     let normalization = NormalizationFile::load(&run.join(NORMALIZATION))?;
     let dir = checkpoint_dir(run, which)?;
     let state = checkpoint::read_state(&dir)?;

@@ -56,6 +56,7 @@ pub fn load_trained(path: &Path, device: &Device) -> anyhow::Result<LoadedModel>
         );
     }
     let cfg = Config::load(Some(&path.join("config.toml")), &[])?;
+    check_no_retrieval(&cfg, path)?;
     let normalization = NormalizationFile::load(&path.join(NORMALIZATION))?;
     check_features(&normalization, path)?;
     let dir = checkpoint::best_or_last(path)?;
@@ -88,4 +89,15 @@ impl LoadedModel {
         check_data(manifest, data, &self.normalization, allow_shift)
             .context("the data does not fit the model")
     }
+}
+
+/// Refuses a model trained with `model.retrieval`: its index is not saved with the run or a
+/// bundle yet, and without it the model would silently read no neighbours.
+pub fn check_no_retrieval(cfg: &Config, run: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !cfg.model.retrieval,
+        "{}: a model trained with model.retrieval cannot be exported or loaded for inference yet (its index of training windows is not saved with the run); its evaluation is in the run's eval_test.json",
+        run.display()
+    );
+    Ok(())
 }

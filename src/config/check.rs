@@ -126,6 +126,12 @@ impl Config {
         let m = &self.model;
         let int = int_in;
         int("model.d_model", m.d_model, 1, 8192)?;
+        real_in(
+            "model.retrieval_radius_m",
+            m.retrieval_radius_m,
+            1.0,
+            10_000.0,
+        )?;
         int("model.layers", m.layers, 1, 128)?;
         int("model.heads", m.heads, 1, 256)?;
         int("model.ff_mult", m.ff_mult, 1, 64)?;

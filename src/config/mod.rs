@@ -220,6 +220,11 @@ pub struct ModelConfig {
     /// clips.
     pub video_tubelet: usize,
     pub video_patch: usize,
+    /// Read what the fleet's past trips did near each sample (`features::retrieval`): the
+    /// training windows whose history ended within `retrieval_radius_m`, heading the same way
+    /// at a similar speed, as one token.
+    pub retrieval: bool,
+    pub retrieval_radius_m: f64,
 }
 
 impl Default for ModelConfig {
@@ -240,6 +245,8 @@ impl Default for ModelConfig {
             support_guard: false,
             video_tubelet: 4,
             video_patch: 8,
+            retrieval: false,
+            retrieval_radius_m: 100.0,
         }
     }
 }

@@ -143,6 +143,8 @@ pub struct Featurizer {
     packages: (f32, f32),
     volume: (f32, f32),
     zone: (f32, f32),
+    /// The fleet's past trips (`model.retrieval`), queried for every sample.
+    pub retrieval: Option<std::sync::Arc<retrieval::Index>>,
 }
 
 impl Featurizer {
@@ -166,7 +168,14 @@ impl Featurizer {
             packages: norm.get("packages"),
             volume: norm.get("volume_l"),
             zone: norm.get("zone_density"),
+            retrieval: None,
         }
+    }
+
+    /// The same feature code reading the fleet's past trips too (`model.retrieval`).
+    pub fn with_retrieval(mut self, index: std::sync::Arc<retrieval::Index>) -> Self {
+        self.retrieval = Some(index);
+        self
     }
 }
 
@@ -202,6 +211,10 @@ pub struct Features {
     pub video_shape: (usize, usize),
     pub stops: Vec<f32>,
     pub stops_mask: Vec<f32>,
+    /// [2 G + 1]: the neighbours' mean offset at the knots over `traj_scale`, and their count
+    /// (`retrieval::input`); empty without an index. The mask is 1 where neighbours were found.
+    pub retr: Vec<f32>,
+    pub retr_mask: f32,
     pub ctx: Vec<f32>,
     pub prior: Vec<f32>,
     /// [F, G] weights of the model's G trajectory knots at the F horizons (`time_grid`); empty
@@ -262,7 +275,12 @@ impl Featurizer {
         let horizons = self.horizons(s);
         let (future_w, prior) = self.trajectory_inputs(s, &frame, &horizons);
         let t = self.targets(s, &frame, horizons.len());
+        let (retr, retr_mask) = self.retrieval.as_ref().map_or((Vec::new(), 0.0), |idx| {
+            retrieval::input(&idx.query(s), idx.set.min_neighbours, self.traj_scale)
+        });
         Features {
+            retr,
+            retr_mask,
             hist,
             hist_abs,
             hist_mask,

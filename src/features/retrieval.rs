@@ -153,11 +153,12 @@ impl Index {
         self.entries.is_empty()
     }
 
-    /// The neighbours of a sample (leaving out its own route when `training`).
-    pub fn query(&self, s: &Sample, training: bool) -> Found {
+    /// The neighbours of a sample, its own route left out (in training its own trip, whose
+    /// windows overlap it; elsewhere a route the index has not seen, so nothing).
+    pub fn query(&self, s: &Sample) -> Found {
         let (frame, speed) = anchor(s);
         let last = s.history.last().expect("validated");
-        let own = training.then(|| route_hash(&s.route_id));
+        let own = Some(route_hash(&s.route_id));
         self.near(last.lat, last.lon, frame.heading_deg, speed, own)
     }
 
@@ -192,6 +193,25 @@ impl Index {
             false => vec![0.0; 2 * self.knots],
         };
         Found { offsets, count }
+    }
+}
+
+/// Values the model reads per sample: 2 per knot and the count.
+pub fn input_len(knots: usize) -> usize {
+    2 * knots + 1
+}
+
+/// What the model reads of a query: the mean offsets over `traj_scale` and `ln(1 + count)`
+/// over `ln(101)`, with a mask of 1 where at least `min` neighbours were found.
+pub fn input(f: &Found, min: usize, traj_scale: f32) -> (Vec<f32>, f32) {
+    let mut v: Vec<f32> = f.offsets.iter().map(|o| o / traj_scale).collect();
+    v.push(((1.0 + f.count as f64).ln() / 101f64.ln()) as f32);
+    (v, (f.count >= min.max(1)) as u8 as f32)
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({} windows, {:?})", self.entries.len(), self.set)
     }
 }
 

@@ -86,27 +86,27 @@ fn neighbours_are_near_alike_and_of_other_routes() {
         SET,
     );
     let q = window("b", 10.0, 0.0, 95.0, 5.0);
-    let found = idx.query(&q, false);
+    let found = idx.query(&window("q", 10.0, 0.0, 95.0, 5.0));
     assert_eq!(found.count, 3, "a, b and c");
     let d = 100.0f32;
     assert!(
         (found.offsets[0] + d).abs() < 30.0 && found.offsets[1] > 50.0,
         "{found:?}"
     );
-    // In training its own route is left out.
-    assert_eq!(idx.query(&q, true).count, 2);
+    // Its own route is left out.
+    assert_eq!(idx.query(&q).count, 2);
     // Headings wrap around north.
     let wrap = Index::build(
         vec![mk("a", 0.0, 0.0, 355.0, 5.0), mk("b", 0.0, 0.0, 5.0, 5.0)],
         3,
         SET,
     );
-    assert_eq!(wrap.query(&window("q", 0.0, 0.0, 0.0, 5.0), false).count, 2);
+    assert_eq!(wrap.query(&window("q", 0.0, 0.0, 0.0, 5.0)).count, 2);
     // Fewer than min_neighbours: zeros, and the count says so.
-    let lone = idx.query(&window("q", 1000.0, 0.0, 90.0, 5.0), false);
+    let lone = idx.query(&window("q", 1000.0, 0.0, 90.0, 5.0));
     assert_eq!((lone.count, lone.offsets), (0, vec![0.0; 6]));
     let one = Index::build(vec![mk("a", 0.0, 0.0, 90.0, 5.0)], 3, SET);
-    let f = one.query(&q, false);
+    let f = one.query(&q);
     assert_eq!((f.count, f.offsets), (1, vec![0.0; 6]));
 }
 

@@ -14,6 +14,7 @@ pub mod flops;
 pub mod fusion;
 pub mod heads;
 pub mod image;
+pub mod retrieval;
 pub mod sensor;
 pub mod stop_context;
 pub mod support;
@@ -54,6 +55,8 @@ pub struct Encoders {
     pub ctx: ContextEncoder,
     /// Dashcam clips (datasets with video only).
     pub video: Option<VideoEncoder>,
+    /// What the fleet's past trips near here did (`model.retrieval` only).
+    pub retrieval: Option<retrieval::RetrievalEncoder>,
     /// Learned embedding per modality (+ one for the queries): [6, d].
     pub modality: Param<Tensor<2>>,
     /// Stands in for a masked token in pretraining: [d].
@@ -176,6 +179,7 @@ impl DfmModel {
                 stops: StopEncoder::new(d, device),
                 ctx: ContextEncoder::new(d, device),
                 video: None,
+                retrieval: None,
                 modality: init.init([QUERY + 1, d], device),
                 mask_token: init.init([d], device),
                 fusion,
@@ -216,6 +220,11 @@ impl DfmModel {
                 d_model: d,
             };
             model.enc.video = Some(video.init(device));
+        }
+        if cfg.retrieval {
+            let input = crate::features::retrieval::input_len(spec.future_len);
+            model.enc.retrieval =
+                Some(retrieval::RetrievalEncoderConfig::new(input, d).init(device));
         }
         model
     }
@@ -268,6 +277,7 @@ impl DfmModel {
             + max_stops
             + self.enc.ctx.tokens()
             + self.enc.video.as_ref().map_or(0, |v| v.tokens())
+            + self.enc.retrieval.as_ref().map_or(0, |_| 1)
             + self.modes
             + 2
     }
@@ -363,6 +373,11 @@ impl DfmModel {
             nv = t.dims()[1];
             tokens.push(t);
             valid.push(v);
+        }
+        if let (Some(enc), Some(x)) = (&e.retrieval, &b.retr) {
+            nv += 1;
+            tokens.push(enc.forward(x.clone()));
+            valid.push(b.retr_mask.clone().unsqueeze_dim::<2>(1));
         }
         tokens.push(q_t);
         valid.push(Tensor::<2>::ones([bs, nq], &device));

@@ -20,6 +20,7 @@ mod log_window;
 pub mod losses;
 pub mod masks;
 pub mod parallel;
+pub mod retrieval_index;
 pub mod run_folder;
 pub mod run_place;
 pub mod schedule;

@@ -181,7 +181,16 @@ impl Setup {
         cfg.model = cfg.model.for_spec(&spec);
         DfmModel::check_shapes(&cfg.model, &spec, cfg.data.image_size)?;
         let manifest_sha256 = data_hash(&sources)?;
-        let norm = Arc::new(Featurizer::new(&spec, &stats, cfg.data.image_size));
+        let mut norm = Featurizer::new(&spec, &stats, cfg.data.image_size);
+        if cfg.model.retrieval {
+            let dirs: Vec<_> = sources
+                .iter()
+                .map(|s| (s.dir.as_path(), &s.manifest))
+                .collect();
+            let index = super::retrieval_index::build(&cfg, &spec, &dirs)?;
+            norm = norm.with_retrieval(Arc::new(index));
+        }
+        let norm = Arc::new(norm);
         Ok(Setup {
             cfg,
             manifest_sha256,
