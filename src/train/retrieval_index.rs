@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Training windows an index keeps at most (the first ones read; each takes about
-/// `90 + 8 knots` bytes: 330 MB for 2,000,000 windows of 15 knots).
+/// `90 + 8 knots` bytes: 420 MB for 2,000,000 windows of 15 knots).
 pub const MAX_ENTRIES: usize = 2_000_000;
 /// Neighbours must head within this many degrees of the sample.
 pub const HEADING_DEG: f64 = 30.0;
