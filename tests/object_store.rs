@@ -7,8 +7,8 @@
 mod common;
 
 use common::s3;
+use common::skip;
 use common::store_cli::*;
-use common::{dfm_bin, skip};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -428,13 +428,7 @@ fn a_run_in_a_bucket_resumes_on_another_machine() {
         machine(&s3, &tmp.path().join("m2")),
     );
     let args = train_args(data, Path::new(&url));
-    let mut child = Command::new(dfm_bin())
-        .args(&args)
-        .envs(m1.iter().cloned())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&m1, &args);
     let t = Instant::now();
     let has = |rel: &str| s3.tree("runs/r1").iter().any(|n| n == rel);
     while !has("ckpt-00000015/state.json") && child.try_wait().unwrap().is_none() {
@@ -568,13 +562,7 @@ fn shards_go_up_as_they_are_written_and_a_killed_writer_leaves_no_dataset() {
         "--shard-size",
         "20",
     ];
-    let mut child = Command::new(dfm_bin())
-        .args(args)
-        .envs(env.iter().cloned())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&env, &args);
     let t = Instant::now();
     while s3.names("big/w").len() < 3 && child.try_wait().unwrap().is_none() {
         assert!(t.elapsed() < Duration::from_secs(300), "no progress");

@@ -21,6 +21,21 @@ pub fn run(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// dfm started with a store's environment, its output dropped (a process the test kills).
+pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+    env: &[(String, String)],
+    args: &[S],
+) -> std::process::Child {
+    Command::new(dfm_bin())
+        .args(args)
+        .envs(env.iter().cloned())
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 pub fn ok(env: &[(String, String)], args: &[&str]) -> String {
     let (ok, out, err) = run(env, args);
     assert!(ok, "dfm {}:\n{out}\n{err}", args.join(" "));
@@ -119,17 +134,7 @@ pub fn assert_same_objects(s3: &Server, prefix: &str, local: &Path) {
 /// The kill -9 and resume of a run that reads its data from the bucket: killed after its first
 /// checkpoints, resumed, it ends with the weights of the uninterrupted run.
 pub fn killed_and_resumed(env: &[(String, String)], data: &str, run: &Path) {
-    let spawn = |args: &[String]| {
-        Command::new(dfm_bin())
-            .args(args)
-            .envs(env.iter().cloned())
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut child = spawn(&train_args(data, run));
+    let mut child = spawn(env, &train_args(data, run));
     let t = Instant::now();
     let last = || dfm::checkpoint::list(run).map_or(0, |l| l.last().map_or(0, |c| c.0));
     while last() < 15 && child.try_wait().unwrap().is_none() {
@@ -139,9 +144,13 @@ pub fn killed_and_resumed(env: &[(String, String)], data: &str, run: &Path) {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(last() < 40, "killed before the end (at step {})", last());
-    let resume = ["train".into(), "--resume".into(), run.display().to_string()];
+    let resume = [
+        "train".to_string(),
+        "--resume".into(),
+        run.display().to_string(),
+    ];
     assert!(
-        spawn(&resume).wait().unwrap().success(),
+        spawn(env, &resume).wait().unwrap().success(),
         "the resume finishes"
     );
 }
