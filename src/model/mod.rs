@@ -368,14 +368,15 @@ impl DfmModel {
             stop_valid.clone(),
             ctx_valid,
         ];
-        let mut nv = 0;
+        // Tokens between the context and the queries: video tubelets, the retrieval token.
+        let mut n_late = 0;
         if let Some((t, v)) = self.video_tokens(b, keep(Modality::Video)) {
-            nv = t.dims()[1];
+            n_late = t.dims()[1];
             tokens.push(t);
             valid.push(v);
         }
         if let (Some(enc), Some(x)) = (&e.retrieval, &b.retr) {
-            nv += 1;
+            n_late += 1;
             tokens.push(enc.forward(x.clone()));
             valid.push(b.retr_mask.clone().unsqueeze_dim::<2>(1));
         }
@@ -386,7 +387,7 @@ impl DfmModel {
             ni,
             stop0: nh + ni + ng,
             n_stops,
-            q0: nh + ni + ng + n_stops + nc + nv,
+            q0: nh + ni + ng + n_stops + nc + n_late,
             stop_valid,
         };
         (Tensor::cat(tokens, 1), Tensor::cat(valid, 1), at)
@@ -475,8 +476,8 @@ impl DfmModel {
 }
 
 /// Where the parts of the token sequence sit: history tokens from 0 (`nh`), then IMU (`ni`),
-/// image, stops (`n_stops` from `stop0`, valid where `stop_valid`), context, video, and the
-/// queries from `q0`.
+/// image, stops (`n_stops` from `stop0`, valid where `stop_valid`), context, video, the
+/// retrieval token, and the queries from `q0`.
 struct TokenLayout {
     nh: usize,
     ni: usize,
