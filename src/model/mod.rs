@@ -330,7 +330,8 @@ impl DfmModel {
     }
 
     /// Every modality's tokens, then the queries, in one sequence [B, n, d], with validity
-    /// [B, n] (1 = attend) and where each part sits.
+    /// [B, n] (1 = attend) and where each part sits. `n_late` counts the tokens between the
+    /// context and the queries (video tubelets, the retrieval token).
     fn tokens(&self, b: &Batch, masks: &TokenMasks) -> (Tensor<3>, Tensor<2>, TokenLayout) {
         let e = &self.enc;
         let [bs, n_stops, _] = b.stops.dims();
@@ -368,7 +369,6 @@ impl DfmModel {
             stop_valid.clone(),
             ctx_valid,
         ];
-        // Tokens between the context and the queries: video tubelets, the retrieval token.
         let mut n_late = 0;
         if let Some((t, v)) = self.video_tokens(b, keep(Modality::Video)) {
             n_late = t.dims()[1];
